@@ -1,0 +1,1 @@
+"""Ranking policies: protocol, features, layers, baselines, seed models, trainer."""

@@ -1,0 +1,153 @@
+"""The ``Policy`` protocol and the policy registry.
+
+A policy turns a feature batch (see :mod:`simab.policies.features`) into one score
+per candidate.  Campaign specs and ``simab train`` pick policies by name with their
+hyper-parameters; :func:`make_policy` validates both and raises a
+:class:`~simab.errors.SimabError` naming the offending key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from simab.policies.features import FEATURE_GROUPS, FeatureSpec
+
+from simab.errors import SimabError
+
+Batch = dict[str, torch.Tensor]
+
+
+@runtime_checkable
+class BatchSource(Protocol):
+    """Anything that yields feature batches: the world's training logs, a campaign's
+    pending requests, or a synthetic dataset in tests."""
+
+    n_rows: int
+
+    def batches(
+        self, batch_size: int, *, shuffle: bool = False, seed: int = 0, groups: tuple[str, ...] | None = None
+    ) -> Iterator[Batch]:
+        """Yield batches holding (at least) the keys of ``groups`` plus labels."""
+        ...
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What every ranking policy provides."""
+
+    name: str
+    #: Feature groups (keys of ``FEATURE_GROUPS``) the policy reads.
+    feature_groups: tuple[str, ...]
+    #: Whether ``fit`` learns anything (random/popularity/oracle do not).
+    trainable: bool
+
+    def score(self, batch: Batch) -> torch.Tensor:
+        """Return scores ``[B, C]``; higher ranks first."""
+        ...
+
+    def fit(self, train: BatchSource, val: BatchSource | None = None, **trainer_options: Any) -> dict:
+        """Learn from logs; returns validation metrics (``{}`` when not trainable)."""
+        ...
+
+    def save(self, directory: str | Path) -> None: ...
+
+
+PolicyFactory = Callable[[Mapping[str, Any], FeatureSpec], Policy]
+_REGISTRY: dict[str, PolicyFactory] = {}
+_LOADERS: dict[str, Callable[[Path], Policy]] = {}
+
+
+def register_policy(name: str, factory: PolicyFactory, loader: Callable[[Path], Policy] | None = None) -> None:
+    """Register ``factory(params, feature_spec) -> Policy`` under ``name``."""
+    _REGISTRY[name] = factory
+    if loader is not None:
+        _LOADERS[name] = loader
+
+
+def policy_names() -> list[str]:
+    _ensure_builtin()
+    return sorted(_REGISTRY)
+
+
+def make_policy(
+    name: str, params: Mapping[str, Any] | None, feature_spec: FeatureSpec, *, key: str = "policy"
+) -> Policy:
+    """Build a policy by name.
+
+    Raises ``SimabError`` for an unknown name, an unknown or ill-typed
+    hyper-parameter, or a feature group the world does not provide.
+    """
+    _ensure_builtin()
+    if name not in _REGISTRY:
+        raise SimabError(
+            f"unknown policy {name!r}; allowed: {', '.join(sorted(_REGISTRY))}", key=key
+        )
+    policy = _REGISTRY[name](dict(params or {}), feature_spec)
+    missing = [g for g in policy.feature_groups if g not in feature_spec.provides]
+    if missing:
+        raise SimabError(
+            f"policy {name!r} needs feature group(s) {missing} that this world does not provide "
+            f"(it provides {list(feature_spec.provides)})",
+            key=key,
+        )
+    unknown = [g for g in policy.feature_groups if g not in FEATURE_GROUPS]
+    if unknown:  # a bug in the policy, not a user error
+        raise ValueError(f"policy {name!r} declares unknown feature groups {unknown}")
+    return policy
+
+
+def check_params(name: str, params: Mapping[str, Any], defaults: Mapping[str, Any], *, key: str = "params") -> dict:
+    """Merge ``params`` over ``defaults``; unknown keys or wrong types are SimabErrors.
+
+    Types follow the default's type (an int default also accepts a float only when it
+    is integral; a float default accepts ints).
+    """
+    out = dict(defaults)
+    for k, v in params.items():
+        if k not in defaults:
+            allowed = ", ".join(sorted(defaults)) or "none"
+            raise SimabError(f"unknown parameter {k!r} for policy {name!r}; allowed: {allowed}", key=f"{key}.{k}")
+        d = defaults[k]
+        if isinstance(d, bool):
+            ok = isinstance(v, bool)
+        elif isinstance(d, int):
+            ok = isinstance(v, int) and not isinstance(v, bool)
+        elif isinstance(d, float):
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+            v = float(v) if ok else v
+        elif isinstance(d, str):
+            ok = isinstance(v, str)
+        elif isinstance(d, (list, tuple)):
+            ok = isinstance(v, (list, tuple))
+            v = type(d)(v) if ok else v
+        else:
+            ok = True
+        if not ok:
+            raise SimabError(
+                f"parameter {k!r} of policy {name!r} must be {type(d).__name__}, got {type(v).__name__} {v!r}",
+                key=f"{key}.{k}",
+            )
+        out[k] = v
+    return out
+
+
+_BUILTIN_LOADED = False
+
+
+def _ensure_builtin() -> None:
+    """Import the modules that register the built-in policies (once)."""
+    global _BUILTIN_LOADED
+    if _BUILTIN_LOADED:
+        return
+    _BUILTIN_LOADED = True
+    import importlib
+
+    for mod in ("simab.policies.simple", "simab.policies.zoo"):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:  # zoo may not exist in minimal builds
+            if exc.name != mod:
+                raise

@@ -1,0 +1,86 @@
+"""The feature contract between the world's logs and every policy.
+
+A *batch* is a ``dict[str, torch.Tensor]``.  ``B`` is the number of requests (or
+training rows), ``C`` the number of candidates per request (``C == 1`` for training
+rows), ``L``/``A``/``M``/``N`` the padded lengths of the short target-domain click
+sequence, the Active Intention Sequence (AISeq), the moveline and the lifelong
+source-domain sequence.  Index 0 is padding in every id vocabulary, so real ids are
+shifted by one; masks are ``True`` on real positions.
+
+Feature groups (a policy declares which it needs in ``Policy.feature_groups``):
+
+``profile``   ``user`` [B] long (user index + 1), ``profile`` [B, P] long
+              (categorical profile fields, cardinalities in ``FeatureSpec.profile_sizes``)
+``scenario``  ``scenario`` [B] long (0-based scenario index)
+``target``    ``item`` / ``item_cat`` / ``item_shop`` / ``item_price`` [B, C] long,
+              ``item_pop`` [B, C] float (log popularity prior, known to every policy)
+``short_seq`` ``seq_item`` / ``seq_cat`` [B, L] long, ``seq_mask`` [B, L] bool
+``aiseq``     ``ais_item`` / ``ais_cat`` / ``ais_scene`` [B, A] long, ``ais_mask`` [B, A]
+``moveline``  ``ml_scene`` / ``ml_cat`` / ``ml_shop`` / ``ml_gap`` [B, M] long, ``ml_mask``
+``lifelong``  ``ll_item`` / ``ll_cat`` / ``ll_action`` / ``ll_gap`` [B, N] long, ``ll_mask``
+``pairs``     ``pair_item`` / ``pair_cat`` / ``pair_shop`` / ``pair_price`` [B] long,
+              ``pair_label`` [B] float, ``pair_mask`` [B] bool (TSP diff items; training only)
+``oracle``    ``p_click`` [B, C] float: the world's true click probability (only the
+              ``oracle`` policy may declare it)
+
+Labels (training only): ``label`` [B, C] float (click), ``conv`` [B, C] float
+(conversion), ``weight`` [B] float (optional, inverse propensity or 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
+    "profile": ("user", "profile"),
+    "scenario": ("scenario",),
+    "target": ("item", "item_cat", "item_shop", "item_price", "item_pop"),
+    "short_seq": ("seq_item", "seq_cat", "seq_mask"),
+    "aiseq": ("ais_item", "ais_cat", "ais_scene", "ais_mask"),
+    "moveline": ("ml_scene", "ml_cat", "ml_shop", "ml_gap", "ml_mask"),
+    "lifelong": ("ll_item", "ll_cat", "ll_action", "ll_gap", "ll_mask"),
+    "pairs": ("pair_item", "pair_cat", "pair_shop", "pair_price", "pair_label", "pair_mask"),
+    "oracle": ("p_click",),
+}
+
+LABEL_KEYS = ("label", "conv", "weight")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Vocabulary sizes (including the padding id 0) and padded lengths.
+
+    Built by the world (``World.feature_spec()``); policies size their embedding
+    tables from it, so a policy trained on one world refuses another world whose
+    vocabularies differ (the spec is stored in the checkpoint).
+    """
+
+    n_users: int
+    n_items: int
+    n_categories: int
+    n_shops: int
+    n_price_buckets: int
+    n_scenarios: int
+    n_scene_types: int
+    n_gap_buckets: int
+    n_actions: int
+    profile_sizes: tuple[int, ...]
+    scenario_names: tuple[str, ...]
+    seq_len: int = 50
+    aiseq_len: int = 30
+    moveline_len: int = 50
+    lifelong_len: int = 2000
+    provides: tuple[str, ...] = field(default_factory=lambda: tuple(FEATURE_GROUPS))
+
+    def to_dict(self) -> dict:
+        return {
+            k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FeatureSpec:
+        d = dict(d)
+        for k in ("profile_sizes", "scenario_names", "provides"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**d)

@@ -1,0 +1,122 @@
+"""Policies that learn nothing: ``random``, ``popularity``, ``oracle`` and the pre-period
+``logging`` policy (popularity with epsilon exploration and logged propensities).
+
+Stochastic policies draw from the uniforms the ranking service passes in, which are
+keyed by request id, so their slates do not depend on batching, sharding or workers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from simab.policies.base import check_params, register_policy
+from simab.policies.features import FeatureSpec
+
+
+class _Fixed:
+    trainable = False
+    feature_groups: tuple[str, ...] = ("target",)
+    DEFAULTS: dict[str, Any] = {}
+
+    def __init__(self, params: dict, feature_spec: FeatureSpec):
+        self.params = check_params(self.name, params, self.DEFAULTS, key="params")
+        self.feature_spec = feature_spec
+
+    def fit(self, train, val=None, **trainer_options) -> dict:
+        return {}
+
+    def save(self, directory: str | Path) -> None:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+
+    #: Stochastic policies rank with ``slate(batch, k, uniforms)`` where ``uniforms``
+    #: [B, 2C] are request-keyed random numbers; the others by top-k of ``score``.
+    stochastic = False
+
+
+class RandomPolicy(_Fixed):
+    """Uniformly random slates (scores are request-keyed uniforms)."""
+
+    name = "random"
+    stochastic = True
+
+    def score(self, batch):
+        # offline: a fixed hash of (user, item) so evaluation is deterministic
+        item = batch["item"].to(torch.int64)
+        user = batch["user"].to(torch.int64)[:, None] if "user" in batch else torch.zeros_like(item[:, :1])
+        h = (item * 2654435761 + user * 40503) % 1000003
+        return h.to(torch.float32) / 1000003.0
+
+    def slate(self, batch, k, uniforms):
+        C = uniforms.shape[1] // 2
+        idx = np.argsort(uniforms[:, :C], axis=1, kind="stable")[:, :k]
+        prop = np.ones(idx.shape) / (C - np.arange(idx.shape[1]))[None, :]
+        return idx, prop
+
+
+class PopularityPolicy(_Fixed):
+    """Ranks candidates by the catalogue's popularity prior (log popularity)."""
+
+    name = "popularity"
+
+    def score(self, batch):
+        return batch["item_pop"].to(torch.float32)
+
+
+class OraclePolicy(_Fixed):
+    """Ranks by the world's true P(click) at the request: the upper bound of any policy.
+
+    ``blend`` < 1 mixes in popularity (score = blend * logit(p) + (1 - blend) * pop), a
+    policy whose true lift can be dialled for calibration.
+    """
+
+    name = "oracle"
+    feature_groups = ("target", "oracle")
+    DEFAULTS = {"blend": 1.0}
+
+    def score(self, batch):
+        p = batch["p_click"].clamp(1e-6, 1 - 1e-6)
+        b = self.params["blend"]
+        return b * torch.log(p / (1 - p)) + (1 - b) * batch["item_pop"].to(torch.float32)
+
+
+class LoggingPolicy(_Fixed):
+    """Pre-period logging policy: position by position, with probability 1 - epsilon the
+    most popular remaining candidate, otherwise a uniformly random remaining one.  The
+    propensity of the chosen item at each position is logged."""
+
+    name = "logging"
+    stochastic = True
+    DEFAULTS = {"epsilon": 0.3}
+
+    def score(self, batch):
+        return batch["item_pop"].to(torch.float32)
+
+    def slate(self, batch, k, uniforms):
+        eps = self.params["epsilon"]
+        pop = batch["item_pop"].numpy()
+        B, C = pop.shape
+        taken = np.zeros((B, C), bool)
+        idx = np.zeros((B, k), np.int64)
+        prop = np.zeros((B, k))
+        rows = np.arange(B)
+        for p in range(k):
+            remaining = C - p
+            best = np.argmax(np.where(taken, -np.inf, pop), axis=1)
+            # uniforms[:, p] decides explore/exploit, uniforms[:, C + p] picks the random one
+            explore = uniforms[:, p] < eps
+            u2 = uniforms[:, C + p] * remaining
+            rank = np.minimum(u2.astype(np.int64), remaining - 1)
+            free = np.cumsum(~taken, axis=1) - 1
+            rnd = np.argmax((free == rank[:, None]) & ~taken, axis=1)
+            choice = np.where(explore, rnd, best)
+            idx[:, p] = choice
+            prop[:, p] = (1 - eps) * (choice == best) + eps / remaining
+            taken[rows, choice] = True
+        return idx, prop
+
+
+for _cls in (RandomPolicy, PopularityPolicy, OraclePolicy, LoggingPolicy):
+    register_policy(_cls.name, _cls)

@@ -1,0 +1,298 @@
+"""One shard of a campaign (or of the pre-period) as a SimPy simulation.
+
+Each user is a process that reads like the story it simulates: wait for the next
+session, walk the scene chain, ask the arm's ranking service for a slate on every
+ranking surface, look at it, click, dwell, sometimes buy later.  All per-item work
+happens vectorised in the ranking service and the oracle; the processes only carry
+control flow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import simpy
+
+from simab.eventlog import ColumnBuffer
+from simab.retrieval import Retriever
+from simab.serving import RankingService, Request
+from simab.simulators.datasets import SNAPSHOT_FIELDS, Snapshot, FeatureBuilder
+from simab.simulators.scenes import BUY, CART, CONTENT, DETAIL, SCENE_NAMES, SURFACE_SCENE
+from simab.simulators.state import UserState
+from simab.simulators.world import World
+
+DAY = 86400.0
+
+
+@dataclass
+class ShardPlan:
+    shard: int
+    users: np.ndarray  # global ids, sorted
+    arm: np.ndarray  # arm index per user
+    start: np.ndarray  # time the user enters the experiment (s)
+    bucket: np.ndarray
+    t_begin: float
+    t_end: float
+
+
+class ShardSimulation:
+    def __init__(
+        self,
+        world: World,
+        plan: ShardPlan,
+        arms: list[str],
+        policies: dict,
+        *,
+        campaign: str,
+        serving,
+        unit: str = "user",
+        session_arm=None,
+        record_features: bool = False,
+    ):
+        self.world, self.plan, self.arms, self.campaign = world, plan, arms, campaign
+        self.unit, self.session_arm = unit, session_arm
+        self.env = simpy.Environment(initial_time=plan.t_begin)
+        users = world.population.users(plan.users)
+        self.state = UserState(world.spec, users, world.catalog.centroid, plan.t_begin)
+        th = world.histories.target(users, max_len=world.spec.seq_len)
+        # the short sequence starts from the target-domain history, shifted to end at t_begin
+        self.state.seed_history(np.arange(len(users)), th.item, th.category, th.ts + plan.t_begin, th.mask)
+        self.builder = FeatureBuilder(world)
+        self.retriever = Retriever(world)
+        self.services = {
+            a: RankingService(self.env, self, a, policies[a], serving.max_batch, serving.max_wait_ms,
+                              getattr(serving, "abandon_after_ms", None))
+            for a in arms
+        }
+        self.exposures = ColumnBuffer("exposures")
+        self.requests = ColumnBuffer("requests")
+        self.moveline_log = ColumnBuffer("moveline")
+        self.first_exposure = np.full(len(users), np.nan)
+        self.first_arm = np.full(len(users), -1, np.int64)
+        self.record_features = record_features
+        if record_features:
+            self.features = ColumnBuffer("features", features_schema(world))
+        self._shop_of = world.catalog.shop
+
+    # --- the story --------------------------------------------------------------------
+    def run(self) -> None:
+        for row in range(len(self.plan.users)):
+            if self.plan.arm[row] >= 0:
+                self.env.process(self.user_life(row))
+        self.env.run(until=self.plan.t_end)
+
+    def user_life(self, row: int):
+        st, chain = self.state, self.world.chain
+        user = int(self.plan.users[row])
+        activity = float(st.users.activity[row])
+        t = max(self.plan.start[row], self.plan.t_begin)
+        if t > self.env.now:
+            yield self.env.timeout(t - self.env.now)
+        while True:
+            n = int(st.sessions[row])
+            t_next = chain.next_session(user, activity, self.env.now, n)
+            if t_next >= self.plan.t_end:
+                return
+            yield self.env.timeout(t_next - self.env.now)
+            st.sessions[row] += 1
+            fresh_need = self.check_needs(row, user)
+            yield from self.session(row, user, n, fresh_need)
+
+    def session(self, row: int, user: int, n: int, fresh_need: bool):
+        st, chain, spec = self.state, self.world.chain, self.world.spec
+        arm = self.arm_for(row, user, n)
+        kind, sc = chain.first_scene(user, n, fresh_need)
+        for step in range(spec.sessions.max_scenes):
+            if self.env.now >= self.plan.t_end:
+                return
+            if kind == "content":
+                cat = self.interest_category(row, user, n, step)
+                self.scene(row, CONTENT, cat, -1, domain="content")
+                yield self.env.timeout(chain.scene_dwell(user, n, step))
+            else:
+                outcome = yield from self.visit_surface(row, user, n, step, sc, arm)
+                dwell = chain.scene_dwell(user, n, step)
+                if outcome is not None:
+                    dwell += self.react(row, user, n, step, outcome)
+                yield self.env.timeout(dwell)
+            if chain.leaves(user, n, step):
+                return
+            kind, sc = chain.next_scene(user, n, step + 1)
+
+    def visit_surface(self, row: int, user: int, n: int, step: int, sc: int, arm: int):
+        st, chain, w = self.state, self.world.chain, self.world
+        surface = chain.surfaces[sc]
+        scene = SURFACE_SCENE[surface]
+        cat, shop = -1, -1
+        if surface in ("search", "shop"):
+            cat = self.interest_category(row, user, n, step)
+            if surface == "shop":
+                shop = self.retriever.shop_for(cat, chain.draw(user, n, step, 7))
+        self.scene(row, scene, cat, shop)
+        k = int(st.requests[row])
+        st.requests[row] += 1
+        rid = (user << 24) | k
+        ml, mask = st.moveline.gather(np.array([row]))
+        ctx = np.concatenate([ml["cat"][0][mask[0]][-10:], st.seq.gather(np.array([row]))[0]["cat"][0][-10:]])
+        ctx = ctx[ctx >= 0]
+        n_cand = w.spec.scenarios[w.scenario_names[sc]].n_candidates
+        cand = self.retriever.candidates(surface, n_cand, rid, cat, shop, ctx)
+        arm_name = self.arms[arm]
+        req = Request(row, user, self.session_id(user, n), rid, sc, cand, self.env.now, self.env.event())
+        if self.record_features:
+            self.record_snapshot(req)
+        if np.isnan(self.first_exposure[row]):
+            self.first_exposure[row] = self.env.now
+            self.first_arm[row] = arm
+        outcome = yield self.services[arm_name].request(req)
+        return outcome
+
+    def react(self, row: int, user: int, n: int, step: int, outcome) -> float:
+        """Clicks lead to item detail (and sometimes the cart); conversions come later."""
+        if outcome.abandoned:
+            return 0.0
+        st, c, chain = self.state, self.world.catalog, self.world.chain
+        dwell = 0.0
+        scene_now = int(st.moveline.data["scene"][row, (st.moveline.count[row] - 1) % st.moveline.length])
+        for pos in np.flatnonzero(outcome.clicked):
+            item = int(outcome.items[pos])
+            cat, shop = int(c.category[item]), int(c.shop[item])
+            st.click(row, item, cat, scene_now, self.env.now, c.latent[item])
+            self.scene(row, DETAIL, cat, shop)
+            dwell += float(outcome.dwell_s[pos])
+            if chain.goes_to_cart(user, n, step * 8 + int(pos) % 8 + 1):
+                self.scene(row, CART, cat, shop)
+            if outcome.converted[pos]:
+                self.env.process(self.buy_later(row, cat, shop, float(outcome.delay_s[pos])))
+        return dwell
+
+    def buy_later(self, row: int, cat: int, shop: int, delay: float):
+        yield self.env.timeout(delay)
+        self.state.purchase(row, cat, self.env.now)
+        self.scene(row, BUY, cat, shop)
+
+    # --- helpers of the story ---------------------------------------------------------
+    def check_needs(self, row: int, user: int) -> bool:
+        """Needs arrive as a Poisson process; the newest one replaces any older one."""
+        st, chain = self.state, self.world.chain
+        fresh = False
+        for _ in range(8):
+            t_need = chain.need_arrives(user, float(st.last_need_check[row]), self.env.now, int(st.needs[row]))
+            if t_need is None:
+                break
+            k = chain.need_category(user, int(st.needs[row]), st.users.active[row], st.users.active_w[row],
+                                    self.world.catalog.n_categories)
+            st.needs[row] += 1
+            st.set_need(row, k, t_need)
+            st.last_need_check[row] = t_need
+            fresh = True
+        if not fresh:
+            st.last_need_check[row] = self.env.now
+        return fresh
+
+    def interest_category(self, row: int, user: int, n: int, step: int) -> int:
+        """What a search or shop visit is about: the live need if any, else an interest."""
+        st, chain, it = self.state, self.world.chain, self.world.spec.intent
+        if st.need_cat[row] >= 0 and self.env.now - st.need_t[row] < 2 * it.half_life_h * 3600.0:
+            return int(st.need_cat[row])
+        cats, w = st.users.active[row], st.users.active_w[row]
+        u = chain.draw(user, n, step, 6)
+        return int(cats[min(np.searchsorted(np.cumsum(w) / w.sum(), u), len(cats) - 1)])
+
+    def arm_for(self, row: int, user: int, n: int) -> int:
+        if self.unit == "session" and self.session_arm is not None:
+            return int(self.session_arm(self.session_id(user, n)))
+        return int(self.plan.arm[row])
+
+    @staticmethod
+    def session_id(user: int, n: int) -> int:
+        return (user << 20) | n
+
+    def scene(self, row: int, scene: int, cat: int, shop: int, domain: str = "shop") -> None:
+        self.state.scene(row, scene, cat, shop, self.env.now)
+        self.moveline_log.append(
+            user=np.array([self.plan.users[row]]),
+            ts=np.array([self.env.now]),
+            scene=[SCENE_NAMES[scene]],
+            category=np.array([cat], np.int32),
+            shop=np.array([shop], np.int32),
+            domain=["content" if scene == CONTENT else domain],
+        )
+
+    def record_snapshot(self, req: Request) -> None:
+        snap = Snapshot.from_state(self.state, np.array([req.row]), np.array([self.env.now]), np.array([req.scenario]))
+        cols = {f: snap.arrays[f] for f in SNAPSHOT_FIELDS}
+        cols.update({f"{r}_len": np.array([int(snap.masks[r].sum())]) for r in ("seq", "ais", "moveline")})
+        self.features.append(request=np.array([req.request]), **cols)
+
+    # --- logging (columnar, one append per served batch) -------------------------------
+    def log_exposures(self, arm, reqs, scenario, slate, scores, resp, prop, keep, now) -> None:
+        if not keep.any():
+            return
+        B, K = slate.shape
+        k = keep
+        rep = lambda x: np.repeat(np.asarray(x)[k], K)  # noqa: E731
+        conv_ts = np.where(resp.converted, now + resp.delay_s, np.nan)[k].reshape(-1)
+        self.exposures.append(
+            campaign=self.campaign,
+            shard=np.full(int(k.sum()) * K, self.plan.shard, np.int32),
+            arm=arm,
+            user=rep([r.user for r in reqs]),
+            session=rep([r.session for r in reqs]),
+            request=rep([r.request for r in reqs]),
+            ts=np.full(int(k.sum()) * K, now),
+            day=np.full(int(k.sum()) * K, int(np.floor(now / DAY)), np.int32),
+            scenario=self.world.scenario_names[scenario],
+            position=np.tile(np.arange(K, dtype=np.int16), int(k.sum())),
+            item=slate[k].reshape(-1),
+            score=scores[k].reshape(-1).astype(np.float32),
+            p_click=resp.p_click[k].reshape(-1),
+            clicked=resp.clicked[k].reshape(-1),
+            p_convert=resp.p_convert[k].reshape(-1),
+            converted=resp.converted[k].reshape(-1),
+            conversion_ts=conv_ts,
+            dwell_s=resp.dwell_s[k].reshape(-1),
+            expected_dwell_s=resp.expected_dwell_s[k].reshape(-1),
+            propensity=prop[k].reshape(-1),
+        )
+
+    def log_requests(self, arm, reqs, scenario, n_cand, latency, batch_size, now) -> None:
+        B = len(reqs)
+        self.requests.append(
+            request=np.array([r.request for r in reqs], np.int64),
+            user=np.array([r.user for r in reqs], np.int64),
+            session=np.array([r.session for r in reqs], np.int64),
+            arm=arm,
+            ts=np.full(B, now),
+            day=np.full(B, int(np.floor(now / DAY)), np.int32),
+            scenario=self.world.scenario_names[scenario],
+            n_candidates=np.full(B, n_cand, np.int32),
+            latency_ms=np.asarray(latency, np.float64),
+            batch_size=np.full(B, batch_size, np.int32),
+        )
+
+    def assignments_table(self) -> pa.Table:
+        seen = ~np.isnan(self.first_exposure)
+        buf = ColumnBuffer("assignments")
+        if seen.any():
+            buf.append(
+                user=self.plan.users[seen],
+                bucket=self.plan.bucket[seen].astype(np.int32),
+                arm=[self.arms[a] for a in self.first_arm[seen]],
+                first_exposure_ts=self.first_exposure[seen],
+            )
+        return buf.to_table()
+
+
+def features_schema(world: World) -> pa.Schema:
+    s = world.spec
+    width = {"seq": s.seq_len, "ais": s.aiseq_len, "ml": s.moveline_len}
+    fields = [("request", pa.int64())]
+    for f in SNAPSHOT_FIELDS:
+        w = width[f.split("_")[0]]
+        fields.append((f, pa.list_(pa.float64() if f.endswith("_ts") else pa.int32(), w)))
+    fields += [(f"{r}_len", pa.int32()) for r in ("seq", "ais", "moveline")]
+    return pa.schema(fields)
+

@@ -1,0 +1,70 @@
+"""Candidate retrieval before ranking.
+
+search(k): items of category k (popular first, then random within k), topped up from
+related categories.  shop(s): the shop's items, then its category.  home / channel: a
+mix of popular items, items of the categories in the recent moveline and short
+sequence, and random items.  Random choices are keyed by request id.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simab.simulators import rng
+from simab.simulators.world import World
+
+
+class Retriever:
+    def __init__(self, world: World):
+        self.w = world
+        c = world.catalog
+        self.key = rng.stream_key(world.seed, "retrieval")
+        self.n_target = c.n_shop_items
+        self.top = c.popular_target[: max(200, c.n_shop_items // 10)]
+        self.shops_by_cat = [np.flatnonzero(c.shop_category == k) for k in range(c.n_categories)]
+
+    def shop_for(self, cat: int, u: float) -> int:
+        shops = self.shops_by_cat[cat]
+        if len(shops) == 0:
+            return int(u * self.w.catalog.n_shops) % self.w.catalog.n_shops
+        return int(shops[min(int(u * len(shops)), len(shops) - 1)])
+
+    def _fill(self, pools: list[np.ndarray], n: int, rid: int) -> np.ndarray:
+        cand = np.concatenate([p for p in pools if len(p)]) if any(len(p) for p in pools) else np.zeros(0, np.int64)
+        _, first = np.unique(cand, return_index=True)
+        cand = cand[np.sort(first)][:n]
+        j = 0
+        while len(cand) < n:
+            extra = rng.integers(self.key, rid, 1000 + j * 64 + np.arange(2 * n), self.n_target)
+            cand = np.concatenate([cand, extra])
+            _, first = np.unique(cand, return_index=True)
+            cand = cand[np.sort(first)][:n]
+            j += 1
+        return cand
+
+    def candidates(
+        self, surface: str, n: int, rid: int, query_cat: int, query_shop: int, context_cats: np.ndarray
+    ) -> np.ndarray:
+        c = self.w.catalog
+        r = lambda k, m, hi: rng.integers(self.key, rid, k * 4096 + np.arange(m), hi)  # noqa: E731
+        if surface == "search":
+            items = c.target_by_category.group(query_cat)
+            head = items[: n // 2]
+            tail = items[r(1, n, len(items))] if len(items) else items
+            parent = c.parent_of[query_cat]
+            related = np.flatnonzero(c.parent_of == parent)
+            rel_items = np.concatenate([c.target_by_category.group(k)[:5] for k in related])
+            return self._fill([head, tail, rel_items], n, rid)
+        if surface == "shop":
+            items = c.target_by_shop.group(query_shop)
+            cat_items = c.target_by_category.group(int(c.shop_category[query_shop]))
+            return self._fill([items[:n], cat_items[: n // 2]], n, rid)
+        n_pop, n_ctx = int(0.4 * n), int(0.4 * n)
+        pools = [self.top[r(2, n_pop, len(self.top))]]
+        if len(context_cats):
+            cats = context_cats[r(3, n_ctx, len(context_cats))]
+            sizes = c.target_by_category.sizes()[cats]
+            pick = np.minimum((rng.uniform(self.key, rid, 3 * 4096 + 512 + np.arange(n_ctx)) ** 2 * sizes).astype(np.int64), np.maximum(sizes - 1, 0))
+            pools.append(c.target_by_category.items[c.target_by_category.offsets[cats] + pick])
+        pools.append(r(4, n, self.n_target))
+        return self._fill(pools, n, rid)

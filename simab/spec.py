@@ -1,0 +1,212 @@
+"""Campaign specs: TOML in, a validated ``CampaignSpec`` out.
+
+Every problem a user can cause (malformed TOML, unknown key, wrong type, negative size,
+allocations above 1, unknown policy or preset, no arms, duplicate arm names, missing
+file) becomes a :class:`~simab.errors.SimabError` whose one line names the file and the
+key path.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from simab.errors import SimabError, pydantic_to_simab
+from simab.simulators.spec import WorldSpec, deep_merge, world_spec
+
+METRICS = ("ctr", "ctcvr", "cvr", "stay_time", "exposures_per_user", "latency_p99_ms")
+DEFAULT_SOURCE = "<default campaign>"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ArmSpec(_Strict):
+    policy: str
+    share: float = Field(gt=0.0, le=1.0, description="final allocation share of the randomisation units")
+    params: dict[str, Any] = {}
+
+
+class RampStep(_Strict):
+    at_day: float = Field(ge=0.0)
+    shares: dict[str, float]
+
+
+class ServingSpec(_Strict):
+    max_batch: int = Field(64, ge=1, le=100_000)
+    max_wait_ms: float = Field(5.0, ge=0.0)
+    abandon_after_ms: float | None = Field(None, gt=0.0, description="requests slower than this are abandoned")
+
+
+class TrainingSpec(_Strict):
+    epochs: int = Field(2, ge=1, le=1000)
+    batch_size: int = Field(512, ge=1)
+    lr: float = Field(2e-3, gt=0.0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_steps: int | None = Field(None, ge=1)
+    cache: bool = True
+    cache_dir: str = "runs/.cache"
+
+
+class CampaignSpec(_Strict):
+    name: str = Field(min_length=1)
+    seed: int = Field(0, ge=0)
+    duration_days: float = Field(3.0, gt=0.0, le=365.0)
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    metrics: list[str] = list(METRICS)
+    output: str = "runs"
+    shards: int = Field(8, ge=1, le=100_000)
+    workers: int = Field(1, ge=1, le=1024)
+    unit: Literal["user", "session"] = "user"
+    salt: str = ""
+    control: str | None = None
+    truth: Literal["oracle", "counterfactual"] = "oracle"
+    users: int | None = Field(None, ge=2, description="simulate only the first N users of the world")
+    world: WorldSpec
+    arms: dict[str, ArmSpec]
+    ramps: list[RampStep] = []
+    serving: ServingSpec = ServingSpec()
+    training: TrainingSpec = TrainingSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
+            raise ValueError("must use only letters, digits, '_', '.', '-' (it names the run folder)")
+        return v
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_ok(cls, v: list[str]) -> list[str]:
+        bad = [m for m in v if m not in METRICS]
+        if bad:
+            raise ValueError(f"unknown metric(s) {bad}; allowed: {', '.join(METRICS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _arms_ok(self) -> CampaignSpec:
+        if not self.arms:
+            raise ValueError("at least one arm is required")
+        if self.control is not None and self.control not in self.arms:
+            raise ValueError(f"control {self.control!r} is not an arm; arms: {', '.join(self.arms)}")
+        return self
+
+    @property
+    def control_arm(self) -> str:
+        return self.control or next(iter(self.arms))
+
+    def shares_at(self, t_days: float) -> dict[str, float]:
+        """Allocation shares in force at ``t_days`` (ramps apply in order)."""
+        shares = {a: s.share for a, s in self.arms.items()}
+        steps = sorted(self.ramps, key=lambda r: r.at_day)
+        if steps:
+            shares = dict(_initial_shares(self))
+            for step in steps:
+                if step.at_day <= t_days:
+                    shares.update(step.shares)
+        return shares
+
+
+def _initial_shares(spec: CampaignSpec) -> dict[str, float]:
+    """With ramps, ``arms.X.share`` is the share before the first ramp step."""
+    return {a: s.share for a, s in spec.arms.items()}
+
+
+def _check_allocations(spec: CampaignSpec, source: str) -> None:
+    arms = list(spec.arms)
+    # max share per arm over the schedule: blocks of buckets are reserved up front
+    schedule = [spec.shares_at(-1.0)] + [spec.shares_at(r.at_day) for r in sorted(spec.ramps, key=lambda r: r.at_day)]
+    for i, r in enumerate(spec.ramps):
+        for a, v in r.shares.items():
+            if a not in spec.arms:
+                raise SimabError(f"unknown arm {a!r}; arms: {', '.join(arms)}", source=source, key=f"ramps.{i}.shares.{a}")
+            if not 0.0 <= v <= 1.0:
+                raise SimabError(f"share must be in [0, 1], got {v}", source=source, key=f"ramps.{i}.shares.{a}")
+    for prev, nxt in zip(schedule, schedule[1:], strict=False):
+        for a in arms:
+            if nxt[a] < prev[a] - 1e-12:
+                raise SimabError(
+                    f"arm {a!r} would shrink from {prev[a]} to {nxt[a]}; ramps may only move units into arms "
+                    "from the unallocated pool",
+                    source=source,
+                    key="ramps",
+                )
+    peak = sum(max(s[a] for s in schedule) for a in arms)
+    if peak > 1.0 + 1e-9:
+        raise SimabError(
+            f"allocation shares sum to {peak:g} (peak over ramps); the total must be at most 1",
+            source=source,
+            key="arms",
+        )
+
+
+def parse_campaign(data: dict[str, Any], *, source: str = "<spec>") -> CampaignSpec:
+    """Validate a campaign table (already parsed from TOML)."""
+    data = copy.deepcopy(data)
+    if not isinstance(data, dict):
+        raise SimabError("a campaign spec must be a TOML table", source=source)
+    if "arms" not in data or not data["arms"]:
+        raise SimabError("at least one arm is required (add an [arms.<name>] table)", source=source, key="arms")
+    if not isinstance(data["arms"], dict):
+        raise SimabError("must be a table of [arms.<name>] tables", source=source, key="arms")
+    data["world"] = world_spec(data.get("world"), source=source, key="world")
+    try:
+        spec = CampaignSpec.model_validate(data)
+    except ValidationError as exc:
+        raise pydantic_to_simab(exc, source) from None
+    _check_allocations(spec, source)
+    # every arm's policy must exist with valid parameters for this world
+    from simab.policies.base import make_policy
+    from simab.simulators.world import feature_spec_of
+
+    fs = feature_spec_of(spec.world)
+    for a, arm in spec.arms.items():
+        try:
+            make_policy(arm.policy, arm.params, fs, key=f"arms.{a}.policy")
+        except SimabError as e:
+            key = e.key if e.key and e.key.startswith("arms.") else f"arms.{a}.{e.key or 'policy'}"
+            if e.key and e.key.startswith("params"):
+                key = f"arms.{a}.{e.key}"
+            raise SimabError(e.message, source=source, key=key) from None
+    return spec
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.exists():
+        raise SimabError("file not found", source=str(path))
+    if p.is_dir():
+        raise SimabError("is a folder; expected a campaign TOML file", source=str(path))
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise SimabError(f"malformed TOML: {exc}", source=str(path)) from None
+    except UnicodeDecodeError:
+        raise SimabError("not a text file (expected TOML)", source=str(path)) from None
+
+
+def default_campaign_table() -> dict[str, Any]:
+    return tomllib.loads(resources.files("simab").joinpath("specs", "default.toml").read_text())
+
+
+def load_campaign(
+    path: str | Path | None = None, *, overrides: dict[str, Any] | None = None
+) -> CampaignSpec:
+    """Load and validate a campaign TOML (``None``: the embedded default campaign).
+
+    ``overrides`` is a nested table merged over the file (e.g. ``{"seed": 3}``).
+    """
+    if path is None:
+        data, source = default_campaign_table(), DEFAULT_SOURCE
+    else:
+        data, source = read_toml(path), str(path)
+    if overrides:
+        data = deep_merge(data, overrides)
+    return parse_campaign(data, source=source)

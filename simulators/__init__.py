@@ -1,0 +1,1 @@
+"""The synthetic world: catalog, population, scenes, scenarios, response oracle, datasets."""

@@ -1,0 +1,140 @@
+"""The ground-truth response model, vectorised over slates.
+
+For user u with long-term interest ``u``, current intent vector ``s(t)``, scenario ``sc``
+and item ``i`` at position ``p`` (0-based):
+
+    a        = <w_long(sc) u + w_intent(sc) s(t), v_i> + specific(sc) <P_sc u, v_i>
+    logit    = b_sc + beta a + gamma quality_i + pop_weight logpop_i - fatigue - satiation
+    P(click) = (1 + p)^(-decay_sc) * sigmoid(logit)          (examination x attraction)
+    P(conv | click) = sigmoid(b_cv + c_u + beta_cv a - price_sens_u price_i / 4) * (1 - exp(-W / D))
+    delay ~ Exp(mean D hours), counted when delay <= W (attribution window)
+    dwell | click ~ LogNormal(dwell_mu + dwell_slope a, dwell_sigma)
+
+``P_sc`` is a fixed random d x d matrix per scenario: the scenario-specific part of the
+label function (SSIM's signal).  ``specific`` is 0 when ``scenario_specific`` is off.
+Every exposure logs its true P(click) and P(convert within window | click).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from simab.simulators import rng
+from simab.simulators.catalog import Catalog
+from simab.simulators.spec import WorldSpec
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass(frozen=True)
+class Response:
+    p_click: np.ndarray  # [B, C]
+    p_convert: np.ndarray  # [B, C] P(convert within window | click)
+    affinity: np.ndarray  # [B, C]
+    clicked: np.ndarray  # [B, C] bool
+    converted: np.ndarray  # [B, C] bool
+    delay_s: np.ndarray  # [B, C] conversion delay (inf where not converted)
+    dwell_s: np.ndarray  # [B, C] 0 where not clicked
+    expected_dwell_s: np.ndarray  # [B, C] E[dwell | click]
+
+
+class Oracle:
+    def __init__(self, spec: WorldSpec, seed: int, catalog: Catalog):
+        self.spec, self.catalog = spec, catalog
+        sc = list(spec.scenarios.values())
+        self.base = np.array([s.base_logit for s in sc])
+        self.decay = np.array([s.position_decay for s in sc])
+        self.w_long = np.array([s.w_long for s in sc])
+        self.w_intent = np.array([s.w_intent for s in sc])
+        self.specific = np.array([s.specific if spec.scenario_specific else 0.0 for s in sc])
+        g = rng.generator(seed, "oracle/specific", 0)
+        d = spec.dim
+        self.P = g.standard_normal((len(sc), d, d)) / np.sqrt(d)
+        r = spec.response
+        self.window_factor = 1.0 - np.exp(-r.attribution_window_h / r.delay_mean_h)
+        self._keys = {k: rng.stream_key(seed, f"response/{k}") for k in ("click", "conv", "delay", "dwell")}
+
+    def examination(self, scenario: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """P(examine | position, scenario) = (1 + p)^-decay; ``scenario`` [B], positions [B, C]."""
+        return (1.0 + positions) ** (-self.decay[scenario][:, None])
+
+    def affinity(self, u: np.ndarray, intent: np.ndarray, scenario: np.ndarray, items: np.ndarray) -> np.ndarray:
+        v = self.catalog.latent[items]  # [B, C, d]
+        pref = self.w_long[scenario][:, None] * u + self.w_intent[scenario][:, None] * intent
+        shared = np.einsum("bd,bcd->bc", pref, v)
+        spec_u = np.einsum("bij,bj->bi", self.P[scenario], u)
+        specific = self.specific[scenario][:, None] * np.einsum("bd,bcd->bc", spec_u, v)
+        return shared + specific
+
+    def click_logit(self, affinity: np.ndarray, scenario: np.ndarray, items: np.ndarray, penalty: np.ndarray) -> np.ndarray:
+        r, c = self.spec.response, self.catalog
+        return (
+            self.base[scenario][:, None]
+            + r.beta * affinity
+            + r.gamma * c.quality[items]
+            + r.pop_weight * c.logpop[items]
+            - penalty
+        )
+
+    def probabilities(
+        self,
+        u: np.ndarray,
+        intent: np.ndarray,
+        scenario: np.ndarray,
+        items: np.ndarray,
+        positions: np.ndarray,
+        penalty: np.ndarray,
+        price_sensitivity: np.ndarray,
+        conversion_propensity: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """True (P(click), P(convert within window | click), affinity) for any slate."""
+        a = self.affinity(u, intent, scenario, items)
+        p_click = self.examination(scenario, positions) * sigmoid(self.click_logit(a, scenario, items, penalty))
+        r = self.spec.response
+        cv_logit = (
+            r.b_cv
+            + conversion_propensity[:, None]
+            + r.beta_cv * a
+            - price_sensitivity[:, None] * self.catalog.price[items] / 4.0
+        )
+        p_conv = sigmoid(cv_logit) * self.window_factor
+        return p_click, p_conv, a
+
+    def respond(
+        self,
+        request_ids: np.ndarray,
+        u: np.ndarray,
+        intent: np.ndarray,
+        scenario: np.ndarray,
+        items: np.ndarray,
+        penalty: np.ndarray,
+        price_sensitivity: np.ndarray,
+        conversion_propensity: np.ndarray,
+    ) -> Response:
+        """Draw the response to slates ``items`` [B, K] shown in order (position = column).
+
+        Random numbers are keyed by (request id, position): the same request in two
+        counterfactual worlds uses common random numbers.
+        """
+        B, K = items.shape
+        positions = np.broadcast_to(np.arange(K), (B, K))
+        p_click, p_conv, a = self.probabilities(
+            u, intent, scenario, items, positions, penalty, price_sensitivity, conversion_propensity
+        )
+        rid = request_ids[:, None]
+        pos = positions
+        clicked = rng.uniform(self._keys["click"], rid, pos) < p_click
+        r = self.spec.response
+        converted = clicked & (rng.uniform(self._keys["conv"], rid, pos) < p_conv)
+        # delay conditioned on landing inside the window: truncated exponential by inversion
+        D, W = r.delay_mean_h * 3600.0, r.attribution_window_h * 3600.0
+        ud = rng.uniform(self._keys["delay"], rid, pos)
+        delay = -D * np.log1p(-ud * self.window_factor)
+        delay = np.where(converted, delay, np.inf)
+        mu = r.dwell_mu + r.dwell_slope * a
+        exp_dwell = np.exp(mu + 0.5 * r.dwell_sigma**2)
+        dwell = np.where(clicked, np.exp(mu + r.dwell_sigma * rng.normal(self._keys["dwell"], rid, pos)), 0.0)
+        return Response(p_click, p_conv, a, clicked, converted, delay, dwell, exp_dwell)

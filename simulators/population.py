@@ -1,0 +1,115 @@
+"""Users: profile, long-term interests (active and dormant), activity, price sensitivity
+and conversion propensity.
+
+Attributes are pure functions of (seed, user id) through the counter-based RNG, so any
+subset of users is generated on demand and memory does not grow with the population.
+
+Interest model: each user has ``n_active`` active and ``n_dormant`` dormant interest
+categories with Dirichlet-like weights (normalised Exp(1) draws raised to
+``1/concentration``).  The first active category's parent follows the user's profile
+(age x gender) with probability ``profile_correlation``, so profile features predict
+interests.  Later categories share a parent with an earlier one half of the time
+(related interests).  The long-term interest vector ``u`` is the weighted sum of the
+category centroids; dormant categories carry ``dormant_weight`` of it and appear only in
+old lifelong history, so only a lifelong model can see them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from simab.simulators import rng
+from simab.simulators.catalog import Catalog
+from simab.simulators.spec import WorldSpec
+
+PROFILE_SIZES = (6, 2, 4, 4)  # age bucket, gender, city tier, activity bucket
+PROFILE_FIELDS = ("age", "gender", "city_tier", "activity")
+
+
+@dataclass(frozen=True)
+class Users:
+    ids: np.ndarray  # [n] global user ids
+    profile: np.ndarray  # [n, 4]
+    active: np.ndarray  # [n, n_active] categories
+    active_w: np.ndarray  # [n, n_active]
+    dormant: np.ndarray  # [n, n_dormant]
+    dormant_w: np.ndarray  # [n, n_dormant]
+    u: np.ndarray  # [n, d] long-term interest (what drives clicks)
+    activity: np.ndarray  # [n] session-rate multiplier
+    price_sensitivity: np.ndarray  # [n]
+    conversion_propensity: np.ndarray  # [n] logit shift
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+
+class Population:
+    def __init__(self, spec: WorldSpec, seed: int, catalog: Catalog):
+        self.spec = spec
+        self.seed = seed
+        self.catalog = catalog
+        self._k = {s: rng.stream_key(seed, f"population/{s}") for s in ("profile", "cats", "weights", "scalars")}
+        # categories of each parent, for related-interest draws
+        self._by_parent = [np.flatnonzero(catalog.parent_of == p) for p in range(spec.n_parents)]
+
+    @property
+    def n_users(self) -> int:
+        return self.spec.n_users
+
+    def users(self, ids: np.ndarray) -> Users:
+        ids = np.asarray(ids, dtype=np.int64)
+        spec, cat = self.spec, self.catalog
+        kp, kc, kw, ks = (self._k[s] for s in ("profile", "cats", "weights", "scalars"))
+        n = ids.shape[0]
+        act = np.exp(0.5 * rng.normal(ks, ids, 1))
+        activity_bucket = np.clip(np.digitize(act, [0.7, 1.0, 1.4]), 0, 3)
+        age = rng.integers(kp, ids, 0, PROFILE_SIZES[0])
+        gender = rng.integers(kp, ids, 1, PROFILE_SIZES[1])
+        city = rng.integers(kp, ids, 2, PROFILE_SIZES[2])
+        profile = np.stack([age, gender, city, activity_bucket], axis=1)
+
+        ia, idm = spec.interest.n_active, spec.interest.n_dormant
+        n_int = ia + idm
+        K = spec.n_categories
+        cats = np.empty((n, n_int), dtype=np.int64)
+        preferred_parent = (age * 2 + gender) * 7 % spec.n_parents
+        for j in range(n_int):
+            u_choice = rng.uniform(kc, ids, 3 * j)
+            u_pick = rng.uniform(kc, ids, 3 * j + 1)
+            rand_cat = rng.integers(kc, ids, 3 * j + 2, K)
+            if j == 0:
+                parent = np.where(u_choice < spec.interest.profile_correlation, preferred_parent, -1)
+            else:
+                # related to an earlier interest half of the time
+                earlier = cats[np.arange(n), (u_pick * j).astype(np.int64)]
+                parent = np.where(u_choice < 0.5, cat.parent_of[earlier], -1)
+            pick = rand_cat.copy()
+            for p in np.unique(parent[parent >= 0]):
+                sel = parent == p
+                members = self._by_parent[p]
+                pick[sel] = members[np.minimum((u_pick[sel] * len(members)).astype(np.int64), len(members) - 1)]
+            # keep categories distinct: on a clash take the next free category
+            for i in range(j):
+                clash = pick == cats[:, i]
+                while clash.any():
+                    pick[clash] = (pick[clash] + 1) % K
+                    clash = np.zeros(n, bool)
+                    for i2 in range(j):
+                        clash |= pick == cats[:, i2]
+            cats[:, j] = pick
+        raw = rng.exponential(kw, ids[:, None], np.arange(n_int)[None, :]) ** (1.0 / spec.interest.concentration)
+        wa = raw[:, :ia] / raw[:, :ia].sum(1, keepdims=True) * (1.0 - spec.interest.dormant_weight if idm else 1.0)
+        wd = (
+            raw[:, ia:] / np.maximum(raw[:, ia:].sum(1, keepdims=True), 1e-12) * spec.interest.dormant_weight
+            if idm
+            else np.zeros((n, 0))
+        )
+        active, dormant = cats[:, :ia], cats[:, ia:]
+        u = np.einsum("nk,nkd->nd", wa, cat.centroid[active])
+        if idm and spec.interest.dormant_drives_clicks:
+            u = u + np.einsum("nk,nkd->nd", wd, cat.centroid[dormant])
+        u = u / np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
+        price_s = spec.response.price_sensitivity * np.exp(0.3 * rng.normal(ks, ids, 2))
+        conv = spec.response.conversion_propensity_sd * rng.normal(ks, ids, 3)
+        return Users(ids, profile, active, wa, dormant, wd, u, act, price_s, conv)

@@ -1,0 +1,79 @@
+"""Counter-based random numbers keyed by (seed, stream, unit, counter).
+
+Every draw in the world is a pure function of its key, computed with the
+SplitMix64 finaliser (Steele, Lea & Flood, "Fast splittable pseudorandom number
+generators", OOPSLA 2014).  Nothing depends on the order in which users, shards or
+workers are processed, so the same seed gives the same bytes whatever the sharding,
+and two counterfactual worlds that draw with the same keys share common random
+numbers.  All functions are vectorised over numpy arrays of unit ids / counters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_GOLD = np.uint64(0x9E3779B97F4A7C15)
+_TWO53 = float(2**53)
+
+
+def stream_key(seed: int, stream: str) -> np.uint64:
+    """A 64-bit key for a named stream of a seeded world (stable across runs/platforms)."""
+    h = hashlib.blake2b(f"{int(seed)}/{stream}".encode(), digest_size=8).digest()
+    return np.uint64(int.from_bytes(h, "little"))
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+def bits(key: np.uint64, unit, counter=0) -> np.ndarray:
+    """64 random bits per (unit, counter) pair (broadcast)."""
+    with np.errstate(over="ignore"):
+        u = np.asarray(unit, dtype=np.int64).astype(np.uint64)
+        c = np.asarray(counter, dtype=np.int64).astype(np.uint64)
+        z = _mix(key ^ (u * _GOLD))
+        return _mix(z + (c + np.uint64(1)) * _GOLD)
+
+
+def uniform(key: np.uint64, unit, counter=0) -> np.ndarray:
+    """Uniform(0, 1), never exactly 0 or 1."""
+    b = bits(key, unit, counter) >> np.uint64(11)
+    return (b.astype(np.float64) + 0.5) / _TWO53
+
+
+def normal(key: np.uint64, unit, counter=0) -> np.ndarray:
+    """Standard normal via Box-Muller on two counter-derived uniforms."""
+    c = np.asarray(counter, dtype=np.int64) * 2
+    u1 = uniform(key, unit, c)
+    u2 = uniform(key, unit, c + 1)
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+
+def exponential(key: np.uint64, unit, counter=0) -> np.ndarray:
+    return -np.log(uniform(key, unit, counter))
+
+
+def integers(key: np.uint64, unit, counter, n) -> np.ndarray:
+    """Uniform integers in [0, n) (n may be an array)."""
+    return np.minimum((uniform(key, unit, counter) * np.asarray(n)).astype(np.int64), np.asarray(n) - 1)
+
+
+def generator(seed: int, stream: str, unit: int) -> np.random.Generator:
+    """A numpy Generator for one unit of one stream, for bulk draws (e.g. one user's
+    2,000-event lifelong history).  Independent of every other unit."""
+    k = int(stream_key(seed, stream))
+    return np.random.Generator(np.random.Philox(key=[k, int(unit) & 0xFFFFFFFFFFFFFFFF]))
+
+
+def categorical(u: np.ndarray, cdf: np.ndarray) -> np.ndarray:
+    """Inverse-CDF sampling: ``u`` [...] uniforms, ``cdf`` [..., K] rows (last == 1)."""
+    if cdf.ndim == 1:
+        return np.minimum(np.searchsorted(cdf, u, side="right"), cdf.shape[0] - 1)
+    idx = (cdf < u[..., None]).sum(axis=-1)
+    return np.minimum(idx, cdf.shape[-1] - 1)

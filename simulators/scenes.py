@@ -1,0 +1,112 @@
+"""Scene types, the session's scene chain, session arrivals and need arrivals.
+
+A session walks a Markov chain of scenes: it opens on a surface (or on a search / shop
+visit for a fresh need), each scene may lead to item detail, cart (and later, delayed,
+a buy), a content visit in the source domain, another surface, or leaving.  The time
+of every scene and every choice are drawn from the counter-based RNG keyed by
+(user, session number, step), so one user's trajectory does not depend on any other
+user's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from simab.simulators import rng
+from simab.simulators.spec import WorldSpec
+
+PAD, HOME, SEARCH, SHOP, CHANNEL, DETAIL, CART, BUY, CONTENT = range(9)
+N_SCENE_TYPES = 9
+SCENE_NAMES = ("pad", "home", "search", "shop", "channel", "detail", "cart", "buy", "content")
+SURFACE_SCENE = {"home": HOME, "search": SEARCH, "shop": SHOP, "channel": CHANNEL}
+N_GAP_BUCKETS = 18
+DAY = 86400.0
+
+
+def gap_bucket(gap_s: np.ndarray) -> np.ndarray:
+    """Log2 buckets of a time gap in minutes: 1 + clip(floor(log2(1 + minutes)), 0, 16)."""
+    m = np.maximum(np.asarray(gap_s, dtype=np.float64), 0.0) / 60.0
+    return (1 + np.clip(np.floor(np.log2(1.0 + m)), 0, N_GAP_BUCKETS - 2)).astype(np.int64)
+
+
+class SceneChain:
+    """Pure decision functions of the session process (no SimPy in here)."""
+
+    def __init__(self, spec: WorldSpec, seed: int):
+        self.spec = spec
+        self.names = list(spec.scenarios)
+        self.surfaces = [s.surface for s in spec.scenarios.values()]
+        traffic = np.array([s.traffic for s in spec.scenarios.values()], dtype=np.float64)
+        self.traffic_cdf = np.cumsum(traffic / traffic.sum())
+        self.search_scenarios = [i for i, s in enumerate(self.surfaces) if s == "search"]
+        self.shop_scenarios = [i for i, s in enumerate(self.surfaces) if s == "shop"]
+        self.k = {n: rng.stream_key(seed, f"scenes/{n}") for n in ("arrival", "need", "step", "dwell")}
+        s = spec.sessions
+        self._rate = s.per_day / DAY
+        self._amp = s.diurnal_amplitude
+        self._peak = s.peak_hour * 3600.0
+
+    # --- arrivals -------------------------------------------------------------------
+    def diurnal(self, t: np.ndarray | float) -> np.ndarray | float:
+        return 1.0 + self._amp * np.cos(2 * np.pi * (np.asarray(t) - self._peak) / DAY)
+
+    def next_session(self, user: int, activity: float, t: float, n: int) -> float:
+        """Next arrival after ``t`` of a non-homogeneous Poisson process with rate
+        ``per_day * activity * diurnal(t)`` (Lewis-Shedler thinning; draws keyed by the
+        user's session count ``n``)."""
+        lam_max = self._rate * activity * (1.0 + self._amp)
+        j = 0
+        while True:
+            t = t + rng.exponential(self.k["arrival"], user, n * 64 + 2 * j) / lam_max
+            if rng.uniform(self.k["arrival"], user, n * 64 + 2 * j + 1) <= self.diurnal(t) / (1.0 + self._amp):
+                return float(t)
+            j += 1
+            if j >= 31:  # (probability < 1e-9 for amplitude < 1): accept to bound the loop
+                return float(t)
+
+    def need_arrives(self, user: int, t_prev: float, t: float, n: int) -> float | None:
+        """Whether a need arrived in (t_prev, t] (Poisson, ``needs_per_day``); its time."""
+        it = self.spec.intent
+        if not it.enabled or it.needs_per_day <= 0:
+            return None
+        rate = it.needs_per_day / DAY
+        wait = float(rng.exponential(self.k["need"], user, 2 * n)) / rate
+        return t_prev + wait if t_prev + wait <= t else None
+
+    def need_category(self, user: int, n: int, active: np.ndarray, active_w: np.ndarray, n_categories: int) -> int:
+        """A need is mostly for an active interest, sometimes for anything."""
+        u = float(rng.uniform(self.k["need"], user, 2 * n + 1))
+        if u < 0.25:
+            return int(u / 0.25 * n_categories) % n_categories
+        cdf = np.cumsum(active_w) / active_w.sum()
+        return int(active[min(np.searchsorted(cdf, (u - 0.25) / 0.75), len(active) - 1)])
+
+    # --- the chain ------------------------------------------------------------------
+    def draw(self, user: int, session: int, step: int, slot: int) -> float:
+        return float(rng.uniform(self.k["step"], user, (session * 64 + step) * 8 + slot))
+
+    def first_scene(self, user: int, session: int, fresh_need: bool) -> tuple[str, int]:
+        """('surface', scenario index) or ('content', -1)."""
+        if fresh_need and self.draw(user, session, 0, 0) < self.spec.intent.scene_first:
+            pool = self.search_scenarios + self.shop_scenarios
+            if pool:
+                return "surface", pool[int(self.draw(user, session, 0, 1) * len(pool)) % len(pool)]
+        return self.next_scene(user, session, 0)
+
+    def next_scene(self, user: int, session: int, step: int) -> tuple[str, int]:
+        if self.draw(user, session, step, 2) < self.spec.sessions.content_prob:
+            return "content", -1
+        i = int(np.searchsorted(self.traffic_cdf, self.draw(user, session, step, 3) * 0.9999999))
+        return "surface", min(i, len(self.names) - 1)
+
+    def leaves(self, user: int, session: int, step: int) -> bool:
+        return self.draw(user, session, step, 4) < self.spec.sessions.leave_prob
+
+    def goes_to_cart(self, user: int, session: int, step: int) -> bool:
+        return self.draw(user, session, step, 5) < self.spec.sessions.cart_prob
+
+    def scene_dwell(self, user: int, session: int, step: int) -> float:
+        """Seconds spent on a scene before acting: LogNormal(log 20 s, 0.8)."""
+        return float(np.exp(np.log(20.0) + 0.8 * rng.normal(self.k["dwell"], user, session * 64 + step)))
+
+    def pick(self, user: int, session: int, step: int, slot: int, n: int) -> int:
+        return min(int(self.draw(user, session, step, slot) * n), n - 1)

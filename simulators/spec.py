@@ -1,0 +1,180 @@
+"""World specs: validated, typed, built from a preset TOML plus overrides.
+
+A world table names a ``preset`` (shipped as package data in ``presets/``) and may
+override any key of it.  Unknown keys, wrong types and out-of-range values are
+rejected with a :class:`~simab.errors.SimabError` naming the key path.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from importlib import resources
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from simab.errors import SimabError, pydantic_to_simab
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class InterestSpec(_Strict):
+    n_active: int = Field(3, ge=1, le=20, description="active interest categories per user")
+    n_dormant: int = Field(2, ge=0, le=20, description="dormant categories: in the lifelong history, rare recently")
+    dormant_weight: float = Field(0.35, ge=0.0, le=1.0, description="share of long-term interest on dormant categories")
+    dormant_drives_clicks: bool = Field(True, description="switch: dormant interests still drive clicks")
+    concentration: float = Field(1.0, gt=0.0, description="Dirichlet concentration of the interest mixture")
+    profile_correlation: float = Field(0.6, ge=0.0, le=1.0, description="how strongly profile predicts parent categories")
+
+
+class IntentSpec(_Strict):
+    enabled: bool = True
+    needs_per_day: float = Field(1.0, ge=0.0)
+    half_life_h: float = Field(3.0, gt=0.0)
+    strength: float = Field(1.5, ge=0.0)
+    scene_first: float = Field(0.8, ge=0.0, le=1.0, description="P(a new need opens the next session with a search/shop visit)")
+    satiation: bool = True
+    satiation_h: float = Field(24.0, gt=0.0)
+    satiation_strength: float = Field(1.5, ge=0.0)
+    fatigue: bool = True
+    fatigue_per_exposure: float = Field(0.04, ge=0.0)
+    fatigue_half_life_h: float = Field(6.0, gt=0.0)
+    interest_drift: float = Field(0.0, ge=0.0, le=1.0, description="per-click pull of long-term interest towards the clicked item")
+
+
+class SessionSpec(_Strict):
+    per_day: float = Field(3.0, gt=0.0, description="mean sessions per user per day at activity 1")
+    diurnal_amplitude: float = Field(0.6, ge=0.0, lt=1.0)
+    peak_hour: float = Field(20.0, ge=0.0, lt=24.0)
+    leave_prob: float = Field(0.3, gt=0.0, le=1.0)
+    max_scenes: int = Field(8, ge=1, le=100)
+    content_prob: float = Field(0.25, ge=0.0, le=1.0, description="P(a scene is a source-domain content visit)")
+    cart_prob: float = Field(0.3, ge=0.0, le=1.0)
+
+
+class LifelongSpec(_Strict):
+    enabled: bool = True
+    source_length: int = Field(2000, ge=0, le=100_000)
+    target_length: int = Field(200, ge=0, le=100_000)
+    span_days: float = Field(365.0, gt=0.0)
+    dormant_recency_days: float = Field(120.0, ge=0.0, description="dormant interests appear only before this many days ago")
+
+
+class ResponseSpec(_Strict):
+    beta: float = Field(2.5, ge=0.0, description="weight of affinity in the click logit")
+    gamma: float = Field(0.3, ge=0.0, description="weight of item quality")
+    pop_weight: float = Field(0.15, ge=0.0, description="weight of log popularity")
+    b_cv: float = Field(-1.5)
+    beta_cv: float = Field(1.2, ge=0.0)
+    price_sensitivity: float = Field(0.35, ge=0.0, description="mean user price sensitivity")
+    conversion_propensity_sd: float = Field(0.5, ge=0.0)
+    delay_mean_h: float = Field(6.0, gt=0.0)
+    attribution_window_h: float = Field(72.0, gt=0.0)
+    dwell_mu: float = Field(3.0, description="log-seconds of dwell at zero affinity")
+    dwell_sigma: float = Field(0.6, gt=0.0)
+    dwell_slope: float = Field(0.5, ge=0.0)
+
+
+class ScenarioSpec(_Strict):
+    surface: Literal["home", "search", "shop", "channel"]
+    traffic: float = Field(gt=0.0, description="relative traffic share")
+    base_logit: float = -3.0
+    position_decay: float = Field(0.7, ge=0.0, description="P(examine | position p) = (1 + p)^-decay")
+    w_long: float = Field(1.0, ge=0.0)
+    w_intent: float = Field(1.0, ge=0.0)
+    specific: float = Field(0.3, ge=0.0, description="scale of the scenario-specific part of the label function")
+    slate_size: int = Field(10, ge=1, le=200)
+    n_candidates: int = Field(60, ge=1, le=5000)
+
+    @model_validator(mode="after")
+    def _slate_fits(self) -> ScenarioSpec:
+        if self.slate_size > self.n_candidates:
+            raise ValueError(f"slate_size {self.slate_size} exceeds n_candidates {self.n_candidates}")
+        return self
+
+
+class WorldSpec(_Strict):
+    preset: str = "default"
+    description: str = ""
+    n_users: int = Field(2000, ge=2, le=100_000_000)
+    dim: int = Field(16, ge=2, le=256)
+    n_parents: int = Field(8, ge=1)
+    n_categories: int = Field(40, ge=2)
+    n_shop_items: int = Field(4000, ge=10)
+    n_content_items: int = Field(4000, ge=10)
+    n_shops: int = Field(200, ge=1)
+    zipf: float = Field(1.1, gt=0.0, description="popularity exponent")
+    category_spread: float = Field(0.35, ge=0.0, description="child centroid noise around the parent")
+    item_spread: float = Field(0.45, ge=0.0, description="item latent noise around its category")
+    scenario_specific: bool = Field(True, description="switch: scenario-specific label parts")
+    interest: InterestSpec = InterestSpec()
+    intent: IntentSpec = IntentSpec()
+    sessions: SessionSpec = SessionSpec()
+    lifelong: LifelongSpec = LifelongSpec()
+    response: ResponseSpec = ResponseSpec()
+    scenarios: dict[str, ScenarioSpec]
+    seq_len: int = Field(50, ge=1, le=1000)
+    aiseq_len: int = Field(30, ge=1, le=1000)
+    moveline_len: int = Field(50, ge=1, le=1000)
+    logging_epsilon: float = Field(0.3, ge=0.0, le=1.0, description="logging policy exploration share")
+    pre_period_days: float = Field(3.0, gt=0.0, description="days of logging-policy traffic used as training data")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WorldSpec:
+        if not self.scenarios:
+            raise ValueError("at least one scenario is required")
+        if self.n_categories < self.n_parents:
+            raise ValueError(f"n_categories ({self.n_categories}) must be >= n_parents ({self.n_parents})")
+        if self.interest.n_active + self.interest.n_dormant > self.n_categories:
+            raise ValueError("interest.n_active + interest.n_dormant must not exceed n_categories")
+        return self
+
+    @property
+    def scenario_names(self) -> tuple[str, ...]:
+        return tuple(self.scenarios)
+
+
+PRESETS = ("default", "moveline", "lifelong", "multiscenario3", "multiscenario4")
+
+
+def preset_table(name: str, *, source: str | None = None, key: str = "world.preset") -> dict[str, Any]:
+    """The raw TOML table of a shipped preset."""
+    if name not in PRESETS:
+        raise SimabError(f"unknown preset {name!r}; allowed: {', '.join(PRESETS)}", source=source, key=key)
+    text = resources.files("simab.simulators").joinpath("presets", f"{name}.toml").read_text()
+    return tomllib.loads(text)["world"]
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def world_spec(table: dict[str, Any] | str | None = None, *, source: str | None = None, key: str = "world") -> WorldSpec:
+    """Validate a world table (``{"preset": ..., overrides...}``) or a preset name."""
+    if table is None:
+        table = {}
+    if isinstance(table, str):
+        table = {"preset": table}
+    if not isinstance(table, dict):
+        raise SimabError("must be a preset name or a table", source=source, key=key)
+    name = table.get("preset", "default")
+    if not isinstance(name, str):
+        raise SimabError(f"must be a string, one of: {', '.join(PRESETS)}", source=source, key=f"{key}.preset")
+    base = preset_table(name, source=source, key=f"{key}.preset")
+    merged = deep_merge(base, table)
+    merged["preset"] = name
+    if "scenarios" in table and set(table["scenarios"]) - set(base.get("scenarios", {})):
+        pass  # new scenarios are allowed; they are validated like the preset's
+    try:
+        return WorldSpec.model_validate(merged)
+    except ValidationError as exc:
+        raise pydantic_to_simab(exc, source, prefix=key) from None

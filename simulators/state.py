@@ -1,0 +1,150 @@
+"""Dynamic user state within one shard: intent, satiation, fatigue, interest drift and
+the ring buffers that hold the recent target-domain clicks, the Active Intention
+Sequence (AISeq) and the moveline.
+
+Intent: one need at a time, s(t) = strength * 0.5^((t - t_need)/half_life) * c_k.
+Satiation: after a purchase of category k, clicks on k are penalised by
+strength * 0.5^((t - t_buy)/satiation_h).  Fatigue: every exposure of category k adds
+``fatigue_per_exposure`` to a per-(user, category) penalty that halves every
+``fatigue_half_life_h``.  All updates are vectorised over the rows they touch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from simab.simulators.population import Users
+from simab.simulators.scenes import CONTENT, SEARCH, SHOP
+from simab.simulators.spec import WorldSpec
+
+H = 3600.0
+
+
+class Ring:
+    """Per-user ring buffers of fixed length with several int/float fields."""
+
+    def __init__(self, n: int, length: int, fields: dict[str, type]):
+        self.length = length
+        self.count = np.zeros(n, np.int64)
+        self.data = {k: np.zeros((n, length), dt) for k, dt in fields.items()}
+
+    def push(self, rows: np.ndarray, **values) -> None:
+        rows = np.asarray(rows, np.int64)
+        slot = self.count[rows] % self.length
+        for k, v in values.items():
+            self.data[k][rows, slot] = v
+        np.add.at(self.count, rows, 1)
+
+    def push_one(self, row: int, **values) -> None:
+        slot = self.count[row] % self.length
+        for k, v in values.items():
+            self.data[k][row, slot] = v
+        self.count[row] += 1
+
+    def gather(self, rows: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Chronological (oldest first) copies and the mask of real entries."""
+        rows = np.asarray(rows, np.int64)
+        c = self.count[rows][:, None]
+        j = np.arange(self.length)[None, :]
+        pos = c - self.length + j
+        mask = pos >= 0
+        idx = np.where(mask, pos % self.length, 0)
+        out = {k: np.where(mask, v[rows[:, None], idx], 0) for k, v in self.data.items()}
+        return out, mask
+
+
+class UserState:
+    def __init__(self, spec: WorldSpec, users: Users, centroids: np.ndarray, t0: float = 0.0):
+        n, K = len(users), centroids.shape[0]
+        self.spec, self.users, self.centroids = spec, users, centroids
+        self.index = {int(u): i for i, u in enumerate(users.ids)}
+        self.u = users.u.copy()
+        self.need_cat = np.full(n, -1, np.int64)
+        self.need_t = np.full(n, -np.inf)
+        self.sat_cat = np.full(n, -1, np.int64)
+        self.sat_t = np.full(n, np.inf)
+        self.fatigue = np.zeros((n, K))
+        self.fatigue_t = np.full(n, t0)
+        self.seq = Ring(n, spec.seq_len, {"item": np.int64, "cat": np.int64, "ts": np.float64})
+        # ids are raw (category/shop -1 = none); features shift them by one (0 = padding)
+        self.ais = Ring(n, spec.aiseq_len, {"item": np.int64, "cat": np.int64, "scene": np.int64, "ts": np.float64})
+        self.moveline = Ring(
+            n, spec.moveline_len, {"scene": np.int64, "cat": np.int64, "shop": np.int64, "ts": np.float64}
+        )
+        self.sessions = np.zeros(n, np.int64)
+        self.requests = np.zeros(n, np.int64)
+        self.last_need_check = np.full(n, t0)
+        self.needs = np.zeros(n, np.int64)
+
+    def seed_history(self, rows: np.ndarray, items: np.ndarray, cats: np.ndarray, ts: np.ndarray, mask: np.ndarray):
+        """Fill the short target-domain sequence from the on-demand target history."""
+        for r, it, ca, t, m in zip(rows, items, cats, ts, mask, strict=True):
+            k = int(m.sum())
+            take = slice(max(0, k - self.seq.length), k)
+            idx = np.flatnonzero(m)[take]
+            for j in idx:
+                self.seq.push_one(int(r), item=it[j], cat=ca[j], ts=t[j])
+
+    # --- latent quantities the oracle reads -----------------------------------------
+    def intent(self, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
+        it = self.spec.intent
+        out = np.zeros((len(rows), self.centroids.shape[1]))
+        if not it.enabled:
+            return out
+        cat = self.need_cat[rows]
+        has = cat >= 0
+        if has.any():
+            age = np.maximum(np.asarray(t)[has] - self.need_t[rows][has], 0.0)
+            strength = it.strength * 0.5 ** (age / (it.half_life_h * H))
+            out[has] = strength[:, None] * self.centroids[cat[has]]
+        return out
+
+    def penalty(self, rows: np.ndarray, items_cat: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Fatigue + satiation for each candidate's category: [B, C]."""
+        it = self.spec.intent
+        pen = np.zeros(items_cat.shape)
+        t = np.asarray(t, np.float64)
+        if it.fatigue:
+            decay = 0.5 ** ((t - self.fatigue_t[rows]) / (it.fatigue_half_life_h * H))
+            pen += self.fatigue[rows[:, None], items_cat] * decay[:, None]
+        if it.satiation:
+            age = t - self.sat_t[rows]
+            active = age >= 0
+            s = np.where(active, it.satiation_strength * 0.5 ** (np.maximum(age, 0) / (it.satiation_h * H)), 0.0)
+            pen += np.where(items_cat == self.sat_cat[rows][:, None], s[:, None], 0.0)
+        return pen
+
+    # --- updates ----------------------------------------------------------------------
+    def expose(self, rows: np.ndarray, slate_cat: np.ndarray, t: np.ndarray) -> None:
+        """Fatigue from exposures: decay to ``t`` then add per exposed category.
+        ``rows`` must be distinct (a user has one outstanding request at a time)."""
+        it = self.spec.intent
+        if not it.fatigue:
+            return
+        t = np.asarray(t, np.float64)
+        decay = 0.5 ** ((t - self.fatigue_t[rows]) / (it.fatigue_half_life_h * H))
+        self.fatigue[rows] *= decay[:, None]
+        np.add.at(self.fatigue, (np.broadcast_to(rows[:, None], slate_cat.shape), slate_cat), it.fatigue_per_exposure)
+        self.fatigue_t[rows] = t
+
+    def click(self, row: int, item: int, cat: int, scene: int, t: float, latent: np.ndarray) -> None:
+        self.seq.push_one(row, item=item, cat=cat, ts=t)
+        if scene in (SEARCH, SHOP):
+            self.ais.push_one(row, item=item, cat=cat, scene=scene, ts=t)
+        drift = self.spec.intent.interest_drift
+        if drift > 0:
+            v = (1 - drift) * self.u[row] + drift * latent
+            self.u[row] = v / max(np.linalg.norm(v), 1e-12)
+
+    def scene(self, row: int, scene: int, cat: int, shop: int, t: float) -> None:
+        self.moveline.push_one(row, scene=scene, cat=cat, shop=shop, ts=t)
+
+    def purchase(self, row: int, cat: int, t: float) -> None:
+        self.sat_cat[row] = cat
+        self.sat_t[row] = t
+
+    def set_need(self, row: int, cat: int, t: float) -> None:
+        self.need_cat[row] = cat
+        self.need_t[row] = t
+
+    def is_content(self, scene: int) -> bool:
+        return scene == CONTENT

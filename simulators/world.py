@@ -1,0 +1,84 @@
+"""The world: everything a campaign needs to simulate users and reveal the truth.
+
+``World.build(spec, seed)`` creates the catalog (items of both domains), the population
+(on demand), the response oracle, the scene chain and the lifelong-history generator.
+Only the catalog is materialised; users and histories are pure functions of the seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+from simab.policies.features import FeatureSpec
+from simab.simulators.catalog import N_PRICE_BUCKETS, Catalog
+from simab.simulators.history import N_ACTIONS, HistoryGenerator
+from simab.simulators.oracle import Oracle
+from simab.simulators.population import PROFILE_SIZES, Population
+from simab.simulators.scenes import N_GAP_BUCKETS, N_SCENE_TYPES, SceneChain
+from simab.simulators.spec import WorldSpec
+
+
+@dataclass
+class World:
+    spec: WorldSpec
+    seed: int
+    catalog: Catalog
+    population: Population
+    oracle: Oracle
+    chain: SceneChain
+    histories: HistoryGenerator
+
+    @classmethod
+    def build(cls, spec: WorldSpec, seed: int) -> World:
+        catalog = Catalog.build(spec, seed)
+        return cls(
+            spec=spec,
+            seed=seed,
+            catalog=catalog,
+            population=Population(spec, seed, catalog),
+            oracle=Oracle(spec, seed, catalog),
+            chain=SceneChain(spec, seed),
+            histories=HistoryGenerator(spec, seed, catalog),
+        )
+
+    @property
+    def scenario_names(self) -> tuple[str, ...]:
+        return self.spec.scenario_names
+
+    def spec_dict(self) -> dict:
+        return {"world": self.spec.model_dump(mode="json"), "seed": self.seed}
+
+    def fingerprint(self) -> str:
+        """Hash of (world spec, seed): keys the cached pre-period logs and checkpoints."""
+        blob = json.dumps(self.spec_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def feature_spec(self) -> FeatureSpec:
+        return feature_spec_of(self.spec)
+
+    def items_popularity_order(self) -> np.ndarray:
+        return self.catalog.popular_target
+
+
+def feature_spec_of(s: WorldSpec) -> FeatureSpec:
+    """Vocabulary sizes and lengths of a world's features (they follow from the spec alone)."""
+    return FeatureSpec(
+        n_users=s.n_users + 1,
+        n_items=s.n_shop_items + s.n_content_items + 1,
+        n_categories=s.n_categories + 1,
+        n_shops=s.n_shops + 1,
+        n_price_buckets=N_PRICE_BUCKETS + 1,
+        n_scenarios=len(s.scenarios),
+        n_scene_types=N_SCENE_TYPES,
+        n_gap_buckets=N_GAP_BUCKETS,
+        n_actions=N_ACTIONS + 1,
+        profile_sizes=tuple(p + 1 for p in PROFILE_SIZES),
+        scenario_names=s.scenario_names,
+        seq_len=s.seq_len,
+        aiseq_len=s.aiseq_len,
+        moveline_len=s.moveline_len,
+        lifelong_len=s.lifelong.source_length if s.lifelong.enabled else 0,
+    )
