@@ -34,6 +34,8 @@ class _Fixed:
     #: Stochastic policies rank with ``slate(batch, k, uniforms)`` where ``uniforms``
     #: [B, 2C] are request-keyed random numbers; the others by top-k of ``score``.
     stochastic = False
+    #: What a score means (offline metrics compute logloss only for logits/probabilities).
+    score_kind = "rank"
 
 
 class RandomPolicy(_Fixed):
@@ -74,6 +76,7 @@ class OraclePolicy(_Fixed):
 
     name = "oracle"
     feature_groups = ("target", "oracle")
+    score_kind = "logit"
     DEFAULTS = {"blend": 1.0}
 
     def score(self, batch):

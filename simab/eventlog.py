@@ -22,7 +22,9 @@ from simab.errors import SimabError
 
 SCHEMA_VERSION = 1
 
-_STR = pa.dictionary(pa.int16(), pa.string())
+# plain strings in Arrow (Parquet dictionary-encodes them on disk); per-shard Arrow
+# dictionaries would not unify across parts
+_STR = pa.string()
 
 SCHEMAS: dict[str, pa.Schema] = {
     "exposures": pa.schema(
@@ -114,9 +116,9 @@ class ColumnBuffer:
         arrays = []
         for f in self.schema:
             parts = self.chunks[f.name]
-            if pa.types.is_dictionary(f.type):
+            if pa.types.is_string(f.type):
                 vals = [x for p in parts for x in (p.tolist() if isinstance(p, np.ndarray) else p)]
-                arrays.append(pa.array(vals, pa.string()).dictionary_encode().cast(f.type))
+                arrays.append(pa.array(vals, pa.string()))
             elif pa.types.is_fixed_size_list(f.type):
                 width = f.type.list_size
                 flat = np.concatenate([np.asarray(p).reshape(-1, width) for p in parts]) if parts else np.zeros((0, width))

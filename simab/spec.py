@@ -185,11 +185,19 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     if p.is_dir():
         raise SimabError("is a folder; expected a campaign TOML file", source=str(path))
     try:
-        return tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise SimabError(f"malformed TOML: {exc}", source=str(path)) from None
+        text = p.read_text()
     except UnicodeDecodeError:
         raise SimabError("not a text file (expected TOML)", source=str(path)) from None
+    seen: set[str] = set()
+    for m in re.finditer(r"^\s*\[arms\.([^\].]+)\]\s*$", text, flags=re.M):
+        name = m.group(1).strip().strip('"')
+        if name in seen:
+            raise SimabError(f"duplicate arm name {name!r}; arm names must be unique", source=str(path), key=f"arms.{name}")
+        seen.add(name)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SimabError(f"malformed TOML: {exc}", source=str(path)) from None
 
 
 def default_campaign_table() -> dict[str, Any]:

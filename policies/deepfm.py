@@ -1,0 +1,57 @@
+"""DeepFM (Guo et al. 2017, fig. 1): a first-order linear part, an FM layer over the
+field embeddings and a DNN over the same embeddings, summed into one logit.  Fields:
+profile, scenario, the target's four fields and the mean-pooled short sequence
+(item and category as two fields)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from simab.policies.base import Batch, register_policy
+from simab.policies.features import FeatureSpec
+from simab.policies.layers import (
+    MLP,
+    EmbeddingBank,
+    FactorizationMachine,
+    broadcast_candidates,
+    candidate_fields,
+    masked_mean,
+)
+from simab.policies.neural import COMMON_DEFAULTS, NeuralPolicy
+
+_VOCABS = ["item", "cat", "shop", "price", "scenario", "profile"]
+
+
+class DeepFM(NeuralPolicy):
+    name = "deepfm"
+    feature_groups = ("profile", "scenario", "target", "short_seq")
+    DEFAULTS = dict(COMMON_DEFAULTS)
+
+    def __init__(self, params: dict, feature_spec: FeatureSpec):
+        super().__init__(params, feature_spec)
+        d, p = self.params["embedding_dim"], self.params
+        self.bank = EmbeddingBank(feature_spec, d, _VOCABS)
+        self.first_order = EmbeddingBank(feature_spec, 1, _VOCABS)  # w_i of each feature id
+        self.bias = nn.Parameter(torch.zeros(1))
+        self.pop_weight = nn.Linear(1, 1, bias=False)
+        self.fm = FactorizationMachine()
+        n_fields = len(feature_spec.profile_sizes) + 1 + 4 + 2
+        self.dnn = MLP(n_fields * d + 1, p["mlp_units"], out_dim=1, activation=p["activation"], dropout=p["dropout"])
+
+    def _fields(self, bank: EmbeddingBank, batch: Batch) -> torch.Tensor:
+        fields = candidate_fields(bank, batch)
+        seq = torch.stack([bank("item", batch["seq_item"]), bank("cat", batch["seq_cat"])], dim=-2)  # [B,L,2,d]
+        pooled = masked_mean(seq.flatten(-2), batch["seq_mask"]).unflatten(-1, (2, bank.dim))
+        return torch.cat([fields, broadcast_candidates(pooled, fields.shape[1])], dim=2)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        fields = self._fields(self.bank, batch)  # [B, C, F, d]
+        pop = batch["item_pop"].unsqueeze(-1)
+        linear = self._fields(self.first_order, batch).sum((-2, -1)) + self.pop_weight(pop).squeeze(-1) + self.bias
+        fm = self.fm(fields).squeeze(-1)
+        deep = self.dnn(torch.cat([fields.flatten(-2), pop], dim=-1)).squeeze(-1)
+        return linear + fm + deep
+
+
+register_policy("deepfm", DeepFM, DeepFM.load)

@@ -1,0 +1,106 @@
+"""``NeuralPolicy``: the base class of every trainable CTR model.
+
+A subclass declares ``name``, ``feature_groups`` and ``DEFAULTS`` (hyper-parameters
+with typed defaults), builds its layers in ``__init__`` after calling
+``super().__init__(params, feature_spec)`` and implements ``forward(batch) -> logits
+[B, C]``.  Seed models with extra objectives (AMEN's TSP, LCN's InfoNCE, SSIM's
+selector) override :meth:`NeuralPolicy.loss` and may stash what it needs on ``self``
+during ``forward``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from simab.policies.base import Batch, BatchSource, check_params
+from simab.policies.features import FEATURE_GROUPS, LABEL_KEYS, FeatureSpec
+
+#: Hyper-parameters every neural policy accepts.
+COMMON_DEFAULTS: dict[str, Any] = {
+    "embedding_dim": 16,
+    "mlp_units": [128, 64],
+    "activation": "relu",
+    "dropout": 0.0,
+}
+
+
+class NeuralPolicy(nn.Module):
+    """Base of the neural policies; implements the ``Policy`` protocol."""
+
+    name: ClassVar[str] = ""
+    feature_groups: ClassVar[tuple[str, ...]] = ()
+    trainable: ClassVar[bool] = True
+    #: Scores are logits: ``sigmoid(score)`` is the predicted click probability.
+    score_kind: ClassVar[str] = "logit"
+    DEFAULTS: ClassVar[dict[str, Any]] = COMMON_DEFAULTS
+
+    def __init__(self, params: dict, feature_spec: FeatureSpec):
+        super().__init__()
+        self.params: dict[str, Any] = check_params(self.name, params, self.DEFAULTS)
+        self.feature_spec = feature_spec
+        self._input_keys = tuple(k for g in self.feature_groups for k in FEATURE_GROUPS[g])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def forward(self, batch: Batch) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def to_device(self, batch: Batch, device: torch.device | None = None) -> Batch:
+        """The keys this policy reads (plus labels, user, scenario), on ``device``."""
+        device = device or self.device
+        keys = (*self._input_keys, *LABEL_KEYS, "user", "scenario")
+        return {k: batch[k].to(device, non_blocking=True) for k in keys if k in batch}
+
+    @torch.no_grad()
+    def score(self, batch: Batch) -> torch.Tensor:
+        """Logits ``[B, C]`` on CPU, computed in eval mode without gradients."""
+        was_training = self.training
+        self.eval()
+        try:
+            logits = self.forward(self.to_device(batch))
+        finally:
+            self.train(was_training)
+        return logits.float().cpu()
+
+    def loss(self, batch: Batch, logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total training loss and its named parts (detached 0-dim tensors).
+
+        Default: binary cross-entropy with logits on ``label``, each row weighted by
+        ``weight`` when the batch has one.
+        """
+        label = batch["label"].to(logits.dtype)
+        per_row = F.binary_cross_entropy_with_logits(logits.float(), label.float(), reduction="none")
+        if "weight" in batch:
+            w = batch["weight"].to(per_row.dtype).reshape(-1, *([1] * (per_row.dim() - 1)))
+            bce = (per_row * w).sum() / (w.expand_as(per_row).sum().clamp_min(1e-12))
+        else:
+            bce = per_row.mean()
+        return bce, {"bce": bce.detach()}
+
+    def fit(self, train: BatchSource, val: BatchSource | None = None, **trainer_options: Any) -> dict:
+        """Train with :func:`simab.policies.trainer.fit`; options are ``TrainerConfig`` fields."""
+        from simab.policies.trainer import TrainerConfig, fit
+
+        return fit(self, train, val, TrainerConfig.from_options(trainer_options))
+
+    def save(self, directory: str | Path, metrics: dict | None = None) -> None:
+        from simab.policies.checkpoint import save_checkpoint
+
+        save_checkpoint(self, directory, metrics)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> NeuralPolicy:
+        """Load a checkpoint written by :meth:`save`; refuses one of another policy."""
+        from simab.policies.checkpoint import load_checkpoint
+
+        return load_checkpoint(directory, name=cls.name)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, params={self.params}"

@@ -1,0 +1,79 @@
+"""Per-user totals and per-arm sufficient statistics.
+
+Units are users (the randomisation unit).  The overall per-user table starts from the
+assignment table, so a user who was assigned but never exposed still counts (with zeros),
+as intention-to-treat requires.  Segment tables (per scenario, per day) count the users
+active in that segment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from simab.reports.moments import Moments
+from simab.reports.run_data import COUNT_COLUMNS, COVARIATE_COLUMNS
+
+
+def user_totals(
+    cells: pa.Table,
+    by: Sequence[str] = (),
+    assignments: pa.Table | None = None,
+    covariates: pa.Table | None = None,
+) -> pa.Table:
+    """Sum ``cells`` to one row per (arm, user, *by), optionally over all assigned users."""
+    keys = ["arm", "user", *by]
+    totals = cells.group_by(keys, use_threads=True).aggregate([(c, "sum") for c in COUNT_COLUMNS])
+    totals = totals.rename_columns([c.removesuffix("_sum") for c in totals.column_names])
+    totals = totals.select([*keys, *COUNT_COLUMNS])
+    if assignments is not None and not by:
+        totals = assignments.select(["arm", "user"]).join(
+            totals, keys=["arm", "user"], join_type="left outer"
+        )
+    if covariates is not None and not by:
+        totals = totals.join(covariates, keys="user", join_type="left outer")
+    filled = [
+        pc.fill_null(totals[c], 0).cast(pa.float64()) if c in totals.column_names else None
+        for c in (*COUNT_COLUMNS, *COVARIATE_COLUMNS)
+    ]
+    for name, column in zip((*COUNT_COLUMNS, *COVARIATE_COLUMNS), filled, strict=True):
+        if column is not None:
+            totals = totals.set_column(totals.column_names.index(name), name, column)
+    return totals
+
+
+def moments_by(
+    totals: pa.Table, group: Sequence[str], columns: Sequence[str]
+) -> dict[tuple, Moments]:
+    """Moments of ``columns`` for each distinct value of ``group`` (one row per unit)."""
+    if totals.num_rows == 0:
+        return {}
+    keys = [totals[g].to_numpy(zero_copy_only=False) for g in group]
+    composite = np.rec.fromarrays(keys) if len(keys) > 1 else keys[0]
+    labels, codes = np.unique(composite, return_inverse=True)
+    k = len(labels)
+    values = [totals[c].to_numpy(zero_copy_only=False).astype(np.float64) for c in columns]
+    counts = np.bincount(codes, minlength=k)
+    sums = np.column_stack([np.bincount(codes, weights=v, minlength=k) for v in values])
+    cross = np.empty((k, len(values), len(values)))
+    for i, vi in enumerate(values):
+        for j in range(i, len(values)):
+            cross[:, i, j] = cross[:, j, i] = np.bincount(
+                codes, weights=vi * values[j], minlength=k
+            )
+    out = {}
+    for idx, label in enumerate(labels):
+        key = (
+            tuple(label.tolist())
+            if len(keys) > 1
+            else (label.item() if hasattr(label, "item") else label,)
+        )
+        out[key] = Moments(tuple(columns), int(counts[idx]), sums[idx], cross[idx])
+    return out
+
+
+def cumulative_cells(cells: pa.Table, through_day: int) -> pa.Table:
+    """The cells of days up to and including ``through_day`` (a daily look's data)."""
+    return cells.filter(pc.less_equal(cells["day"], through_day))

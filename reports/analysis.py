@@ -1,0 +1,333 @@
+"""From a run folder to a :class:`~simab.reports.report.Report`.
+
+Data flow: event log -> cells (arm, user, day, scenario) -> per-user totals -> Moments per
+arm (and per scenario, per day, per cumulative look) -> estimates -> comparisons -> one
+multiple-testing family over every metric and treatment arm -> truth beside each lift.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from simab.reports import messages
+from simab.reports.aggregation import cumulative_cells, moments_by, user_totals
+from simab.reports.comparison import Comparison, compare
+from simab.reports.cross_check import cross_check
+from simab.reports.estimates import ArmEstimate, Functional, cuped_estimates, estimate
+from simab.reports.latency import percentile_estimate
+from simab.reports.moments import Moments
+from simab.reports.multiplicity import Correction, adjust_p_values
+from simab.reports.power import mde
+from simab.reports.report import (
+    ArmTraffic,
+    ArmValue,
+    ComparisonReport,
+    CupedResult,
+    MetricReport,
+    Report,
+    SegmentComparison,
+)
+from simab.reports.run_data import COUNT_COLUMNS, COVARIATE_COLUMNS, RunData, read_run
+from simab.reports.sequential import msprt
+from simab.reports.srm import srm_test
+from simab.reports.truth import covers, true_rel_lift, true_values
+
+from simab.errors import SimabError
+
+UNIT_METRICS: dict[str, Functional] = {
+    "ctr": Functional("clicks", "exposures"),
+    "ctcvr": Functional("conversions", "exposures"),
+    "cvr": Functional("conversions", "clicks"),
+    "stay_time": Functional("dwell_s"),
+    "exposures_per_user": Functional("exposures"),
+}
+LATENCY_METRIC = "latency_p99_ms"
+METRICS = (*UNIT_METRICS, LATENCY_METRIC)
+PRE_PERIOD: dict[str, Functional] = {
+    "ctr": Functional("pre_clicks", "pre_exposures"),
+    "ctcvr": Functional("pre_conversions", "pre_exposures"),
+    "cvr": Functional("pre_conversions", "pre_clicks"),
+    "stay_time": Functional("pre_dwell_s"),
+    "exposures_per_user": Functional("pre_exposures"),
+}
+
+
+def comparison_key(treatment: str, control: str) -> str:
+    return f"{treatment}_vs_{control}"
+
+
+def _arm_moments(totals: pa.Table, arms: list[str], columns: tuple[str, ...]) -> dict[str, Moments]:
+    found = moments_by(totals, ["arm"], columns)
+    return {a: found.get((a,), Moments.empty(columns)) for a in arms}
+
+
+def _segment_moments(
+    totals: pa.Table, segment: str, arms: list[str]
+) -> dict[object, dict[str, Moments]]:
+    found = moments_by(totals, ["arm", segment], COUNT_COLUMNS)
+    out: dict[object, dict[str, Moments]] = {}
+    for _arm, value in found:
+        out.setdefault(value, {})
+    for value in out:
+        out[value] = {a: found.get((a, value), Moments.empty(COUNT_COLUMNS)) for a in arms}
+    return dict(sorted(out.items()))
+
+
+def _arrays(totals: pa.Table, arm: str, metric: Functional) -> tuple[np.ndarray, np.ndarray | None]:
+    rows = totals.filter(pc.equal(totals["arm"], arm))
+    num = rows[metric.num].to_numpy(zero_copy_only=False)
+    den = rows[metric.den].to_numpy(zero_copy_only=False) if metric.den else None
+    return num, den
+
+
+def _segments(
+    moments: dict[object, dict[str, Moments]],
+    metric: Functional,
+    control: str,
+    treatments: list[str],
+    alpha: float,
+) -> dict[str, dict[str, SegmentComparison]]:
+    out: dict[str, dict[str, SegmentComparison]] = {}
+    for value, by_arm in moments.items():
+        est = {a: estimate(a, m, metric) for a, m in by_arm.items()}
+        out[str(value)] = {
+            comparison_key(t, control): SegmentComparison(
+                values={a: e.value for a, e in est.items()},
+                comparison=compare(est[control], est[t], alpha),
+            )
+            for t in treatments
+        }
+    return out
+
+
+def _sequential(run: RunData, arms, metric, control, treatments, alpha, days):
+    """Cumulative looks through each day -> mSPRT per treatment arm."""
+    looks: dict[str, list[Comparison]] = {t: [] for t in treatments}
+    for day in days:
+        totals = user_totals(cumulative_cells(run.cells, day))
+        by_arm = _arm_moments(totals, arms, COUNT_COLUMNS)
+        est = {a: estimate(a, m, metric) for a, m in by_arm.items()}
+        for t in treatments:
+            looks[t].append(compare(est[control], est[t], alpha))
+    return {
+        t: msprt(days, [c.rel_lift for c in cs], [c.rel_se for c in cs], alpha)
+        for t, cs in looks.items()
+    }
+
+
+def _latency_metric(run: RunData, arms, control, treatments, alpha) -> MetricReport:
+    est = {}
+    for arm in arms:
+        rows = run.requests.filter(pc.equal(run.requests["arm"], arm))
+        est[arm] = percentile_estimate(
+            arm,
+            rows["latency_ms"].to_numpy(zero_copy_only=False),
+            rows["user"].to_numpy(zero_copy_only=False),
+            q=0.99,
+            alpha=alpha,
+        )
+    comparisons = {
+        comparison_key(t, control): ComparisonReport(
+            control=control,
+            treatment=t,
+            comparison=compare(est[control], est[t], alpha),
+            notes=(messages.LATENCY_CI, messages.NO_SEQUENTIAL),
+        )
+        for t in treatments
+    }
+    return MetricReport(
+        name=LATENCY_METRIC,
+        arms={a: ArmValue(e.value, None, e.n, e.flags) for a, e in est.items()},
+        comparisons=comparisons,
+    )
+
+
+def _unit_metric(
+    name: str,
+    run: RunData,
+    totals: pa.Table,
+    arms: list[str],
+    control: str,
+    treatments: list[str],
+    alpha: float,
+    truth: dict,
+    days: list[int],
+    per_scenario: dict,
+    per_day: dict,
+) -> MetricReport:
+    metric = UNIT_METRICS[name]
+    columns = tuple(c for c in (*COUNT_COLUMNS, *COVARIATE_COLUMNS) if c in totals.column_names)
+    by_arm = _arm_moments(totals, arms, columns)
+    est = {a: estimate(a, m, metric) for a, m in by_arm.items()}
+    cuped: dict[str, ArmEstimate] | None = None
+    theta = math.nan
+    if run.covariates is not None and name in PRE_PERIOD:
+        cuped, theta = cuped_estimates(by_arm, metric, PRE_PERIOD[name])
+    sequential = _sequential(run, arms, metric, control, treatments, alpha, days)
+    comparisons = {}
+    for t in treatments:
+        plain = compare(est[control], est[t], alpha)
+        cuped_result = None
+        if cuped is not None:
+            adjusted = compare(cuped[control], cuped[t], alpha)
+            reduction = (
+                1 - adjusted.abs_se**2 / plain.abs_se**2
+                if plain.abs_se and plain.abs_se == plain.abs_se
+                else math.nan
+            )
+            cuped_result = CupedResult(adjusted, theta, reduction)
+        nc, dc = _arrays(totals, control, metric)
+        nt, dt = _arrays(totals, t, metric)
+        ols = cross_check(nc, dc, nt, dt, plain.abs_se)
+        true_c, true_t = truth.get((control, name)), truth.get((t, name))
+        true_lift = true_rel_lift(true_c, true_t)
+        comparisons[comparison_key(t, control)] = ComparisonReport(
+            control=control,
+            treatment=t,
+            comparison=plain,
+            true_rel_lift=true_lift,
+            ci_covers_truth=covers(plain.rel_ci, true_lift),
+            sequential=sequential[t],
+            cuped=cuped_result,
+            cross_check=ols,
+            mde=mde(
+                math.sqrt(est[control].unit_var)
+                if est[control].unit_var == est[control].unit_var
+                else math.nan,
+                est[control].n,
+                est[t].n,
+                baseline=est[control].value if est[control].value == est[control].value else None,
+                alpha=alpha,
+            ),
+            notes=() if truth else (messages.NO_TRUTH,),
+        )
+    return MetricReport(
+        name=name,
+        arms={a: ArmValue(e.value, truth.get((a, name)), e.n, e.flags) for a, e in est.items()},
+        comparisons=comparisons,
+        per_scenario=_segments(per_scenario, metric, control, treatments, alpha),
+        per_day=_segments(per_day, metric, control, treatments, alpha),
+    )
+
+
+def _metric_names(info: dict, source: str) -> list[str]:
+    names = info.get("metrics") or list(METRICS)
+    unknown = [m for m in names if m not in METRICS]
+    if unknown:
+        raise SimabError(
+            f"unknown metric {unknown[0]!r}; allowed: {', '.join(METRICS)}",
+            source=source,
+            key="metrics",
+        )
+    return list(names)
+
+
+def analyze(
+    run_dir: str | Path, *, alpha: float | None = None, correction: Correction = "holm"
+) -> Report:
+    """Analyse a run folder: every metric, every treatment arm against the control."""
+    run = read_run(run_dir)
+    info = run.info
+    source = str(Path(run_dir) / "run.json")
+    alpha = float(info["alpha"] if alpha is None else alpha)
+    if not 0 < alpha < 1:
+        raise SimabError(f"alpha must be in (0, 1), got {alpha}", source=source, key="alpha")
+    if correction not in ("holm", "bh", "bonferroni", "none"):
+        raise SimabError(
+            f"unknown correction {correction!r}; allowed: holm, bh, bonferroni, none",
+            source="<cli>",
+        )
+    arms = list(info["arms"])
+    control = info["control"]
+    treatments = [a for a in arms if a != control]
+    truth = true_values(run.truth)
+    days = sorted(int(d) for d in pc.unique(run.cells["day"]).to_pylist())
+
+    totals = user_totals(run.cells, assignments=run.assignments, covariates=run.covariates)
+    traffic_moments = _arm_moments(totals, arms, COUNT_COLUMNS)
+    request_counts = dict(
+        zip(
+            *run.requests.group_by("arm").aggregate([("arm", "count")]).to_pydict().values(),
+            strict=True,
+        )
+    )
+    traffic = {
+        a: ArmTraffic(
+            users=m.n,
+            exposures=int(m.total("exposures")),
+            clicks=int(m.total("clicks")),
+            conversions=int(m.total("conversions")),
+            requests=int(request_counts.get(a, 0)),
+        )
+        for a, m in traffic_moments.items()
+    }
+    srm = srm_test(
+        {a: t.users for a, t in traffic.items()},
+        {a: info["arms"][a].get("share", 0.0) for a in arms},
+    )
+    per_scenario = _segment_moments(user_totals(run.cells, by=["scenario"]), "scenario", arms)
+    per_day = _segment_moments(user_totals(run.cells, by=["day"]), "day", arms)
+
+    metrics = {}
+    for name in _metric_names(info, source):
+        if name == LATENCY_METRIC:
+            metrics[name] = _latency_metric(run, arms, control, treatments, alpha)
+        else:
+            metrics[name] = _unit_metric(
+                name,
+                run,
+                totals,
+                arms,
+                control,
+                treatments,
+                alpha,
+                truth,
+                days,
+                per_scenario,
+                per_day,
+            )
+    family = [(m, k) for m, mr in metrics.items() for k in mr.comparisons]
+    adjusted = adjust_p_values(
+        [metrics[m].comparisons[k].comparison.p_value for m, k in family], correction
+    )
+    for (m, k), p in zip(family, adjusted, strict=True):
+        metrics[m] = metrics[m].with_adjusted(k, p)
+
+    runtime = info.get("runtime") or {}
+    return Report(
+        campaign=str(info["campaign"]),
+        seed=int(info["seed"]),
+        alpha=alpha,
+        control=control,
+        correction=correction,
+        arms=traffic,
+        srm=srm,
+        metrics=metrics,
+        days=tuple(days),
+        runtime={
+            "wall_s": float(runtime.get("wall_s", 0.0)),
+            "exposures_per_s": float(runtime.get("exposures_per_s", 0.0)),
+        },
+        run_info=info,
+    )
+
+
+def control_baseline(run_dir: str | Path, metric: str) -> tuple[float, float]:
+    """(control value, per-user sd of the linearised metric) of a finished run, for power."""
+    run = read_run(run_dir)
+    if metric not in UNIT_METRICS:
+        raise SimabError(
+            f"power needs a per-user metric; allowed: {', '.join(UNIT_METRICS)}", key="metric"
+        )
+    totals = user_totals(run.cells, assignments=run.assignments)
+    m = _arm_moments(totals, [run.info["control"]], COUNT_COLUMNS)[run.info["control"]]
+    e = estimate(run.info["control"], m, UNIT_METRICS[metric])
+    if e.unit_var != e.unit_var:
+        raise SimabError(
+            "control arm has too few users to estimate a variance", source=str(run_dir)
+        )
+    return e.value, math.sqrt(e.unit_var)

@@ -1,0 +1,147 @@
+"""report.md: the report as Markdown tables, readable in a terminal, a PR or a wiki."""
+
+from __future__ import annotations
+
+from simab.reports.report import Report
+from simab.reports.summary import (
+    HEADER,
+    fmt_ci,
+    fmt_p,
+    fmt_pct,
+    fmt_value,
+    summary_rows,
+)
+
+METHOD_NOTES = (
+    "Unit of analysis: the user (the randomisation unit). Ratio metrics (ctr, ctcvr, cvr) use "
+    "the delta method on per-user sums (Deng, Knoblich & Lu 2018); intervals use Welch df.",
+    "p tests the absolute difference; adj p is corrected over every metric and arm.",
+    "latency_p99_ms: 99th percentile of request latency; interval by Woodruff's method on the "
+    "user-clustered CDF (Deng et al. 2018, section 4.2).",
+    "Sequential: mixture SPRT (Johari et al. 2017) over daily looks; always-valid p and "
+    "confidence sequence on the relative lift.",
+    "CUPED (Deng et al. 2013) with pre-period covariates; cross-check: statsmodels "
+    "cluster-robust OLS (CR0, clustered by user).",
+)
+METHODS = "".join(f"- {note}\n" for note in METHOD_NOTES)
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
+
+
+def verdicts(report: Report) -> list[str]:
+    """One plain sentence per comparison that is significant after correction."""
+    out = []
+    for name, m in report.metrics.items():
+        for key, r in m.comparisons.items():
+            c = r.comparison
+            if r.p_value_adjusted == r.p_value_adjusted and r.p_value_adjusted < report.alpha:
+                out.append(
+                    f"**{name}** {key.replace('_vs_', ' vs ')}: {fmt_pct(c.rel_lift)} "
+                    f"{fmt_ci(c.rel_ci)}, adj p {fmt_p(r.p_value_adjusted)}"
+                )
+    return out
+
+
+def render_markdown(report: Report) -> str:
+    lines = [f"# Campaign `{report.campaign}` (seed {report.seed})", ""]
+    found = verdicts(report)
+    lines += ["## Significant after correction", ""]
+    lines += [f"- {v}" for v in found] or [f"- nothing significant at alpha = {report.alpha}"]
+    srm = "ok" if report.srm.ok else "**SAMPLE RATIO MISMATCH**"
+    lines += ["", "## Traffic", ""]
+    lines += _table(
+        ("arm", "users", "expected users", "exposures", "clicks", "conversions", "requests"),
+        [
+            (
+                a + (" (control)" if a == report.control else ""),
+                f"{t.users:,}",
+                f"{report.srm.expected.get(a, 0):,.0f}",
+                f"{t.exposures:,}",
+                f"{t.clicks:,}",
+                f"{t.conversions:,}",
+                f"{t.requests:,}",
+            )
+            for a, t in report.arms.items()
+        ],
+    )
+    lines += ["", f"SRM chi-square p = {report.srm.p_value:.4g}: {srm}", ""]
+    lines += ["## Lifts", ""]
+    lines += _table(HEADER, summary_rows(report))
+    lines += ["", f"alpha {report.alpha}; multiple-testing correction: {report.correction}.", ""]
+
+    seq_rows, extra_rows = [], []
+    for name, m in report.metrics.items():
+        for key, r in m.comparisons.items():
+            if r.sequential is not None:
+                seq_rows.append((name, key, fmt_ci(r.sequential.ci), fmt_p(r.sequential.p_value)))
+            cuped = r.cuped
+            extra_rows.append(
+                (
+                    name,
+                    key,
+                    fmt_ci(cuped.comparison.rel_ci) if cuped else "-",
+                    f"{cuped.variance_reduction:.1%}"
+                    if cuped and cuped.variance_reduction == cuped.variance_reduction
+                    else "-",
+                    f"{r.cross_check.rel_se_difference:.1e}"
+                    if r.cross_check
+                    and r.cross_check.rel_se_difference == r.cross_check.rel_se_difference
+                    else "-",
+                    fmt_pct(r.mde.rel_mde) if r.mde and r.mde.rel_mde is not None else "-",
+                )
+            )
+    if seq_rows:
+        lines += ["## Sequential monitoring (always valid over daily looks)", ""]
+        lines += _table(("metric", "comparison", "confidence sequence", "always-valid p"), seq_rows)
+        lines.append("")
+    lines += ["## Variance reduction, cross-check and sensitivity", ""]
+    lines += _table(
+        (
+            "metric",
+            "comparison",
+            "CUPED rel CI",
+            "CUPED variance reduction",
+            "OLS SE rel. diff.",
+            "MDE (80% power)",
+        ),
+        extra_rows,
+    )
+    lines.append("")
+    for name in ("ctr", "ctcvr"):
+        m = report.metrics.get(name)
+        if m is None or not m.per_scenario:
+            continue
+        lines += [f"## {name} per scenario", ""]
+        rows = []
+        for seg, by_key in m.per_scenario.items():
+            for key, s in by_key.items():
+                c = s.comparison
+                rows.append(
+                    (
+                        seg,
+                        key,
+                        fmt_value(c.control_value),
+                        fmt_value(c.treatment_value),
+                        fmt_pct(c.rel_lift),
+                        fmt_ci(c.rel_ci),
+                        fmt_p(c.p_value),
+                    )
+                )
+        lines += _table(
+            ("scenario", "comparison", "control", "treatment", "rel lift", "CI", "p"), rows
+        )
+        lines.append("")
+    flags = sorted(
+        {f for m in report.metrics.values() for r in m.comparisons.values() for f in r.flags}
+        | set(report.srm.flags)
+    )
+    if flags:
+        lines += ["## Flags", "", *(f"- {f}" for f in flags), ""]
+    lines += ["## Methods", "", METHODS]
+    return "\n".join(lines)

@@ -1,0 +1,238 @@
+"""The report's result records and their report.json form (DESIGN.md section 6 contract).
+
+JSON never holds NaN or infinity: an undefined number is ``null`` and the record's
+``flags`` say why.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from simab.reports.comparison import Comparison
+from simab.reports.cross_check import OlsCrossCheck
+from simab.reports.power import Mde
+from simab.reports.sequential import SequentialResult
+from simab.reports.srm import SrmResult
+
+SCHEMA = 1
+
+
+def number(x: float | None) -> float | None:
+    """A JSON-safe float: None for None, NaN and ±inf."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def interval(ci: tuple[float, float]) -> list[float | None]:
+    return [number(ci[0]), number(ci[1])]
+
+
+@dataclass(frozen=True)
+class ArmTraffic:
+    users: int
+    exposures: int
+    clicks: int
+    conversions: int
+    requests: int
+
+
+@dataclass(frozen=True)
+class ArmValue:
+    value: float
+    true_value: float | None
+    users: int
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CupedResult:
+    """CUPED-adjusted comparison; ``variance_reduction`` = 1 - Var_adj / Var_plain."""
+
+    comparison: Comparison
+    theta: float
+    variance_reduction: float
+
+
+@dataclass(frozen=True)
+class SegmentComparison:
+    values: dict[str, float]
+    comparison: Comparison
+
+
+@dataclass(frozen=True)
+class ComparisonReport:
+    control: str
+    treatment: str
+    comparison: Comparison
+    p_value_adjusted: float = math.nan
+    true_rel_lift: float | None = None
+    ci_covers_truth: bool | None = None
+    sequential: SequentialResult | None = None
+    cuped: CupedResult | None = None
+    cross_check: OlsCrossCheck | None = None
+    mde: Mde | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return self.comparison.flags
+
+
+@dataclass(frozen=True)
+class MetricReport:
+    name: str
+    arms: dict[str, ArmValue]
+    comparisons: dict[str, ComparisonReport]
+    per_scenario: dict[str, dict[str, SegmentComparison]] = field(default_factory=dict)
+    per_day: dict[str, dict[str, SegmentComparison]] = field(default_factory=dict)
+
+    def with_adjusted(self, key: str, p_adjusted: float) -> MetricReport:
+        comparisons = dict(self.comparisons)
+        comparisons[key] = replace(comparisons[key], p_value_adjusted=p_adjusted)
+        return replace(self, comparisons=comparisons)
+
+
+def _comparison_json(c: Comparison) -> dict:
+    return {
+        "abs_lift": number(c.abs_lift),
+        "abs_ci": interval(c.abs_ci),
+        "rel_lift": number(c.rel_lift),
+        "rel_ci": interval(c.rel_ci),
+        "p_value": number(c.p_value),
+    }
+
+
+def _comparison_report_json(r: ComparisonReport) -> dict:
+    c = r.comparison
+    out = _comparison_json(c)
+    out |= {
+        "p_value_adjusted": number(r.p_value_adjusted),
+        "true_rel_lift": number(r.true_rel_lift),
+        "ci_covers_truth": r.ci_covers_truth,
+        "sequential": None
+        if r.sequential is None
+        else {
+            "p_value": number(r.sequential.p_value),
+            "rel_ci": interval(r.sequential.ci),
+            "looks": [
+                {
+                    "day": look.day,
+                    "rel_lift": number(look.estimate),
+                    "rel_ci": interval(look.ci),
+                    "p_value": number(look.p_value),
+                }
+                for look in r.sequential.looks
+            ],
+        },
+        "control_value": number(c.control_value),
+        "treatment_value": number(c.treatment_value),
+        "abs_se": number(c.abs_se),
+        "rel_se": number(c.rel_se),
+        "rel_p_value": number(c.rel_p_value),
+        "df": number(c.df),
+        "users": {"control": c.n_control, "treatment": c.n_treatment},
+        "flags": list(c.flags),
+        "notes": list(r.notes),
+    }
+    if r.cuped is not None:
+        out["cuped"] = _comparison_json(r.cuped.comparison) | {
+            "theta": number(r.cuped.theta),
+            "variance_reduction": number(r.cuped.variance_reduction),
+        }
+    if r.cross_check is not None:
+        out["cross_check"] = {
+            "method": "statsmodels WLS, cluster-robust (CR0) by user",
+            "abs_lift": number(r.cross_check.abs_lift),
+            "se": number(r.cross_check.se),
+            "delta_se": number(r.cross_check.delta_se),
+            "rel_se_difference": number(r.cross_check.rel_se_difference),
+        }
+    if r.mde is not None:
+        out["mde"] = {
+            "abs": number(r.mde.abs_mde),
+            "rel": number(r.mde.rel_mde),
+            "power": r.mde.power,
+        }
+    return out
+
+
+def _segments_json(segments: dict[str, dict[str, SegmentComparison]]) -> dict:
+    return {
+        seg: {
+            key: {"values": {a: number(v) for a, v in s.values.items()}}
+            | _comparison_json(s.comparison)
+            for key, s in by_key.items()
+        }
+        for seg, by_key in segments.items()
+    }
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything one campaign's analysis found."""
+
+    campaign: str
+    seed: int
+    alpha: float
+    control: str
+    correction: str
+    arms: dict[str, ArmTraffic]
+    srm: SrmResult
+    metrics: dict[str, MetricReport]
+    days: tuple[int, ...]
+    runtime: dict[str, float]
+    run_info: dict = field(default_factory=dict)
+
+    def to_json_dict(self) -> dict:
+        """The report.json contract (DESIGN.md section 6) plus extra keys; NaN-free."""
+        return {
+            "schema": SCHEMA,
+            "campaign": self.campaign,
+            "seed": self.seed,
+            "alpha": self.alpha,
+            "control": self.control,
+            "correction": self.correction,
+            "arms": {
+                a: {
+                    "users": t.users,
+                    "exposures": t.exposures,
+                    "clicks": t.clicks,
+                    "conversions": t.conversions,
+                    "requests": t.requests,
+                    "policy": self.run_info.get("arms", {}).get(a, {}).get("policy"),
+                    "share": number(self.run_info.get("arms", {}).get(a, {}).get("share")),
+                }
+                for a, t in self.arms.items()
+            },
+            "srm": {
+                "p_value": number(self.srm.p_value),
+                "ok": self.srm.ok,
+                "chi2": number(self.srm.chi2),
+                "expected_users": {a: number(v) for a, v in self.srm.expected.items()},
+                "flags": list(self.srm.flags),
+            },
+            "metrics": {
+                name: {
+                    "arms": {
+                        a: {
+                            "value": number(v.value),
+                            "true_value": number(v.true_value),
+                            "users": v.users,
+                            "flags": list(v.flags),
+                        }
+                        for a, v in m.arms.items()
+                    },
+                    "comparisons": {
+                        k: _comparison_report_json(r) for k, r in m.comparisons.items()
+                    },
+                    "per_scenario": _segments_json(m.per_scenario),
+                    "per_day": _segments_json(m.per_day),
+                }
+                for name, m in self.metrics.items()
+            },
+            "days": list(self.days),
+            "runtime": {k: number(v) for k, v in self.runtime.items()},
+        }

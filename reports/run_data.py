@@ -1,0 +1,105 @@
+"""Reading a run folder (the campaign runner's output contract) into Arrow tables.
+
+Only the columns the statistics need are read; the exposure log is reduced once, with
+pyarrow compute, to one row per (arm, user, day, scenario) — every later aggregate
+(per user, per scenario, per day, cumulative to a day) is a re-grouping of that table.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from simab.errors import SimabError
+
+EXPOSURE_COLUMNS = ["arm", "user", "day", "scenario", "clicked", "converted", "dwell_s"]
+COUNT_COLUMNS = ("exposures", "clicks", "conversions", "dwell_s")
+COVARIATE_COLUMNS = ("pre_exposures", "pre_clicks", "pre_conversions", "pre_dwell_s")
+
+
+@dataclass(frozen=True)
+class RunData:
+    """The parts of a run folder the report reads."""
+
+    run_dir: Path
+    info: dict
+    cells: pa.Table  # arm, user, day, scenario, exposures, clicks, conversions, dwell_s
+    requests: pa.Table  # arm, user, day, latency_ms
+    assignments: pa.Table  # arm, user
+    truth: pa.Table | None  # arm, metric, value, source
+    covariates: pa.Table | None  # user, pre_*
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SimabError("no run.json here: not a run folder", source=str(path.parent)) from None
+    except json.JSONDecodeError as exc:
+        raise SimabError(f"invalid JSON ({exc.msg}, line {exc.lineno})", source=str(path)) from None
+
+
+def _read_folder(path: Path, columns: list[str], required: bool = True) -> pa.Table | None:
+    if not path.exists():
+        if required:
+            raise SimabError(f"missing {path.name} in the run folder", source=str(path.parent))
+        return None
+    try:
+        return ds.dataset(path, format="parquet").to_table(columns=columns)
+    except (pa.ArrowInvalid, KeyError) as exc:
+        raise SimabError(f"unreadable or wrong columns: {exc}", source=str(path)) from None
+
+
+def reduce_exposures(exposures: pa.Table) -> pa.Table:
+    """One row per (arm, user, day, scenario): exposure count and sums of clicks, conversions, dwell."""
+    table = exposures.append_column(
+        "clicks", pc.cast(exposures["clicked"], pa.int64())
+    ).append_column("conversions", pc.cast(exposures["converted"], pa.int64()))
+    grouped = table.group_by(["arm", "user", "day", "scenario"], use_threads=True).aggregate(
+        [("clicks", "count"), ("clicks", "sum"), ("conversions", "sum"), ("dwell_s", "sum")]
+    )
+    names = {"clicks_count": "exposures", "clicks_sum": "clicks"}
+    names |= {"conversions_sum": "conversions", "dwell_s_sum": "dwell_s"}
+    grouped = grouped.rename_columns([names.get(c, c) for c in grouped.column_names])
+    return grouped.select(["arm", "user", "day", "scenario", *COUNT_COLUMNS])
+
+
+def read_run(run_dir: str | Path) -> RunData:
+    """Read and reduce a run folder; contract violations are SimabErrors naming the file."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise SimabError("run folder does not exist", source=str(run_dir))
+    info = _read_json(run_dir / "run.json")
+    for key in ("campaign", "seed", "alpha", "control", "arms"):
+        if key not in info:
+            raise SimabError("required key is missing", source=str(run_dir / "run.json"), key=key)
+    if info["control"] not in info["arms"]:
+        raise SimabError(
+            f"control arm {info['control']!r} is not one of the arms {sorted(info['arms'])}",
+            source=str(run_dir / "run.json"),
+            key="control",
+        )
+    exposures = _read_folder(run_dir / "exposures", EXPOSURE_COLUMNS)
+    requests = _read_folder(run_dir / "requests", ["arm", "user", "day", "latency_ms"])
+    assignments = _read_folder(run_dir / "assignments", ["arm", "user"], required=False)
+    if assignments is None:
+        assignments = exposures.group_by(["arm", "user"]).aggregate([]).select(["arm", "user"])
+    truth_path = run_dir / "truth.parquet"
+    truth = _read_folder(truth_path, ["arm", "metric", "value", "source"], required=False)
+    covariates = _read_folder(
+        run_dir / "covariates.parquet", ["user", *COVARIATE_COLUMNS], required=False
+    )
+    return RunData(
+        run_dir=run_dir,
+        info=info,
+        cells=reduce_exposures(exposures),
+        requests=requests,
+        assignments=assignments,
+        truth=truth,
+        covariates=covariates,
+    )

@@ -1,0 +1,82 @@
+"""Plain-text lift table for the terminal."""
+
+from __future__ import annotations
+
+from simab.reports.report import Report
+
+
+def fmt_value(x: float | None) -> str:
+    if x is None or x != x:
+        return "n/a"
+    return f"{x:.4g}" if abs(x) < 1e4 else f"{x:,.0f}"
+
+
+def fmt_pct(x: float | None) -> str:
+    return "n/a" if x is None or x != x else f"{x:+.2%}"
+
+
+def fmt_ci(ci: tuple[float, float]) -> str:
+    lo, hi = ci
+    return "n/a" if lo != lo or hi != hi else f"[{lo:+.2%}, {hi:+.2%}]"
+
+
+def fmt_p(p: float | None) -> str:
+    if p is None or p != p:
+        return "n/a"
+    return "<1e-4" if p < 1e-4 else f"{p:.4f}"
+
+
+def fmt_covered(c: bool | None) -> str:
+    return "-" if c is None else ("yes" if c else "NO")
+
+
+HEADER = (
+    "metric",
+    "comparison",
+    "control",
+    "treatment",
+    "rel lift",
+    "CI",
+    "p",
+    "adj p",
+    "true lift",
+    "covered",
+)
+
+
+def summary_rows(report: Report) -> list[tuple[str, ...]]:
+    rows = []
+    for name, m in report.metrics.items():
+        for key, r in m.comparisons.items():
+            c = r.comparison
+            rows.append(
+                (
+                    name,
+                    key,
+                    fmt_value(c.control_value),
+                    fmt_value(c.treatment_value),
+                    fmt_pct(c.rel_lift),
+                    fmt_ci(c.rel_ci),
+                    fmt_p(c.p_value),
+                    fmt_p(r.p_value_adjusted),
+                    fmt_pct(r.true_rel_lift),
+                    fmt_covered(r.ci_covers_truth),
+                )
+            )
+    return rows
+
+
+def summary_table(report: Report) -> str:
+    """Aligned text table: one row per metric and treatment-vs-control comparison."""
+    rows = [HEADER, *summary_rows(report)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    srm = "ok" if report.srm.ok else "MISMATCH"
+    lines.append(
+        f"SRM p = {report.srm.p_value:.4g} ({srm}); alpha {report.alpha}; "
+        f"adj p: {report.correction} over {len(rows) - 1} comparisons"
+    )
+    return "\n".join(lines)

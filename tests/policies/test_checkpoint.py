@@ -1,0 +1,111 @@
+"""Checkpoints refuse what they are not, and the cache reuses trained policies."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from simab.errors import SimabError
+from simab.policies.checkpoint import cache_key, load_checkpoint, load_or_train, save_checkpoint
+from simab.policies.trainer import TrainerConfig, build_policy, train_policy
+
+from .conftest import TINY
+
+CONFIG = TrainerConfig(epochs=1, batch_size=64, max_steps=4, progress=False)
+
+
+@pytest.fixture
+def checkpoint(spec, tmp_path):
+    policy = build_policy("din", TINY, spec, seed=0)
+    save_checkpoint(policy, tmp_path / "ckpt", {"auc": 0.5})
+    return tmp_path / "ckpt"
+
+
+def test_files_and_spec_json(checkpoint, spec):
+    assert {p.name for p in checkpoint.iterdir()} == {"weights.pt", "spec.json", "metrics.json"}
+    stored = json.loads((checkpoint / "spec.json").read_text())
+    assert stored["format"] == 1 and stored["policy"] == "din"
+    assert stored["params"]["embedding_dim"] == TINY["embedding_dim"]
+    assert stored["feature_spec"] == spec.to_dict()
+    # weights load without executing code
+    torch.load(checkpoint / "weights.pt", weights_only=True)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"name": "dnn"}, "policy"),
+        ({"params": {**TINY, "embedding_dim": 4}}, "params.embedding_dim"),
+        ({"params": {"embedding_dim": 8}}, "params.mlp_units"),  # defaults are merged first
+    ],
+)
+def test_mismatch_is_refused_with_one_line(checkpoint, kwargs, key):
+    with pytest.raises(SimabError) as err:
+        load_checkpoint(checkpoint, **kwargs)
+    assert err.value.key == key
+    assert str(checkpoint / "spec.json") in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_other_world_is_refused(checkpoint, spec):
+    other = dataclasses.replace(spec, n_items=spec.n_items + 1)
+    with pytest.raises(SimabError, match="n_items") as err:
+        load_checkpoint(checkpoint, feature_spec=other)
+    assert err.value.key == "feature_spec.n_items"
+
+
+@pytest.mark.parametrize(("field", "value"), [("format", 2), ("simab_version", "0.0.0-other")])
+def test_other_format_or_version_is_refused(checkpoint, field, value):
+    path = checkpoint / "spec.json"
+    stored = json.loads(path.read_text())
+    stored[field] = value
+    path.write_text(json.dumps(stored))
+    with pytest.raises(SimabError) as err:
+        load_checkpoint(checkpoint)
+    assert err.value.key == field
+
+
+def test_missing_checkpoint_is_a_user_error(tmp_path):
+    with pytest.raises(SimabError, match="spec.json is missing"):
+        load_checkpoint(tmp_path)
+
+
+def test_cache_key_is_canonical_and_sensitive():
+    base = cache_key({"preset": "default", "seed": 1}, "din", {"a": 1, "b": [1, 2]}, 0)
+    assert base == cache_key({"seed": 1, "preset": "default"}, "din", {"b": [1, 2], "a": 1}, 0)
+    assert len(base) == 64 and int(base, 16) >= 0
+    assert base != cache_key({"preset": "default", "seed": 1}, "din", {"a": 1, "b": [1, 2]}, 1)
+    assert base != cache_key({"preset": "default", "seed": 2}, "din", {"a": 1, "b": [1, 2]}, 0)
+    assert base != cache_key({"preset": "default", "seed": 1}, "dnn", {"a": 1, "b": [1, 2]}, 0)
+
+
+def test_load_or_train_reuses_the_cached_policy(spec, small_source, tmp_path):
+    world = {"preset": "synthetic", "seed": 0}
+    args = (tmp_path, world, "dnn", TINY, spec, 3, small_source, small_source, CONFIG)
+    first, metrics, cached = load_or_train(*args)
+    assert not cached
+    # an omitted default and its explicit value hit the same entry
+    explicit = {**TINY, "dropout": 0.0}
+    second, metrics2, cached2 = load_or_train(tmp_path, world, "dnn", explicit, spec, 3, small_source,
+                                              small_source, CONFIG)
+    assert cached2 and metrics2["auc"] == pytest.approx(metrics["auc"])
+    batch = next(small_source.batches(32, groups=first.feature_groups))
+    assert torch.equal(first.score(batch), second.score(batch))
+    entries = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    assert len(entries) == 1 and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    _, _, cached3 = load_or_train(tmp_path, world, "dnn", TINY, spec, 4, small_source, small_source, CONFIG)
+    assert not cached3  # another seed is another entry
+
+
+def test_train_policy_writes_metrics_json(spec, small_source, tmp_path):
+    metrics = train_policy("deepfm", TINY, spec, small_source, small_source, CONFIG, tmp_path)
+    stored = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("auc", "gauc", "logloss", "per_scenario"):
+        assert key in stored
+    for scenario in stored["per_scenario"].values():
+        assert {"auc", "gauc", "logloss"} <= set(scenario)
+    assert stored["auc"] == pytest.approx(metrics["auc"])
+    load_checkpoint(tmp_path, name="deepfm", params=TINY, feature_spec=spec)
