@@ -16,7 +16,7 @@ $(BIN)/python:
 # torch can pull a multi-GB CUDA build.  pyproject.toml keeps only a lower bound.
 $(STAMP): $(BIN)/python pyproject.toml
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,ray]'
 	@touch $(STAMP)
 
 demo: $(STAMP)

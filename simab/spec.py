@@ -209,12 +209,16 @@ def load_campaign(
 ) -> CampaignSpec:
     """Load and validate a campaign TOML (``None``: the embedded default campaign).
 
-    ``overrides`` is a nested table merged over the file (e.g. ``{"seed": 3}``).
+    ``overrides`` is a nested table merged over the file (e.g. ``{"seed": 3}``); an
+    ``arms`` override replaces the file's arms as a whole.
     """
     if path is None:
         data, source = default_campaign_table(), DEFAULT_SOURCE
     else:
         data, source = read_toml(path), str(path)
     if overrides:
-        data = deep_merge(data, overrides)
+        merged = deep_merge(data, {k: v for k, v in overrides.items() if k != "arms"})
+        if "arms" in overrides:
+            merged["arms"] = copy.deepcopy(overrides["arms"])
+        data = merged
     return parse_campaign(data, source=source)
