@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from simab.reports.moments import Moments
 from simab.reports.run_data import COUNT_COLUMNS, COVARIATE_COLUMNS
 
@@ -44,17 +45,34 @@ def user_totals(
     return totals
 
 
+def _group_codes(totals: pa.Table, group: Sequence[str]) -> tuple[np.ndarray, list[tuple]]:
+    """Integer code per row and the label tuple of each code, via Arrow dictionary encoding."""
+    codes = np.zeros(totals.num_rows, dtype=np.int64)
+    levels: list[list] = []
+    for g in group:
+        encoded = pc.dictionary_encode(totals[g]).combine_chunks()
+        codes = codes * len(encoded.dictionary) + encoded.indices.to_numpy(zero_copy_only=False)
+        levels.append(encoded.dictionary.to_pylist())
+    used, codes = np.unique(codes, return_inverse=True)
+    labels = []
+    for code in used.tolist():
+        label = []
+        for values in reversed(levels):
+            code, i = divmod(code, len(values))
+            label.append(values[i])
+        labels.append(tuple(reversed(label)))
+    return codes, labels
+
+
 def moments_by(
     totals: pa.Table, group: Sequence[str], columns: Sequence[str]
 ) -> dict[tuple, Moments]:
     """Moments of ``columns`` for each distinct value of ``group`` (one row per unit)."""
     if totals.num_rows == 0:
         return {}
-    keys = [totals[g].to_numpy(zero_copy_only=False) for g in group]
-    composite = np.rec.fromarrays(keys) if len(keys) > 1 else keys[0]
-    labels, codes = np.unique(composite, return_inverse=True)
+    codes, labels = _group_codes(totals, group)
     k = len(labels)
-    values = [totals[c].to_numpy(zero_copy_only=False).astype(np.float64) for c in columns]
+    values = [totals[c].to_numpy().astype(np.float64, copy=False) for c in columns]
     counts = np.bincount(codes, minlength=k)
     sums = np.column_stack([np.bincount(codes, weights=v, minlength=k) for v in values])
     cross = np.empty((k, len(values), len(values)))
@@ -63,15 +81,10 @@ def moments_by(
             cross[:, i, j] = cross[:, j, i] = np.bincount(
                 codes, weights=vi * values[j], minlength=k
             )
-    out = {}
-    for idx, label in enumerate(labels):
-        key = (
-            tuple(label.tolist())
-            if len(keys) > 1
-            else (label.item() if hasattr(label, "item") else label,)
-        )
-        out[key] = Moments(tuple(columns), int(counts[idx]), sums[idx], cross[idx])
-    return out
+    return {
+        label: Moments(tuple(columns), int(counts[idx]), sums[idx], cross[idx])
+        for idx, label in enumerate(labels)
+    }
 
 
 def cumulative_cells(cells: pa.Table, through_day: int) -> pa.Table:

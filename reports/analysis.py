@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from simab.errors import SimabError
 from simab.reports import messages
 from simab.reports.aggregation import cumulative_cells, moments_by, user_totals
 from simab.reports.comparison import Comparison, compare
@@ -35,8 +37,6 @@ from simab.reports.run_data import COUNT_COLUMNS, COVARIATE_COLUMNS, RunData, re
 from simab.reports.sequential import msprt
 from simab.reports.srm import srm_test
 from simab.reports.truth import covers, true_rel_lift, true_values
-
-from simab.errors import SimabError
 
 UNIT_METRICS: dict[str, Functional] = {
     "ctr": Functional("clicks", "exposures"),

@@ -23,6 +23,7 @@ from typing import Literal
 
 import numpy as np
 from scipy import stats
+
 from simab.reports import messages
 from simab.reports.estimates import ArmEstimate, Functional, estimate
 from simab.reports.moments import Moments

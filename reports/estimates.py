@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+
 from simab.reports import messages
 from simab.reports.moments import Moments
 

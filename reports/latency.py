@@ -5,7 +5,7 @@ narrow.  We use Woodruff's (1952) outer interval made cluster-aware by the delta
 (Deng, Knoblich & Lu 2018, section 4.2): the CDF value F̂(Q̂_p) = Σ_i #(lat_ij ≤ Q̂_p) / Σ_i n_i
 is a ratio of per-user sums, so its standard error σ comes from the delta method; the
 interval is [Q̂(p - zσ), Q̂(p + zσ)] and se(Q̂_p) = (upper - lower) / (2z).  The difference
-of two arms' percentiles then is compared with the normal approximation (df = ∞).
+of two arms' percentiles is then compared like every other metric (Welch df, ≈ normal here).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 from scipy import stats
+
 from simab.reports import messages
 from simab.reports.estimates import ArmEstimate, Functional, estimate
 from simab.reports.moments import Moments

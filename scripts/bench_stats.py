@@ -25,7 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-RATIOS = {"ctr": ("clicks", "exposures"), "ctcvr": ("conversions", "exposures"), "cvr": ("conversions", "clicks")}
+RATIOS = {
+    "ctr": ("clicks", "exposures"),
+    "ctcvr": ("conversions", "exposures"),
+    "cvr": ("conversions", "clicks"),
+}
 MEANS = {"stay_time": "dwell_s", "exposures_per_user": "exposures"}
 FIELDS = ("control", "treatment", "abs", "abs_lo", "abs_hi", "rel", "rel_lo", "rel_hi", "p")
 
@@ -45,7 +49,9 @@ def make_exposures(users: int, seed: int):
     dwell = np.where(clicked, rng.lognormal(3.0, 0.7, row.size), 0.0)
     return pa.table(
         {
-            "arm": pa.DictionaryArray.from_arrays(pa.array(arm[row].astype(np.int32)), pa.array(["control", "treatment"])),
+            "arm": pa.DictionaryArray.from_arrays(
+                pa.array(arm[row].astype(np.int32)), pa.array(["control", "treatment"])
+            ),
             "user": pa.array(row.astype(np.int64)),
             "clicked": pa.array(clicked),
             "converted": pa.array(converted),
@@ -63,7 +69,12 @@ def per_user(exposures):
     g = t.group_by(["arm", "user"]).aggregate(
         [("clicks", "count"), ("clicks", "sum"), ("conversions", "sum"), ("dwell_s", "sum")]
     )
-    names = {"clicks_count": "exposures", "clicks_sum": "clicks", "conversions_sum": "conversions", "dwell_s_sum": "dwell_s"}
+    names = {
+        "clicks_count": "exposures",
+        "clicks_sum": "clicks",
+        "conversions_sum": "conversions",
+        "dwell_s_sum": "dwell_s",
+    }
     g = g.rename_columns([names.get(c, c) for c in g.column_names])
     return g.set_column(0, "arm", pc.cast(g["arm"], pa.string()))
 
@@ -77,10 +88,30 @@ def simab_inference(users) -> dict:
     cols = ("exposures", "clicks", "conversions", "dwell_s")
     m = moments_by(users, ["arm"], cols)
     out = {}
-    metrics = {k: Functional(*v) for k, v in RATIOS.items()} | {k: Functional(v) for k, v in MEANS.items()}
+    metrics = {k: Functional(*v) for k, v in RATIOS.items()} | {
+        k: Functional(v) for k, v in MEANS.items()
+    }
     for name, f in metrics.items():
-        c = compare(estimate("control", m[("control",)], f), estimate("treatment", m[("treatment",)], f), rel_method="log")
-        out[name] = dict(zip(FIELDS, (c.control_value, c.treatment_value, c.abs_lift, *c.abs_ci, c.rel_lift, *c.rel_ci, c.p_value), strict=True))
+        c = compare(
+            estimate("control", m[("control",)], f),
+            estimate("treatment", m[("treatment",)], f),
+            rel_method="log",
+        )
+        out[name] = dict(
+            zip(
+                FIELDS,
+                (
+                    c.control_value,
+                    c.treatment_value,
+                    c.abs_lift,
+                    *c.abs_ci,
+                    c.rel_lift,
+                    *c.rel_ci,
+                    c.p_value,
+                ),
+                strict=True,
+            )
+        )
     return out
 
 
@@ -135,15 +166,23 @@ def main(argv: list[str] | None = None) -> int:
         t2 = time.perf_counter()
         full, inference = min(full, t2 - t0), min(inference, t2 - t1)
     print(f"data: {args.users:,} users, {exposures.num_rows:,} exposures")
-    print(f"simab full analysis (aggregation + inference): {full:.3f} s; inference on per-user table: {inference:.3f} s")
+    print(
+        f"simab full analysis (aggregation + inference): {full:.3f} s; inference on per-user table: {inference:.3f} s"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         data, result = Path(tmp) / "users.parquet", Path(tmp) / "tea.json"
         pq.write_table(users, data)
         script = Path(tmp) / "tea.py"
         script.write_text(TEA)
-        proc = subprocess.run([args.tea_python, str(script), str(data), str(result), str(args.repeat)], capture_output=True, text=True)
+        proc = subprocess.run(
+            [args.tea_python, str(script), str(data), str(result), str(args.repeat)],
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode:
-            print(f"tea-tasting run failed (is {args.tea_python} set up? see the docstring):\n{proc.stderr[-2000:]}")
+            print(
+                f"tea-tasting run failed (is {args.tea_python} set up? see the docstring):\n{proc.stderr[-2000:]}"
+            )
             return 1
         tea = json.loads(result.read_text())
     worst = max(
@@ -156,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
             for f in FIELDS:
                 print(m, f, ours[m][f], tea["results"][m][f])
     print(f"tea-tasting analysis on the same per-user table: {tea['seconds']:.3f} s")
-    print(f"time ratio simab/tea-tasting: inference {inference / tea['seconds']:.3f}, full (incl. aggregation) {full / tea['seconds']:.3f}")
+    print(
+        f"time ratio simab/tea-tasting: inference {inference / tea['seconds']:.3f}, full (incl. aggregation) {full / tea['seconds']:.3f}"
+    )
     print(f"largest relative difference over {len(ours) * len(FIELDS)} shared numbers: {worst:.2e}")
     return 0
 

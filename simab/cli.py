@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="check expectations on a run (or run a campaign first); exit 1 on failure")
     c.add_argument("target", help="run folder or campaign TOML")
-    c.add_argument("--expect", action="append", required=True, metavar="EXPR",
+    c.add_argument("--expect", nargs="+", action="extend", required=True, metavar="EXPR",
                    help='e.g. "ctcvr.rel_ci[0] > 0" or "ctr.rel_lift >= 0.01"')
     c.add_argument("--out", help="run folder when TARGET is a campaign file")
     c.set_defaults(func=cmd_check)
@@ -160,9 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_PASS_THROUGH = {"world": cmd_world, "power": cmd_power}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv and argv[0] in _PASS_THROUGH:  # these parse their own options
+            return int(_PASS_THROUGH[argv[0]](argparse.Namespace(rest=argv[1:])) or 0)
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except SimabError as exc:
         print(exc.one_line(), file=sys.stderr)

@@ -2,10 +2,10 @@ import json
 import math
 
 import pytest
-from simab.reports import analyze, ratio_comparison, summary_table, write_report
-from simab.reports.run_data import read_run
 
 from simab.errors import SimabError
+from simab.reports import analyze, ratio_comparison, summary_table, write_report
+from simab.reports.run_data import read_run
 
 CONTRACT_COMPARISON = {
     "abs_lift",
@@ -61,6 +61,7 @@ def test_contract_keys_and_no_nan(report):
 
 def test_report_uses_the_public_function_on_the_same_users(report, synthetic_run):
     import pyarrow.compute as pc
+
     from simab.reports.aggregation import user_totals
 
     run = read_run(synthetic_run)

@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
+
 from simab.reports import compare_mean_sums, mean_comparison, ratio_comparison
 
 
@@ -100,3 +101,18 @@ def test_no_silent_nan(control, treatment, rel_method):
         assert r.flags, r
     if not math.isnan(r.p_value):
         assert 0 <= r.p_value <= 1
+
+
+def test_log_interval_by_hand():
+    # tea-tasting's log-scale interval: Welch-Satterthwaite df over the two log-scale terms.
+    rng = np.random.default_rng(4)
+    xc, xt = rng.exponential(2.0, 80), rng.exponential(2.5, 120)
+    r = mean_comparison(xc, xt, rel_method="log")
+    a = xt.var(ddof=1) / xt.size / xt.mean() ** 2
+    b = xc.var(ddof=1) / xc.size / xc.mean() ** 2
+    df = (a + b) ** 2 / (a**2 / (xt.size - 1) + b**2 / (xc.size - 1))
+    half = stats.t.ppf(0.975, df) * math.sqrt(a + b)
+    log_ratio = math.log(xt.mean() / xc.mean())
+    assert r.rel_ci == pytest.approx(
+        (math.expm1(log_ratio - half), math.expm1(log_ratio + half)), rel=1e-12
+    )

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import statsmodels.api as sm
+
 from simab.reports import ratio_comparison
 from simab.reports.cross_check import cluster_ols, cross_check
 

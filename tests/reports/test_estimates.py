@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from simab.reports.comparison import compare
 from simab.reports.estimates import Functional, cuped_estimates, estimate
 from simab.reports.moments import Moments

@@ -1,7 +1,7 @@
 import pytest
-from simab.reports.expectations import check_run, evaluate, parse_expectation
 
 from simab.errors import SimabError
+from simab.reports.expectations import check_run, evaluate, parse_expectation
 
 REPORT = {
     "alpha": 0.05,

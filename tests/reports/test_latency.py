@@ -1,4 +1,5 @@
 import numpy as np
+
 from simab.reports.latency import percentile_estimate
 
 

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from simab.reports.moments import Moments
 
 

@@ -1,4 +1,5 @@
 import pytest
+
 from simab.reports.multiplicity import adjust_p_values
 
 P = [0.005, 0.06, 0.007, 0.04, 0.01, 0.03]

@@ -2,9 +2,9 @@ import math
 
 import pytest
 from scipy import stats
-from simab.reports.power import mde, power_cli, sample_size
 
 from simab.errors import SimabError
+from simab.reports.power import mde, power_cli, sample_size
 
 
 def test_sample_size_close_to_normal_formula():

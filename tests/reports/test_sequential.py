@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+
 from simab.reports.sequential import msprt, optimal_mixing_ratio
 
 

@@ -1,5 +1,6 @@
 import pytest
 from scipy import stats
+
 from simab.reports.srm import srm_test
 
 
