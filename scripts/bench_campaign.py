@@ -1,0 +1,68 @@
+"""Campaign benchmark: harness overhead, exposures/s, and 1 vs 2 workers.
+
+harness overhead = wall time of the simulation phase (all shards) / time spent inside the
+ranking services building feature batches and scoring them (the "bare batched scoring" of
+exactly the requests the campaign served, measured in the same process).
+
+    .venv/bin/python scripts/bench_campaign.py [--users 2000] [--days 1] [--policies popularity,din]
+
+Figures go to stdout as a Markdown table (copy into docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("SIMAB_QUIET", "1")
+
+
+def one(policy: str, users: int, days: float, workers: int, cache: str, out: Path) -> dict:
+    import simab
+
+    arms = {"control": {"policy": policy, "share": 0.5}, "treatment": {"policy": policy, "share": 0.5}}
+    spec = simab.load_campaign(overrides={
+        "name": f"bench-{policy}", "duration_days": days, "shards": 4, "arms": arms,
+        "world": {"n_users": users}, "training": {"cache_dir": cache, "epochs": 1, "max_steps": 200},
+    })
+    t0 = time.perf_counter()
+    res = simab.run_campaign(spec, out=out, workers=workers, report=False)
+    wall = time.perf_counter() - t0
+    manifest = json.loads((res.run_dir / "manifest.json").read_text())
+    shard_wall = sum(s["wall_s"] for s in manifest["shards"].values())
+    scoring = sum(sum(s["compute_s"].values()) for s in manifest["shards"].values())
+    return {"policy": policy, "users": users, "workers": workers, "exposures": res.exposures, "wall_s": wall,
+            "shard_wall_s": shard_wall, "scoring_s": scoring, "overhead": shard_wall / max(scoring, 1e-9),
+            "exposures_per_s": res.exposures / max(shard_wall, 1e-9)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--users", type=int, default=2000)
+    ap.add_argument("--days", type=float, default=1.0)
+    ap.add_argument("--policies", default="popularity,din")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = str(Path("runs/.cache").resolve())
+        rows = []
+        for p in a.policies.split(","):
+            one(p, a.users, a.days, 1, cache, Path(tmp) / f"warm-{p}")  # warm: pre-period + training cached
+            rows.append(one(p, a.users, a.days, 1, cache, Path(tmp) / f"{p}-1"))
+        rows.append(one(a.policies.split(",")[0], a.users, a.days, 2, cache, Path(tmp) / "w2"))
+    print("| policy | users | workers | exposures | simulation s (sum over shards) | scoring s | overhead | exposures/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['policy']} | {r['users']} | {r['workers']} | {r['exposures']:,} | {r['shard_wall_s']:.1f} | "
+              f"{r['scoring_s']:.1f} | {r['overhead']:.2f} | {r['exposures_per_s']:,.0f} |")
+    w1 = next(r for r in rows if r["workers"] == 1 and r["policy"] == rows[-1]["policy"])
+    print(f"\n1 vs 2 workers ({w1['policy']}): wall {w1['wall_s']:.1f}s vs {rows[-1]['wall_s']:.1f}s; "
+          f"peak RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
