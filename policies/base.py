@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
-from simab.policies.features import FEATURE_GROUPS, FeatureSpec
 
 from simab.errors import SimabError
+from simab.policies.features import FEATURE_GROUPS, FeatureSpec
 
 Batch = dict[str, torch.Tensor]
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from simab.policies.base import check_params, register_policy
 from simab.policies.features import FeatureSpec
 

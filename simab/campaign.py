@@ -18,7 +18,7 @@ import simpy
 from simab.eventlog import ColumnBuffer
 from simab.retrieval import Retriever
 from simab.serving import RankingService, Request
-from simab.simulators.datasets import SNAPSHOT_FIELDS, Snapshot, FeatureBuilder
+from simab.simulators.datasets import SNAPSHOT_FIELDS, FeatureBuilder, Snapshot
 from simab.simulators.scenes import BUY, CART, CONTENT, DETAIL, SCENE_NAMES, SURFACE_SCENE
 from simab.simulators.state import UserState
 from simab.simulators.world import World
@@ -92,7 +92,8 @@ class ShardSimulation:
             yield self.env.timeout(t - self.env.now)
         while True:
             n = int(st.sessions[row])
-            t_next = chain.next_session(user, activity, self.env.now, n)
+            t_next = min(chain.next_session(user, activity, self.env.now, n),
+                         max(st.need_session_time(row, user, chain), self.env.now))
             if t_next >= self.plan.t_end:
                 return
             yield self.env.timeout(t_next - self.env.now)
@@ -119,7 +120,7 @@ class ShardSimulation:
                 yield self.env.timeout(dwell)
             if chain.leaves(user, n, step):
                 return
-            kind, sc = chain.next_scene(user, n, step + 1)
+            kind, sc = chain.next_scene(user, n, step + 1, st.need_live(row, self.env.now))
 
     def visit_surface(self, row: int, user: int, n: int, step: int, sc: int, arm: int):
         st, chain, w = self.state, self.world.chain, self.world
@@ -176,26 +177,12 @@ class ShardSimulation:
     # --- helpers of the story ---------------------------------------------------------
     def check_needs(self, row: int, user: int) -> bool:
         """Needs arrive as a Poisson process; the newest one replaces any older one."""
-        st, chain = self.state, self.world.chain
-        fresh = False
-        for _ in range(8):
-            t_need = chain.need_arrives(user, float(st.last_need_check[row]), self.env.now, int(st.needs[row]))
-            if t_need is None:
-                break
-            k = chain.need_category(user, int(st.needs[row]), st.users.active[row], st.users.active_w[row],
-                                    self.world.catalog.n_categories)
-            st.needs[row] += 1
-            st.set_need(row, k, t_need)
-            st.last_need_check[row] = t_need
-            fresh = True
-        if not fresh:
-            st.last_need_check[row] = self.env.now
-        return fresh
+        return self.state.arrive_needs(row, user, self.world.chain, self.env.now, self.world.catalog.n_categories)
 
     def interest_category(self, row: int, user: int, n: int, step: int) -> int:
         """What a search or shop visit is about: the live need if any, else an interest."""
-        st, chain, it = self.state, self.world.chain, self.world.spec.intent
-        if st.need_cat[row] >= 0 and self.env.now - st.need_t[row] < 2 * it.half_life_h * 3600.0:
+        st, chain = self.state, self.world.chain
+        if st.need_live(row, self.env.now):
             return int(st.need_cat[row])
         cats, w = st.users.active[row], st.users.active_w[row]
         u = chain.draw(user, n, step, 6)

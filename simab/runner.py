@@ -29,9 +29,9 @@ import pyarrow.parquet as pq
 from simab.assignment import Allocation, buckets
 from simab.errors import SimabError
 from simab.eventlog import Manifest, read_table, write_part
-from simab.spec import CampaignSpec
 from simab.simulators import rng
 from simab.simulators.world import World
+from simab.spec import CampaignSpec
 
 DAY = 86400.0
 TABLES = ("exposures", "requests", "assignments", "moveline")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from simab.simulators.rng import generator
 from simab.simulators.spec import WorldSpec
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import torch
+
 from simab.policies.features import FEATURE_GROUPS
 from simab.simulators.scenes import gap_bucket
 from simab.simulators.world import World
@@ -200,7 +201,7 @@ class LogDataset:
             vals = arr.values.to_numpy(zero_copy_only=False)
             self._snap[f] = vals.reshape(-1, width)
         self._lens = {}
-        for ring, f in (("seq", "seq_item"), ("ais", "ais_item"), ("moveline", "ml_scene")):
+        for ring in ("seq", "ais", "moveline"):
             self._lens[ring] = col(features, f"{ring}_len").astype(np.int64)
         self.pair_window = pair_window
         self.pair_same_scenario = pair_same_scenario

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from simab.simulators.catalog import Catalog, Csr
 from simab.simulators.population import Users
 from simab.simulators.rng import generator

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from simab.simulators import rng
 from simab.simulators.catalog import Catalog
 from simab.simulators.spec import WorldSpec
@@ -130,7 +131,7 @@ class Oracle:
         r = self.spec.response
         converted = clicked & (rng.uniform(self._keys["conv"], rid, pos) < p_conv)
         # delay conditioned on landing inside the window: truncated exponential by inversion
-        D, W = r.delay_mean_h * 3600.0, r.attribution_window_h * 3600.0
+        D = r.delay_mean_h * 3600.0
         ud = rng.uniform(self._keys["delay"], rid, pos)
         delay = -D * np.log1p(-ud * self.window_factor)
         delay = np.where(converted, delay, np.inf)

@@ -8,8 +8,11 @@ Interest model: each user has ``n_active`` active and ``n_dormant`` dormant inte
 categories with Dirichlet-like weights (normalised Exp(1) draws raised to
 ``1/concentration``).  The first active category's parent follows the user's profile
 (age x gender) with probability ``profile_correlation``, so profile features predict
-interests.  Later categories share a parent with an earlier one half of the time
-(related interests).  The long-term interest vector ``u`` is the weighted sum of the
+interests.  Dormant interests are a separate facet (an old hobby): the first one lies
+under a parent that no active interest has; later categories share a parent with an
+earlier one of their facet half of the time (related interests), so interest spills
+over to related categories within a facet but a dormant facet is not predictable from
+the active one.  The long-term interest vector ``u`` is the weighted sum of the
 category centroids; dormant categories carry ``dormant_weight`` of it and appear only in
 old lifelong history, so only a lifelong model can see them.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from simab.simulators import rng
 from simab.simulators.catalog import Catalog
 from simab.simulators.spec import WorldSpec
@@ -57,6 +61,16 @@ class Population:
     def n_users(self) -> int:
         return self.spec.n_users
 
+    def _unrelated_parent(self, taken: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """A parent drawn uniformly among those not in ``taken`` [n, m] (-1 when none is left)."""
+        P = self.spec.n_parents
+        free = np.ones((taken.shape[0], P), bool)
+        free[np.arange(taken.shape[0])[:, None], taken] = False
+        n_free = free.sum(1)
+        rank = np.minimum((u * n_free).astype(np.int64), np.maximum(n_free - 1, 0))
+        pick = np.argmax(np.cumsum(free, 1) - 1 == rank[:, None], axis=1)
+        return np.where(n_free > 0, pick, -1)
+
     def users(self, ids: np.ndarray) -> Users:
         ids = np.asarray(ids, dtype=np.int64)
         spec, cat = self.spec, self.catalog
@@ -80,9 +94,13 @@ class Population:
             rand_cat = rng.integers(kc, ids, 3 * j + 2, K)
             if j == 0:
                 parent = np.where(u_choice < spec.interest.profile_correlation, preferred_parent, -1)
+            elif j == ia:
+                # the dormant facet starts under a parent none of the active interests has
+                parent = self._unrelated_parent(cat.parent_of[cats[:, :ia]], u_choice)
             else:
-                # related to an earlier interest half of the time
-                earlier = cats[np.arange(n), (u_pick * j).astype(np.int64)]
+                # related to an earlier interest of the same facet half of the time
+                lo = 0 if j < ia else ia
+                earlier = cats[np.arange(n), lo + (u_pick * (j - lo)).astype(np.int64)]
                 parent = np.where(u_choice < 0.5, cat.parent_of[earlier], -1)
             pick = rand_cat.copy()
             for p in np.unique(parent[parent >= 0]):

@@ -11,6 +11,7 @@ user's.
 from __future__ import annotations
 
 import numpy as np
+
 from simab.simulators import rng
 from simab.simulators.spec import WorldSpec
 
@@ -39,7 +40,7 @@ class SceneChain:
         self.traffic_cdf = np.cumsum(traffic / traffic.sum())
         self.search_scenarios = [i for i, s in enumerate(self.surfaces) if s == "search"]
         self.shop_scenarios = [i for i, s in enumerate(self.surfaces) if s == "shop"]
-        self.k = {n: rng.stream_key(seed, f"scenes/{n}") for n in ("arrival", "need", "step", "dwell")}
+        self.k = {n: rng.stream_key(seed, f"scenes/{n}") for n in ("arrival", "need", "need_session", "step", "dwell")}
         s = spec.sessions
         self._rate = s.per_day / DAY
         self._amp = s.diurnal_amplitude
@@ -63,36 +64,54 @@ class SceneChain:
             if j >= 31:  # (probability < 1e-9 for amplitude < 1): accept to bound the loop
                 return float(t)
 
-    def need_arrives(self, user: int, t_prev: float, t: float, n: int) -> float | None:
-        """Whether a need arrived in (t_prev, t] (Poisson, ``needs_per_day``); its time."""
+    def need_gap(self, user: int, j: int) -> float:
+        """Seconds from need ``j - 1`` (or the start of the simulation) to need ``j``:
+        needs form a homogeneous Poisson process of rate ``needs_per_day`` per user,
+        one fresh draw per need (keyed by the need's number); inf when intent is off."""
         it = self.spec.intent
         if not it.enabled or it.needs_per_day <= 0:
+            return float("inf")
+        return float(rng.exponential(self.k["need"], user, 2 * j)) * DAY / it.needs_per_day
+
+    def need_session_delay(self, user: int, j: int) -> float | None:
+        """A need brings the user to the app: with probability ``scene_first`` a session
+        opens Exp(mean ``need_session_delay_min``) after need ``j`` arrives; None otherwise
+        (the need then waits for the next regular session)."""
+        it = self.spec.intent
+        if rng.uniform(self.k["need_session"], user, 2 * j) >= it.scene_first:
             return None
-        rate = it.needs_per_day / DAY
-        wait = float(rng.exponential(self.k["need"], user, 2 * n)) / rate
-        return t_prev + wait if t_prev + wait <= t else None
+        return float(rng.exponential(self.k["need_session"], user, 2 * j + 1)) * 60.0 * it.need_session_delay_min
 
     def need_category(self, user: int, n: int, active: np.ndarray, active_w: np.ndarray, n_categories: int) -> int:
-        """A need is mostly for an active interest, sometimes for anything."""
+        """A need is for any category with probability ``need_novelty`` (a need unrelated
+        to long-term interest: only the moveline reveals it), else for an active interest."""
         u = float(rng.uniform(self.k["need"], user, 2 * n + 1))
-        if u < 0.25:
-            return int(u / 0.25 * n_categories) % n_categories
+        q = self.spec.intent.need_novelty
+        if u < q:
+            return int(u / q * n_categories) % n_categories
         cdf = np.cumsum(active_w) / active_w.sum()
-        return int(active[min(np.searchsorted(cdf, (u - 0.25) / 0.75), len(active) - 1)])
+        return int(active[min(np.searchsorted(cdf, (u - q) / (1.0 - q)), len(active) - 1)])
 
     # --- the chain ------------------------------------------------------------------
     def draw(self, user: int, session: int, step: int, slot: int) -> float:
         return float(rng.uniform(self.k["step"], user, (session * 64 + step) * 8 + slot))
 
     def first_scene(self, user: int, session: int, fresh_need: bool) -> tuple[str, int]:
-        """('surface', scenario index) or ('content', -1)."""
-        if fresh_need and self.draw(user, session, 0, 0) < self.spec.intent.scene_first:
+        """('surface', scenario index) or ('content', -1).  A session that a fresh need
+        brought about opens with a search or a shop visit (the need shows first at scene
+        level); any other session starts anywhere on the chain."""
+        if fresh_need:
             pool = self.search_scenarios + self.shop_scenarios
             if pool:
                 return "surface", pool[int(self.draw(user, session, 0, 1) * len(pool)) % len(pool)]
         return self.next_scene(user, session, 0)
 
-    def next_scene(self, user: int, session: int, step: int) -> tuple[str, int]:
+    def next_scene(self, user: int, session: int, step: int, live_need: bool = False) -> tuple[str, int]:
+        """The next scene; a user with a live need pursues it (a search or a shop visit)
+        with probability ``intent.pursuit``."""
+        pool = self.search_scenarios + self.shop_scenarios
+        if live_need and pool and self.draw(user, session, step, 0) < self.spec.intent.pursuit:
+            return "surface", pool[int(self.draw(user, session, step, 1) * len(pool)) % len(pool)]
         if self.draw(user, session, step, 2) < self.spec.sessions.content_prob:
             return "content", -1
         i = int(np.searchsorted(self.traffic_cdf, self.draw(user, session, step, 3) * 0.9999999))

@@ -31,16 +31,19 @@ class InterestSpec(_Strict):
 
 
 class IntentSpec(_Strict):
-    enabled: bool = True
+    enabled: bool = Field(True, description="switch: all short-term dynamics (needs, satiation, fatigue)")
     needs_per_day: float = Field(1.0, ge=0.0)
+    need_novelty: float = Field(0.4, ge=0.0, lt=1.0, description="share of needs for a category outside the active interests")
+    pursuit: float = Field(0.4, ge=0.0, le=1.0, description="P(a scene of a session with a live need is a search/shop visit for it)")
     half_life_h: float = Field(3.0, gt=0.0)
     strength: float = Field(1.5, ge=0.0)
-    scene_first: float = Field(0.8, ge=0.0, le=1.0, description="P(a new need opens the next session with a search/shop visit)")
+    scene_first: float = Field(0.8, ge=0.0, le=1.0, description="P(a new need opens a session that starts with a search/shop visit)")
+    need_session_delay_min: float = Field(15.0, gt=0.0, description="mean minutes from a need to the session it opens")
     satiation: bool = True
     satiation_h: float = Field(24.0, gt=0.0)
     satiation_strength: float = Field(1.5, ge=0.0)
     fatigue: bool = True
-    fatigue_per_exposure: float = Field(0.04, ge=0.0)
+    fatigue_per_exposure: float = Field(0.01, ge=0.0)
     fatigue_half_life_h: float = Field(6.0, gt=0.0)
     interest_drift: float = Field(0.0, ge=0.0, le=1.0, description="per-click pull of long-term interest towards the clicked item")
 

@@ -12,6 +12,7 @@ strength * 0.5^((t - t_buy)/satiation_h).  Fatigue: every exposure of category k
 from __future__ import annotations
 
 import numpy as np
+
 from simab.simulators.population import Users
 from simab.simulators.scenes import CONTENT, SEARCH, SHOP
 from simab.simulators.spec import WorldSpec
@@ -72,8 +73,9 @@ class UserState:
         )
         self.sessions = np.zeros(n, np.int64)
         self.requests = np.zeros(n, np.int64)
-        self.last_need_check = np.full(n, t0)
-        self.needs = np.zeros(n, np.int64)
+        self.t0 = t0
+        self.needs = np.zeros(n, np.int64)  # needs that have arrived so far
+        self.next_need_t = np.full(n, np.nan)  # arrival time of the next need (nan: not drawn yet)
 
     def seed_history(self, rows: np.ndarray, items: np.ndarray, cats: np.ndarray, ts: np.ndarray, mask: np.ndarray):
         """Fill the short target-domain sequence from the on-demand target history."""
@@ -102,6 +104,8 @@ class UserState:
         """Fatigue + satiation for each candidate's category: [B, C]."""
         it = self.spec.intent
         pen = np.zeros(items_cat.shape)
+        if not it.enabled:
+            return pen
         t = np.asarray(t, np.float64)
         if it.fatigue:
             decay = 0.5 ** ((t - self.fatigue_t[rows]) / (it.fatigue_half_life_h * H))
@@ -118,7 +122,7 @@ class UserState:
         """Fatigue from exposures: decay to ``t`` then add per exposed category.
         ``rows`` must be distinct (a user has one outstanding request at a time)."""
         it = self.spec.intent
-        if not it.fatigue:
+        if not (it.enabled and it.fatigue):
             return
         t = np.asarray(t, np.float64)
         decay = 0.5 ** ((t - self.fatigue_t[rows]) / (it.fatigue_half_life_h * H))
@@ -139,8 +143,40 @@ class UserState:
         self.moveline.push_one(row, scene=scene, cat=cat, shop=shop, ts=t)
 
     def purchase(self, row: int, cat: int, t: float) -> None:
+        """Satiation on the bought category; a need for it is fulfilled."""
         self.sat_cat[row] = cat
         self.sat_t[row] = t
+        if self.need_cat[row] == cat:
+            self.need_cat[row] = -1
+
+    # --- needs (a Poisson process per user; see SceneChain.need_gap) ----------------------
+    def next_need(self, row: int, user: int, chain) -> float:
+        if np.isnan(self.next_need_t[row]):
+            self.next_need_t[row] = self.t0 + chain.need_gap(user, 0)
+        return float(self.next_need_t[row])
+
+    def need_session_time(self, row: int, user: int, chain) -> float:
+        """When the next need brings the user to the app (inf when it does not)."""
+        t = self.next_need(row, user, chain)
+        d = chain.need_session_delay(user, int(self.needs[row])) if np.isfinite(t) else None
+        return float("inf") if d is None else t + d
+
+    def arrive_needs(self, row: int, user: int, chain, now: float, n_categories: int) -> bool:
+        """Take the needs that arrived by ``now``; the newest replaces any older one.
+        Returns whether a need arrived."""
+        fresh = False
+        while self.next_need(row, user, chain) <= now:
+            j = int(self.needs[row])
+            k = chain.need_category(user, j, self.users.active[row], self.users.active_w[row], n_categories)
+            self.set_need(row, k, float(self.next_need_t[row]))
+            self.needs[row] += 1
+            self.next_need_t[row] += chain.need_gap(user, j + 1)
+            fresh = True
+        return fresh
+
+    def need_live(self, row: int, t: float) -> bool:
+        """A need younger than two half-lives still steers searches and shop visits."""
+        return bool(self.need_cat[row] >= 0 and t - self.need_t[row] < 2 * self.spec.intent.half_life_h * H)
 
     def set_need(self, row: int, cat: int, t: float) -> None:
         self.need_cat[row] = cat

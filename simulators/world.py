@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
+
 from simab.policies.features import FeatureSpec
 from simab.simulators.catalog import N_PRICE_BUCKETS, Catalog
 from simab.simulators.history import N_ACTIONS, HistoryGenerator
