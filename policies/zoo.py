@@ -1,3 +1,14 @@
 """Imports every built-in neural policy so that each registers itself."""
 
-from simab.policies import dcn, deepfm, din, dnn, hmoe, sim, star  # noqa: F401
+from simab.policies import (  # noqa: F401
+    amen,
+    dcn,
+    deepfm,
+    din,
+    dnn,
+    hmoe,
+    lcn,  # noqa: F401
+    sim,
+    ssim,  # noqa: F401
+    star,
+)

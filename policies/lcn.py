@@ -1,0 +1,318 @@
+"""LCN: Lifelong Cross Network (seed 001, arXiv 2312.06424).
+
+The paper's full text is not available to us; this module follows the seed summary and
+marks every other choice as *assumed* (``docs/models_lcn.md`` has the table).  Read top
+to bottom as the architecture:
+
+1. **Lifelong Attention Pyramid (LAP)** over the source-domain lifelong sequence
+   ``ll_*`` ``[B, N]`` (N = 2,000 on the ``lifelong`` world).  Three cascaded levels,
+   "the input of each attention level is based on the output of its preceding level"
+   (seed), the scope narrowing towards the candidate:
+
+   - **Complete-scope attention (CSA)**, over all N events.  *Assumed*: to stay cheap it
+     embeds only item ⊕ category of each event (no side information) and scores it
+     with one bilinear form ``s = (W q)·k / sqrt(2d)`` (no key projection, so the N
+     keys are never multiplied by a matrix).  Its output is the softmax-weighted sum of
+     the keys: differentiable, so the BCE gradient reaches ``W`` and the embeddings.
+     Keeps the ``k1`` highest-scoring real events.
+   - **Median-scope attention (MSA)**, a target attention with side information over
+     those ``k1`` events.  *Assumed*: keys are item ⊕ category ⊕ action ⊕ time-gap
+     bucket embeddings; single-head bilinear score ``(W q)·k / sqrt(4d)`` (the query is
+     mapped into key space, so no key is projected); output the softmax-weighted sum of
+     the keys.  Keeps the ``k2`` highest-scoring events.  *Assumed* defaults
+     ``k1 = 100``, ``k2 = 20`` (the seed gives no values).
+   - **Focused-scope attention (FSA)**: multi-head target attention (``n_heads``,
+     width ``fsa_dim``) over the ``k2`` events, same keys as MSA.
+
+   *Assumed* (``score_mass``): CSA and MSA also output the log-sum-exp of their scores
+   over the events they read, a soft count of relevant history that softmax pooling
+   discards (SIM's baseline gets match counts for the same reason).
+
+   The outputs of all active levels are concatenated with profile, scenario and target
+   embeddings, a DIN unit over the short target-domain click sequence (*assumed*, so
+   that LCN = DIN + lifelong modelling; ``short_seq="none"`` drops it) and the
+   popularity prior, into an MLP.
+
+   Switching a level off (``use_csa``/``use_msa``/``use_fsa``) removes both its output
+   and its selection: the next active level reads the top-k of the preceding *active*
+   level, or the most recent ``k`` events when no earlier level is active (*assumed*).
+   ``pyramid=False`` replaces LAP by one full multi-head target attention (the FSA
+   layer) over all N events: the cost baseline of the issue.
+
+2. **Cross Representation Production (CRP)**, training only.  An InfoNCE loss
+   (van den Oord et al. 2018, eq. 4) aligning target-domain and source-domain item
+   representations.  *Assumed* pairs: the anchor is the row's target item (a shop
+   item); its positive is the mean representation of the events in the same user's
+   lifelong sequence (content items, whose ids never overlap shop items) that share the
+   target's category; rows with no such event are skipped.  Negatives are the positives
+   of the other rows of the batch whose target category differs (same-category rows
+   are masked out: they are not negatives).  Representations (``crp_features``):
+   ``"item"`` = the shared item-id embeddings (default, so the alignment acts on the
+   id embeddings that no category feature already ties together); ``"item_cat"`` =
+   item ⊕ category.  Similarity is cosine / ``crp_temperature``;
+   ``L = BCE + crp_weight · L_crp``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from simab.errors import SimabError
+from simab.policies.base import Batch, register_policy
+from simab.policies.features import FeatureSpec
+from simab.policies.layers import (
+    MLP,
+    ActivationUnitAttention,
+    EmbeddingBank,
+    MultiHeadTargetAttention,
+    candidate_fields,
+    masked_softmax,
+)
+from simab.policies.neural import COMMON_DEFAULTS, NeuralPolicy
+
+_CHOICES = {"short_seq": ("din", "none"), "crp_features": ("item", "item_cat")}
+
+
+def top_k_positions(scores: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions ``[B, C, k']`` (``k' = min(k, N)``) of the ``k`` highest ``scores
+    [B, C, N]`` among real events (``mask [B, N]`` or ``[B, C, N]``), and their mask
+    (``False`` where the row has fewer than ``k`` real events).  Ties keep the more
+    recent (later) position."""
+    n = scores.shape[-1]
+    k = min(k, n)
+    if mask.dim() == 2:
+        mask = mask.unsqueeze(1).expand_as(scores)
+    # A tiny recency bonus breaks ties deterministically; masked events sort last.
+    recency = torch.arange(n, device=scores.device, dtype=scores.dtype) * 1e-6 / max(n, 1)
+    key = (scores.detach() + recency).masked_fill(~mask, -math.inf)
+    idx = key.topk(k, dim=-1).indices
+    return idx, mask.gather(-1, idx)
+
+
+def most_recent_positions(mask: torch.Tensor, n_candidates: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` most recent real events of ``mask [B, N]`` (chronological order), as
+    ``[B, C, k']`` positions and mask; used when no earlier pyramid level selects."""
+    n = mask.shape[-1]
+    recency = torch.arange(1, n + 1, device=mask.device, dtype=torch.float32).expand(mask.shape[0], n)
+    return top_k_positions(recency.unsqueeze(1).expand(-1, n_candidates, -1), mask, k)
+
+
+def score_mass(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``log sum_n exp(score_n)`` over real events ``[B, C, N] -> [B, C, 1]`` (0 for an
+    empty history): how much relevant history there is, which the softmax-pooled output
+    alone cannot tell."""
+    if mask.dim() == 2:
+        mask = mask.unsqueeze(1).expand_as(scores)
+    lse = torch.logsumexp(scores.masked_fill(~mask, -math.inf), dim=-1, keepdim=True)
+    return torch.where(mask.any(-1, keepdim=True), lse, torch.zeros_like(lse))
+
+
+def gather_events(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Per-request events ``x [B, N, ...]`` at per-candidate positions ``idx [B, C, k]``
+    -> ``[B, C, k, ...]``."""
+    b, c, k = idx.shape
+    flat = idx.reshape(b, c * k)
+    if x.dim() == 2:
+        return x.gather(1, flat).reshape(b, c, k)
+    return x.gather(1, flat.unsqueeze(-1).expand(-1, -1, x.shape[-1])).reshape(b, c, k, x.shape[-1])
+
+
+class CompleteScopeAttention(nn.Module):
+    """CSA: ``scores [B, C, N] = (W q)·k / sqrt(dk)`` and the softmax-pooled keys
+    ``[B, C, dk]`` over every real event; see the module docstring."""
+
+    def __init__(self, query_dim: int, key_dim: int):
+        super().__init__()
+        self.query = nn.Linear(query_dim, key_dim, bias=False)
+        self.scale = 1.0 / math.sqrt(key_dim)
+
+    def forward(self, target: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = torch.einsum("bcd,bnd->bcn", self.query(target), keys) * self.scale
+        weights = masked_softmax(scores, mask.unsqueeze(1).expand_as(scores))
+        return scores, torch.einsum("bcn,bnd->bcd", weights, keys)
+
+
+class MedianScopeAttention(nn.Module):
+    """MSA: single-head target attention over per-candidate events ``keys [B, C, k, dk]``
+    (with side information) -> ``scores [B, C, k]`` and pooled keys ``[B, C, dk]``.
+
+    The score is the bilinear form ``(W q)·k / sqrt(dk)``: the query is mapped into the
+    key space once per candidate instead of projecting every key (the same family of
+    scores as ``(W_q q)·(W_k k)`` at full rank, for ``k1`` times fewer products)."""
+
+    def __init__(self, query_dim: int, key_dim: int):
+        super().__init__()
+        self.query = nn.Linear(query_dim, key_dim, bias=False)
+        self.scale = 1.0 / math.sqrt(key_dim)
+
+    def forward(self, target: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = torch.einsum("bcd,bckd->bck", self.query(target), keys) * self.scale
+        weights = masked_softmax(scores, mask)
+        return scores, torch.einsum("bck,bckd->bcd", weights, keys)
+
+
+class LCN(NeuralPolicy):
+    name = "lcn"
+    feature_groups = ("profile", "scenario", "target", "short_seq", "lifelong")
+    DEFAULTS: dict[str, Any] = {
+        **COMMON_DEFAULTS,
+        "pyramid": True,
+        "use_csa": True,
+        "use_msa": True,
+        "use_fsa": True,
+        "k1": 100,
+        "k2": 20,
+        "fsa_dim": 32,
+        "n_heads": 2,
+        "short_seq": "din",
+        "score_mass": True,
+        "attention_units": [64, 32],
+        "crp_weight": 0.1,
+        "crp_temperature": 0.1,
+        "crp_features": "item",
+    }
+
+    def __init__(self, params: dict, feature_spec: FeatureSpec):
+        super().__init__(params, feature_spec)
+        p, d = self.params, self.params["embedding_dim"]
+        for k, allowed in _CHOICES.items():
+            if p[k] not in allowed:
+                raise SimabError(f"parameter {k!r} of policy 'lcn' must be one of {list(allowed)}, got {p[k]!r}",
+                                 key=f"params.{k}")
+        for k in ("k1", "k2"):
+            if int(p[k]) < 1:
+                raise SimabError(f"must be >= 1, got {p[k]}", key=f"params.{k}")
+        if p["crp_weight"] < 0 or p["crp_temperature"] <= 0:
+            raise SimabError(f"crp_weight must be >= 0 and crp_temperature > 0, got {p['crp_weight']}, "
+                             f"{p['crp_temperature']}", key="params.crp_weight")
+        self.bank = EmbeddingBank(feature_spec, d, ["item", "cat", "shop", "price", "scenario", "profile",
+                                                    "action", "gap"])
+        n_fields = len(feature_spec.profile_sizes) + 1 + 4
+        in_dim = n_fields * d + 1
+        if p["short_seq"] == "din":
+            self.short_attention = ActivationUnitAttention(2 * d, p["attention_units"], activation=p["activation"])
+            in_dim += 2 * d
+        if p["pyramid"]:
+            if p["use_csa"]:
+                self.csa = CompleteScopeAttention(2 * d, 2 * d)
+                in_dim += 2 * d + int(p["score_mass"])
+            if p["use_msa"]:
+                self.msa = MedianScopeAttention(2 * d, 4 * d)
+                in_dim += 4 * d + int(p["score_mass"])
+        if p["use_fsa"] or not p["pyramid"]:
+            self.fsa = MultiHeadTargetAttention(2 * d, 4 * d, p["fsa_dim"], n_heads=p["n_heads"])
+            in_dim += p["fsa_dim"]
+        self.mlp = MLP(in_dim, p["mlp_units"], out_dim=1, activation=p["activation"], dropout=p["dropout"])
+        self._crp: tuple[torch.Tensor, ...] | None = None
+        self._csa_keys: torch.Tensor | None = None
+
+    # Lifelong event representations -------------------------------------------------
+    def _events_full(self, batch: Batch, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """item ⊕ category ⊕ action ⊕ gap embeddings, of all events ``[B, N, 4d]`` or of
+        the per-candidate positions ``idx`` ``[B, C, k, 4d]`` (only those are embedded)."""
+        def take(name: str) -> torch.Tensor:
+            return batch[name] if idx is None else gather_events(batch[name], idx)
+
+        return torch.cat([self.bank.item_key(take("ll_item"), take("ll_cat")),
+                          self.bank("action", take("ll_action")), self.bank("gap", take("ll_gap"))], dim=-1)
+
+    def lifelong_interest(self, batch: Batch, target: torch.Tensor) -> list[torch.Tensor]:
+        """The outputs of the active pyramid levels (or of full attention), each ``[B, C, *]``."""
+        p, mask = self.params, batch["ll_mask"]
+        if not p["pyramid"]:
+            return [self.fsa(target, self._events_full(batch), mask)]
+        n_cand = target.shape[1]
+        outputs: list[torch.Tensor] = []
+        idx = sel_mask = None  # the preceding active level's selection
+        if p["use_csa"]:
+            keys = self.bank.item_key(batch["ll_item"], batch["ll_cat"])  # [B, N, 2d]
+            self._csa_keys = keys  # CRP reuses these lookups (the first d columns are the item)
+            scores, pooled = self.csa(target, keys, mask)
+            outputs.append(pooled)
+            if p["score_mass"]:
+                outputs.append(score_mass(scores, mask))
+            idx, sel_mask = top_k_positions(scores, mask, p["k1"])
+        if p["use_msa"]:
+            if idx is None:
+                idx, sel_mask = most_recent_positions(mask, n_cand, p["k1"])
+            events = self._events_full(batch, idx)  # [B, C, k1, 4d]
+            scores, pooled = self.msa(target, events, sel_mask)
+            outputs.append(pooled)
+            if p["score_mass"]:
+                outputs.append(score_mass(scores, sel_mask))
+            local, local_mask = top_k_positions(scores, sel_mask, p["k2"])
+            idx, sel_mask = idx.gather(-1, local), local_mask
+        if p["use_fsa"]:
+            if idx is None:
+                idx, sel_mask = most_recent_positions(mask, n_cand, p["k2"])
+            elif idx.shape[-1] > p["k2"]:  # MSA off: keep CSA's k2 best for FSA
+                idx, sel_mask = idx[..., : p["k2"]], sel_mask[..., : p["k2"]]
+            outputs.append(self.fsa(target, self._events_full(batch, idx), sel_mask))
+        return outputs
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        fields = candidate_fields(self.bank, batch)  # [B, C, F, d]
+        target = self.bank.item_key(batch["item"], batch["item_cat"])  # [B, C, 2d]
+        parts = [fields.flatten(-2)]
+        if self.params["short_seq"] == "din":
+            short = self.bank.item_key(batch["seq_item"], batch["seq_cat"])
+            parts.append(self.short_attention(target, short, batch["seq_mask"]))
+        self._csa_keys = None
+        parts += self.lifelong_interest(batch, target)
+        parts.append(batch["item_pop"].unsqueeze(-1))
+        self._crp = self.crp_pairs(batch) if self.training and self.params["crp_weight"] > 0 else None
+        self._csa_keys = None
+        return self.mlp(torch.cat(parts, dim=-1)).squeeze(-1)
+
+    # Cross Representation Production ------------------------------------------------
+    def _item_repr(self, items: torch.Tensor, cats: torch.Tensor) -> torch.Tensor:
+        if self.params["crp_features"] == "item":
+            return self.bank("item", items)
+        return self.bank.item_key(items, cats)
+
+    def crp_pairs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Anchors ``[R, D]`` (target items of the first candidate), positives ``[R, D]``
+        (mean representation of the same user's same-category source events) and the
+        anchors' categories ``[R]``, for the ``R`` rows that have such events."""
+        item, cat = batch["item"][:, 0], batch["item_cat"][:, 0]
+        match = (batch["ll_cat"] == cat.unsqueeze(1)) & batch["ll_mask"]  # [B, N]
+        has = match.any(1)
+        item, cat, match = item[has], cat[has], match[has]
+        keys = self._csa_keys
+        if keys is not None:  # reuse CSA's lookups: item ⊕ category of every event
+            source = keys[has] if self.params["crp_features"] == "item_cat" else keys[has][..., : self.bank.dim]
+        else:
+            source = self._item_repr(batch["ll_item"][has], batch["ll_cat"][has])  # [R, N, D]
+        w = match.unsqueeze(-1).to(source.dtype)
+        positive = (source * w).sum(1) / w.sum(1)
+        return self._item_repr(item, cat), positive, cat
+
+    def crp_loss(self, anchor: torch.Tensor, positive: torch.Tensor, cats: torch.Tensor) -> torch.Tensor:
+        """InfoNCE: ``-mean log softmax_j(cos(a_i, p_j)/tau)[i]`` over the columns ``j = i``
+        or of another category (same-category columns are not negatives)."""
+        if anchor.shape[0] == 0:
+            return anchor.sum() * 0.0
+        logits = F.normalize(anchor, dim=-1) @ F.normalize(positive, dim=-1).T / self.params["crp_temperature"]
+        same = cats.unsqueeze(0) == cats.unsqueeze(1)
+        not_negative = same & ~torch.eye(len(cats), dtype=torch.bool, device=cats.device)
+        logits = logits.masked_fill(not_negative, -math.inf)
+        target = torch.arange(len(cats), device=cats.device)
+        return F.cross_entropy(logits, target)
+
+    def loss(self, batch: Batch, logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``BCE + crp_weight · L_crp`` (the CRP term only on training forwards)."""
+        bce, parts = super().loss(batch, logits)
+        if self._crp is None:
+            return bce, parts
+        crp = self.crp_loss(*self._crp)
+        self._crp = None
+        parts["crp"] = crp.detach()
+        return bce + self.params["crp_weight"] * crp, parts
+
+
+register_policy("lcn", LCN, LCN.load)

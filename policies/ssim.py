@@ -1,0 +1,379 @@
+"""SSIM (seed 002, Liu et al., "Scenario Shared Instance Modeling for Click-through Rate
+Prediction"): explicit, data-level sharing of training instances across scenarios.
+
+A backbone multi-scenario model (``dnn``, ``deepfm``, ``dcn``, ``star``, ``hmoe``) is
+trained with an adaptive selection network (seed eq. 2)::
+
+    h^l = ReLU(W^l h^{l-1} + b^l)              (MLP over the instance embedding)
+    p   = sigmoid((W^k h^L + b^k) / tau)       (hyper-network head of the row's scenario k)
+    g   = S(relu(p - epsilon))                 (S: straight-through hard mask)
+
+and the loss of eq. 3: ``L_msr = L(D \\ B_sh) + L_sh(B_sh)`` plus ``lambda * KL(1 || G)``.
+A shared instance (g = 1) is trained against every scenario tower (the mean of the
+towers' cross-entropies), the others against their own scenario's tower.  Two phases
+(seed "ARCHITECTURE"/"REUSE"): *search* trains backbone and selector together; *retrain*
+restores the backbone's initial weights, freezes the selector, marks the top
+``share_ratio`` of training instances by selector score as shared (eq. 4) and trains
+the backbone again.  The shared instances are saved (Parquet: instance id = row index
+in the training source, its scenario, score, and the source's fingerprint) and can
+train any other backbone (``shared_in``), the seed's model-free reuse.
+
+Assumptions (the seed is silent; each is a parameter in ``DEFAULTS``, and
+docs/models_ssim.md lists them):
+
+* Tower of scenario ``s`` = the backbone evaluated with the row's scenario id replaced
+  by ``s`` (STAR: scenario-``s`` star weights and auxiliary net; HMoE: scenario-``s``
+  gate, tower and label-space row; DNN/DeepFM/DCN: scenario-``s`` embedding).  No
+  backbone file is changed.
+* Instance embedding = the backbone's own profile + target field embeddings, detached
+  (``selector_detach``), so the selector does not move the backbone's embeddings.
+* ``KL(1 || G)`` = mean over rows of ``KL(Bernoulli(1) || Bernoulli(p)) = -log p``
+  (on the soft score ``p``: it pushes ``G`` up).
+* STE: forward ``1[relu(p - eps) > 0]``, backward the gradient of ``relu(p - eps)``
+  (so instances below the threshold only feel the KL term).  ``ste = False`` (the
+  "no STE" ablation) uses the soft mask ``g = p``.
+* Temperature ``tau`` anneals geometrically from ``tau_start`` to ``tau_end`` over
+  ``anneal_steps`` search steps.
+* Retrain: the top ``share_ratio`` of each scenario's training rows (``ratio_scope =
+  "per_scenario"``; ``"global"`` ranks all rows together) by the frozen selector's logit
+  (monotone in ``p``; ``p`` itself saturates).  Per scenario because a global ranking
+  was dominated by the per-scenario head biases, which the KL term raises in
+  proportion to each scenario's traffic (on multiscenario3 a global top 20 % was
+  99-100 % scenario s1 for DNN and DeepFM); ``selection = "random"`` draws the
+  shared rows uniformly (the MT-Backbone-S row and the SSIM-R ablation) and skips the
+  search.  Both phases use the trainer options given to :meth:`SSIM.fit`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from simab.errors import SimabError
+from simab.policies import trainer as _trainer
+from simab.policies.base import Batch, BatchSource, make_policy, register_policy
+from simab.policies.features import FeatureSpec
+from simab.policies.layers import MLP, candidate_fields
+from simab.policies.neural import COMMON_DEFAULTS, NeuralPolicy
+
+BACKBONES = ("dnn", "deepfm", "dcn", "star", "hmoe")
+#: Batch key carrying the fixed shared mask during retrain.
+SHARED_KEY = "ssim_shared"
+SHARED_FILE = "shared_instances.parquet"
+
+
+class _StraightThrough(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
+def straight_through(x: torch.Tensor) -> torch.Tensor:
+    """``S(x)``: forward exactly ``1[x > 0]``, backward the identity (Bengio et al. 2013)."""
+    return _StraightThrough.apply(x)
+
+
+class SelectionNetwork(nn.Module):
+    """Seed eq. 2: a shared ReLU MLP and a per-scenario (hyper-network) output layer."""
+
+    def __init__(self, in_dim: int, units: list[int], n_scenarios: int, activation: str):
+        super().__init__()
+        self.body = MLP(in_dim, units, activation=activation)
+        self.heads = nn.Linear(self.body.out_dim, n_scenarios)
+
+    def forward(self, x: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
+        """``x [B, D]``, ``scenario [B]`` -> the logit of the row's scenario head ``[B]``
+        (``p = sigmoid(logit / tau)``)."""
+        return self.heads(self.body(x)).gather(1, scenario.unsqueeze(1)).squeeze(1)
+
+
+class RowSource:
+    """A ``BatchSource`` over chosen rows of a source that has ``batch(rows, groups)``
+    (``LogDataset``, ``SyntheticSource``), optionally adding the ``ssim_shared`` mask
+    (one bool per row of the underlying source)."""
+
+    def __init__(self, source: Any, rows: np.ndarray | None = None, shared: np.ndarray | None = None):
+        if not hasattr(source, "batch"):
+            raise SimabError("SSIM needs a training source with batch(rows, groups) (a LogDataset)",
+                             key="ssim.train")
+        self.source = source
+        self.rows = np.arange(source.n_rows) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.shared = shared
+        self.n_rows = len(self.rows)
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                groups: tuple[str, ...] | None = None) -> Iterator[Batch]:
+        order = np.random.default_rng(seed).permutation(self.n_rows) if shuffle else np.arange(self.n_rows)
+        for s in range(0, self.n_rows, batch_size):
+            rows = self.rows[order[s:s + batch_size]]
+            b = self.source.batch(rows, groups)
+            if self.shared is not None:
+                b[SHARED_KEY] = torch.from_numpy(self.shared[rows])
+            yield b
+
+
+def source_fingerprint(source: Any) -> str:
+    """SHA-256 over the rows' user, scenario, item and label, in row order: what makes a
+    saved instance id mean the same row again."""
+    h = hashlib.sha256()
+    h.update(str(source.n_rows).encode())
+    for cols in _row_columns(source):
+        for k in ("user", "scenario", "item", "label"):
+            h.update(np.ascontiguousarray(cols[k]).astype(np.float64).tobytes())
+    return h.hexdigest()
+
+
+def _row_columns(source: Any) -> Iterator[dict[str, np.ndarray]]:
+    """user, scenario, item, label of every row in order: straight from a ``LogDataset``'s
+    arrays, otherwise from unshuffled batches."""
+    if all(isinstance(getattr(source, k, None), np.ndarray) for k in ("user", "scenario", "item", "label")):
+        yield {k: getattr(source, k) for k in ("user", "scenario", "item", "label")}
+        return
+    for b in source.batches(4096, shuffle=False, groups=("profile", "scenario", "target")):
+        yield {"user": b["user"].numpy(), "scenario": b["scenario"].numpy(), "item": b["item"][:, 0].numpy(),
+               "label": b["label"][:, 0].numpy()}
+
+
+def save_shared(path: str | Path, table: pa.Table) -> None:
+    pq.write_table(table, str(path))
+
+
+def load_shared(path: str | Path, source: Any) -> np.ndarray:
+    """The shared mask (bool per row of ``source``) saved at ``path``; refuses a file
+    written for another training source."""
+    table = pq.read_table(str(path))
+    want = (table.schema.metadata or {}).get(b"fingerprint", b"").decode()
+    if want != source_fingerprint(source):
+        raise SimabError(f"shared instances at {path} were selected on another training set "
+                         "(fingerprint mismatch)", key="params.shared_in")
+    mask = np.zeros(source.n_rows, dtype=bool)
+    shared = table.column("shared").to_numpy(zero_copy_only=False).astype(bool)
+    mask[table.column("instance_id").to_numpy()[shared]] = True
+    return mask
+
+
+class SSIM(NeuralPolicy):
+    name = "ssim"
+    feature_groups = ("profile", "scenario", "target", "short_seq")
+    DEFAULTS = {
+        **COMMON_DEFAULTS,
+        "backbone": "dnn",
+        "backbone_params": {},
+        "selector_units": [64, 32],
+        "selector_detach": True,
+        "epsilon": 0.5,
+        "kl_weight": 0.01,
+        "ste": True,
+        "tau_start": 1.0,
+        "tau_end": 0.2,
+        "anneal_steps": 2000,
+        "share_ratio": 0.2,
+        "ratio_scope": "per_scenario",
+        "selection": "learned",
+        "shared_in": "",
+        "shared_out": "",
+    }
+
+    def __init__(self, params: dict, feature_spec: FeatureSpec):
+        super().__init__(params, feature_spec)
+        p = self.params
+        if p["backbone"] not in BACKBONES:
+            raise SimabError(f"unknown backbone {p['backbone']!r}; allowed: {', '.join(BACKBONES)}",
+                             key="params.backbone")
+        if p["selection"] not in ("learned", "random"):
+            raise SimabError(f"must be 'learned' or 'random', got {p['selection']!r}", key="params.selection")
+        if p["ratio_scope"] not in ("per_scenario", "global"):
+            raise SimabError(f"must be 'per_scenario' or 'global', got {p['ratio_scope']!r}",
+                             key="params.ratio_scope")
+        if not 0.0 <= p["share_ratio"] <= 1.0:
+            raise SimabError(f"must be in [0, 1], got {p['share_ratio']}", key="params.share_ratio")
+        if not 0.0 <= p["epsilon"] < 1.0:
+            raise SimabError(f"must be in [0, 1), got {p['epsilon']}", key="params.epsilon")
+        if p["tau_start"] <= 0 or p["tau_end"] <= 0:
+            raise SimabError("temperatures must be > 0", key="params.tau_start")
+        common = {k: p[k] for k in COMMON_DEFAULTS}
+        self.backbone: NeuralPolicy = make_policy(p["backbone"], {**common, **p["backbone_params"]}, feature_spec)
+        self.n_scenarios = max(feature_spec.n_scenarios, len(feature_spec.scenario_names))
+        d = p["embedding_dim"]
+        in_dim = (len(feature_spec.profile_sizes) + 4) * d + 1
+        self.selector = SelectionNetwork(in_dim, list(p["selector_units"]), self.n_scenarios, p["activation"])
+        #: The backbone's weights at construction: retrain starts from them (seed: retrain phase).
+        self.initial_backbone_state = copy.deepcopy(self.backbone.state_dict())
+        self.phase = "search"
+        self.search_step = 0
+        self.shared_table: pa.Table | None = None
+        self._stash: dict[str, torch.Tensor] = {}
+
+    # -- selector -----------------------------------------------------------------
+    def tau(self) -> float:
+        p = self.params
+        frac = min(self.search_step / max(p["anneal_steps"], 1), 1.0)
+        return p["tau_start"] * (p["tau_end"] / p["tau_start"]) ** frac
+
+    def selector_logit(self, batch: Batch) -> torch.Tensor:
+        """Selector logit ``[B]`` of each (C = 1) training row, before the temperature."""
+        x = candidate_fields(self.backbone.bank, batch, scenario=False)[:, 0].flatten(1)
+        x = torch.cat([x, batch["item_pop"][:, :1]], dim=-1)
+        if self.params["selector_detach"]:
+            x = x.detach()
+        return self.selector(x, batch["scenario"])
+
+    def selector_score(self, batch: Batch, tau: float | None = None) -> torch.Tensor:
+        """Selector probability ``p = sigmoid(logit / tau) [B]``."""
+        return torch.sigmoid(self.selector_logit(batch) / (self.tau() if tau is None else tau))
+
+    def mask(self, p: torch.Tensor) -> torch.Tensor:
+        """Seed eq. 2's ``g = S(relu(p - eps))`` (or the soft ``p`` without STE)."""
+        if not self.params["ste"]:
+            return p
+        return straight_through(F.relu(p - self.params["epsilon"]))
+
+    # -- towers -------------------------------------------------------------------
+    def all_towers(self, batch: Batch, rows: torch.Tensor) -> torch.Tensor:
+        """Logits ``[len(rows), S]`` of every scenario tower for the chosen rows."""
+        n_s = self.n_scenarios
+        sub = {k: v[rows].repeat_interleave(n_s, dim=0) for k, v in batch.items()
+               if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == batch["label"].shape[0]}
+        sub["scenario"] = torch.arange(n_s, device=rows.device).repeat(len(rows))
+        return self.backbone(sub)[:, 0].view(len(rows), n_s)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        own = self.backbone(batch)
+        if not self.training:
+            return own
+        if self.phase == "search":
+            p = self.selector_score(batch)
+            g = self.mask(p)
+            self.search_step += 1
+            self._stash = {"p": p, "g": g}
+        else:
+            g = batch[SHARED_KEY].to(own.dtype)
+            self._stash = {"g": g}
+        rows = torch.nonzero(g.detach() > 0).squeeze(1)
+        self._stash["rows"] = rows
+        self._stash["towers"] = self.all_towers(batch, rows) if len(rows) else own.new_zeros(0, self.n_scenarios)
+        return own
+
+    def loss(self, batch: Batch, logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Seed eq. 3 (search) / eq. 4 (retrain); plain BCE outside training."""
+        if not self.training or not self._stash:
+            return super().loss(batch, logits)
+        y = batch["label"][:, 0].float()
+        own = F.binary_cross_entropy_with_logits(logits[:, 0].float(), y, reduction="none")
+        st = self._stash
+        shared = torch.zeros_like(own)
+        if len(st["rows"]):
+            towers = st["towers"].float()
+            per_tower = F.binary_cross_entropy_with_logits(towers, y[st["rows"]].unsqueeze(1).expand_as(towers),
+                                                           reduction="none")
+            shared = shared.index_put((st["rows"],), per_tower.mean(1))
+        g = st["g"].float()
+        msr = ((1 - g) * own + g * shared).mean()
+        parts = {"bce": own.mean().detach(), "msr": msr.detach(), "shared_frac": (g.detach() > 0).float().mean()}
+        total = msr
+        if "p" in st:
+            kl = -torch.log(st["p"].float().clamp_min(1e-6)).mean()
+            total = total + self.params["kl_weight"] * kl
+            parts["kl"] = kl.detach()
+        self._stash = {}
+        return total, parts
+
+    def to_device(self, batch: Batch, device: torch.device | None = None) -> Batch:
+        out = super().to_device(batch, device)
+        if SHARED_KEY in batch:
+            out[SHARED_KEY] = batch[SHARED_KEY].to(device or self.device)
+        return out
+
+    # -- two phases ---------------------------------------------------------------
+    @torch.no_grad()
+    def scores(self, source: Any) -> np.ndarray:
+        """The frozen selector's logit of every row of ``source``, in order.  Ranking uses
+        the logit, not ``p``: the KL term drives ``p`` into float saturation (many rows
+        at exactly 1.0), where ``p`` no longer orders them."""
+        was = self.training
+        self.eval()
+        out = []
+        for b in source.batches(4096, shuffle=False, groups=self.feature_groups):
+            b = super().to_device(b)
+            out.append(self.selector_logit(b).double().cpu().numpy())
+        self.train(was)
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def select(self, source: Any, seed: int = 0) -> pa.Table:
+        """Mark the top ``share_ratio`` rows by selector logit (or random rows) as shared;
+        ties are broken at random (seeded), not by row order."""
+        n = source.n_rows
+        rng = np.random.default_rng([seed, 2])
+        tiebreak = rng.random(n)
+        if self.params["selection"] == "random":
+            logit = tiebreak.copy()
+        else:
+            logit = self.scores(source)
+        scen = np.concatenate([c["scenario"] for c in _row_columns(source)])
+        shared = np.zeros(n, dtype=bool)
+        ratio = self.params["share_ratio"]
+        groups = [np.arange(n)] if self.params["ratio_scope"] == "global" else \
+            [np.flatnonzero(scen == s) for s in np.unique(scen)]
+        for rows in groups:
+            order = rows[np.lexsort((tiebreak[rows], -logit[rows]))]
+            shared[order[:int(round(ratio * len(rows)))]] = True
+        score = 1.0 / (1.0 + np.exp(-np.clip(logit / self.params["tau_end"], -700, 700)))
+        table = pa.table({"instance_id": np.arange(n, dtype=np.int64), "scenario": scen.astype(np.int64),
+                          "score": score.astype(np.float64), "logit": logit.astype(np.float64),
+                          "shared": shared})
+        meta = {"fingerprint": source_fingerprint(source), "backbone": self.params["backbone"],
+                "selection": self.params["selection"], "share_ratio": str(self.params["share_ratio"])}
+        return table.replace_schema_metadata(meta)
+
+    def reset_backbone(self) -> None:
+        """Restore the backbone's initial weights (the retrain phase starts here)."""
+        self.backbone.load_state_dict(self.initial_backbone_state)
+
+    def fit(self, train: BatchSource, val: BatchSource | None = None, **trainer_options: Any) -> dict:
+        """Search (unless the selection is random or given by ``shared_in``), select,
+        then retrain the backbone from its initial weights with the selector frozen."""
+        config = _trainer.TrainerConfig.from_options(trainer_options)
+        base = train
+        metrics: dict[str, Any] = {}
+        if self.params["shared_in"]:
+            mask = load_shared(self.params["shared_in"], base)
+        else:
+            if self.params["selection"] == "learned":
+                self.phase = "search"
+                for prm in self.selector.parameters():
+                    prm.requires_grad_(True)
+                metrics["search"] = _trainer.fit(self, RowSource(base), val, config)
+            self.shared_table = self.select(base, seed=config.seed)
+            mask = self.shared_table.column("shared").to_numpy(zero_copy_only=False)
+            if self.params["shared_out"]:
+                save_shared(self.params["shared_out"], self.shared_table)
+        self.reset_backbone()
+        self.phase = "retrain"
+        for prm in self.selector.parameters():
+            prm.requires_grad_(False)
+        retrain = _trainer.fit(self, RowSource(base, shared=mask), val, config)
+        metrics.update(retrain)
+        metrics["shared_frac"] = float(mask.mean()) if len(mask) else 0.0
+        return metrics
+
+    def save(self, directory: str | Path, metrics: dict | None = None) -> None:
+        super().save(directory, metrics)
+        if self.shared_table is not None:
+            save_shared(Path(directory) / SHARED_FILE, self.shared_table)
+
+
+register_policy("ssim", SSIM, SSIM.load)

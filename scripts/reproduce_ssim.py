@@ -1,0 +1,321 @@
+"""Reproduce the shape of SSIM's tables (seed 002) on ``multiscenario3`` (AliCCP-like)
+and ``multiscenario4`` (AliMama-like): per-scenario AUC / logloss of ST-Backbone,
+MT-Backbone, MT-Backbone-S and SSIM for each backbone (RESULT 1), the ablations on
+``multiscenario4`` with DNN (RESULT 2: random selection, no KL, no STE, share-ratio
+sweep) and the transfer of DNN/DeepFM/DCN-selected instances to STAR and HMoE
+(RESULT 3).  Writes ``<out>/ssim.md`` and ``<out>/ssim.json``.
+
+    .venv/bin/python scripts/reproduce_ssim.py --users 300 --epochs 1 --seeds 3
+
+Every number is the mean and standard deviation over ``--seeds`` model seeds on one
+world (world seed ``--seed``); the size actually run is printed in the page header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BACKBONES = ("dnn", "deepfm", "dcn", "star", "hmoe")
+LABEL = {"dnn": "DNN", "deepfm": "DeepFM", "dcn": "DCN", "star": "STAR", "hmoe": "HMoE"}
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worlds", default="multiscenario3,multiscenario4")
+    ap.add_argument("--users", type=int, default=300, help="world n_users (the presets have 5000)")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=512)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--embedding-dim", type=int, default=8)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=7, help="world seed and first model seed")
+    ap.add_argument("--backbones", default=",".join(BACKBONES))
+    ap.add_argument("--share-ratio", type=float, default=0.2)
+    ap.add_argument("--sweep", default="0.1,0.3,0.5", help="extra share ratios for the ablation ('' skips)")
+    ap.add_argument("--skip-st", action="store_true", help="skip the ST-Backbone rows (one model per scenario)")
+    ap.add_argument("--skip-ablations", action="store_true")
+    ap.add_argument("--skip-transfer", action="store_true")
+    ap.add_argument("--cache", default=str(ROOT / "runs" / ".cache"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "results"))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--world-override", default="{}",
+                    help='JSON merged into each world table, e.g. \'{"scenario_specific": false}\'')
+    ap.add_argument("--tag", default="", help="write ssim_<tag>.md/json instead of ssim.md/json")
+    ap.add_argument("--render-only", action="store_true", help="re-render <out>/ssim.md from <out>/ssim.json")
+    return ap.parse_args()
+
+
+def composition(shared_dir: Path, fp: str, backbones: list[str], seeds: list[int], names: list[str]) -> dict:
+    """Per backbone: scenario shares of the SSIM-selected instances and the mean selector
+    logit per scenario, averaged over the seeds whose Parquet exists."""
+    import pyarrow.parquet as pq
+
+    out = {}
+    for bb in backbones:
+        share, logit = [], []
+        for seed in seeds:
+            path = shared_dir / f"{fp}-{bb}-{seed}.parquet"
+            if not path.exists():
+                continue
+            t = pq.read_table(path)
+            sc = t.column("scenario").to_numpy()
+            sh = t.column("shared").to_numpy(zero_copy_only=False)
+            lg = t.column("logit").to_numpy()
+            share.append([float(sh[sc == i].mean()) for i in range(len(names))])
+            logit.append([float(lg[sc == i].mean()) for i in range(len(names))])
+        if share:
+            out[bb] = {"shared_frac": dict(zip(names, np.mean(share, 0).tolist(), strict=True)),
+                       "mean_logit": dict(zip(names, np.mean(logit, 0).tolist(), strict=True))}
+    return out
+
+
+def per_scenario(metrics: dict, names: tuple[str, ...]) -> dict:
+    return {n: {"auc": metrics["per_scenario"][n]["auc"], "logloss": metrics["per_scenario"][n]["logloss"]}
+            for n in names if n in metrics["per_scenario"]}
+
+
+def main() -> None:  # noqa: C901 - one linear experiment script
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    from simab.policies.ssim import RowSource
+    from simab.policies.trainer import TrainerConfig, build_policy, evaluate, fit
+    from simab.runner import pre_period, training_data
+    from simab.simulators.spec import world_spec
+    from simab.simulators.world import World
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"ssim_{args.tag}" if args.tag else "ssim"
+    if args.render_only:
+        results = json.loads((out / f"{stem}.json").read_text())
+        a = results["args"]
+        for w in results["worlds"].values():
+            if "composition" not in w:
+                w["composition"] = composition(Path(a["cache"]) / "ssim_shared", w["info"]["fingerprint"],
+                                               a["backbones"].split(","),
+                                               [a["seed"] + i for i in range(a["seeds"])], w["scenarios"])
+        (out / f"{stem}.json").write_text(json.dumps(results, indent=1, default=float))
+        (out / f"{stem}.md").write_text(render(results, args))
+        print(f"rendered {out / stem}.md")
+        return
+    shared_dir = Path(args.cache) / "ssim_shared"
+    shared_dir.mkdir(parents=True, exist_ok=True)
+    common = {"embedding_dim": args.embedding_dim, "mlp_units": [64, 32]}
+    backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
+    seeds = [args.seed + i for i in range(args.seeds)]
+    sweep = [float(x) for x in args.sweep.split(",") if x.strip()]
+    results: dict = {"args": vars(args), "worlds": {}}
+    t_start = time.perf_counter()
+
+    for preset in [w.strip() for w in args.worlds.split(",")]:
+        world = World.build(world_spec({"preset": preset, "n_users": args.users,
+                                       **json.loads(args.world_override)}), args.seed)
+        train, val = training_data(world, pre_period(world, Path(args.cache)))
+        fs = world.feature_spec()
+        names = tuple(world.scenario_names)
+        fp = world.fingerprint()
+        info = {"fingerprint": fp, "train_rows": int(train.n_rows), "val_rows": int(val.n_rows),
+                "train_rows_per_scenario": {n: int((train.scenario == i).sum()) for i, n in enumerate(names)},
+                "ctr_per_scenario": {n: float(train.label[train.scenario == i].mean()) for i, n in enumerate(names)}}
+        print(f"{preset}: {info}", flush=True)
+        rows: dict[str, list] = {}  # "row label|backbone" -> list over seeds of per-scenario metrics
+
+        # closures over this world's loop variables, called only inside this iteration
+        def record(key: str, m: dict) -> None:  # noqa: B023
+            rows.setdefault(key, []).append(per_scenario(m, names))  # noqa: B023
+            print(f"  {preset} {key}: " + " ".join(f"{n}={v['auc']:.4f}" for n, v in rows[key][-1].items()),  # noqa: B023
+                  f"({time.perf_counter() - t_start:.0f}s)", flush=True)
+
+        # the selector's temperature anneals over the whole search phase
+        search_steps = int(np.ceil(train.n_rows / args.batch_size)) * args.epochs
+        if args.max_steps:
+            search_steps = min(search_steps, args.max_steps)
+
+        def train_ssim(params: dict, seed: int, cfg: TrainerConfig) -> dict:
+            pol = build_policy("ssim", {**common, "anneal_steps": search_steps, **params}, fs, seed)  # noqa: B023
+            return pol.fit(train, val, **{k: getattr(cfg, k) for k in  # noqa: B023
+                                          ("epochs", "batch_size", "lr", "max_steps", "seed", "progress")})
+
+        for seed in seeds:
+            cfg = TrainerConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                max_steps=args.max_steps, seed=seed, progress=False)
+            for bb in backbones:
+                if not args.skip_st:
+                    st: dict = {"per_scenario": {}}
+                    for i, n in enumerate(names):
+                        tr_rows, va_rows = np.flatnonzero(train.scenario == i), np.flatnonzero(val.scenario == i)
+                        pol = build_policy(bb, common, fs, seed)
+                        fit(pol, RowSource(train, tr_rows), None, cfg)
+                        st["per_scenario"][n] = evaluate(pol, RowSource(val, va_rows))["per_scenario"][n]
+                    record(f"ST-Backbone|{bb}", st)
+                pol = build_policy(bb, common, fs, seed)
+                record(f"MT-Backbone|{bb}", fit(pol, train, val, cfg))
+                record(f"MT-Backbone-S|{bb}", train_ssim(
+                    {"backbone": bb, "selection": "random", "share_ratio": args.share_ratio}, seed, cfg))
+                path = shared_dir / f"{fp}-{bb}-{seed}.parquet"
+                record(f"SSIM|{bb}", train_ssim(
+                    {"backbone": bb, "share_ratio": args.share_ratio, "shared_out": str(path)}, seed, cfg))
+            if preset == "multiscenario4" and not args.skip_ablations and "dnn" in backbones:
+                record("SSIM-NK (no KL)|dnn", train_ssim({"kl_weight": 0.0, "share_ratio": args.share_ratio},
+                                                         seed, cfg))
+                record("SSIM-NS (no STE, soft mask)|dnn", train_ssim({"ste": False,
+                                                                       "share_ratio": args.share_ratio}, seed, cfg))
+                record("SSIM global ratio scope|dnn", train_ssim({"ratio_scope": "global",
+                                                                  "share_ratio": args.share_ratio}, seed, cfg))
+                for r in sweep:
+                    record(f"SSIM share {r:.2f}|dnn", train_ssim({"share_ratio": r}, seed, cfg))
+            if preset == "multiscenario4" and not args.skip_transfer:
+                for src in ("dnn", "deepfm", "dcn"):
+                    path = shared_dir / f"{fp}-{src}-{seed}.parquet"
+                    if not path.exists():
+                        continue
+                    for tgt in ("star", "hmoe"):
+                        record(f"{LABEL[src]} -> {LABEL[tgt]}|{tgt}", train_ssim(
+                            {"backbone": tgt, "shared_in": str(path)}, seed, cfg))
+        results["worlds"][preset] = {"info": info, "scenarios": list(names), "rows": rows,
+                                     "composition": composition(shared_dir, fp, backbones, seeds, list(names))}
+
+    results["seconds"] = time.perf_counter() - t_start
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=1, default=float))
+    (out / f"{stem}.md").write_text(render(results, args))
+    print(f"wrote {out / stem}.md ({results['seconds']:.0f}s)")
+
+
+NOTES = """## Notes
+
+* Outcome at the size recorded above: **SSIM does not beat MT-Backbone** in these
+  worlds; see the verdict lines.  Random sharing (MT-Backbone-S) also loses to
+  MT-Backbone, and the share-ratio sweep on multiscenario4 gets monotonically worse as
+  the ratio grows, so what hurts is *sharing instance labels across scenario towers*
+  itself, not (only) the selector.  The loss concentrates in the scenarios whose CTR
+  is furthest from the pooled one (multiscenario3 s3, CTR ~0.20 vs ~0.07; multiscenario4
+  s4 ~0.18 and s3 ~0.12 vs ~0.07): a shared instance trains every other tower on a
+  label drawn at its own scenario's rate and, for the `specific` part of the world's
+  label function, on another scenario's preference.  A diagnostic run with the
+  scenario-specific label part switched off (`scenario_specific = false`,
+  docs/results/ssim_nospecific.md) still shows the loss, which points at the
+  base-rate/surface differences rather than the specific part alone.  The seed's
+  datasets have near-equal per-scenario loglosses (similar CTRs), where sharing has
+  far less to distort.  What would test/change it: a world with near-equal base rates
+  across scenarios and data-starved small scenarios (ST-Backbone far below MT), or a
+  tower that keeps a per-scenario calibration term out of the shared loss.
+* The selector's per-scenario head biases track traffic (see the logit table: the KL
+  term raises each head in proportion to its rows), which is why the retrain selects
+  per scenario (`ratio_scope`); with a global ranking almost all shared rows came from
+  s1 (multiscenario3: 99-100 % for DNN/DeepFM in a first run).
+* Training is short (1 epoch, 500 users, 145k training rows): small-scenario
+  ST-Backbone rows are far below MT, i.e. the small scenarios are data-starved, the
+  regime where the seed expects sharing to help most.
+
+* Not done: the online campaign (MT-Backbone vs SSIM on multiscenario4).  A campaign arm
+  trains through `policies/checkpoint.py::load_or_train`, which calls `trainer.fit`
+  directly rather than `policy.fit`, so an `ssim` arm would serve the search-phase
+  backbone, not the retrained one; that needs a change outside SSIM's files (see
+  docs/models_ssim.md).
+* Not reproduced: the seed's "Finetune", DFFM, SSIM-P and SSIM-ND rows (undefined in the
+  seed's text).  Our ablations are the issue's: random selection (= MT-Backbone-S),
+  no KL, no STE (soft mask), global vs per-scenario ratio, and a share-ratio sweep.
+* Tower of scenario s = the backbone with the scenario id replaced by s (see
+  docs/models_ssim.md); the serving model is the retrained backbone.
+"""
+
+
+def _cell(vals: list[float], digits: int = 4) -> str:
+    a = np.asarray(vals, dtype=float)
+    return f"{a.mean():.{digits}f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.{digits}f}"
+
+
+def render(results: dict, args: argparse.Namespace) -> str:
+    a = results["args"]
+    lines = [
+        "# SSIM (seed 002): reproduction on multiscenario3 / multiscenario4",
+        "",
+        "Generated by:",
+        "",
+        "```",
+        f".venv/bin/python scripts/reproduce_ssim.py --worlds {a['worlds']} --users {a['users']} "
+        f"--epochs {a['epochs']} --seeds {a['seeds']} --seed {a['seed']} --backbones {a['backbones']} "
+        f"--share-ratio {a['share_ratio']} --sweep '{a['sweep']}'"
+        + (f" --max-steps {a['max_steps']}" if a["max_steps"] else "")
+        + (" --skip-st" if a["skip_st"] else "") + (" --skip-ablations" if a["skip_ablations"] else "")
+        + (" --skip-transfer" if a["skip_transfer"] else "")
+        + (f" --world-override '{a['world_override']}'" if a.get("world_override", "{}") != "{}" else "")
+        + (f" --tag {a['tag']}" if a.get("tag") else ""),
+        "```",
+        "",
+        f"Size run: n_users = {a['users']} (the presets have 5000), {a['epochs']} epoch(s), batch {a['batch_size']}, "
+        f"lr {a['lr']}, embedding_dim {a['embedding_dim']}, MLP [64, 32], {a['seeds']} model seeds "
+        f"({a['seed']}..{a['seed'] + a['seeds'] - 1}), world seed {a['seed']}; total {results['seconds']:.0f} s on CPU.",
+        "Cells: mean ± sample std over the seeds, per scenario, on the time-split validation set "
+        "(last 20 % of the pre-period). Best mean AUC per backbone and scenario in **bold**.",
+        "",
+    ]
+    for preset, w in results["worlds"].items():
+        info, names = w["info"], w["scenarios"]
+        lines += [f"## {preset}", "",
+                  f"train rows {info['train_rows']:,} (per scenario {info['train_rows_per_scenario']}), "
+                  f"val rows {info['val_rows']:,}; train CTR per scenario "
+                  + ", ".join(f"{n} {c:.4f}" for n, c in info["ctr_per_scenario"].items()), ""]
+        header = "| backbone | row | " + " | ".join(f"AUC {n}" for n in names) + " | " + \
+                 " | ".join(f"logloss {n}" for n in names) + " |"
+        lines += [header, "|" + "---|" * (2 + 2 * len(names))]
+        by_bb: dict[str, list[tuple[str, list]]] = {}
+        for key, runs in w["rows"].items():
+            label, bb = key.split("|")
+            by_bb.setdefault(bb, []).append((label, runs))
+        for bb, entries in by_bb.items():
+            best = {n: max(np.mean([r[n]["auc"] for r in runs]) for _, runs in entries) for n in names}
+            for label, runs in entries:
+                cells = []
+                for n in names:
+                    c = _cell([r[n]["auc"] for r in runs])
+                    cells.append(f"**{c}**" if np.isclose(np.mean([r[n]["auc"] for r in runs]), best[n]) else c)
+                cells += [_cell([r[n]["logloss"] for r in runs]) for n in names]
+                lines.append(f"| {LABEL.get(bb, bb)} | {label} | " + " | ".join(cells) + " |")
+        lines += ["", verdict(w, "MT-Backbone"), "", verdict(w, "MT-Backbone-S"), ""]
+        comp = w.get("composition") or {}
+        if comp:
+            lines += ["Selected shared instances (SSIM rows, mean over seeds): fraction of each scenario's "
+                      "training rows marked shared, and the frozen selector's mean logit per scenario.", "",
+                      "| backbone | " + " | ".join(f"shared {n}" for n in names) + " | "
+                      + " | ".join(f"logit {n}" for n in names) + " |", "|" + "---|" * (1 + 2 * len(names))]
+            for bb, c in comp.items():
+                lines.append(f"| {LABEL.get(bb, bb)} | " + " | ".join(f"{c['shared_frac'][n]:.3f}" for n in names)
+                             + " | " + " | ".join(f"{c['mean_logit'][n]:.2f}" for n in names) + " |")
+            lines.append("")
+    lines += [NOTES]
+    return "\n".join(lines) + "\n"
+
+
+def verdict(w: dict, baseline: str) -> str:
+    """Per backbone: scenarios where SSIM's mean AUC beats the baseline row's, and by more
+    than the larger of the two seed standard deviations."""
+    out = []
+    names = w["scenarios"]
+    for key in w["rows"]:
+        label, bb = key.split("|")
+        if label != "SSIM" or f"{baseline}|{bb}" not in w["rows"]:
+            continue
+        s, m = w["rows"][key], w["rows"][f"{baseline}|{bb}"]
+        wins, beyond = 0, 0
+        for n in names:
+            sa, ma = [r[n]["auc"] for r in s], [r[n]["auc"] for r in m]
+            d = np.mean(sa) - np.mean(ma)
+            spread = max(np.std(sa, ddof=1) if len(sa) > 1 else 0, np.std(ma, ddof=1) if len(ma) > 1 else 0)
+            wins += d > 0
+            beyond += d > spread
+        out.append(f"{LABEL.get(bb, bb)}: SSIM > {baseline} on {wins}/{len(names)} scenarios "
+                   f"({beyond} beyond the seed spread)")
+    return f"SSIM vs {baseline} (mean AUC): " + "; ".join(out) + "." if out else ""
+
+
+if __name__ == "__main__":
+    main()
