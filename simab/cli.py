@@ -6,6 +6,8 @@
     simab world PRESET [--users N] [--seed N] [--out DIR]
     simab train --world PRESET --policy NAME [--set key=value ...] [--epochs N] [--device D] --out DIR
     simab power ...
+    simab sweep [CAMPAIGN.toml] --grid KEY=V1,V2,... [--replicates N] [--workers N] [--backend local|ray] [--out DIR]
+    simab calibrate --battery aa|known-effect|peeking|naive|all --runs N [--workers N] [--backend local|ray] [--out DIR]
 
 User errors print one line ``error: <file>: <key>: <problem>`` and exit with status 2.
 """
@@ -105,6 +107,28 @@ def cmd_train(args) -> int:
     return train_main(args)
 
 
+def cmd_sweep(args) -> int:
+    from simab.sweep import parse_grid, sweep
+
+    grid = parse_grid(args.grid or [])
+    res = sweep(args.spec, grid, args.replicates, args.out, workers=args.workers, backend=args.backend,
+                base_overrides=_parse_set(args.set or []), keep_events=args.keep_events)
+    print((res.out / "sweep.md").read_text())
+    print(f"table: {res.out / 'sweep.parquet'} ({len(res.rows)} rows from {res.runs} runs)")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from simab.calibrate import BATTERIES, calibrate
+
+    batteries = list(BATTERIES) if args.battery == "all" else [args.battery]
+    data = calibrate(batteries, args.runs, args.out, workers=args.workers, backend=args.backend, seed=args.seed)
+    out = Path(args.out)
+    print((out / "calibration.md").read_text())
+    print(f"wrote {out / 'calibration.json'}, {out / 'calibration.md'}")
+    return 0 if all(data["batteries"][b]["pass"] for b in batteries) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="simab",
@@ -153,6 +177,28 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--users", type=int, help="override the world's number of users")
     t.add_argument("--out", required=True)
     t.set_defaults(func=cmd_train)
+
+    sw = sub.add_parser("sweep", help="run a grid of spec overrides x replicate seeds; one table of every run's report")
+    sw.add_argument("spec", nargs="?", help="campaign TOML file (default: the embedded default campaign)")
+    sw.add_argument("--grid", action="append", metavar="KEY=V1,V2,...",
+                    help="a spec key and its values, e.g. world.n_users=200,400 (repeat for a product grid)")
+    sw.add_argument("--replicates", type=int, default=1, help="seeds per grid point: seed, seed+1, ... (default 1)")
+    sw.add_argument("--workers", type=int, default=1, help="campaigns run in parallel (each on one worker)")
+    sw.add_argument("--backend", choices=["local", "ray"], default="local")
+    sw.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec key at every grid point")
+    sw.add_argument("--out", default="runs/sweep", help="output folder (default runs/sweep)")
+    sw.add_argument("--keep-events", action="store_true", help="keep each run's event log (default: report only)")
+    sw.set_defaults(func=cmd_sweep)
+
+    cb = sub.add_parser("calibrate", help="check the statistics against the world's truth (A/A, known effect, "
+                        "peeking, naive analysis); exit 1 when a target is missed")
+    cb.add_argument("--battery", required=True, choices=["aa", "known-effect", "peeking", "naive", "all"])
+    cb.add_argument("--runs", type=int, default=400, help="campaigns (seeds) per battery (default 400)")
+    cb.add_argument("--workers", type=int, default=1, help="campaigns run in parallel")
+    cb.add_argument("--backend", choices=["local", "ray"], default="local")
+    cb.add_argument("--seed", type=int, default=0, help="first seed (runs use seed, seed+1, ...)")
+    cb.add_argument("--out", default="runs/calibration", help="output folder (default runs/calibration)")
+    cb.set_defaults(func=cmd_calibrate)
 
     pw = sub.add_parser("power", help="minimum detectable effect / sample size", add_help=False)
     pw.add_argument("rest", nargs=argparse.REMAINDER)

@@ -21,7 +21,7 @@ def _spec_file(tmp_path, **over):
     import tomllib  # noqa: F401  (the spec is written as TOML below)
 
     o = tiny(tmp_path, **over)
-    lines = [f'name = "faults"', f"seed = {o.get('seed', 3)}", f"duration_days = {o['duration_days']}",
+    lines = ['name = "faults"', f"seed = {o.get('seed', 3)}", f"duration_days = {o['duration_days']}",
              f"shards = {o['shards']}", "[world]", 'preset = "default"']
     lines += [f"{k} = {v}" for k, v in o["world"].items()]
     lines += ["[training]", f'cache_dir = "{o["training"]["cache_dir"]}"']
