@@ -245,6 +245,13 @@ class AMEN(NeuralPolicy):
         finally:
             self.train(was)
 
+    def fit(self, train: Any, val: Any = None, **trainer_options: Any) -> dict:
+        """Mine the training set's TSP pairs with this policy's window and scenario rule
+        (:func:`configure_pair_mining`), then train as any neural policy."""
+        if hasattr(train, "pair_window"):
+            configure_pair_mining(train, self.params)
+        return super().fit(train, val, **trainer_options)
+
     def tsp_loss(self, batch: Batch) -> torch.Tensor | None:
         """Pairwise loss on the rewards stashed by the last training ``forward``; ``None``
         when that batch had no usable pair."""

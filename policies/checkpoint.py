@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -200,7 +200,7 @@ def load_or_train(
     or a freshly trained one that is then stored (written to a temporary directory and
     renamed, so a reader never sees half an entry).  Policies that do not learn weights
     are fitted and returned without caching."""
-    from simab.policies.trainer import build_policy, fit
+    from simab.policies.trainer import build_policy
 
     config = replace(trainer_config, seed=seed)
     policy = build_policy(name, params, feature_spec, seed)
@@ -212,7 +212,9 @@ def load_or_train(
     if (entry / SPEC).exists():
         cached = load_checkpoint(entry, name=name, params=policy.params, feature_spec=feature_spec)
         return cached, read_metrics(entry), True
-    metrics = fit(policy, train_source, val_source, config)
+    # through the policy's own ``fit``: a policy may prepare its data (AMEN mines its TSP
+    # pairs) or train in phases (SSIM: search, then retrain) before what is cached
+    metrics = policy.fit(train_source, val_source, **asdict(config))
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", dir=cache_dir))
     try:

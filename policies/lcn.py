@@ -1,7 +1,7 @@
 """LCN: Lifelong Cross Network (seed 001, arXiv 2312.06424).
 
 The paper's full text is not available to us; this module follows the seed summary and
-marks every other choice as *assumed* (``docs/models_lcn.md`` has the table).  Read top
+marks every other choice as *assumed* (``docs/models.md`` has the table).  Read top
 to bottom as the architecture:
 
 1. **Lifelong Attention Pyramid (LAP)** over the source-domain lifelong sequence

@@ -19,7 +19,7 @@ in the training source, its scenario, score, and the source's fingerprint) and c
 train any other backbone (``shared_in``), the seed's model-free reuse.
 
 Assumptions (the seed is silent; each is a parameter in ``DEFAULTS``, and
-docs/models_ssim.md lists them):
+docs/models.md lists them):
 
 * Tower of scenario ``s`` = the backbone evaluated with the row's scenario id replaced
   by ``s`` (STAR: scenario-``s`` star weights and auxiliary net; HMoE: scenario-``s``

@@ -219,12 +219,12 @@ NOTES = """## Notes
   trains through `policies/checkpoint.py::load_or_train`, which calls `trainer.fit`
   directly rather than `policy.fit`, so an `ssim` arm would serve the search-phase
   backbone, not the retrained one; that needs a change outside SSIM's files (see
-  docs/models_ssim.md).
+  docs/models.md).
 * Not reproduced: the seed's "Finetune", DFFM, SSIM-P and SSIM-ND rows (undefined in the
   seed's text).  Our ablations are the issue's: random selection (= MT-Backbone-S),
   no KL, no STE (soft mask), global vs per-scenario ratio, and a share-ratio sweep.
 * Tower of scenario s = the backbone with the scenario id replaced by s (see
-  docs/models_ssim.md); the serving model is the retrained backbone.
+  docs/models.md); the serving model is the retrained backbone.
 """
 
 

@@ -235,3 +235,16 @@ def test_own_context_source_carries_the_diff_rows_context(tiny_world_data):
     assert policy._tsp_rewards is not None
     with pytest.raises(SimabError, match="PairContextSource"):
         policy(policy.to_device(next(train.batches(64, groups=policy.feature_groups))))
+
+
+def test_campaign_training_path_mines_pairs_with_the_policy_rules(tiny_world_data, tmp_path):
+    """``load_or_train`` (what a campaign arm uses) calls ``AMEN.fit``, which sets the
+    dataset's pair mining from the policy's TSP parameters before training."""
+    from simab.policies.checkpoint import load_or_train
+
+    world, train, _ = tiny_world_data
+    ds = train.subset(np.arange(train.n_rows))
+    params = {**TINY, "tsp_window_s": [120.0, 7200.0], "tsp_same_scenario": False}
+    load_or_train(tmp_path, world.spec_dict(), "amen", params, world.feature_spec(), 0, ds, None,
+                  TrainerConfig(epochs=1, batch_size=128, max_steps=2, progress=False))
+    assert tuple(ds.pair_window) == (120.0, 7200.0) and ds.pair_same_scenario is False

@@ -174,3 +174,16 @@ def test_checkpoint_round_trip_keeps_scores_and_shared_instances(spec, small_sou
     assert torch.equal(back.score(b), pol.score(b))
     assert np.array_equal(load_shared(tmp_path / "ckpt" / ssim_mod.SHARED_FILE, small_source),
                           pol.shared_table.column("shared").to_numpy(zero_copy_only=False))
+
+
+def test_campaign_training_path_runs_both_phases(spec, small_source, tmp_path):
+    """``load_or_train`` (what a campaign arm uses) goes through ``SSIM.fit``: the cached
+    policy is the retrained backbone, with the selected share of shared instances."""
+    from simab.policies.checkpoint import load_or_train
+    from simab.policies.trainer import TrainerConfig
+
+    config = TrainerConfig(epochs=1, batch_size=100, max_steps=3, progress=False)
+    pol, metrics, cached = load_or_train(tmp_path, {"w": 1}, "ssim", {**TINY, "share_ratio": 0.3}, spec,
+                                         0, small_source, None, config)
+    assert not cached and pol.phase == "retrain"
+    assert "search" in metrics and metrics["shared_frac"] == pytest.approx(0.3, abs=0.01)
