@@ -49,7 +49,10 @@ to bottom as the architecture:
    are masked out: they are not negatives).  Representations (``crp_features``):
    ``"item"`` = the shared item-id embeddings (default, so the alignment acts on the
    id embeddings that no category feature already ties together); ``"item_cat"`` =
-   item ⊕ category.  Similarity is cosine / ``crp_temperature``;
+   item ⊕ category.  ``crp_projection = "mlp"`` passes both through a shared two-layer
+   projection head first (as in SimCLR, Chen et al. 2020), so the contrastive term shapes
+   the embeddings only through the head; ``"none"`` (default) compares them directly.
+   Similarity is cosine / ``crp_temperature``;
    ``L = BCE + crp_weight · L_crp``.
 """
 
@@ -75,7 +78,7 @@ from simab.policies.layers import (
 )
 from simab.policies.neural import COMMON_DEFAULTS, NeuralPolicy
 
-_CHOICES = {"short_seq": ("din", "none"), "crp_features": ("item", "item_cat")}
+_CHOICES = {"short_seq": ("din", "none"), "crp_features": ("item", "item_cat"), "crp_projection": ("none", "mlp")}
 
 
 def top_k_positions(scores: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,6 +178,7 @@ class LCN(NeuralPolicy):
         "crp_weight": 0.1,
         "crp_temperature": 0.1,
         "crp_features": "item",
+        "crp_projection": "none",
     }
 
     def __init__(self, params: dict, feature_spec: FeatureSpec):
@@ -208,6 +212,9 @@ class LCN(NeuralPolicy):
             self.fsa = MultiHeadTargetAttention(2 * d, 4 * d, p["fsa_dim"], n_heads=p["n_heads"])
             in_dim += p["fsa_dim"]
         self.mlp = MLP(in_dim, p["mlp_units"], out_dim=1, activation=p["activation"], dropout=p["dropout"])
+        if p["crp_projection"] == "mlp":
+            crp_dim = d if p["crp_features"] == "item" else 2 * d
+            self.crp_head = MLP(crp_dim, [crp_dim], out_dim=crp_dim, activation=p["activation"])
         self._crp: tuple[torch.Tensor, ...] | None = None
         self._csa_keys: torch.Tensor | None = None
 
@@ -309,7 +316,10 @@ class LCN(NeuralPolicy):
         bce, parts = super().loss(batch, logits)
         if self._crp is None:
             return bce, parts
-        crp = self.crp_loss(*self._crp)
+        anchor, positive, cats = self._crp
+        if self.params["crp_projection"] == "mlp":
+            anchor, positive = self.crp_head(anchor), self.crp_head(positive)
+        crp = self.crp_loss(anchor, positive, cats)
         self._crp = None
         parts["crp"] = crp.detach()
         return bce + self.params["crp_weight"] * crp, parts

@@ -36,6 +36,8 @@ MODELS: dict[str, tuple[str, dict]] = {
     "LCN w/o MSA": ("lcn", {"use_msa": False}),
     "LCN w/o FSA": ("lcn", {"use_fsa": False}),
     "LCN w/o CRP": ("lcn", {"crp_weight": 0.0}),
+    "LCN CRP weight 0.01": ("lcn", {"crp_weight": 0.01}),
+    "LCN CRP projection head": ("lcn", {"crp_projection": "mlp"}),
 }
 
 

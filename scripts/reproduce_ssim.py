@@ -50,6 +50,10 @@ def parse_args() -> argparse.Namespace:
                     help='JSON merged into each world table, e.g. \'{"scenario_specific": false}\'')
     ap.add_argument("--tag", default="", help="write ssim_<tag>.md/json instead of ssim.md/json")
     ap.add_argument("--render-only", action="store_true", help="re-render <out>/ssim.md from <out>/ssim.json")
+    ap.add_argument("--campaign-days", type=float, default=1.0,
+                    help="online campaign MT-Backbone (DNN) vs SSIM (DNN) on multiscenario4; 0 skips it")
+    ap.add_argument("--campaign-only", action="store_true",
+                    help="run only the campaign and merge it into an existing <out>/ssim.json")
     return ap.parse_args()
 
 
@@ -102,6 +106,15 @@ def main() -> None:  # noqa: C901 - one linear experiment script
                 w["composition"] = composition(Path(a["cache"]) / "ssim_shared", w["info"]["fingerprint"],
                                                a["backbones"].split(","),
                                                [a["seed"] + i for i in range(a["seeds"])], w["scenarios"])
+        (out / f"{stem}.json").write_text(json.dumps(results, indent=1, default=float))
+        (out / f"{stem}.md").write_text(render(results, args))
+        print(f"rendered {out / stem}.md")
+        return
+    if args.campaign_only:
+        results = json.loads((out / f"{stem}.json").read_text())
+        a = argparse.Namespace(**{**results["args"], "campaign_days": args.campaign_days, "cache": args.cache})
+        results["campaign"] = run_campaign(a)
+        results["args"]["campaign_days"] = args.campaign_days
         (out / f"{stem}.json").write_text(json.dumps(results, indent=1, default=float))
         (out / f"{stem}.md").write_text(render(results, args))
         print(f"rendered {out / stem}.md")
@@ -184,6 +197,8 @@ def main() -> None:  # noqa: C901 - one linear experiment script
                                      "composition": composition(shared_dir, fp, backbones, seeds, list(names))}
 
     results["seconds"] = time.perf_counter() - t_start
+    if args.campaign_days > 0:
+        results["campaign"] = run_campaign(args)
     (out / f"{stem}.json").write_text(json.dumps(results, indent=1, default=float))
     (out / f"{stem}.md").write_text(render(results, args))
     print(f"wrote {out / stem}.md ({results['seconds']:.0f}s)")
@@ -215,17 +230,99 @@ NOTES = """## Notes
   ST-Backbone rows are far below MT, i.e. the small scenarios are data-starved, the
   regime where the seed expects sharing to help most.
 
-* Not done: the online campaign (MT-Backbone vs SSIM on multiscenario4).  A campaign arm
-  trains through `policies/checkpoint.py::load_or_train`, which calls `trainer.fit`
-  directly rather than `policy.fit`, so an `ssim` arm would serve the search-phase
-  backbone, not the retrained one; that needs a change outside SSIM's files (see
-  docs/models.md).
+* The online campaign trains both arms through `load_or_train`, which calls `SSIM.fit`
+  (search, select, retrain); the treatment serves the retrained DNN backbone.  Its
+  campaign uses the same world size and trainer settings as the offline rows, so it
+  inherits their finding: the campaign shows whether the offline ranking carries over
+  online, at a size where a few-percent lift is within the CI.
 * Not reproduced: the seed's "Finetune", DFFM, SSIM-P and SSIM-ND rows (undefined in the
   seed's text).  Our ablations are the issue's: random selection (= MT-Backbone-S),
   no KL, no STE (soft mask), global vs per-scenario ratio, and a share-ratio sweep.
 * Tower of scenario s = the backbone with the scenario id replaced by s (see
   docs/models.md); the serving model is the retrained backbone.
 """
+
+
+def run_campaign(args: argparse.Namespace) -> dict:
+    """MT-Backbone (control: the plain DNN over all scenarios) vs SSIM (treatment: DNN
+    backbone, retrained with the selected shared instances) on ``multiscenario4``, same
+    world size, seed and trainer settings as the offline rows.  Per-scenario CTR lifts
+    come from the report's per-scenario segments; their p-values are Holm-adjusted across
+    the scenarios here (statsmodels ``multipletests``); the true per-scenario CTR of an
+    arm is the mean logged true P(click) of its exposures in that scenario."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from statsmodels.stats.multitest import multipletests
+
+    import simab
+
+    common = {"embedding_dim": args.embedding_dim, "mlp_units": [64, 32]}
+    overrides = {
+        "name": "ssim_vs_mt", "seed": args.seed, "duration_days": args.campaign_days, "shards": 4,
+        "control": "control", "world": {"preset": "multiscenario4", "n_users": args.users,
+                                        **json.loads(args.world_override)},
+        "arms": {"control": {"policy": "dnn", "share": 0.5, "params": common},
+                 "treatment": {"policy": "ssim", "share": 0.5,
+                               "params": {**common, "backbone": "dnn", "share_ratio": args.share_ratio}}},
+        "training": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                     "cache_dir": args.cache},
+    }
+    if args.max_steps:
+        overrides["training"]["max_steps"] = args.max_steps
+    spec = simab.load_campaign(None, overrides=overrides)
+    t = time.perf_counter()
+    result = simab.run_campaign(spec, out=Path(args.cache).parent / "ssim_vs_mt")
+    run_dir = Path(result.run_dir)
+    report = json.loads((run_dir / "report.json").read_text())
+    ex = pq.read_table(run_dir / "exposures", columns=["arm", "scenario", "p_click"])
+    seg = report["metrics"]["ctr"].get("per_scenario", {})
+    rows = []
+    for key, comps in seg.items():
+        c = comps["treatment_vs_control"]
+        true = {}
+        for arm in ("control", "treatment"):
+            m = pc.and_(pc.equal(ex["arm"], arm), pc.equal(ex["scenario"], key))
+            true[arm] = pc.mean(pc.filter(ex["p_click"], m)).as_py()
+        true_rel = true["treatment"] / true["control"] - 1 if true["control"] else None
+        cmp_ = c["comparison"] if "comparison" in c else c
+        rows.append({"scenario": key, "values": c.get("values"),
+                     "rel_lift": cmp_["rel_lift"], "rel_ci": cmp_["rel_ci"], "p_value": cmp_["p_value"],
+                     "true_rel_lift": true_rel})
+    if rows:
+        adj = multipletests([r["p_value"] for r in rows], method="holm")[1]
+        for r, a in zip(rows, adj, strict=True):
+            r["p_value_holm"] = float(a)
+    overall = {m: {k: report["metrics"][m]["comparisons"]["treatment_vs_control"].get(k)
+                   for k in ("rel_lift", "rel_ci", "true_rel_lift", "p_value", "p_value_adjusted")}
+               for m in ("ctr", "ctcvr")}
+    out = {"seconds": time.perf_counter() - t, "days": args.campaign_days, "per_scenario": rows,
+           "overall": overall, "exposures": result.exposures}
+    print(f"campaign: {json.dumps(out, default=float)}", flush=True)
+    return out
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:+.2f}%"
+
+
+def render_campaign(c: dict) -> list[str]:
+    lines = [f"## Online: MT-Backbone (DNN, control) vs SSIM (DNN, treatment) on multiscenario4, "
+             f"{c['days']} day(s)", "",
+             f"{c['exposures']:,} exposures; users split 50/50 by hash. Per-scenario p-values are Holm-adjusted "
+             "across the four scenarios; the true lift is from the logged true P(click).", "",
+             "| scenario | CTR control | CTR treatment | rel. lift | 95% CI | true rel. lift | p | p (Holm) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in c["per_scenario"]:
+        v = r.get("values") or {}
+        lines.append(f"| {r['scenario']} | {v.get('control', float('nan')):.4f} | {v.get('treatment', float('nan')):.4f} "
+                     f"| {_pct(r['rel_lift'])} | [{_pct(r['rel_ci'][0])}, {_pct(r['rel_ci'][1])}] "
+                     f"| {_pct(r['true_rel_lift'])} | {r['p_value']:.4g} | {r.get('p_value_holm', float('nan')):.4g} |")
+    lines += ["", "| metric (all scenarios) | rel. lift | 95% CI | true rel. lift | p (report's Holm over metrics) |",
+              "|---|---|---|---|---|"]
+    for m, o in c["overall"].items():
+        lines.append(f"| {m} | {_pct(o['rel_lift'])} | [{_pct(o['rel_ci'][0])}, {_pct(o['rel_ci'][1])}] | "
+                     f"{_pct(o['true_rel_lift'])} | {o['p_value_adjusted']:.4g} |")
+    return lines + [""]
 
 
 def _cell(vals: list[float], digits: int = 4) -> str:
@@ -291,6 +388,8 @@ def render(results: dict, args: argparse.Namespace) -> str:
                 lines.append(f"| {LABEL.get(bb, bb)} | " + " | ".join(f"{c['shared_frac'][n]:.3f}" for n in names)
                              + " | " + " | ".join(f"{c['mean_logit'][n]:.2f}" for n in names) + " |")
             lines.append("")
+    if results.get("campaign"):
+        lines += render_campaign(results["campaign"])
     lines += [NOTES]
     return "\n".join(lines) + "\n"
 

@@ -18,7 +18,7 @@ class Retriever:
     def __init__(self, world: World):
         self.w = world
         c = world.catalog
-        self.key = rng.stream_key(world.seed, "retrieval")
+        self.key = rng.stream_key(world.seed, world.stream("retrieval"))
         self.n_target = c.n_shop_items
         self.top = c.popular_target[: max(200, c.n_shop_items // 10)]
         self.shops_by_cat = [np.flatnonzero(c.shop_category == k) for k in range(c.n_categories)]

@@ -12,6 +12,7 @@ skips listed, intact shards.
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import shutil
 import sys
@@ -43,18 +44,14 @@ def _progress(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------- pre-period
-def pre_period(world: World, cache_dir: Path, shards: int = 4) -> Path:
-    """Run the logging policy over [-pre_period_days, 0) and cache its logs (Parquet)
-    under ``cache_dir/preperiod-<world fingerprint>``; returns that folder."""
+def _pre_period_shard(world_spec, seed: int, s: int, shards: int, tmp: str) -> int:
+    """One shard of the pre-period (users with ``id % shards == s``); writes its exposures
+    and features under ``tmp``; returns its number of exposures.  Top-level so that a
+    process pool can run it."""
     from simab.campaign import ShardPlan, ShardSimulation
     from simab.policies.simple import LoggingPolicy
 
-    out = cache_dir / f"preperiod-{world.fingerprint()}"
-    if (out / "COMPLETE").exists():
-        return out
-    tmp = cache_dir / f".preperiod-{world.fingerprint()}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True, exist_ok=True)
+    world = World.build(world_spec, seed).with_phase("preperiod")
     policy = LoggingPolicy({"epsilon": world.spec.logging_epsilon}, world.feature_spec())
     users = np.arange(world.spec.n_users)
     t0 = -world.spec.pre_period_days * DAY
@@ -62,16 +59,39 @@ def pre_period(world: World, cache_dir: Path, shards: int = 4) -> Path:
     class _Serving:
         max_batch, max_wait_ms, abandon_after_ms = 256, 5.0, None
 
+    mine = users[users % shards == s]
+    plan = ShardPlan(s, mine, np.zeros(len(mine), np.int64), np.full(len(mine), t0), np.zeros(len(mine)), t0, 0.0)
+    sim = ShardSimulation(world, plan, ["logging"], {"logging": policy}, campaign="preperiod",
+                          serving=_Serving(), record_features=True)
+    sim.run()
+    pq.write_table(sim.exposures.to_table(), Path(tmp) / f"exposures-{s:03d}.parquet")
+    pq.write_table(sim.features.to_table(), Path(tmp) / f"features-{s:03d}.parquet")
+    return sim.exposures.rows
+
+
+def pre_period(world: World, cache_dir: Path, shards: int = 4, workers: int = 1) -> Path:
+    """Run the logging policy over [-pre_period_days, 0) and cache its logs (Parquet)
+    under ``cache_dir/preperiod-<world fingerprint>``; returns that folder.  Shards are
+    pure functions of (world, shard), so ``workers`` processes give the same bytes."""
+    out = cache_dir / f"preperiod-{world.fingerprint()}"
+    if (out / "COMPLETE").exists():
+        return out
+    tmp = cache_dir / f".preperiod-{world.fingerprint()}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    for s in range(shards):
-        mine = users[users % shards == s]
-        plan = ShardPlan(s, mine, np.zeros(len(mine), np.int64), np.full(len(mine), t0), np.zeros(len(mine)), t0, 0.0)
-        sim = ShardSimulation(world, plan, ["logging"], {"logging": policy}, campaign="preperiod",
-                              serving=_Serving(), record_features=True)
-        sim.run()
-        pq.write_table(sim.exposures.to_table(), tmp / f"exposures-{s:03d}.parquet")
-        pq.write_table(sim.features.to_table(), tmp / f"features-{s:03d}.parquet")
-        _progress(f"  pre-period shard {s + 1}/{shards}: {sim.exposures.rows:,} exposures")
+    args = [(world.spec, world.seed, s, shards, str(tmp)) for s in range(shards)]
+    if workers <= 1:
+        done = (_pre_period_shard(*a) for a in args)
+    else:
+        pool = ProcessPoolExecutor(max_workers=min(workers, shards), mp_context=mp.get_context("spawn"))
+        done = pool.map(_pre_period_shard, *zip(*args, strict=True))
+    try:
+        for s, rows in enumerate(done):
+            _progress(f"  pre-period shard {s + 1}/{shards}: {rows:,} exposures")
+    finally:
+        if workers > 1:
+            pool.shutdown()
     (tmp / "COMPLETE").write_text(json.dumps({"wall_s": time.perf_counter() - started}))
     if out.exists():
         shutil.rmtree(tmp, ignore_errors=True)
@@ -112,7 +132,7 @@ def covariates(folder: Path) -> pa.Table:
 
 
 # --------------------------------------------------------------------------- policies
-def prepare_policies(spec: CampaignSpec, world: World, run_dir: Path) -> dict[str, dict]:
+def prepare_policies(spec: CampaignSpec, world: World, run_dir: Path, workers: int = 1) -> dict[str, dict]:
     """Fit (or load from cache) every arm's policy; returns picklable descriptions the
     shard workers rebuild policies from."""
     from simab.policies.base import make_policy
@@ -130,7 +150,7 @@ def prepare_policies(spec: CampaignSpec, world: World, run_dir: Path) -> dict[st
 
         if data is None:
             _progress("pre-period: logging policy over the world (cached per world) ...")
-            data = training_data(world, pre_period(world, cache))
+            data = training_data(world, pre_period(world, cache, workers=workers))
         t = spec.training
         cfg = TrainerConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, device=t.device,
                             max_steps=t.max_steps, seed=spec.seed)
@@ -260,8 +280,6 @@ def _execute(jobs: list[ShardJob], workers: int, backend: str, label: str, manif
         for j in jobs:
             record(run_shard(j))
         return
-    import multiprocessing as mp
-
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
         for entry in pool.map(run_shard, jobs):
             record(entry)
@@ -342,7 +360,7 @@ def run_campaign(
     world = World.build(spec.world, spec.seed)
     _progress(f"campaign {spec.name!r}: world {spec.world.preset} ({spec.world.n_users:,} users), "
               f"{len(spec.arms)} arms, {spec.duration_days:g} days, {spec.shards} shards, {workers} worker(s)")
-    policies = prepare_policies(spec, world, run_dir)
+    policies = prepare_policies(spec, world, run_dir, workers)
     manifest = Manifest(run_dir)
     spec_json = spec.model_dump_json()
     jobs = [ShardJob(spec_json, str(run_dir), s, policies, None, "") for s in range(spec.shards)]
@@ -373,7 +391,7 @@ def run_campaign(
         [("arm", pa.string()), ("metric", pa.string()), ("value", pa.float64()), ("source", pa.string())])),
         run_dir / "truth.parquet")
     if spec.world.pre_period_days > 0:
-        cov_dir = pre_period(world, Path(spec.training.cache_dir))
+        cov_dir = pre_period(world, Path(spec.training.cache_dir), workers=workers)
         pq.write_table(covariates(cov_dir), run_dir / "covariates.parquet")
 
     wall = time.perf_counter() - started

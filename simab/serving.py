@@ -53,7 +53,7 @@ class RankingService:
         self.pending: list[Request] = []
         self.generation = 0
         self.groups = tuple(policy.feature_groups)
-        self.ukey = rng.stream_key(shard.world.seed, f"policy-uniforms/{arm}")
+        self.ukey = rng.stream_key(shard.world.seed, shard.world.stream(f"policy-uniforms/{arm}"))
         self.compute_s = 0.0
         self.batches = 0
 

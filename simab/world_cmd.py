@@ -49,6 +49,7 @@ def sample_pre_period(world: World, users: np.ndarray, days: float, *, shards: i
         max_batch, max_wait_ms, abandon_after_ms = 256, 5.0, None
 
     users = np.sort(np.asarray(users, np.int64))
+    world = world.with_phase("preperiod")
     policy = LoggingPolicy({"epsilon": world.spec.logging_epsilon}, world.feature_spec())
     t0 = -days * DAY
     parts: dict[str, list[pa.Table]] = {k: [] for k in ("exposures", "features", "requests", "moveline")}

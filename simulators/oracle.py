@@ -43,7 +43,7 @@ class Response:
 
 
 class Oracle:
-    def __init__(self, spec: WorldSpec, seed: int, catalog: Catalog):
+    def __init__(self, spec: WorldSpec, seed: int, catalog: Catalog, phase: str = "campaign"):
         self.spec, self.catalog = spec, catalog
         sc = list(spec.scenarios.values())
         self.base = np.array([s.base_logit for s in sc])
@@ -56,7 +56,7 @@ class Oracle:
         self.P = g.standard_normal((len(sc), d, d)) / np.sqrt(d)
         r = spec.response
         self.window_factor = 1.0 - np.exp(-r.attribution_window_h / r.delay_mean_h)
-        self._keys = {k: rng.stream_key(seed, f"response/{k}") for k in ("click", "conv", "delay", "dwell")}
+        self._keys = {k: rng.stream_key(seed, rng.phase_stream(phase, f"response/{k}")) for k in ("click", "conv", "delay", "dwell")}
 
     def examination(self, scenario: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """P(examine | position, scenario) = (1 + p)^-decay; ``scenario`` [B], positions [B, C]."""

@@ -26,10 +26,39 @@ def stream_key(seed: int, stream: str) -> np.uint64:
     return np.uint64(int.from_bytes(h, "little"))
 
 
+def phase_stream(phase: str, stream: str) -> str:
+    """The stream name of a behaviour stream in a simulation phase.  The campaign (and its
+    counterfactual worlds, which share its draws on purpose) uses the plain name; the
+    pre-period gets its own streams, so that its sessions, scenes and responses are
+    independent of the campaign's although both count sessions and requests from 0."""
+    return stream if phase == "campaign" else f"{phase}/{stream}"
+
+
 def _mix(z: np.ndarray) -> np.ndarray:
     z = (z ^ (z >> np.uint64(30))) * _M1
     z = (z ^ (z >> np.uint64(27))) * _M2
     return z ^ (z >> np.uint64(31))
+
+
+_MASK = (1 << 64) - 1
+_M1_INT, _M2_INT, _GOLD_INT = int(_M1), int(_M2), int(_GOLD)
+
+
+def _mix_int(z: int) -> int:
+    z = ((z ^ (z >> 30)) * _M1_INT) & _MASK
+    z = ((z ^ (z >> 27)) * _M2_INT) & _MASK
+    return z ^ (z >> 31)
+
+
+def _bits_int(key: int, unit: int, counter: int) -> int:
+    """:func:`bits` for one Python-int (unit, counter): the same arithmetic modulo 2**64,
+    without numpy's per-call overhead (the simulation loop draws many scalars)."""
+    z = _mix_int(key ^ ((unit & _MASK) * _GOLD_INT & _MASK))
+    return _mix_int((z + ((counter + 1) & _MASK) * _GOLD_INT) & _MASK)
+
+
+def _scalar(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
 def bits(key: np.uint64, unit, counter=0) -> np.ndarray:
@@ -42,7 +71,10 @@ def bits(key: np.uint64, unit, counter=0) -> np.ndarray:
 
 
 def uniform(key: np.uint64, unit, counter=0) -> np.ndarray:
-    """Uniform(0, 1), never exactly 0 or 1."""
+    """Uniform(0, 1), never exactly 0 or 1.  Scalar (unit, counter) give a numpy float64
+    scalar, bit-identical to the vectorised result."""
+    if _scalar(unit) and _scalar(counter):
+        return np.float64(((_bits_int(int(key), int(unit), int(counter)) >> 11) + 0.5) / _TWO53)
     b = bits(key, unit, counter) >> np.uint64(11)
     return (b.astype(np.float64) + 0.5) / _TWO53
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from simab.simulators import rng
+from simab.simulators.rng import phase_stream
 from simab.simulators.spec import WorldSpec
 
 PAD, HOME, SEARCH, SHOP, CHANNEL, DETAIL, CART, BUY, CONTENT = range(9)
@@ -32,7 +33,7 @@ def gap_bucket(gap_s: np.ndarray) -> np.ndarray:
 class SceneChain:
     """Pure decision functions of the session process (no SimPy in here)."""
 
-    def __init__(self, spec: WorldSpec, seed: int):
+    def __init__(self, spec: WorldSpec, seed: int, phase: str = "campaign"):
         self.spec = spec
         self.names = list(spec.scenarios)
         self.surfaces = [s.surface for s in spec.scenarios.values()]
@@ -40,7 +41,7 @@ class SceneChain:
         self.traffic_cdf = np.cumsum(traffic / traffic.sum())
         self.search_scenarios = [i for i, s in enumerate(self.surfaces) if s == "search"]
         self.shop_scenarios = [i for i, s in enumerate(self.surfaces) if s == "shop"]
-        self.k = {n: rng.stream_key(seed, f"scenes/{n}") for n in ("arrival", "need", "need_session", "step", "dwell")}
+        self.k = {n: rng.stream_key(seed, phase_stream(phase, f"scenes/{n}")) for n in ("arrival", "need", "need_session", "step", "dwell")}
         s = spec.sessions
         self._rate = s.per_day / DAY
         self._amp = s.diurnal_amplitude

@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from simab.policies.features import FeatureSpec
+from simab.simulators import rng
 from simab.simulators.catalog import N_PRICE_BUCKETS, Catalog
 from simab.simulators.history import N_ACTIONS, HistoryGenerator
 from simab.simulators.oracle import Oracle
 from simab.simulators.population import PROFILE_SIZES, Population
 from simab.simulators.scenes import N_GAP_BUCKETS, N_SCENE_TYPES, SceneChain
 from simab.simulators.spec import WorldSpec
+
+#: Version of the generator's draws for a given (spec, seed); part of ``spec_dict``.
+#: 2: the pre-period draws its behaviour from its own streams (``World.with_phase``).
+WORLD_VERSION = 2
 
 
 @dataclass
@@ -31,6 +36,7 @@ class World:
     oracle: Oracle
     chain: SceneChain
     histories: HistoryGenerator
+    phase: str = "campaign"
 
     @classmethod
     def build(cls, spec: WorldSpec, seed: int) -> World:
@@ -49,8 +55,21 @@ class World:
     def scenario_names(self) -> tuple[str, ...]:
         return self.spec.scenario_names
 
+    def with_phase(self, phase: str) -> World:
+        """The same world (catalogue, users, histories) with the behaviour streams
+        (sessions, scenes, needs, responses, retrieval, policy randomness) of ``phase``:
+        ``"preperiod"`` draws independently of the campaign."""
+        return replace(self, phase=phase, chain=SceneChain(self.spec, self.seed, phase),
+                       oracle=Oracle(self.spec, self.seed, self.catalog, phase))
+
+    def stream(self, name: str) -> str:
+        return rng.phase_stream(self.phase, name)
+
     def spec_dict(self) -> dict:
-        return {"world": self.spec.model_dump(mode="json"), "seed": self.seed}
+        """What determines the world's draws: spec, seed and the generator's version
+        (bumped when the same spec and seed would give other draws, so that caches keyed
+        on it are not reused across such a change)."""
+        return {"world": self.spec.model_dump(mode="json"), "seed": self.seed, "version": WORLD_VERSION}
 
     def fingerprint(self) -> str:
         """Hash of (world spec, seed): keys the cached pre-period logs and checkpoints."""

@@ -163,3 +163,17 @@ def test_impossible_slate_is_rejected():
     with pytest.raises(SimabError) as ei:
         world_spec({"preset": "default", "scenarios": {"home_feed": {"slate_size": 80}}}, source="w.toml")
     assert "slate_size 80 exceeds n_candidates 60" in ei.value.one_line()
+
+
+def test_scalar_draws_are_bit_identical_to_vectorised_draws():
+    """The scalar fast path of ``rng.uniform`` (pure-Python 64-bit arithmetic) must give
+    exactly the vectorised numpy result, including negative units and large counters."""
+    from simab.simulators import rng
+
+    key = rng.stream_key(11, "test/scalar")
+    g = np.random.default_rng(0)
+    units = g.integers(-(2**40), 2**62, 2000)
+    counters = g.integers(0, 2**40, 2000)
+    vectorised = rng.uniform(key, units, counters)
+    scalar = np.array([rng.uniform(key, int(u), int(c)) for u, c in zip(units, counters, strict=True)])
+    assert np.array_equal(vectorised, scalar)
