@@ -34,6 +34,13 @@ def _pct_axis(ax, axis: str = "x") -> None:
     (ax.xaxis if axis == "x" else ax.yaxis).set_major_formatter(fmt)
 
 
+def _day_axis(ax, days: list[int]) -> None:
+    """Integer day ticks, half a day of margin (a one-look campaign is a single point)."""
+    if days:
+        ax.set_xlim(min(days) - 0.5, max(days) + 0.5)
+        ax.set_xticks(range(min(days), max(days) + 1))
+
+
 def forest_plot(report: Report) -> bytes:
     """Relative lift and CI of every comparison, true lift marked, zero line."""
     rows = [
@@ -113,12 +120,17 @@ def sequential_plot(report: Report) -> bytes | None:
             label="fixed-horizon CI",
         )
         ax.plot(days, est, "o-", color=NEUTRAL, lw=1.5, ms=4, label="cumulative lift")
+        if len(looks) == 1:  # fill_between draws nothing over a single look: show the bars
+            lk = looks[0]
+            ax.errorbar(days, est, yerr=[[est[0] - lk.ci[0]], [lk.ci[1] - est[0]]], color=NEUTRAL,
+                        alpha=0.45, lw=8, capsize=0)
+            ax.errorbar(days, est, yerr=z * lk.se, color=NEUTRAL, lw=2, capsize=4)
         if r.true_rel_lift is not None:
             ax.axhline(r.true_rel_lift, color=TRUTH, ls=":", lw=1.4, label="true lift")
         ax.axhline(0, color="grey", lw=0.8, ls="--")
         _pct_axis(ax, "y")
         ax.set_xlabel("day (cumulative look)")
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        _day_axis(ax, days)
         ax.set_title(
             f"{name}: {key.replace('_vs_', ' vs ')}\nalways-valid p = {r.sequential.p_value:.3g}",
             fontsize=10,
@@ -187,7 +199,7 @@ def daily_plot(report: Report) -> bytes | None:
                 ax.axhline(true, color=ARM_COLOURS[k % len(ARM_COLOURS)], ls=":", lw=1)
         suffix = " (dotted: truth)" if name in RATIO_METRICS else ""
         ax.set_title(f"daily {name} per arm{suffix}", fontsize=10)
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        _day_axis(ax, days)
         ax.set_xlabel("day")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
