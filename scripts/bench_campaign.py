@@ -5,6 +5,9 @@ ranking services building feature batches and scoring them (the "bare batched sc
 exactly the requests the campaign served, measured in the same process).
 
     .venv/bin/python scripts/bench_campaign.py [--users 2000] [--days 1] [--policies popularity,din]
+        [--no-two-workers]
+
+--no-two-workers skips the closing 2-worker run (so the whole command stays on one core).
 
 Figures go to stdout as a Markdown table (copy into docs/benchmarks.md).
 """
@@ -46,6 +49,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=2000)
     ap.add_argument("--days", type=float, default=1.0)
     ap.add_argument("--policies", default="popularity,din")
+    ap.add_argument("--no-two-workers", action="store_true", help="skip the 2-worker run (one-core measurement)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cache = str(Path("runs/.cache").resolve())
@@ -53,15 +57,19 @@ def main() -> None:
         for p in a.policies.split(","):
             one(p, a.users, a.days, 1, cache, Path(tmp) / f"warm-{p}")  # warm: pre-period + training cached
             rows.append(one(p, a.users, a.days, 1, cache, Path(tmp) / f"{p}-1"))
-        rows.append(one(a.policies.split(",")[0], a.users, a.days, 2, cache, Path(tmp) / "w2"))
+        if not a.no_two_workers:
+            rows.append(one(a.policies.split(",")[0], a.users, a.days, 2, cache, Path(tmp) / "w2"))
     print("| policy | users | workers | exposures | simulation s (sum over shards) | scoring s | overhead | exposures/s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['policy']} | {r['users']} | {r['workers']} | {r['exposures']:,} | {r['shard_wall_s']:.1f} | "
               f"{r['scoring_s']:.1f} | {r['overhead']:.2f} | {r['exposures_per_s']:,.0f} |")
+    rss = f"peak RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+    if a.no_two_workers:
+        print(f"\n{rss}")
+        return
     w1 = next(r for r in rows if r["workers"] == 1 and r["policy"] == rows[-1]["policy"])
-    print(f"\n1 vs 2 workers ({w1['policy']}): wall {w1['wall_s']:.1f}s vs {rows[-1]['wall_s']:.1f}s; "
-          f"peak RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(f"\n1 vs 2 workers ({w1['policy']}): wall {w1['wall_s']:.1f}s vs {rows[-1]['wall_s']:.1f}s; {rss}")
 
 
 if __name__ == "__main__":
