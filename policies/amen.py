@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from simab.errors import SimabError
-from simab.policies.base import Batch, register_policy
+from simab.policies.base import Batch, check_choices, register_policy
 from simab.policies.features import FeatureSpec
 from simab.policies.layers import (
     MLP,
@@ -132,10 +132,7 @@ class AMEN(NeuralPolicy):
     def __init__(self, params: dict, feature_spec: FeatureSpec):
         super().__init__(params, feature_spec)
         p, d = self.params, self.params["embedding_dim"]
-        for k, allowed in _CHOICES.items():
-            if p[k] not in allowed:
-                raise SimabError(f"parameter {k!r} of policy 'amen' must be one of {list(allowed)}, got {p[k]!r}",
-                                 key=f"params.{k}")
+        check_choices(self.name, p, _CHOICES)
         window = p["tsp_window_s"]
         if len(window) != 2 or not 0 <= window[0] <= window[1]:
             raise SimabError(f"must be [min_s, max_s] with 0 <= min_s <= max_s, got {list(window)}",

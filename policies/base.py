@@ -99,6 +99,14 @@ def make_policy(
     return policy
 
 
+def check_choices(name: str, params: Mapping[str, Any], choices: Mapping[str, tuple[str, ...]]) -> None:
+    """Each parameter named in ``choices`` must be one of its allowed strings."""
+    for k, allowed in choices.items():
+        if params[k] not in allowed:
+            raise SimabError(f"parameter {k!r} of policy {name!r} must be one of {list(allowed)}, got {params[k]!r}",
+                             key=f"params.{k}")
+
+
 def check_params(name: str, params: Mapping[str, Any], defaults: Mapping[str, Any], *, key: str = "params") -> dict:
     """Merge ``params`` over ``defaults``; unknown keys or wrong types are SimabErrors.
 

@@ -66,7 +66,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from simab.errors import SimabError
-from simab.policies.base import Batch, register_policy
+from simab.policies.base import Batch, check_choices, register_policy
 from simab.policies.features import FeatureSpec
 from simab.policies.layers import (
     MLP,
@@ -184,10 +184,7 @@ class LCN(NeuralPolicy):
     def __init__(self, params: dict, feature_spec: FeatureSpec):
         super().__init__(params, feature_spec)
         p, d = self.params, self.params["embedding_dim"]
-        for k, allowed in _CHOICES.items():
-            if p[k] not in allowed:
-                raise SimabError(f"parameter {k!r} of policy 'lcn' must be one of {list(allowed)}, got {p[k]!r}",
-                                 key=f"params.{k}")
+        check_choices(self.name, p, _CHOICES)
         for k in ("k1", "k2"):
             if int(p[k]) < 1:
                 raise SimabError(f"must be >= 1, got {p[k]}", key=f"params.{k}")

@@ -264,12 +264,7 @@ def _execute(jobs: list[ShardJob], workers: int, backend: str, label: str, manif
     if not jobs:
         return
     if backend == "ray":
-        try:
-            import ray
-        except ImportError:
-            raise SimabError("the ray backend needs the 'ray' extra: pip install 'simab[ray]'", key="--backend") from None
-        if not ray.is_initialized():
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        ray = start_ray(workers)
         remote = ray.remote(run_shard)
         pending = [remote.remote(j) for j in jobs]
         while pending:
@@ -283,6 +278,17 @@ def _execute(jobs: list[ShardJob], workers: int, backend: str, label: str, manif
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
         for entry in pool.map(run_shard, jobs):
             record(entry)
+
+
+def start_ray(workers: int):
+    """The ``ray`` module, with a local Ray started on ``workers`` CPUs if none is running."""
+    try:
+        import ray
+    except ImportError:
+        raise SimabError("the ray backend needs the 'ray' extra: pip install 'simab[ray]'", key="--backend") from None
+    if not ray.is_initialized():
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    return ray
 
 
 # --------------------------------------------------------------------------- truth

@@ -265,12 +265,9 @@ def _relabel(rows: list[dict], run: SweepRun) -> list[dict]:
 # --------------------------------------------------------------------------- execution
 def _pool_results(runs: list[SweepRun], workers: int, backend: str) -> Iterator[tuple[SweepRun, dict]]:
     if backend == "ray":
-        try:
-            import ray
-        except ImportError:
-            raise SimabError("the ray backend needs the 'ray' extra: pip install 'simab[ray]'", key="--backend") from None
-        if not ray.is_initialized():
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        from simab.runner import start_ray
+
+        ray = start_ray(workers)
         remote = ray.remote(run_one)
         pending = {remote.remote(r): r for r in runs}
         while pending:
