@@ -12,6 +12,7 @@ import argparse
 import math
 from dataclasses import dataclass
 
+import numpy as np
 from statsmodels.stats.power import TTestIndPower
 
 from simab.errors import SimabError
@@ -65,9 +66,15 @@ def mde(
     d = TTestIndPower().solve_power(
         effect_size=None, nobs1=n_control, ratio=n_treatment / n_control, alpha=alpha, power=power
     )
-    abs_mde = float(d) * unit_sd
+    abs_mde = _solved(d) * unit_sd
     rel = abs_mde / abs(baseline) if baseline else None
     return Mde(abs_mde, rel, n_control, n_treatment, alpha, power)
+
+
+def _solved(x) -> float:
+    """``solve_power`` returns a float, or a one-element array when its root finder falls
+    back to another method (e.g. unequal arms): either way one float."""
+    return float(np.asarray(x, dtype=float).reshape(-1)[0])
 
 
 def sample_size(
@@ -89,6 +96,7 @@ def sample_size(
     n1 = TTestIndPower().solve_power(
         effect_size=d, nobs1=None, ratio=ratio, alpha=alpha, power=power
     )
+    n1 = _solved(n1)
     return SampleSize(math.ceil(n1), math.ceil(n1 * ratio), rel_mde, alpha, power)
 
 

@@ -29,3 +29,14 @@ def test_power_cli(capsys):
     assert "minimum detectable effect" in capsys.readouterr().out
     with pytest.raises(SimabError, match="--baseline"):
         power_cli(["--users", "10"])
+
+
+def test_mde_with_unequal_arms_where_statsmodels_returns_an_array():
+    """154 vs 148 users: ``solve_power`` answers with a one-element array here (its
+    fallback root finder); the MDE must still be a float with the asked power."""
+    from statsmodels.stats.power import TTestIndPower
+
+    m = mde(0.074, 154, 148, baseline=0.12)
+    d = m.abs_mde / 0.074
+    achieved = TTestIndPower().power(effect_size=d, nobs1=154, ratio=148 / 154, alpha=0.05)
+    assert achieved == pytest.approx(0.8, abs=1e-6)
