@@ -135,8 +135,10 @@ class ShardSimulation:
         k = int(st.requests[row])
         st.requests[row] += 1
         rid = (user << 24) | k
-        ml, mask = st.moveline.gather(np.array([row]))
-        ctx = np.concatenate([ml["cat"][0][mask[0]][-10:], st.seq.gather(np.array([row]))[0]["cat"][0][-10:]])
+        ml_cat, ml_real = st.moveline.tail(row, "cat", 10)
+        seq_cat, seq_real = st.seq.tail(row, "cat", 10)
+        # (an empty slot of the short sequence reads as category 0, as a gathered one does)
+        ctx = np.concatenate([ml_cat[ml_real], np.where(seq_real, seq_cat, 0)])
         ctx = ctx[ctx >= 0]
         n_cand = w.spec.scenarios[w.scenario_names[sc]].n_candidates
         cand = self.retriever.candidates(surface, n_cand, rid, cat, shop, ctx)
@@ -199,13 +201,9 @@ class ShardSimulation:
 
     def scene(self, row: int, scene: int, cat: int, shop: int, domain: str = "shop") -> None:
         self.state.scene(row, scene, cat, shop, self.env.now)
-        self.moveline_log.append(
-            user=np.array([self.plan.users[row]]),
-            ts=np.array([self.env.now]),
-            scene=[SCENE_NAMES[scene]],
-            category=np.array([cat], np.int32),
-            shop=np.array([shop], np.int32),
-            domain=["content" if scene == CONTENT else domain],
+        self.moveline_log.append_row(  # columns of the moveline schema, in order
+            int(self.plan.users[row]), self.env.now, SCENE_NAMES[scene], cat, shop,
+            "content" if scene == CONTENT else domain,
         )
 
     def record_snapshot(self, req: Request) -> None:

@@ -60,11 +60,18 @@ class Retriever:
             cat_items = c.target_by_category.group(int(c.shop_category[query_shop]))
             return self._fill([items[:n], cat_items[: n // 2]], n, rid)
         n_pop, n_ctx = int(0.4 * n), int(0.4 * n)
-        pools = [self.top[r(2, n_pop, len(self.top))]]
-        if len(context_cats):
-            cats = context_cats[r(3, n_ctx, len(context_cats))]
+        ctx = n_ctx if len(context_cats) else 0
+        # every draw of this request in one call (counter blocks: 2 popular, 3 context
+        # category, 3+512 item within it, 4 random)
+        a = np.arange(max(n, n_pop, n_ctx))
+        u = rng.uniform(self.key, rid, np.concatenate(
+            [2 * 4096 + a[:n_pop], 3 * 4096 + a[:ctx], 3 * 4096 + 512 + a[:ctx], 4 * 4096 + a[:n]]))
+        u_pop, u_cat, u_pick, u_rand = np.split(u, np.cumsum([n_pop, ctx, ctx]))
+        pools = [self.top[rng.scale(u_pop, len(self.top))]]
+        if ctx:
+            cats = context_cats[rng.scale(u_cat, len(context_cats))]
             sizes = c.target_by_category.sizes()[cats]
-            pick = np.minimum((rng.uniform(self.key, rid, 3 * 4096 + 512 + np.arange(n_ctx)) ** 2 * sizes).astype(np.int64), np.maximum(sizes - 1, 0))
+            pick = np.minimum((u_pick**2 * sizes).astype(np.int64), np.maximum(sizes - 1, 0))
             pools.append(c.target_by_category.items[c.target_by_category.offsets[cats] + pick])
-        pools.append(r(4, n, self.n_target))
+        pools.append(rng.scale(u_rand, self.n_target))
         return self._fill(pools, n, rid)

@@ -17,7 +17,7 @@ import numpy as np
 import simpy
 
 from simab.simulators import rng
-from simab.simulators.datasets import Snapshot
+from simab.simulators.datasets import GROUP_RINGS, Snapshot
 
 
 @dataclass
@@ -53,6 +53,7 @@ class RankingService:
         self.pending: list[Request] = []
         self.generation = 0
         self.groups = tuple(policy.feature_groups)
+        self.rings = tuple(dict.fromkeys(GROUP_RINGS[g] for g in self.groups if g in GROUP_RINGS))
         self.ukey = rng.stream_key(shard.world.seed, shard.world.stream(f"policy-uniforms/{arm}"))
         self.compute_s = 0.0
         self.batches = 0
@@ -99,7 +100,7 @@ class RankingService:
             p_click_top, _, _ = w.oracle.probabilities(
                 u, intent, sc, cand, np.zeros((B, C)), pen, users.price_sensitivity[rows], users.conversion_propensity[rows]
             )
-        snap = Snapshot.from_state(st, rows, ts, sc)
+        snap = Snapshot.from_state(st, rows, ts, sc, self.rings)
         batch = sh.builder.build(snap, cand, self.groups, p_click=p_click_top)
         scores = self.policy.score(batch).numpy()
         if getattr(self.policy, "stochastic", False):

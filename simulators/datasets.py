@@ -33,6 +33,11 @@ SNAPSHOT_FIELDS = {
 }
 
 
+RINGS = ("seq", "ais", "moveline")
+# the rings each feature group reads from a snapshot
+GROUP_RINGS = {"short_seq": "seq", "aiseq": "ais", "moveline": "moveline"}
+
+
 @dataclass
 class Snapshot:
     """Per-request user context at request time: padded [B, L] arrays, raw ids (-1 none),
@@ -45,9 +50,12 @@ class Snapshot:
     masks: dict[str, np.ndarray]  # "seq", "ais", "moveline"
 
     @classmethod
-    def from_state(cls, state, rows: np.ndarray, ts: np.ndarray, scenario: np.ndarray) -> Snapshot:
+    def from_state(cls, state, rows: np.ndarray, ts: np.ndarray, scenario: np.ndarray,
+                   rings: tuple[str, ...] = RINGS) -> Snapshot:
+        """``rings``: which of the user state's rings to copy (a policy that reads no
+        sequence needs none)."""
         arrays, masks = {}, {}
-        for ring_name in ("seq", "ais", "moveline"):
+        for ring_name in rings:
             vals, mask = getattr(state, ring_name).gather(rows)
             masks[ring_name] = mask
             for f, (rn, rf) in SNAPSHOT_FIELDS.items():

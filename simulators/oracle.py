@@ -127,15 +127,19 @@ class Oracle:
         )
         rid = request_ids[:, None]
         pos = positions
-        clicked = rng.uniform(self._keys["click"], rid, pos) < p_click
+        k = self._keys
+        # one pass over the four streams; the dwell normal is Box-Muller on counters 2p, 2p+1
+        uc, uv, ud, u1, u2 = rng.uniforms(
+            (k["click"], k["conv"], k["delay"], k["dwell"], k["dwell"]), rid, (pos, pos, pos, 2 * pos, 2 * pos + 1)
+        )
+        clicked = uc < p_click
         r = self.spec.response
-        converted = clicked & (rng.uniform(self._keys["conv"], rid, pos) < p_conv)
+        converted = clicked & (uv < p_conv)
         # delay conditioned on landing inside the window: truncated exponential by inversion
         D = r.delay_mean_h * 3600.0
-        ud = rng.uniform(self._keys["delay"], rid, pos)
         delay = -D * np.log1p(-ud * self.window_factor)
         delay = np.where(converted, delay, np.inf)
         mu = r.dwell_mu + r.dwell_slope * a
         exp_dwell = np.exp(mu + 0.5 * r.dwell_sigma**2)
-        dwell = np.where(clicked, np.exp(mu + r.dwell_sigma * rng.normal(self._keys["dwell"], rid, pos)), 0.0)
+        dwell = np.where(clicked, np.exp(mu + r.dwell_sigma * rng.box_muller(u1, u2)), 0.0)
         return Response(p_click, p_conv, a, clicked, converted, delay, dwell, exp_dwell)

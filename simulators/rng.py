@@ -34,10 +34,17 @@ def phase_stream(phase: str, stream: str) -> str:
     return stream if phase == "campaign" else f"{phase}/{stream}"
 
 
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+
+
 def _mix(z: np.ndarray) -> np.ndarray:
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    return z ^ (z >> np.uint64(31))
+    """SplitMix64's finaliser, in place on a fresh uint64 array (wrapping arithmetic)."""
+    z ^= z >> _S30
+    z *= _M1
+    z ^= z >> _S27
+    z *= _M2
+    z ^= z >> _S31
+    return z
 
 
 _MASK = (1 << 64) - 1
@@ -63,11 +70,13 @@ def _scalar(x) -> bool:
 
 def bits(key: np.uint64, unit, counter=0) -> np.ndarray:
     """64 random bits per (unit, counter) pair (broadcast)."""
-    with np.errstate(over="ignore"):
-        u = np.asarray(unit, dtype=np.int64).astype(np.uint64)
-        c = np.asarray(counter, dtype=np.int64).astype(np.uint64)
-        z = _mix(key ^ (u * _GOLD))
-        return _mix(z + (c + np.uint64(1)) * _GOLD)
+    u = np.asarray(unit, dtype=np.int64).astype(np.uint64)
+    c = np.asarray(counter, dtype=np.int64).astype(np.uint64)
+    if u.ndim == 0 or c.ndim == 0:  # numpy scalars warn on wrap-around; arrays wrap silently
+        u, c = np.atleast_1d(u), np.atleast_1d(c)
+        if np.ndim(unit) == 0 and np.ndim(counter) == 0:
+            return _mix(_mix(key ^ (u * _GOLD)) + (c + np.uint64(1)) * _GOLD)[0]
+    return _mix(_mix(key ^ (u * _GOLD)) + (c + np.uint64(1)) * _GOLD)
 
 
 def uniform(key: np.uint64, unit, counter=0) -> np.ndarray:
@@ -79,12 +88,29 @@ def uniform(key: np.uint64, unit, counter=0) -> np.ndarray:
     return (b.astype(np.float64) + 0.5) / _TWO53
 
 
+def uniforms(keys, unit, counters) -> np.ndarray:
+    """Draws of several streams in one pass: ``out[s] == uniform(keys[s], unit,
+    counters[s])`` (bit-identical), stacked on a new first axis.  The per-call overhead
+    of small arrays dominates the simulation's response draws; this pays it once."""
+    k = np.array([int(x) for x in keys], np.uint64)
+    c = np.stack(np.broadcast_arrays(*[np.asarray(x, np.int64) for x in counters]))
+    u = np.asarray(unit, np.int64).astype(np.uint64).reshape(np.shape(unit) or (1,))  # no numpy-scalar wrap warnings
+    shape = (len(k),) + (1,) * max(c.ndim - 1, u.ndim)
+    z = _mix(k.reshape(shape) ^ (u * _GOLD)[None])
+    b = _mix(z + (c.astype(np.uint64) + np.uint64(1)) * _GOLD) >> np.uint64(11)
+    return (b.astype(np.float64) + 0.5) / _TWO53
+
+
+def box_muller(u1: np.ndarray, u2: np.ndarray) -> np.ndarray:
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+
 def normal(key: np.uint64, unit, counter=0) -> np.ndarray:
     """Standard normal via Box-Muller on two counter-derived uniforms."""
     c = np.asarray(counter, dtype=np.int64) * 2
     u1 = uniform(key, unit, c)
     u2 = uniform(key, unit, c + 1)
-    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+    return box_muller(u1, u2)
 
 
 def exponential(key: np.uint64, unit, counter=0) -> np.ndarray:
@@ -93,7 +119,12 @@ def exponential(key: np.uint64, unit, counter=0) -> np.ndarray:
 
 def integers(key: np.uint64, unit, counter, n) -> np.ndarray:
     """Uniform integers in [0, n) (n may be an array)."""
-    return np.minimum((uniform(key, unit, counter) * np.asarray(n)).astype(np.int64), np.asarray(n) - 1)
+    return scale(uniform(key, unit, counter), n)
+
+
+def scale(u: np.ndarray, n) -> np.ndarray:
+    """Uniforms ``u`` to integers in [0, n), as :func:`integers` does."""
+    return np.minimum((u * np.asarray(n)).astype(np.int64), np.asarray(n) - 1)
 
 
 def generator(seed: int, stream: str, unit: int) -> np.random.Generator:

@@ -41,6 +41,13 @@ class Ring:
             self.data[k][row, slot] = v
         self.count[row] += 1
 
+    def tail(self, row: int, field: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The last ``min(n, length)`` slots of ``gather([row])[field]`` (values, real mask),
+        without gathering the whole ring."""
+        m = min(n, self.length)
+        pos = np.arange(int(self.count[row]) - m, int(self.count[row]))
+        return self.data[field][row, pos % self.length], pos >= 0
+
     def gather(self, rows: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Chronological (oldest first) copies and the mask of real entries."""
         rows = np.asarray(rows, np.int64)

@@ -148,3 +148,18 @@ def test_pre_period_and_campaign_draw_independently(tmp_path):
     # a few coincidences are possible by chance at millisecond rounding; a replay matches most
     assert len(here) > 50
     assert len(here & shifted) <= 0.01 * len(here)
+
+
+def test_column_buffer_keeps_row_order_across_single_rows_and_chunks():
+    from simab.eventlog import ColumnBuffer
+
+    buf = ColumnBuffer("moveline")
+    buf.append_row(1, 0.5, "home", -1, -1, "shop")
+    buf.append(user=np.array([2, 3]), ts=np.array([1.0, 2.0]), scene=["search", "shop"],
+               category=np.array([4, 5], np.int32), shop=np.array([-1, 7], np.int32), domain="shop")
+    buf.append_row(4, 3.0, "content", 9, -1, "content")
+    t = buf.to_table()
+    assert buf.rows == 4 and t.num_rows == 4
+    assert t.column("user").to_pylist() == [1, 2, 3, 4]
+    assert t.column("scene").to_pylist() == ["home", "search", "shop", "content"]
+    assert t.column("category").to_pylist() == [-1, 4, 5, 9]

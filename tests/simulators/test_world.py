@@ -177,3 +177,38 @@ def test_scalar_draws_are_bit_identical_to_vectorised_draws():
     vectorised = rng.uniform(key, units, counters)
     scalar = np.array([rng.uniform(key, int(u), int(c)) for u, c in zip(units, counters, strict=True)])
     assert np.array_equal(vectorised, scalar)
+
+
+def test_multi_stream_draws_are_bit_identical_to_one_stream_at_a_time():
+    """``rng.uniforms`` (several streams in one pass, used for the response draws) must give
+    exactly ``rng.uniform`` per stream, for array and scalar units, and ``box_muller`` on
+    counters 2c, 2c+1 exactly ``rng.normal``."""
+    from simab.simulators import rng
+
+    keys = [rng.stream_key(3, f"test/multi/{s}") for s in "abc"]
+    g = np.random.default_rng(1)
+    rid = g.integers(0, 2**50, (7, 1))
+    pos = np.broadcast_to(np.arange(10), (7, 10))
+    counters = (pos, 2 * pos + 1, g.integers(0, 2**40, (7, 10)))
+    stacked = rng.uniforms(keys, rid, counters)
+    for k, c, got in zip(keys, counters, stacked, strict=True):
+        assert np.array_equal(got, rng.uniform(k, rid, c))
+    scalar_unit = rng.uniforms(keys, 12345, (np.arange(5),) * 3)
+    assert np.array_equal(scalar_unit[2], rng.uniform(keys[2], 12345, np.arange(5)))
+    u1, u2 = rng.uniforms(keys[:1] * 2, rid, (2 * pos, 2 * pos + 1))
+    assert np.array_equal(rng.box_muller(u1, u2), rng.normal(keys[0], rid, pos))
+
+
+def test_ring_tail_is_the_end_of_a_gather():
+    from simab.simulators.state import Ring
+
+    ring = Ring(3, 6, {"cat": np.int64})
+    for row, n in ((0, 0), (1, 4), (2, 15)):  # empty, part-filled, wrapped round
+        for j in range(n):
+            ring.push_one(row, cat=100 * row + j)
+    for row in range(3):
+        vals, mask = ring.gather(np.array([row]))
+        for n in (3, 6, 10):
+            tail, real = ring.tail(row, "cat", n)
+            assert np.array_equal(real, mask[0][-n:])
+            assert np.array_equal(tail[real], vals["cat"][0][-n:][mask[0][-n:]])
