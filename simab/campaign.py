@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import simpy
 
-from simab.eventlog import ColumnBuffer
+from simab.eventlog import SCHEMAS, ColumnBuffer, with_version
 from simab.retrieval import Retriever
 from simab.serving import RankingService, Request
 from simab.simulators.datasets import SNAPSHOT_FIELDS, FeatureBuilder, Snapshot
@@ -66,7 +66,7 @@ class ShardSimulation:
                               getattr(serving, "abandon_after_ms", None))
             for a in arms
         }
-        self.exposures = ColumnBuffer("exposures")
+        self.exposures = ExposureLog(campaign, plan.shard)
         self.requests = ColumnBuffer("requests")
         self.moveline_log = ColumnBuffer("moveline")
         self.first_exposure = np.full(len(users), np.nan)
@@ -214,34 +214,13 @@ class ShardSimulation:
 
     # --- logging (columnar, one append per served batch) -------------------------------
     def log_exposures(self, arm, reqs, scenario, slate, scores, resp, prop, keep, now) -> None:
-        if not keep.any():
-            return
-        B, K = slate.shape
-        k = keep
-        rep = lambda x: np.repeat(np.asarray(x)[k], K)  # noqa: E731
-        conv_ts = np.where(resp.converted, now + resp.delay_s, np.nan)[k].reshape(-1)
-        self.exposures.append(
-            campaign=self.campaign,
-            shard=np.full(int(k.sum()) * K, self.plan.shard, np.int32),
-            arm=arm,
-            user=rep([r.user for r in reqs]),
-            session=rep([r.session for r in reqs]),
-            request=rep([r.request for r in reqs]),
-            ts=np.full(int(k.sum()) * K, now),
-            day=np.full(int(k.sum()) * K, int(np.floor(now / DAY)), np.int32),
-            scenario=self.world.scenario_names[scenario],
-            position=np.tile(np.arange(K, dtype=np.int16), int(k.sum())),
-            item=slate[k].reshape(-1),
-            score=scores[k].reshape(-1).astype(np.float32),
-            p_click=resp.p_click[k].reshape(-1),
-            clicked=resp.clicked[k].reshape(-1),
-            p_convert=resp.p_convert[k].reshape(-1),
-            converted=resp.converted[k].reshape(-1),
-            conversion_ts=conv_ts,
-            dwell_s=resp.dwell_s[k].reshape(-1),
-            expected_dwell_s=resp.expected_dwell_s[k].reshape(-1),
-            propensity=prop[k].reshape(-1),
-        )
+        if not keep.all():
+            if not keep.any():
+                return
+            reqs = [r for r, k in zip(reqs, keep, strict=True) if k]
+            slate, scores, prop = slate[keep], scores[keep], prop[keep]
+            resp = type(resp)(*(getattr(resp, f)[keep] for f in resp.__dataclass_fields__))
+        self.exposures.append(arm, self.world.scenario_names[scenario], now, reqs, slate, scores, resp, prop)
 
     def log_requests(self, arm, reqs, scenario, n_cand, latency, batch_size, now) -> None:
         B = len(reqs)
@@ -269,6 +248,69 @@ class ShardSimulation:
                 first_exposure_ts=self.first_exposure[seen],
             )
         return buf.to_table()
+
+
+class ExposureLog:
+    """The exposures of one shard, kept as the served batches' own arrays and laid out
+    as the ``exposures`` table (one row per (request, position), in serving order) only
+    at the end: per batch the simulation pays one list append instead of twenty column
+    copies."""
+
+    def __init__(self, campaign: str, shard: int):
+        self.campaign, self.shard = campaign, shard
+        self.batches: list[tuple] = []
+        self.rows = 0
+
+    def append(self, arm: str, scenario: str, now: float, reqs, slate, scores, resp, prop) -> None:
+        self.batches.append((arm, scenario, now, [(r.user, r.session, r.request) for r in reqs],
+                             slate, scores, resp, prop))
+        self.rows += slate.size
+
+    def to_table(self) -> pa.Table:
+        schema = with_version(SCHEMAS["exposures"], "exposures")
+        if not self.batches:
+            return schema.empty_table()
+        b = self.batches
+        flat = lambda get: np.concatenate([get(x).reshape(-1) for x in b])  # noqa: E731
+        sizes = np.array([x[4].size for x in b])  # exposures per batch
+        K = np.array([x[4].shape[1] for x in b])
+        n_req = np.array([x[4].shape[0] for x in b])
+        ids = np.array([t for x in b for t in x[3]], np.int64).reshape(-1, 3)  # user, session, request
+        per_req = np.repeat(K, n_req)  # slate length of each request
+        now = np.repeat(np.array([x[2] for x in b]), sizes)
+        converted = flat(lambda x: x[6].converted)
+        starts = np.repeat(np.cumsum(per_req) - per_req, per_req)
+
+        def strings(values: list[str], counts: np.ndarray) -> pa.Array:
+            names = sorted(set(values))
+            codes = np.repeat(np.array([names.index(v) for v in values], np.int32), counts)
+            return pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names, pa.string())).cast(pa.string())
+
+        n = int(sizes.sum())
+        cols = {
+            "campaign": pa.array(np.full(n, self.campaign, object), pa.string()),
+            "shard": np.full(n, self.shard, np.int32),
+            "arm": strings([x[0] for x in b], sizes),
+            "user": np.repeat(ids[:, 0], per_req),
+            "session": np.repeat(ids[:, 1], per_req),
+            "request": np.repeat(ids[:, 2], per_req),
+            "ts": now,
+            "day": np.floor(now / DAY).astype(np.int32),
+            "scenario": strings([x[1] for x in b], sizes),
+            "position": (np.arange(n) - starts).astype(np.int16),
+            "item": flat(lambda x: x[4]),
+            "score": flat(lambda x: x[5]).astype(np.float32),
+            "p_click": flat(lambda x: x[6].p_click),
+            "clicked": flat(lambda x: x[6].clicked),
+            "p_convert": flat(lambda x: x[6].p_convert),
+            "converted": converted,
+            "conversion_ts": np.where(converted, now + flat(lambda x: x[6].delay_s), np.nan),
+            "dwell_s": flat(lambda x: x[6].dwell_s),
+            "expected_dwell_s": flat(lambda x: x[6].expected_dwell_s),
+            "propensity": flat(lambda x: x[7]),
+        }
+        return pa.Table.from_arrays([pa.array(cols[f.name], f.type) if not isinstance(cols[f.name], pa.Array)
+                                     else cols[f.name] for f in schema], schema=schema)
 
 
 def features_schema(world: World) -> pa.Schema:
