@@ -67,7 +67,7 @@ class ShardSimulation:
             for a in arms
         }
         self.exposures = ExposureLog(campaign, plan.shard)
-        self.requests = ColumnBuffer("requests")
+        self.requests = RequestLog()
         self.moveline_log = ColumnBuffer("moveline")
         self.first_exposure = np.full(len(users), np.nan)
         self.first_arm = np.full(len(users), -1, np.int64)
@@ -223,19 +223,7 @@ class ShardSimulation:
         self.exposures.append(arm, self.world.scenario_names[scenario], now, reqs, slate, scores, resp, prop)
 
     def log_requests(self, arm, reqs, scenario, n_cand, latency, batch_size, now) -> None:
-        B = len(reqs)
-        self.requests.append(
-            request=np.array([r.request for r in reqs], np.int64),
-            user=np.array([r.user for r in reqs], np.int64),
-            session=np.array([r.session for r in reqs], np.int64),
-            arm=arm,
-            ts=np.full(B, now),
-            day=np.full(B, int(np.floor(now / DAY)), np.int32),
-            scenario=self.world.scenario_names[scenario],
-            n_candidates=np.full(B, n_cand, np.int32),
-            latency_ms=np.asarray(latency, np.float64),
-            batch_size=np.full(B, batch_size, np.int32),
-        )
+        self.requests.append(arm, self.world.scenario_names[scenario], now, reqs, n_cand, latency, batch_size)
 
     def assignments_table(self) -> pa.Table:
         seen = ~np.isnan(self.first_exposure)
@@ -281,22 +269,17 @@ class ExposureLog:
         converted = flat(lambda x: x[6].converted)
         starts = np.repeat(np.cumsum(per_req) - per_req, per_req)
 
-        def strings(values: list[str], counts: np.ndarray) -> pa.Array:
-            names = sorted(set(values))
-            codes = np.repeat(np.array([names.index(v) for v in values], np.int32), counts)
-            return pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names, pa.string())).cast(pa.string())
-
         n = int(sizes.sum())
         cols = {
             "campaign": pa.array(np.full(n, self.campaign, object), pa.string()),
             "shard": np.full(n, self.shard, np.int32),
-            "arm": strings([x[0] for x in b], sizes),
+            "arm": _repeat_strings([x[0] for x in b], sizes),
             "user": np.repeat(ids[:, 0], per_req),
             "session": np.repeat(ids[:, 1], per_req),
             "request": np.repeat(ids[:, 2], per_req),
             "ts": now,
             "day": np.floor(now / DAY).astype(np.int32),
-            "scenario": strings([x[1] for x in b], sizes),
+            "scenario": _repeat_strings([x[1] for x in b], sizes),
             "position": (np.arange(n) - starts).astype(np.int16),
             "item": flat(lambda x: x[4]),
             "score": flat(lambda x: x[5]).astype(np.float32),
@@ -309,8 +292,54 @@ class ExposureLog:
             "expected_dwell_s": flat(lambda x: x[6].expected_dwell_s),
             "propensity": flat(lambda x: x[7]),
         }
-        return pa.Table.from_arrays([pa.array(cols[f.name], f.type) if not isinstance(cols[f.name], pa.Array)
-                                     else cols[f.name] for f in schema], schema=schema)
+        return _table(schema, cols)
+
+
+class RequestLog:
+    """The requests of one shard (abandoned ones included), kept per served batch like
+    :class:`ExposureLog` and laid out as the ``requests`` table at the end."""
+
+    def __init__(self):
+        self.batches: list[tuple] = []
+        self.rows = 0
+
+    def append(self, arm: str, scenario: str, now: float, reqs, n_cand: int, latency, batch_size: int) -> None:
+        self.batches.append((arm, scenario, now, [(r.user, r.session, r.request) for r in reqs],
+                             n_cand, np.asarray(latency, np.float64), batch_size))
+        self.rows += len(reqs)
+
+    def to_table(self) -> pa.Table:
+        schema = with_version(SCHEMAS["requests"], "requests")
+        if not self.batches:
+            return schema.empty_table()
+        b = self.batches
+        sizes = np.array([len(x[3]) for x in b])
+        ids = np.array([t for x in b for t in x[3]], np.int64).reshape(-1, 3)
+        now = np.repeat(np.array([x[2] for x in b]), sizes)
+        cols = {
+            "request": ids[:, 2], "user": ids[:, 0], "session": ids[:, 1],
+            "arm": _repeat_strings([x[0] for x in b], sizes),
+            "ts": now,
+            "day": np.floor(now / DAY).astype(np.int32),
+            "scenario": _repeat_strings([x[1] for x in b], sizes),
+            "n_candidates": np.repeat(np.array([x[4] for x in b], np.int32), sizes),
+            "latency_ms": np.concatenate([x[5] for x in b]),
+            "batch_size": np.repeat(np.array([x[6] for x in b], np.int32), sizes),
+        }
+        return _table(schema, cols)
+
+
+def _repeat_strings(values: list[str], counts: np.ndarray) -> pa.Array:
+    """``values[i]`` repeated ``counts[i]`` times, as one string array (built through a
+    dictionary: no Python string per row)."""
+    names = sorted(set(values))
+    codes = np.repeat(np.array([names.index(v) for v in values], np.int32), counts)
+    return pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names, pa.string())).cast(pa.string())
+
+
+def _table(schema: pa.Schema, cols: dict) -> pa.Table:
+    return pa.Table.from_arrays([c if isinstance(c := cols[f.name], pa.Array) else pa.array(c, f.type)
+                                 for f in schema], schema=schema)
 
 
 def features_schema(world: World) -> pa.Schema:

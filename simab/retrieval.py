@@ -30,15 +30,14 @@ class Retriever:
         return int(shops[min(int(u * len(shops)), len(shops) - 1)])
 
     def _fill(self, pools: list[np.ndarray], n: int, rid: int) -> np.ndarray:
+        """The pools' distinct items in order of first appearance, cut at ``n``; topped up
+        with random items (keyed by the request) while short."""
         cand = np.concatenate([p for p in pools if len(p)]) if any(len(p) for p in pools) else np.zeros(0, np.int64)
-        _, first = np.unique(cand, return_index=True)
-        cand = cand[np.sort(first)][:n]
+        cand = _first_distinct(cand, n)
         j = 0
         while len(cand) < n:
             extra = rng.integers(self.key, rid, 1000 + j * 64 + np.arange(2 * n), self.n_target)
-            cand = np.concatenate([cand, extra])
-            _, first = np.unique(cand, return_index=True)
-            cand = cand[np.sort(first)][:n]
+            cand = _first_distinct(np.concatenate([cand, extra]), n)
             j += 1
         return cand
 
@@ -75,3 +74,10 @@ class Retriever:
             pools.append(c.target_by_category.items[c.target_by_category.offsets[cats] + pick])
         pools.append(rng.scale(u_rand, self.n_target))
         return self._fill(pools, n, rid)
+
+
+def _first_distinct(items: np.ndarray, n: int) -> np.ndarray:
+    """Distinct values of ``items`` in order of first appearance, at most ``n`` (a dict
+    keeps insertion order; for the hundred-odd candidates of a request this is several
+    times cheaper than ``np.unique``)."""
+    return np.fromiter(dict.fromkeys(items.tolist()), items.dtype)[:n]

@@ -85,13 +85,33 @@ class UserState:
         self.next_need_t = np.full(n, np.nan)  # arrival time of the next need (nan: not drawn yet)
 
     def seed_history(self, rows: np.ndarray, items: np.ndarray, cats: np.ndarray, ts: np.ndarray, mask: np.ndarray):
-        """Fill the short target-domain sequence from the on-demand target history."""
+        """Fill the short target-domain sequence from the on-demand target history: the
+        last ``seq.length`` real events of each row, oldest first."""
+        rows = np.asarray(rows, np.int64)
+        if len(rows) and not self.seq.count[rows].any() and len(np.unique(rows)) == len(rows):
+            self._seed_empty(rows, items, cats, ts, np.asarray(mask, bool))
+            return
         for r, it, ca, t, m in zip(rows, items, cats, ts, mask, strict=True):
             k = int(m.sum())
             take = slice(max(0, k - self.seq.length), k)
             idx = np.flatnonzero(m)[take]
             for j in idx:
                 self.seq.push_one(int(r), item=it[j], cat=ca[j], ts=t[j])
+
+    def _seed_empty(self, rows, items, cats, ts, mask) -> None:
+        """``seed_history`` for distinct rows whose rings are empty, vectorised: pushing k
+        events into an empty ring puts them in slots 0..k-1."""
+        L, width = self.seq.length, mask.shape[1]
+        n_real = mask.sum(axis=1)
+        real_first = np.argsort(~mask, axis=1, kind="stable")  # real positions first, in order
+        src = np.maximum(n_real - L, 0)[:, None] + np.arange(L)[None, :]
+        valid = src < n_real[:, None]
+        pos = np.take_along_axis(real_first, np.minimum(src, width - 1), axis=1)
+        slot_rows = np.broadcast_to(rows[:, None], pos.shape)[valid]
+        slots = np.broadcast_to(np.arange(L)[None, :], pos.shape)[valid]
+        for field, values in (("item", items), ("cat", cats), ("ts", ts)):
+            self.seq.data[field][slot_rows, slots] = np.take_along_axis(np.asarray(values), pos, axis=1)[valid]
+        self.seq.count[rows] = np.minimum(n_real, L)
 
     # --- latent quantities the oracle reads -----------------------------------------
     def intent(self, rows: np.ndarray, t: np.ndarray) -> np.ndarray:

@@ -212,3 +212,31 @@ def test_ring_tail_is_the_end_of_a_gather():
             tail, real = ring.tail(row, "cat", n)
             assert np.array_equal(real, mask[0][-n:])
             assert np.array_equal(tail[real], vals["cat"][0][-n:][mask[0][-n:]])
+
+
+def test_vectorised_history_seeding_equals_pushing_one_by_one():
+    """``UserState.seed_history`` on empty rings (vectorised) must leave the rings exactly
+    as pushing every row's last ``seq_len`` real events one at a time does."""
+    from simab.simulators.state import UserState
+
+    w = World.build(world_spec({"preset": "default", "n_users": 30}), 3)
+    users = w.population.users(np.arange(12))
+    g = np.random.default_rng(0)
+    width = w.spec.seq_len + 7
+    items = g.integers(0, 500, (12, width))
+    cats = g.integers(0, 40, (12, width))
+    ts = np.sort(g.random((12, width)), axis=1)
+    mask = g.random((12, width)) < 0.8
+    mask[0] = False  # no history at all
+    mask[1, :3] = True
+    mask[1, 3:] = False  # shorter than the ring
+    fast = UserState(w.spec, users, w.catalog.centroid)
+    fast.seed_history(np.arange(12), items, cats, ts, mask)
+    slow = UserState(w.spec, users, w.catalog.centroid)
+    for r in range(12):
+        idx = np.flatnonzero(mask[r])[-w.spec.seq_len:]
+        for j in idx:
+            slow.seq.push_one(r, item=items[r, j], cat=cats[r, j], ts=ts[r, j])
+    assert np.array_equal(fast.seq.count, slow.seq.count)
+    for field in ("item", "cat", "ts"):
+        assert np.array_equal(fast.seq.data[field], slow.seq.data[field])
