@@ -80,9 +80,9 @@ def main() -> None:
                     sys.exit(f"child failed ({users} users, {workers} workers):\n{done.stderr[-2000:]}")
                 row = json.loads(done.stdout.strip().splitlines()[-1])
                 rows.append(row)
+                if a.json:  # after every point: a long sweep cut short keeps what it measured
+                    a.json.write_text(json.dumps(rows, indent=1))
                 print(f"  {row['total_s']:.1f} s, {row['exposures']:,} exposures", file=sys.stderr, flush=True)
-    if a.json:
-        a.json.write_text(json.dumps(rows, indent=1))
     print(f"default world, popularity vs popularity, pre-period {a.days:g} d + campaign {a.days:g} d, "
           f"{a.shards} campaign shards (4 pre-period shards)\n")
     print("| users | workers | exposures | pre-period s | campaign s | total s | exposures/s (campaign) | "

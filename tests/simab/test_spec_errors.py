@@ -92,3 +92,12 @@ def test_default_campaign_is_embedded():
     spec = load_campaign()
     assert spec.name == "default" and len(spec.arms) >= 2
     assert Path(__file__).exists()
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "examples").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_example_specs_are_valid(path):
+    """The specs in examples/ are what users copy: each must load and validate as shipped."""
+    from simab.spec import load_campaign
+
+    spec = load_campaign(path)
+    assert spec.name and len(spec.arms) >= 2
