@@ -238,95 +238,104 @@ class ShardSimulation:
         return buf.to_table()
 
 
-class ExposureLog:
-    """The exposures of one shard, kept as the served batches' own arrays and laid out
-    as the ``exposures`` table (one row per (request, position), in serving order) only
-    at the end: per batch the simulation pays one list append instead of twenty column
-    copies."""
+class _BatchLog:
+    """One shard's log of served batches: each batch's own arrays are kept (one list
+    append per batch) and laid out as a table once, when the shard ends.  A batch
+    starts with (arm, scenario, now, [(user, session, request), ...])."""
 
-    def __init__(self, campaign: str, shard: int):
-        self.campaign, self.shard = campaign, shard
+    table = ""
+
+    def __init__(self):
         self.batches: list[tuple] = []
         self.rows = 0
 
-    def append(self, arm: str, scenario: str, now: float, reqs, slate, scores, resp, prop) -> None:
-        self.batches.append((arm, scenario, now, [(r.user, r.session, r.request) for r in reqs],
-                             slate, scores, resp, prop))
-        self.rows += slate.size
+    def _keep(self, arm: str, scenario: str, now: float, reqs, *arrays, rows: int) -> None:
+        self.batches.append((arm, scenario, now, [(r.user, r.session, r.request) for r in reqs], *arrays))
+        self.rows += rows
+
+    def _common(self, counts: np.ndarray, ids_per_request: np.ndarray) -> dict:
+        """Columns every log shares, each batch's values repeated ``counts`` times (and each
+        request's ids ``ids_per_request`` times)."""
+        b = self.batches
+        ids = np.array([t for x in b for t in x[3]], np.int64).reshape(-1, 3)
+        now = np.repeat(np.array([x[2] for x in b]), counts)
+        return {
+            "user": np.repeat(ids[:, 0], ids_per_request),
+            "session": np.repeat(ids[:, 1], ids_per_request),
+            "request": np.repeat(ids[:, 2], ids_per_request),
+            "arm": _repeat_strings([x[0] for x in b], counts),
+            "scenario": _repeat_strings([x[1] for x in b], counts),
+            "ts": now,
+            "day": np.floor(now / DAY).astype(np.int32),
+        }
 
     def to_table(self) -> pa.Table:
-        schema = with_version(SCHEMAS["exposures"], "exposures")
+        schema = with_version(SCHEMAS[self.table], self.table)
         if not self.batches:
             return schema.empty_table()
+        cols = self._columns()
+        return pa.Table.from_arrays([c if isinstance(c := cols[f.name], pa.Array) else pa.array(c, f.type)
+                                     for f in schema], schema=schema)
+
+    def _columns(self) -> dict:
+        raise NotImplementedError
+
+
+class ExposureLog(_BatchLog):
+    """The ``exposures`` table: one row per (request, position), in serving order."""
+
+    table = "exposures"
+
+    def __init__(self, campaign: str, shard: int):
+        super().__init__()
+        self.campaign, self.shard = campaign, shard
+
+    def append(self, arm: str, scenario: str, now: float, reqs, slate, scores, resp, prop) -> None:
+        self._keep(arm, scenario, now, reqs, slate, scores, resp, prop, rows=slate.size)
+
+    def _columns(self) -> dict:
         b = self.batches
         flat = lambda get: np.concatenate([get(x).reshape(-1) for x in b])  # noqa: E731
         sizes = np.array([x[4].size for x in b])  # exposures per batch
-        K = np.array([x[4].shape[1] for x in b])
-        n_req = np.array([x[4].shape[0] for x in b])
-        ids = np.array([t for x in b for t in x[3]], np.int64).reshape(-1, 3)  # user, session, request
-        per_req = np.repeat(K, n_req)  # slate length of each request
-        now = np.repeat(np.array([x[2] for x in b]), sizes)
-        converted = flat(lambda x: x[6].converted)
-        starts = np.repeat(np.cumsum(per_req) - per_req, per_req)
-
+        per_req = np.repeat([x[4].shape[1] for x in b], [x[4].shape[0] for x in b])  # slate length per request
+        cols = self._common(sizes, per_req)
         n = int(sizes.sum())
-        cols = {
+        converted = flat(lambda x: x[6].converted)
+        return {
+            **cols,
             "campaign": pa.array(np.full(n, self.campaign, object), pa.string()),
             "shard": np.full(n, self.shard, np.int32),
-            "arm": _repeat_strings([x[0] for x in b], sizes),
-            "user": np.repeat(ids[:, 0], per_req),
-            "session": np.repeat(ids[:, 1], per_req),
-            "request": np.repeat(ids[:, 2], per_req),
-            "ts": now,
-            "day": np.floor(now / DAY).astype(np.int32),
-            "scenario": _repeat_strings([x[1] for x in b], sizes),
-            "position": (np.arange(n) - starts).astype(np.int16),
+            "position": (np.arange(n) - np.repeat(np.cumsum(per_req) - per_req, per_req)).astype(np.int16),
             "item": flat(lambda x: x[4]),
             "score": flat(lambda x: x[5]).astype(np.float32),
             "p_click": flat(lambda x: x[6].p_click),
             "clicked": flat(lambda x: x[6].clicked),
             "p_convert": flat(lambda x: x[6].p_convert),
             "converted": converted,
-            "conversion_ts": np.where(converted, now + flat(lambda x: x[6].delay_s), np.nan),
+            "conversion_ts": np.where(converted, cols["ts"] + flat(lambda x: x[6].delay_s), np.nan),
             "dwell_s": flat(lambda x: x[6].dwell_s),
             "expected_dwell_s": flat(lambda x: x[6].expected_dwell_s),
             "propensity": flat(lambda x: x[7]),
         }
-        return _table(schema, cols)
 
 
-class RequestLog:
-    """The requests of one shard (abandoned ones included), kept per served batch like
-    :class:`ExposureLog` and laid out as the ``requests`` table at the end."""
+class RequestLog(_BatchLog):
+    """The ``requests`` table: one row per request, abandoned ones included."""
 
-    def __init__(self):
-        self.batches: list[tuple] = []
-        self.rows = 0
+    table = "requests"
 
     def append(self, arm: str, scenario: str, now: float, reqs, n_cand: int, latency, batch_size: int) -> None:
-        self.batches.append((arm, scenario, now, [(r.user, r.session, r.request) for r in reqs],
-                             n_cand, np.asarray(latency, np.float64), batch_size))
-        self.rows += len(reqs)
+        self._keep(arm, scenario, now, reqs, n_cand, np.asarray(latency, np.float64), batch_size, rows=len(reqs))
 
-    def to_table(self) -> pa.Table:
-        schema = with_version(SCHEMAS["requests"], "requests")
-        if not self.batches:
-            return schema.empty_table()
+    def _columns(self) -> dict:
         b = self.batches
         sizes = np.array([len(x[3]) for x in b])
-        ids = np.array([t for x in b for t in x[3]], np.int64).reshape(-1, 3)
-        now = np.repeat(np.array([x[2] for x in b]), sizes)
-        cols = {
-            "request": ids[:, 2], "user": ids[:, 0], "session": ids[:, 1],
-            "arm": _repeat_strings([x[0] for x in b], sizes),
-            "ts": now,
-            "day": np.floor(now / DAY).astype(np.int32),
-            "scenario": _repeat_strings([x[1] for x in b], sizes),
+        return {
+            **self._common(sizes, 1),
             "n_candidates": np.repeat(np.array([x[4] for x in b], np.int32), sizes),
             "latency_ms": np.concatenate([x[5] for x in b]),
             "batch_size": np.repeat(np.array([x[6] for x in b], np.int32), sizes),
         }
-        return _table(schema, cols)
 
 
 def _repeat_strings(values: list[str], counts: np.ndarray) -> pa.Array:
@@ -335,11 +344,6 @@ def _repeat_strings(values: list[str], counts: np.ndarray) -> pa.Array:
     names = sorted(set(values))
     codes = np.repeat(np.array([names.index(v) for v in values], np.int32), counts)
     return pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names, pa.string())).cast(pa.string())
-
-
-def _table(schema: pa.Schema, cols: dict) -> pa.Table:
-    return pa.Table.from_arrays([c if isinstance(c := cols[f.name], pa.Array) else pa.array(c, f.type)
-                                 for f in schema], schema=schema)
 
 
 def features_schema(world: World) -> pa.Schema:

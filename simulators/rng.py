@@ -68,15 +68,24 @@ def _scalar(x) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
+def _hash(key, u: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """The two SplitMix64 rounds over (key, unit, counter) uint64 arrays (broadcast)."""
+    return _mix(_mix(key ^ (u * _GOLD)) + (c + np.uint64(1)) * _GOLD)
+
+
+def _to_uniform(b: np.ndarray) -> np.ndarray:
+    return ((b >> np.uint64(11)).astype(np.float64) + 0.5) / _TWO53
+
+
+def _u64(x) -> np.ndarray:
+    """At least one dimension: numpy scalars warn on wrap-around, arrays wrap silently."""
+    return np.atleast_1d(np.asarray(x, dtype=np.int64)).astype(np.uint64)
+
+
 def bits(key: np.uint64, unit, counter=0) -> np.ndarray:
     """64 random bits per (unit, counter) pair (broadcast)."""
-    u = np.asarray(unit, dtype=np.int64).astype(np.uint64)
-    c = np.asarray(counter, dtype=np.int64).astype(np.uint64)
-    if u.ndim == 0 or c.ndim == 0:  # numpy scalars warn on wrap-around; arrays wrap silently
-        u, c = np.atleast_1d(u), np.atleast_1d(c)
-        if np.ndim(unit) == 0 and np.ndim(counter) == 0:
-            return _mix(_mix(key ^ (u * _GOLD)) + (c + np.uint64(1)) * _GOLD)[0]
-    return _mix(_mix(key ^ (u * _GOLD)) + (c + np.uint64(1)) * _GOLD)
+    z = _hash(key, _u64(unit), _u64(counter))
+    return z[0] if np.ndim(unit) == 0 and np.ndim(counter) == 0 else z
 
 
 def uniform(key: np.uint64, unit, counter=0) -> np.ndarray:
@@ -84,8 +93,7 @@ def uniform(key: np.uint64, unit, counter=0) -> np.ndarray:
     scalar, bit-identical to the vectorised result."""
     if _scalar(unit) and _scalar(counter):
         return np.float64(((_bits_int(int(key), int(unit), int(counter)) >> 11) + 0.5) / _TWO53)
-    b = bits(key, unit, counter) >> np.uint64(11)
-    return (b.astype(np.float64) + 0.5) / _TWO53
+    return _to_uniform(bits(key, unit, counter))
 
 
 def uniforms(keys, unit, counters) -> np.ndarray:
@@ -93,12 +101,10 @@ def uniforms(keys, unit, counters) -> np.ndarray:
     counters[s])`` (bit-identical), stacked on a new first axis.  The per-call overhead
     of small arrays dominates the simulation's response draws; this pays it once."""
     k = np.array([int(x) for x in keys], np.uint64)
-    c = np.stack(np.broadcast_arrays(*[np.asarray(x, np.int64) for x in counters]))
-    u = np.asarray(unit, np.int64).astype(np.uint64).reshape(np.shape(unit) or (1,))  # no numpy-scalar wrap warnings
-    shape = (len(k),) + (1,) * max(c.ndim - 1, u.ndim)
-    z = _mix(k.reshape(shape) ^ (u * _GOLD)[None])
-    b = _mix(z + (c.astype(np.uint64) + np.uint64(1)) * _GOLD) >> np.uint64(11)
-    return (b.astype(np.float64) + 0.5) / _TWO53
+    c = np.stack(np.broadcast_arrays(*[np.asarray(x, np.int64) for x in counters])).astype(np.uint64)
+    u = _u64(unit)
+    k = k.reshape((len(k),) + (1,) * max(c.ndim - 1, u.ndim))
+    return _to_uniform(_hash(k, u[None], c))
 
 
 def box_muller(u1: np.ndarray, u2: np.ndarray) -> np.ndarray:
