@@ -26,8 +26,8 @@ The paper's full text is not available to us; this module follows the seed summa
    scalar ``a`` (``"scaled"``), or ``main`` alone (``"off"``: no reward head, no TSP).
 5. **TSP** (training only): for a row whose dataset found a *diff* row of the same user
    (same scenario by default) with the opposite click label 60 s to 7 days apart
-   (mined by ``simab.simulators.datasets.mine_pairs``; ``tsp_window_s`` and
-   ``tsp_same_scenario`` describe how, see :func:`configure_pair_mining`), the reward
+   (mined by ``simab.policies.pair_mining.mine_pairs``; ``tsp_window_s`` and
+   ``tsp_same_scenario`` describe how, see :func:`with_pair_rules`), the reward
    of the clicked item is pushed above that of the unclicked one:
    ``L_tsp = mean softplus(-s·(r(target) - r(diff)))`` with ``s = +1`` when the target
    was clicked and ``-1`` otherwise (``tsp_loss="logistic"``; ``"hinge"`` uses
@@ -124,7 +124,7 @@ class AMEN(NeuralPolicy):
         "tsp_margin": 1.0,
         "tsp_context": "current",
         # Pair mining is done by the dataset; these record how it must be configured
-        # (``configure_pair_mining``) and enter the checkpoint's spec.
+        # (``with_pair_rules``) and enter the checkpoint's spec.
         "tsp_window_s": [60.0, 604800.0],
         "tsp_same_scenario": True,
     }
@@ -142,8 +142,7 @@ class AMEN(NeuralPolicy):
         att = p["attention_dim"]
         self.bank = EmbeddingBank(feature_spec, d, ["item", "cat", "shop", "price", "scenario", "profile",
                                                     "scene", "gap"])
-        n_fields = len(feature_spec.profile_sizes) + 1 + 4
-        main_in = n_fields * d + 1
+        main_in = feature_spec.input_width(d)
         path_dims = []
         if p["use_item_pathway"]:
             self.item_mhta = MultiHeadTargetAttention(2 * d, 3 * d, att, p["n_heads"], p["dropout"])
@@ -243,11 +242,10 @@ class AMEN(NeuralPolicy):
             self.train(was)
 
     def fit(self, train: Any, val: Any = None, **trainer_options: Any) -> dict:
-        """Mine the training set's TSP pairs with this policy's window and scenario rule
-        (:func:`configure_pair_mining`), then train as any neural policy."""
-        if hasattr(train, "pair_window"):
-            configure_pair_mining(train, self.params)
-        return super().fit(train, val, **trainer_options)
+        """Train as any neural policy on the training rows with TSP pairs mined by this
+        policy's window and scenario rule (:func:`with_pair_rules`); ``train`` itself is
+        left as it was (arms with other rules may share it)."""
+        return super().fit(with_pair_rules(train, self.params), val, **trainer_options)
 
     def tsp_loss(self, batch: Batch) -> torch.Tensor | None:
         """Pairwise loss on the rewards stashed by the last training ``forward``; ``None``
@@ -298,16 +296,15 @@ class PairContextSource:
             yield batch
 
 
-def configure_pair_mining(dataset: Any, params: dict) -> None:
-    """Set a ``LogDataset``'s TSP pair mining from AMEN params (``tsp_window_s``,
-    ``tsp_same_scenario``) before its ``pairs`` are first used; a dataset that has
-    already mined pairs with other settings is re-mined."""
+def with_pair_rules(dataset: Any, params: dict) -> Any:
+    """``dataset`` with its TSP pairs mined by the rules in AMEN ``params``
+    (``tsp_window_s``, ``tsp_same_scenario``; defaults where absent): a new view of a
+    ``LogDataset`` whose rules differ, the dataset itself otherwise.  A source without
+    pair mining (e.g. synthetic batches) is returned unchanged."""
+    if not hasattr(dataset, "with_pair_mining"):
+        return dataset
     window = tuple(float(x) for x in params.get("tsp_window_s", AMEN.DEFAULTS["tsp_window_s"]))
     same = bool(params.get("tsp_same_scenario", AMEN.DEFAULTS["tsp_same_scenario"]))
-    if tuple(dataset.pair_window) != window or dataset.pair_same_scenario != same:
-        dataset.pair_window = window
-        dataset.pair_same_scenario = same
-        dataset._pairs = None
-
+    return dataset.with_pair_mining(window, same)
 
 register_policy("amen", AMEN, AMEN.load)

@@ -99,6 +99,20 @@ def make_policy(
     return policy
 
 
+def build_policy(name: str, params: Mapping[str, Any] | None, feature_spec: FeatureSpec, seed: int,
+                 *, key: str = "policy") -> Policy:
+    """``make_policy`` with weights initialised from ``seed`` (global RNG untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make_policy(name, params, feature_spec, key=key)
+
+
+def has_weights(policy: Policy) -> bool:
+    """Whether ``policy`` is a torch module whose learned weights a checkpoint stores
+    (every ``NeuralPolicy``; the fixed policies of ``simple.py`` are not)."""
+    return isinstance(policy, torch.nn.Module)
+
+
 def check_choices(name: str, params: Mapping[str, Any], choices: Mapping[str, tuple[str, ...]]) -> None:
     """Each parameter named in ``choices`` must be one of its allowed strings."""
     for k, allowed in choices.items():

@@ -26,12 +26,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from simab import __version__
+from simab.atomic import write_atomic
 from simab.errors import SimabError
-from simab.policies.base import BatchSource, Policy, make_policy
+from simab.policies.base import (
+    BatchSource,
+    Policy,
+    build_policy,
+    check_params,
+    has_weights,
+    make_policy,
+)
 from simab.policies.features import FeatureSpec
-from simab.policies.neural import NeuralPolicy
+from simab.version import __version__
 
 FORMAT = 1
 WEIGHTS, SPEC, METRICS = "weights.pt", "spec.json", "metrics.json"
@@ -54,22 +62,8 @@ def canonical_json(x: Any) -> str:
     return json.dumps(_jsonable(x), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_json(path: Path, obj: Any) -> None:
-    def write(tmp: str) -> None:
-        Path(tmp).write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n")
-
-    _atomic_write(path, write)
+    write_atomic(path, json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n")
 
 
 def write_metrics(directory: str | Path, metrics: Mapping[str, Any]) -> None:
@@ -78,12 +72,12 @@ def write_metrics(directory: str | Path, metrics: Mapping[str, Any]) -> None:
     _write_json(directory / METRICS, metrics)
 
 
-def save_checkpoint(policy: NeuralPolicy, directory: str | Path, metrics: Mapping[str, Any] | None = None) -> None:
-    """Write ``policy`` to ``directory`` (created if needed; each file replaced atomically)."""
+def save_checkpoint(policy: nn.Module, directory: str | Path, metrics: Mapping[str, Any] | None = None) -> None:
+    """Write ``policy`` (a ``NeuralPolicy``) to ``directory`` (created if needed; each file replaced atomically)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in policy.state_dict().items()}
-    _atomic_write(directory / WEIGHTS, lambda tmp: torch.save(state, tmp))
+    write_atomic(directory / WEIGHTS, lambda tmp: torch.save(state, tmp))
     _write_json(directory / SPEC, {
         "format": FORMAT,
         "simab_version": __version__,
@@ -121,8 +115,8 @@ def load_checkpoint(
     name: str | None = None,
     params: Mapping[str, Any] | None = None,
     feature_spec: FeatureSpec | None = None,
-) -> NeuralPolicy:
-    """Load a checkpoint, refusing it when it is not what the caller asked for.
+) -> nn.Module:
+    """Load a checkpoint (a ``NeuralPolicy``), refusing it when it is not what the caller asked for.
 
     ``name``/``params``/``feature_spec`` (each optional) are compared with the stored
     spec; ``params`` are compared after merging the policy's defaults.
@@ -148,11 +142,9 @@ def load_checkpoint(
                 source=spec_path, key=f"feature_spec.{diff}")
     with torch.random.fork_rng(devices=[]):
         policy = make_policy(spec["policy"], spec["params"], stored_spec, key="policy")
-    if not isinstance(policy, NeuralPolicy):
+    if not has_weights(policy):
         raise SimabError(f"policy {spec['policy']!r} is not a neural policy", source=spec_path, key="policy")
     if params is not None:
-        from simab.policies.base import check_params
-
         asked = check_params(policy.name, params, type(policy).DEFAULTS)
         diff = _first_difference(policy.params, asked)
         if diff is not None:
@@ -200,11 +192,9 @@ def load_or_train(
     or a freshly trained one that is then stored (written to a temporary directory and
     renamed, so a reader never sees half an entry).  Policies that do not learn weights
     are fitted and returned without caching."""
-    from simab.policies.trainer import build_policy
-
     config = replace(trainer_config, seed=seed)
     policy = build_policy(name, params, feature_spec, seed)
-    if not isinstance(policy, NeuralPolicy):
+    if not has_weights(policy):
         return policy, policy.fit(train_source, val_source) or {}, False
     key = cache_key(world_spec, name, policy.params, seed, config.result_relevant())
     cache_dir = Path(cache_dir)

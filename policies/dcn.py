@@ -31,7 +31,7 @@ class DCN(NeuralPolicy):
         if p["structure"] not in ("parallel", "stacked"):
             raise SimabError(f"must be 'parallel' or 'stacked', got {p['structure']!r}", key="params.structure")
         self.bank = EmbeddingBank(feature_spec, d, ["item", "cat", "shop", "price", "scenario", "profile"])
-        x_dim = (len(feature_spec.profile_sizes) + 1 + 4 + 2) * d + 1
+        x_dim = feature_spec.input_width(d, short_seq=True)
         self.cross = CrossNetworkV2(x_dim, p["cross_layers"])
         self.deep = MLP(x_dim, p["mlp_units"], activation=p["activation"], dropout=p["dropout"])
         head_in = x_dim + self.deep.out_dim if p["structure"] == "parallel" else self.deep.out_dim

@@ -36,8 +36,7 @@ class DeepFM(NeuralPolicy):
         self.bias = nn.Parameter(torch.zeros(1))
         self.pop_weight = nn.Linear(1, 1, bias=False)
         self.fm = FactorizationMachine()
-        n_fields = len(feature_spec.profile_sizes) + 1 + 4 + 2
-        self.dnn = MLP(n_fields * d + 1, p["mlp_units"], out_dim=1, activation=p["activation"], dropout=p["dropout"])
+        self.dnn = MLP(feature_spec.input_width(d, short_seq=True), p["mlp_units"], out_dim=1, activation=p["activation"], dropout=p["dropout"])
 
     def _fields(self, bank: EmbeddingBank, batch: Batch) -> torch.Tensor:
         fields = candidate_fields(bank, batch)

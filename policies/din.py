@@ -24,8 +24,8 @@ class DIN(NeuralPolicy):
         self.bank = EmbeddingBank(feature_spec, d, ["item", "cat", "shop", "price", "scenario", "profile"])
         self.attention = ActivationUnitAttention(2 * d, p["attention_units"], activation=p["activation"],
                                                  softmax=p["attention_softmax"])
-        n_fields = len(feature_spec.profile_sizes) + 1 + 4
-        self.mlp = MLP(n_fields * d + 2 * d + 1, p["mlp_units"], out_dim=1,
+        # the attended interest has the width of the short sequence's item ⊕ category
+        self.mlp = MLP(feature_spec.input_width(d, short_seq=True), p["mlp_units"], out_dim=1,
                        activation=p["activation"], dropout=p["dropout"])
 
     def forward(self, batch: Batch) -> torch.Tensor:

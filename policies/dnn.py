@@ -27,8 +27,7 @@ class DNN(NeuralPolicy):
         super().__init__(params, feature_spec)
         d, p = self.params["embedding_dim"], self.params
         self.bank = EmbeddingBank(feature_spec, d, ["item", "cat", "shop", "price", "scenario", "profile"])
-        n_fields = len(feature_spec.profile_sizes) + 1 + 4
-        self.mlp = MLP(n_fields * d + 2 * d + 1, p["mlp_units"], out_dim=1,
+        self.mlp = MLP(feature_spec.input_width(d, short_seq=True), p["mlp_units"], out_dim=1,
                        activation=p["activation"], dropout=p["dropout"])
 
     def forward(self, batch: Batch) -> torch.Tensor:

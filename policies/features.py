@@ -1,5 +1,9 @@
 """The feature contract between the world's logs and every policy.
 
+This module imports neither torch nor the world: the world's side is
+:mod:`simab.policies.world_features` (vocabulary sizes from a world spec, batches from
+snapshots), the models' side sizes layers from :class:`FeatureSpec`.
+
 A *batch* is a ``dict[str, torch.Tensor]``.  ``B`` is the number of requests (or
 training rows), ``C`` the number of candidates per request (``C == 1`` for training
 rows), ``L``/``A``/``M``/``N`` the padded lengths of the short target-domain click
@@ -45,14 +49,20 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
 
 LABEL_KEYS = ("label", "conv", "weight")
 
+#: Embedding fields of the target item: id, category, shop, price bucket.
+N_TARGET_FIELDS = 4
+#: Embedding fields of a summarised behaviour sequence: item ⊕ category.
+N_SEQUENCE_FIELDS = 2
+
 
 @dataclass(frozen=True)
 class FeatureSpec:
     """Vocabulary sizes (including the padding id 0) and padded lengths.
 
-    Built by the world (``World.feature_spec()``); policies size their embedding
-    tables from it, so a policy trained on one world refuses another world whose
-    vocabularies differ (the spec is stored in the checkpoint).
+    Built from a world spec by :func:`simab.policies.world_features.feature_spec_of`;
+    policies size their embedding tables and layer widths from it, so a policy trained
+    on one world refuses another world whose vocabularies differ (the spec is stored in
+    the checkpoint).
     """
 
     n_users: int
@@ -71,6 +81,24 @@ class FeatureSpec:
     moveline_len: int = 50
     lifelong_len: int = 2000
     provides: tuple[str, ...] = field(default_factory=lambda: tuple(FEATURE_GROUPS))
+
+    @property
+    def n_profile_fields(self) -> int:
+        """Categorical profile fields, one embedding each."""
+        return len(self.profile_sizes)
+
+    def n_fields(self, *, scenario: bool = True, target: bool = True, short_seq: bool = False) -> int:
+        """Embedding fields a model stacks per candidate: the profile fields, the
+        scenario (``scenario``), the target's four fields (``target``) and the short
+        sequence summarised as item ⊕ category (``short_seq``)."""
+        return (self.n_profile_fields + int(scenario) + N_TARGET_FIELDS * int(target)
+                + N_SEQUENCE_FIELDS * int(short_seq))
+
+    def input_width(self, dim: int, *, scenario: bool = True, target: bool = True, short_seq: bool = False,
+                    item_pop: bool = True) -> int:
+        """Width of those fields' embeddings (``dim`` each) concatenated, plus one for
+        the popularity prior ``item_pop`` when ``item_pop``."""
+        return self.n_fields(scenario=scenario, target=target, short_seq=short_seq) * dim + int(item_pop)
 
     def to_dict(self) -> dict:
         return {

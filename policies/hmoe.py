@@ -18,7 +18,7 @@ from simab.policies.features import FeatureSpec
 from simab.policies.layers import (
     MLP,
     EmbeddingBank,
-    _activation,
+    activation_layer,
     broadcast_candidates,
     candidate_fields,
     masked_mean,
@@ -36,7 +36,7 @@ class ScenarioTowers(nn.Module):
         self.b1 = nn.Parameter(torch.zeros(n_scenarios, hidden))
         self.w2 = nn.Parameter(torch.randn(n_scenarios, hidden) * hidden ** -0.5)
         self.b2 = nn.Parameter(torch.zeros(n_scenarios))
-        self.act = _activation(activation)
+        self.act = activation_layer(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.act(torch.einsum("...si,sih->...sh", x, self.w1) + self.b1)
@@ -53,7 +53,7 @@ class HMoE(NeuralPolicy):
         d, p = self.params["embedding_dim"], self.params
         n_s = max(feature_spec.n_scenarios, len(feature_spec.scenario_names))
         self.bank = EmbeddingBank(feature_spec, d, ["item", "cat", "shop", "price", "scenario", "profile"])
-        x_dim = (len(feature_spec.profile_sizes) + 1 + 4 + 2) * d + 1
+        x_dim = feature_spec.input_width(d, short_seq=True)
         self.experts = nn.ModuleList(
             MLP(x_dim, p["expert_units"], activation=p["activation"], dropout=p["dropout"])
             for _ in range(p["n_experts"])

@@ -33,7 +33,8 @@ VOCABULARIES: dict[str, str] = {
 _NO_PADDING = frozenset({"scenario"})
 
 
-def _activation(name: str) -> nn.Module:
+def activation_layer(name: str) -> nn.Module:
+    """The activation module named ``name`` (a policy's ``activation`` parameter)."""
     acts = {"relu": nn.ReLU, "prelu": nn.PReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
     if name not in acts:
         raise ValueError(f"unknown activation {name!r}; allowed: {sorted(acts)}")
@@ -150,7 +151,7 @@ class MLP(nn.Module):
             layers.append(nn.Linear(d, h))
             if layer_norm:
                 layers.append(nn.LayerNorm(h))
-            layers.append(_activation(activation))
+            layers.append(activation_layer(activation))
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             d = h
@@ -214,7 +215,7 @@ class ActivationUnitAttention(nn.Module):
         self.w_k = nn.Linear(dim, h0, bias=False)
         self.w_d = nn.Linear(dim, h0, bias=False)
         self.w_p = nn.Linear(dim, h0, bias=False)
-        self.act = _activation(activation)
+        self.act = activation_layer(activation)
         self.rest = MLP(h0, hidden[1:], out_dim=1, activation=activation)
         self.softmax = softmax
 

@@ -193,8 +193,7 @@ class LCN(NeuralPolicy):
                              f"{p['crp_temperature']}", key="params.crp_weight")
         self.bank = EmbeddingBank(feature_spec, d, ["item", "cat", "shop", "price", "scenario", "profile",
                                                     "action", "gap"])
-        n_fields = len(feature_spec.profile_sizes) + 1 + 4
-        in_dim = n_fields * d + 1
+        in_dim = feature_spec.input_width(d)
         if p["short_seq"] == "din":
             self.short_attention = ActivationUnitAttention(2 * d, p["attention_units"], activation=p["activation"])
             in_dim += 2 * d

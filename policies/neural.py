@@ -18,7 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from simab.policies.base import Batch, BatchSource, check_params
+from simab.policies.checkpoint import load_checkpoint, save_checkpoint
 from simab.policies.features import FEATURE_GROUPS, LABEL_KEYS, FeatureSpec
+from simab.policies.trainer import TrainerConfig, fit
 
 #: Hyper-parameters every neural policy accepts.
 COMMON_DEFAULTS: dict[str, Any] = {
@@ -86,20 +88,14 @@ class NeuralPolicy(nn.Module):
 
     def fit(self, train: BatchSource, val: BatchSource | None = None, **trainer_options: Any) -> dict:
         """Train with :func:`simab.policies.trainer.fit`; options are ``TrainerConfig`` fields."""
-        from simab.policies.trainer import TrainerConfig, fit
-
         return fit(self, train, val, TrainerConfig.from_options(trainer_options))
 
     def save(self, directory: str | Path, metrics: dict | None = None) -> None:
-        from simab.policies.checkpoint import save_checkpoint
-
         save_checkpoint(self, directory, metrics)
 
     @classmethod
     def load(cls, directory: str | Path) -> NeuralPolicy:
         """Load a checkpoint written by :meth:`save`; refuses one of another policy."""
-        from simab.policies.checkpoint import load_checkpoint
-
         return load_checkpoint(directory, name=cls.name)
 
     def extra_repr(self) -> str:

@@ -56,8 +56,7 @@ class SIM(NeuralPolicy):
         self.bank = EmbeddingBank(feature_spec, d, vocabs)
         self.short_attention = ActivationUnitAttention(2 * d, p["attention_units"], activation=p["activation"])
         self.esu = MultiHeadTargetAttention(2 * d, 4 * d, 2 * d, n_heads=p["n_heads"])
-        n_fields = len(feature_spec.profile_sizes) + 1 + 4
-        self.mlp = MLP(n_fields * d + 4 * d + 3, p["mlp_units"], out_dim=1,
+        self.mlp = MLP(feature_spec.n_fields() * d + 4 * d + 3, p["mlp_units"], out_dim=1,
                        activation=p["activation"], dropout=p["dropout"])
 
     def forward(self, batch: Batch) -> torch.Tensor:

@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from simab.errors import SimabError
-from simab.policies import trainer as _trainer
+from simab.policies import trainer
 from simab.policies.base import Batch, BatchSource, make_policy, register_policy
 from simab.policies.features import FeatureSpec
 from simab.policies.layers import MLP, candidate_fields
@@ -209,7 +209,7 @@ class SSIM(NeuralPolicy):
         self.backbone: NeuralPolicy = make_policy(p["backbone"], {**common, **p["backbone_params"]}, feature_spec)
         self.n_scenarios = max(feature_spec.n_scenarios, len(feature_spec.scenario_names))
         d = p["embedding_dim"]
-        in_dim = (len(feature_spec.profile_sizes) + 4) * d + 1
+        in_dim = feature_spec.input_width(d, scenario=False)
         self.selector = SelectionNetwork(in_dim, list(p["selector_units"]), self.n_scenarios, p["activation"])
         #: The backbone's weights at construction: retrain starts from them (seed: retrain phase).
         self.initial_backbone_state = copy.deepcopy(self.backbone.state_dict())
@@ -346,7 +346,7 @@ class SSIM(NeuralPolicy):
     def fit(self, train: BatchSource, val: BatchSource | None = None, **trainer_options: Any) -> dict:
         """Search (unless the selection is random or given by ``shared_in``), select,
         then retrain the backbone from its initial weights with the selector frozen."""
-        config = _trainer.TrainerConfig.from_options(trainer_options)
+        config = trainer.TrainerConfig.from_options(trainer_options)
         base = train
         metrics: dict[str, Any] = {}
         if self.params["shared_in"]:
@@ -356,7 +356,7 @@ class SSIM(NeuralPolicy):
                 self.phase = "search"
                 for prm in self.selector.parameters():
                     prm.requires_grad_(True)
-                metrics["search"] = _trainer.fit(self, RowSource(base), val, config)
+                metrics["search"] = trainer.fit(self, RowSource(base), val, config)
             self.shared_table = self.select(base, seed=config.seed)
             mask = self.shared_table.column("shared").to_numpy(zero_copy_only=False)
             if self.params["shared_out"]:
@@ -365,7 +365,7 @@ class SSIM(NeuralPolicy):
         self.phase = "retrain"
         for prm in self.selector.parameters():
             prm.requires_grad_(False)
-        retrain = _trainer.fit(self, RowSource(base, shared=mask), val, config)
+        retrain = trainer.fit(self, RowSource(base, shared=mask), val, config)
         metrics.update(retrain)
         metrics["shared_frac"] = float(mask.mean()) if len(mask) else 0.0
         return metrics

@@ -14,7 +14,7 @@ from simab.policies.features import FeatureSpec
 from simab.policies.layers import (
     MLP,
     EmbeddingBank,
-    _activation,
+    activation_layer,
     broadcast_candidates,
     candidate_fields,
     masked_mean,
@@ -88,13 +88,13 @@ class STAR(NeuralPolicy):
         d, p = self.params["embedding_dim"], self.params
         n_s = max(feature_spec.n_scenarios, len(feature_spec.scenario_names))
         self.bank = EmbeddingBank(feature_spec, d, ["item", "cat", "shop", "price", "scenario", "profile"])
-        x_dim = (len(feature_spec.profile_sizes) + 4 + 2) * d + 1
+        x_dim = feature_spec.input_width(d, scenario=False, short_seq=True)
         self.norm = PartitionedNorm(x_dim, n_s)
         dims = [x_dim, *p["mlp_units"], 1]
         self.star = nn.ModuleList(StarLinear(a, b, n_s) for a, b in zip(dims[:-1], dims[1:], strict=True))
-        self.act = _activation(p["activation"])
+        self.act = activation_layer(p["activation"])
         self.dropout = nn.Dropout(p["dropout"])
-        self.aux = MLP((len(feature_spec.profile_sizes) + 1) * d, p["aux_units"], out_dim=1,
+        self.aux = MLP(feature_spec.n_fields(target=False) * d, p["aux_units"], out_dim=1,
                        activation=p["activation"])
 
     def forward(self, batch: Batch) -> torch.Tensor:

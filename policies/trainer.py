@@ -3,7 +3,7 @@
 ``fit`` trains a :class:`~simab.policies.neural.NeuralPolicy` with Adam, early
 stopping on validation AUC and best-weights restore; ``evaluate`` computes AUC, GAUC
 and logloss overall and per scenario; ``train_policy`` is what ``simab train`` calls.
-Determinism: a seed fixes weight initialisation (``build_policy``), data order
+Determinism: a seed fixes weight initialisation (``base.build_policy``), data order
 (``BatchSource.batches(shuffle=True, seed=seed + epoch)``) and dropout; on CPU two
 runs with one seed give identical metrics.
 """
@@ -22,12 +22,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from simab.errors import SimabError
-from simab.policies.base import BatchSource, Policy, make_policy
+from simab.policies.base import BatchSource, Policy, build_policy, has_weights
+from simab.policies.checkpoint import save_checkpoint, write_metrics
 from simab.policies.features import FeatureSpec
 from simab.policies.metrics import offline_metrics
-from simab.policies.neural import NeuralPolicy
 
 
 @dataclass(frozen=True)
@@ -102,14 +103,6 @@ def deterministic() -> Iterator[None]:
         torch.use_deterministic_algorithms(before, warn_only=before_warn)
 
 
-def build_policy(name: str, params: Mapping[str, Any] | None, feature_spec: FeatureSpec, seed: int,
-                 *, key: str = "policy") -> Policy:
-    """``make_policy`` with weights initialised from ``seed`` (global RNG untouched)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return make_policy(name, params, feature_spec, key=key)
-
-
 def _autocast(device: torch.device, amp: bool) -> tuple[contextlib.AbstractContextManager, torch.amp.GradScaler | None]:
     if not (amp and device.type == "cuda"):
         return contextlib.nullcontext(), None
@@ -118,8 +111,8 @@ def _autocast(device: torch.device, amp: bool) -> tuple[contextlib.AbstractConte
     return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
 
 
-def fit(policy: NeuralPolicy, train: BatchSource, val: BatchSource | None, config: TrainerConfig) -> dict:
-    """Train ``policy`` in place; return validation metrics (``evaluate``'s dict, for
+def fit(policy: nn.Module, train: BatchSource, val: BatchSource | None, config: TrainerConfig) -> dict:
+    """Train ``policy`` (a ``NeuralPolicy``) in place; return validation metrics (``evaluate``'s dict, for
     the best epoch) plus a ``train`` record (steps, epochs, losses, throughput)."""
     from tqdm.auto import tqdm
 
@@ -175,7 +168,7 @@ def fit(policy: NeuralPolicy, train: BatchSource, val: BatchSource | None, confi
     return out
 
 
-def _train_step(policy: NeuralPolicy, batch: dict, optimizer: torch.optim.Optimizer, device: torch.device,
+def _train_step(policy: nn.Module, batch: dict, optimizer: torch.optim.Optimizer, device: torch.device,
                 amp: bool) -> torch.Tensor:
     autocast, scaler = _autocast(device, amp)
     optimizer.zero_grad(set_to_none=True)
@@ -239,7 +232,7 @@ def train_policy(name: str, params: Mapping[str, Any] | None, feature_spec: Feat
     counts) and evaluated, but only neural policies are checkpointed.
     """
     policy = build_policy(name, params, feature_spec, config.seed)
-    if isinstance(policy, NeuralPolicy):
+    if has_weights(policy):
         metrics = fit(policy, train, val, config)
     else:
         metrics = {"train": policy.fit(train, val)}
@@ -248,9 +241,7 @@ def train_policy(name: str, params: Mapping[str, Any] | None, feature_spec: Feat
     metrics["evaluated_on"] = "val" if val is not None else "train"
     metrics["policy"] = name
     if out_dir is not None:
-        from simab.policies.checkpoint import save_checkpoint, write_metrics
-
-        if isinstance(policy, NeuralPolicy):
+        if has_weights(policy):
             save_checkpoint(policy, out_dir, metrics)
         else:
             write_metrics(out_dir, metrics)

@@ -27,7 +27,7 @@ import time
 def _child(preset: str, users: int, sample: int, days: float) -> dict:
     import numpy as np
 
-    from simab.simulators.datasets import FeatureBuilder, Snapshot
+    from simab.policies.world_features import FeatureBuilder, Snapshot
     from simab.simulators.spec import world_spec
     from simab.simulators.world import World
     from simab.world_cmd import sample_pre_period

@@ -55,9 +55,9 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    from simab.policies.amen import configure_pair_mining
     from simab.policies.checkpoint import load_or_train
     from simab.policies.trainer import TrainerConfig
+    from simab.policies.world_features import feature_spec_of
     from simab.runner import pre_period, training_data
     from simab.simulators.spec import world_spec
     from simab.simulators.world import World
@@ -81,10 +81,8 @@ def main() -> None:
         for label in labels:
             name, extra = MODELS[label]
             params = {**shared, **extra}
-            if name == "amen":
-                configure_pair_mining(train, params)
             t = time.perf_counter()
-            policy, m, cached = load_or_train(args.cache, world.spec_dict(), name, params, world.feature_spec(),
+            policy, m, cached = load_or_train(args.cache, world.spec_dict(), name, params, feature_spec_of(world.spec),
                                               seed, train, val, cfg)
             policies[(label, seed)] = policy
             mc = m["per_scenario"].get("marketing_channel", {})
@@ -95,7 +93,6 @@ def main() -> None:
             print(f"seed {seed} {label:24s} auc {row['auc']:.4f} gauc {row['gauc']:.4f} "
                   f"logloss {row['logloss']:.4f} mc_auc {row['mc_auc']:.4f} "
                   f"({'cached' if cached else f'{time.perf_counter() - t:.0f}s'})", flush=True)
-    configure_pair_mining(train, {})
 
     tsp = tsp_figure(policies, val, seeds[0], out) if {"AMEN", "AMEN w/o TSP"} <= set(labels) else None
     campaign = None

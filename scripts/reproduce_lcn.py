@@ -107,6 +107,7 @@ def train_config(args: argparse.Namespace, seed: int):
 
 def offline(args: argparse.Namespace) -> tuple[dict, dict]:
     from simab.policies.checkpoint import load_or_train
+    from simab.policies.world_features import feature_spec_of
 
     t0 = time.perf_counter()
     world, train, val = load_world(args.users, args.length, args.seed, args.cache)
@@ -123,7 +124,7 @@ def offline(args: argparse.Namespace) -> tuple[dict, dict]:
             name, extra = MODELS[label]
             t = time.perf_counter()
             _, m, cached = load_or_train(args.cache, world.spec_dict(), name, model_params(args, name, extra),
-                                         world.feature_spec(), seed, train, val, train_config(args, seed))
+                                         feature_spec_of(world.spec), seed, train, val, train_config(args, seed))
             row = {"seed": seed, "auc": m["auc"], "gauc": m["gauc"], "logloss": m["logloss"],
                    "seconds": m.get("train", {}).get("seconds", math.nan), "cached": cached}
             results[label].append(row)
@@ -201,6 +202,7 @@ def cost(args: argparse.Namespace, fs) -> dict:
 def scaling(args: argparse.Namespace) -> dict:
     """AUC of LCN and LCN full attention on worlds whose lifelong length varies (one seed)."""
     from simab.policies.checkpoint import load_or_train
+    from simab.policies.world_features import feature_spec_of
 
     out: dict[str, dict] = {}
     for length in [int(x) for x in args.scaling_lengths.split(",") if x]:
@@ -209,7 +211,7 @@ def scaling(args: argparse.Namespace) -> dict:
         for label in [m.strip() for m in args.scaling_models.split(",") if m.strip()]:
             name, extra = MODELS[label]
             _, m, _ = load_or_train(args.cache, world.spec_dict(), name, model_params(args, name, extra),
-                                    world.feature_spec(), args.seed, train, val, train_config(args, args.seed))
+                                    feature_spec_of(world.spec), args.seed, train, val, train_config(args, args.seed))
             row[label] = {"auc": m["auc"], "gauc": m["gauc"], "logloss": m["logloss"],
                           "train_seconds": m.get("train", {}).get("seconds", math.nan)}
         out[str(length)] = row
@@ -396,10 +398,10 @@ def main() -> None:
         world_size, new["offline"] = offline(args)
         size.update(world_size)
     if "cost" in parts:
+        from simab.policies.world_features import feature_spec_of
         from simab.simulators.spec import world_spec
-        from simab.simulators.world import World
 
-        fs = World.build(world_spec(world_table(50, args.length)), args.seed).feature_spec()
+        fs = feature_spec_of(world_spec(world_table(50, args.length)))
         new["cost"] = cost(args, fs)
     if "scaling" in parts:
         new["scaling"] = scaling(args) if args.scaling_lengths else None

@@ -91,6 +91,7 @@ def main() -> None:  # noqa: C901 - one linear experiment script
     torch.set_num_threads(args.threads)
     from simab.policies.ssim import RowSource
     from simab.policies.trainer import TrainerConfig, build_policy, evaluate, fit
+    from simab.policies.world_features import feature_spec_of
     from simab.runner import pre_period, training_data
     from simab.simulators.spec import world_spec
     from simab.simulators.world import World
@@ -133,7 +134,7 @@ def main() -> None:  # noqa: C901 - one linear experiment script
         world = World.build(world_spec({"preset": preset, "n_users": args.users,
                                        **json.loads(args.world_override)}), args.seed)
         train, val = training_data(world, pre_period(world, Path(args.cache)))
-        fs = world.feature_spec()
+        fs = feature_spec_of(world.spec)
         names = tuple(world.scenario_names)
         fp = world.fingerprint()
         info = {"fingerprint": fp, "train_rows": int(train.n_rows), "val_rows": int(val.n_rows),

@@ -7,7 +7,7 @@ Python API::
     simab.reports.ratio_comparison(...)                # statistics on your own data
 """
 
-__version__ = "0.1.0"
+from simab.version import __version__
 
 
 def load_campaign(path=None, *, overrides=None):

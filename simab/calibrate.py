@@ -34,7 +34,8 @@ from simab.calibration_stats import (
     rows_of,
 )
 from simab.errors import SimabError
-from simab.sweep import _progress, build_runs, execute
+from simab.progress import progress
+from simab.sweep import build_runs, execute
 
 BATTERIES = ("aa", "known-effect", "peeking", "naive")
 NOMINAL_ALPHA = 0.05
@@ -85,7 +86,7 @@ def run_battery(battery: str, runs: int, out: str | Path, *, workers: int = 1,
     over["seed"] = seed
     shared = "known-effect" if battery == "known-effect" else "aa"
     sweep_runs = build_runs(None, {}, runs, out / shared, base_overrides=over)
-    _progress(f"calibrate {battery}: {runs} campaigns ({over['world']['n_users']} users, "
+    progress(f"calibrate {battery}: {runs} campaigns ({over['world']['n_users']} users, "
               f"{over['duration_days']:g} days each), {workers} worker(s) -> {out}")
     rows, walls, wall = execute(sweep_runs, workers=workers, backend=backend, label=f"calibrate {battery}")
     entry = summarise(battery, rows)
@@ -273,7 +274,7 @@ def calibrate(batteries: list[str], runs: int, out: str | Path, *, workers: int 
               backend: str = "local", seed: int = 0) -> dict:
     """Run the batteries into ``out``; writes calibration.json / calibration.md (merged
     with batteries already recorded there) and returns the JSON document."""
-    from simab.reports.writing import write_atomic
+    from simab.atomic import write_atomic
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -284,7 +285,7 @@ def calibrate(batteries: list[str], runs: int, out: str | Path, *, workers: int 
         data = _merge(out, entry)
         write_atomic(out / "calibration.json", json.dumps(_finite(data), indent=1, allow_nan=False) + "\n")
         write_atomic(out / "calibration.md", calibration_markdown(data))
-        _progress(f"calibrate {b}: {'targets met' if entry['pass'] else 'TARGET MISSED'} "
+        progress(f"calibrate {b}: {'targets met' if entry['pass'] else 'TARGET MISSED'} "
                   f"({time.perf_counter() - started:.0f}s)")
     return data
 

@@ -16,9 +16,9 @@ import pyarrow as pa
 import simpy
 
 from simab.eventlog import SCHEMAS, ColumnBuffer, with_version
+from simab.policies.world_features import SNAPSHOT_FIELDS, FeatureBuilder, Snapshot
 from simab.retrieval import Retriever
 from simab.serving import RankingService, Request
-from simab.simulators.datasets import SNAPSHOT_FIELDS, FeatureBuilder, Snapshot
 from simab.simulators.scenes import BUY, CART, CONTENT, DETAIL, SCENE_NAMES, SURFACE_SCENE
 from simab.simulators.state import UserState
 from simab.simulators.world import World

@@ -16,29 +16,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tomllib
 from pathlib import Path
 
 from simab.errors import SimabError
-
-
-def _parse_set(values: list[str], source: str = "--set") -> dict:
-    """``key=value`` pairs (value parsed as a TOML value, else a string) -> nested dict."""
-    out: dict = {}
-    for kv in values:
-        if "=" not in kv:
-            raise SimabError(f"expected key=value, got {kv!r}", source=source)
-        k, v = kv.split("=", 1)
-        try:
-            val = tomllib.loads(f"x = {v}")["x"]
-        except tomllib.TOMLDecodeError:
-            val = v
-        node = out
-        parts = k.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = val
-    return out
+from simab.overrides import parse_overrides
 
 
 def cmd_run(args) -> int:
@@ -46,7 +27,7 @@ def cmd_run(args) -> int:
     from simab.runner import run_campaign
     from simab.spec import load_campaign
 
-    overrides = _parse_set(args.set or [])
+    overrides = parse_overrides(args.set or [])
     if args.seed is not None:
         overrides["seed"] = args.seed
     spec = load_campaign(args.spec, overrides=overrides or None)
@@ -96,7 +77,7 @@ def cmd_world(args) -> int:
 
 
 def cmd_power(args) -> int:
-    from simab.reports.power import power_cli
+    from simab.power_cmd import power_cli
 
     return power_cli(args.rest)
 
@@ -112,7 +93,7 @@ def cmd_sweep(args) -> int:
 
     grid = parse_grid(args.grid or [])
     res = sweep(args.spec, grid, args.replicates, args.out, workers=args.workers, backend=args.backend,
-                base_overrides=_parse_set(args.set or []), keep_events=args.keep_events)
+                base_overrides=parse_overrides(args.set or []), keep_events=args.keep_events)
     print((res.out / "sweep.md").read_text())
     print(f"table: {res.out / 'sweep.parquet'} ({len(res.rows)} rows from {res.runs} runs)")
     return 0

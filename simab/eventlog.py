@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from simab.atomic import write_atomic
 from simab.errors import SimabError
 
 SCHEMA_VERSION = 1
@@ -163,15 +163,10 @@ def part_path(run_dir: Path, table: str, shard: int) -> Path:
 def write_part(run_dir: Path, table: str, shard: int, data: pa.Table) -> dict:
     """Write one table's part for a shard atomically (temp name, fsync, rename)."""
     path = part_path(run_dir, table, shard)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(data, tmp, compression="zstd")
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, lambda tmp: pq.write_table(data, tmp, compression="zstd"), fsync=True)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise SimabError(f"cannot write the event log: {exc.strerror or exc}", source=str(path)) from None
     return {"rows": data.num_rows, "sha256": _sha256(path)}
 
@@ -208,9 +203,7 @@ class Manifest:
         self.data["shards"].pop(str(shard), None)
 
     def save(self) -> None:
-        tmp = self.path.with_name(f".manifest.json.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(self.data, indent=1, sort_keys=True))
 
 
 def read_table(run_dir: str | Path, table: str, columns: list[str] | None = None) -> pa.Table:

@@ -80,7 +80,7 @@ def assert_lift(
     return c
 
 
-def _report_of(result: Any) -> dict:
+def report_of(result: Any) -> dict:
     """report.json dict from whatever ``simab.run_campaign`` returns (dict, run folder, record)."""
     if isinstance(result, dict):
         return result
@@ -88,7 +88,7 @@ def _report_of(result: Any) -> dict:
         return result.to_json_dict()
     for attribute in ("report", "run_dir"):
         if getattr(result, attribute, None) is not None:
-            return _report_of(getattr(result, attribute))
+            return report_of(getattr(result, attribute))
     run_dir = Path(result)
     if (run_dir / "report.json").exists():
         return json.loads((run_dir / "report.json").read_text())
@@ -114,6 +114,6 @@ def simab_campaign(tmp_path_factory) -> Callable[..., dict]:
         path = None if isinstance(spec, dict) else spec
         campaign = simab.load_campaign(path, overrides=table or None)
         out = tmp_path_factory.mktemp("simab_campaign")
-        return _report_of(simab.run_campaign(campaign, out=out))
+        return report_of(simab.run_campaign(campaign, out=out))
 
     return run

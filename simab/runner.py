@@ -15,7 +15,6 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -28,19 +27,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from simab.assignment import Allocation, buckets
+from simab.atomic import write_atomic
 from simab.errors import SimabError
 from simab.eventlog import Manifest, read_table, write_part
+from simab.progress import progress
 from simab.simulators import rng
 from simab.simulators.world import World
 from simab.spec import CampaignSpec
 
 DAY = 86400.0
 TABLES = ("exposures", "requests", "assignments", "moveline")
-
-
-def _progress(msg: str) -> None:
-    if os.environ.get("SIMAB_QUIET") != "1":
-        print(msg, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- pre-period
@@ -50,9 +46,10 @@ def _pre_period_shard(world_spec, seed: int, s: int, shards: int, tmp: str) -> i
     process pool can run it."""
     from simab.campaign import ShardPlan, ShardSimulation
     from simab.policies.simple import LoggingPolicy
+    from simab.policies.world_features import feature_spec_of
 
     world = World.build(world_spec, seed).with_phase("preperiod")
-    policy = LoggingPolicy({"epsilon": world.spec.logging_epsilon}, world.feature_spec())
+    policy = LoggingPolicy({"epsilon": world.spec.logging_epsilon}, feature_spec_of(world.spec))
     users = np.arange(world.spec.n_users)
     t0 = -world.spec.pre_period_days * DAY
 
@@ -88,7 +85,7 @@ def pre_period(world: World, cache_dir: Path, shards: int = 4, workers: int = 1)
         done = pool.map(_pre_period_shard, *zip(*args, strict=True))
     try:
         for s, rows in enumerate(done):
-            _progress(f"  pre-period shard {s + 1}/{shards}: {rows:,} exposures")
+            progress(f"  pre-period shard {s + 1}/{shards}: {rows:,} exposures")
     finally:
         if workers > 1:
             pool.shutdown()
@@ -102,7 +99,7 @@ def pre_period(world: World, cache_dir: Path, shards: int = 4, workers: int = 1)
 
 def training_data(world: World, folder: Path):
     """The pre-period log as a ``LogDataset`` (C = 1 rows) split by time into train/val."""
-    from simab.simulators.datasets import LogDataset
+    from simab.policies.log_dataset import LogDataset
 
     exp = pa.concat_tables([pq.read_table(p) for p in sorted(folder.glob("exposures-*.parquet"))])
     feats = pa.concat_tables([pq.read_table(p) for p in sorted(folder.glob("features-*.parquet"))])
@@ -136,8 +133,9 @@ def prepare_policies(spec: CampaignSpec, world: World, run_dir: Path, workers: i
     """Fit (or load from cache) every arm's policy; returns picklable descriptions the
     shard workers rebuild policies from."""
     from simab.policies.base import make_policy
+    from simab.policies.world_features import feature_spec_of
 
-    fs = world.feature_spec()
+    fs = feature_spec_of(world.spec)
     out, data = {}, None
     cache = Path(spec.training.cache_dir)
     for arm, a in spec.arms.items():
@@ -149,12 +147,12 @@ def prepare_policies(spec: CampaignSpec, world: World, run_dir: Path, workers: i
         from simab.policies.trainer import TrainerConfig
 
         if data is None:
-            _progress("pre-period: logging policy over the world (cached per world) ...")
+            progress("pre-period: logging policy over the world (cached per world) ...")
             data = training_data(world, pre_period(world, cache, workers=workers))
         t = spec.training
         cfg = TrainerConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, device=t.device,
                             max_steps=t.max_steps, seed=spec.seed)
-        _progress(f"policy {arm}: {a.policy} ...")
+        progress(f"policy {arm}: {a.policy} ...")
         policy, metrics, cached = load_or_train(
             cache if t.cache else run_dir / ".models", world.spec_dict(), a.policy, a.params, fs, spec.seed,
             data[0], data[1], cfg,
@@ -163,7 +161,7 @@ def prepare_policies(spec: CampaignSpec, world: World, run_dir: Path, workers: i
         from simab.policies.checkpoint import save_checkpoint
 
         save_checkpoint(policy, ckpt, metrics)
-        _progress(f"policy {arm}: {'loaded from cache' if cached else 'trained'}; val auc {metrics.get('auc', float('nan')):.4f}")
+        progress(f"policy {arm}: {'loaded from cache' if cached else 'trained'}; val auc {metrics.get('auc', float('nan')):.4f}")
         out[arm] = {"kind": "checkpoint", "name": a.policy, "params": dict(a.params), "dir": str(ckpt),
                     "metrics": metrics}
     return out
@@ -171,12 +169,13 @@ def prepare_policies(spec: CampaignSpec, world: World, run_dir: Path, workers: i
 
 def build_policy(desc: dict, world: World):
     from simab.policies.base import make_policy
+    from simab.policies.world_features import feature_spec_of
 
     if desc["kind"] == "fixed":
-        return make_policy(desc["name"], desc["params"], world.feature_spec())
+        return make_policy(desc["name"], desc["params"], feature_spec_of(world.spec))
     from simab.policies.checkpoint import load_checkpoint
 
-    p = load_checkpoint(desc["dir"], name=desc["name"], params=None, feature_spec=world.feature_spec())
+    p = load_checkpoint(desc["dir"], name=desc["name"], params=None, feature_spec=feature_spec_of(world.spec))
     if hasattr(p, "to"):
         import torch
 
@@ -259,7 +258,7 @@ def _execute(jobs: list[ShardJob], workers: int, backend: str, label: str, manif
         done += 1
         manifest.add(entry["shard"], entry["parts"], {"wall_s": entry["wall_s"], "compute_s": entry["compute_s"]})
         rows = entry["parts"]["exposures"]["rows"]
-        _progress(f"  {label}: shard {done}/{total} done ({rows:,} exposures, {entry['wall_s']:.1f}s)")
+        progress(f"  {label}: shard {done}/{total} done ({rows:,} exposures, {entry['wall_s']:.1f}s)")
 
     if not jobs:
         return
@@ -364,7 +363,7 @@ def run_campaign(
     (run_dir / "spec.json").write_text(spec.model_dump_json(indent=1))
 
     world = World.build(spec.world, spec.seed)
-    _progress(f"campaign {spec.name!r}: world {spec.world.preset} ({spec.world.n_users:,} users), "
+    progress(f"campaign {spec.name!r}: world {spec.world.preset} ({spec.world.n_users:,} users), "
               f"{len(spec.arms)} arms, {spec.duration_days:g} days, {spec.shards} shards, {workers} worker(s)")
     policies = prepare_policies(spec, world, run_dir, workers)
     manifest = Manifest(run_dir)
@@ -372,7 +371,7 @@ def run_campaign(
     jobs = [ShardJob(spec_json, str(run_dir), s, policies, None, "") for s in range(spec.shards)]
     jobs = [j for j in jobs if not (resume and manifest.complete(j.shard))]
     if resume and len(jobs) < spec.shards:
-        _progress(f"  resume: {spec.shards - len(jobs)} shard(s) already complete")
+        progress(f"  resume: {spec.shards - len(jobs)} shard(s) already complete")
     for j in jobs:
         manifest.drop(j.shard)
     manifest.save()
@@ -420,15 +419,11 @@ def run_campaign(
         "status": "complete",
     }
     rep = None
+    write_atomic(status_file, json.dumps(run_info, indent=1))
     if report:
         from simab.reports import analyze, write_report
 
-        tmp_info = dict(run_info)
-        (run_dir / "run.json.partial").write_text(json.dumps(tmp_info, indent=1))
-        os.replace(run_dir / "run.json.partial", status_file)
         rep = analyze(run_dir)
         write_report(rep, run_dir)
-    else:
-        status_file.write_text(json.dumps(run_info, indent=1))
-    _progress(f"done in {wall:.1f}s: {n_exp:,} exposures ({n_exp / max(wall, 1e-9):,.0f}/s) -> {run_dir}")
+    progress(f"done in {wall:.1f}s: {n_exp:,} exposures ({n_exp / max(wall, 1e-9):,.0f}/s) -> {run_dir}")
     return RunResult(run_dir, rep, wall, n_exp)

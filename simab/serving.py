@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import simpy
 
+from simab.policies.world_features import GROUP_RINGS, Snapshot
 from simab.simulators import rng
-from simab.simulators.datasets import GROUP_RINGS, Snapshot
 
 
 @dataclass

@@ -164,7 +164,7 @@ def parse_campaign(data: dict[str, Any], *, source: str = "<spec>") -> CampaignS
     _check_allocations(spec, source)
     # every arm's policy must exist with valid parameters for this world
     from simab.policies.base import make_policy
-    from simab.simulators.world import feature_spec_of
+    from simab.policies.world_features import feature_spec_of
 
     fs = feature_spec_of(spec.world)
     for a, arm in spec.arms.items():

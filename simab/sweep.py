@@ -23,9 +23,7 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
-import tomllib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -37,6 +35,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from simab.errors import SimabError
+from simab.overrides import nest, parse_value, split_assignment
+from simab.progress import progress
 from simab.simulators.spec import deep_merge
 from simab.spec import (
     DEFAULT_SOURCE,
@@ -48,11 +48,6 @@ from simab.spec import (
 
 ROWS_FILE = "rows.json"
 EVENT_FOLDERS = ("exposures", "requests", "moveline", "assignments", "counterfactual", "models")
-
-
-def _progress(msg: str) -> None:
-    if os.environ.get("SIMAB_QUIET") != "1":
-        print(msg, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- grid
@@ -77,13 +72,6 @@ def _split_values(text: str) -> list[str]:
     return out
 
 
-def _toml_value(text: str) -> Any:
-    try:
-        return tomllib.loads(f"x = {text}")["x"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
 def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
     """``["world.n_users=200,400", "arms.treatment.params.blend=0,0.5"]`` -> key -> values.
 
@@ -91,30 +79,14 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
     """
     grid: dict[str, list[Any]] = {}
     for item in items:
-        if "=" not in item:
-            raise SimabError(f"expected key=v1,v2,..., got {item!r}", source="<cli>", key="--grid")
-        key, values = (s.strip() for s in item.split("=", 1))
-        if not key or not all(key.split(".")):
-            raise SimabError(f"empty key in {item!r}", source="<cli>", key="--grid")
+        key, values = split_assignment(item, source="<cli>", key="--grid", shape="key=v1,v2,...")
         if key in grid:
             raise SimabError(f"key {key!r} given twice; list all its values once", source="<cli>", key="--grid")
         vals = [v for v in _split_values(values) if v != ""]
         if not vals:
             raise SimabError(f"no values for {key!r}", source="<cli>", key="--grid")
-        grid[key] = [_toml_value(v) for v in vals]
+        grid[key] = [parse_value(v) for v in vals]
     return grid
-
-
-def nested(flat: dict[str, Any]) -> dict[str, Any]:
-    """``{"world.n_users": 200}`` -> ``{"world": {"n_users": 200}}``."""
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        node = out
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    return out
 
 
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -159,7 +131,7 @@ def build_runs(
     table = deep_merge(table, base_overrides or {})
     runs: list[SweepRun] = []
     for p, point in enumerate(grid_points(grid)):
-        data = deep_merge(table, nested(point))
+        data = deep_merge(table, nest(point))
         spec = parse_campaign(data, source=source)
         for r in range(replicates):
             seeded = spec.model_copy(update={"seed": spec.seed + r, "workers": 1})
@@ -230,8 +202,8 @@ def report_rows(report: Any, run: SweepRun) -> list[dict[str, Any]]:
 
 def run_one(run: SweepRun) -> dict[str, Any]:
     """Run (or reuse) one campaign of a sweep; returns ``{"rows", "wall_s", "reused"}``."""
+    from simab.atomic import write_atomic
     from simab.reports import analyze
-    from simab.reports.writing import write_atomic
     from simab.runner import run_campaign
 
     run_dir = Path(run.run_dir)
@@ -315,7 +287,7 @@ def execute(runs: list[SweepRun], *, workers: int = 1, backend: str = "local",
         elapsed = time.perf_counter() - started
         eta = elapsed / done * (len(runs) - done)
         how = "reused" if res["reused"] else f"{res['wall_s']:.1f}s"
-        _progress(f"  {label}: run {done}/{len(runs)} (point {run.point}, seed {run.seed}, {how}); "
+        progress(f"  {label}: run {done}/{len(runs)} (point {run.point}, seed {run.seed}, {how}); "
                   f"elapsed {elapsed:.0f}s, eta {eta:.0f}s")
     rows = [row for i in sorted(by_index) for row in by_index[i]["rows"]]
     walls = [by_index[i]["wall_s"] for i in sorted(by_index)]
@@ -352,13 +324,13 @@ def sweep(
     keep_events: bool = False,
 ) -> SweepResult:
     """Run the grid x replicates and write ``sweep.parquet``, ``sweep.md`` and ``sweep.json``."""
-    from simab.reports.writing import write_atomic
+    from simab.atomic import write_atomic
 
     out = Path(out)
     runs = build_runs(spec_path, grid, replicates, out, base_overrides=base_overrides,
                       keep_events=keep_events)
     out.mkdir(parents=True, exist_ok=True)
-    _progress(f"sweep: {len(grid_points(grid))} grid point(s) x {replicates} replicate(s) = "
+    progress(f"sweep: {len(grid_points(grid))} grid point(s) x {replicates} replicate(s) = "
               f"{len(runs)} runs, {workers} worker(s), backend {backend} -> {out}")
     rows, walls, wall = execute(runs, workers=workers, backend=backend)
     result = SweepResult(out, rows, grid, len(runs), wall, walls)
@@ -368,7 +340,7 @@ def sweep(
         "grid": grid, "replicates": replicates, "runs": len(runs), "workers": workers,
         "backend": backend, "wall_s": wall, "run_wall_s_mean": sum(walls) / max(len(walls), 1),
     }, indent=1))
-    _progress(f"sweep: {len(runs)} runs in {wall:.0f}s -> {out / 'sweep.parquet'}")
+    progress(f"sweep: {len(runs)} runs in {wall:.0f}s -> {out / 'sweep.parquet'}")
     return result
 
 

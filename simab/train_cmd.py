@@ -6,16 +6,16 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 from simab.errors import SimabError
+from simab.overrides import parse_overrides
+from simab.progress import progress
 
 
 def train_main(args) -> int:
-    from simab.cli import _parse_set
     from simab.policies.trainer import TrainerConfig, train_policy
+    from simab.policies.world_features import feature_spec_of
     from simab.runner import pre_period, training_data
     from simab.simulators.spec import world_spec
     from simab.simulators.world import World
@@ -34,10 +34,10 @@ def train_main(args) -> int:
         table = {**table, "n_users": args.users}
     ws = world_spec(table, source=source)
     world = World.build(ws, args.seed)
-    params = _parse_set(args.set, source="--set")
+    params = parse_overrides(args.set, source="--set")
     from simab.policies.base import make_policy
 
-    make_policy(args.policy, params, world.feature_spec(), key="--policy")  # fail fast on bad names/params
+    make_policy(args.policy, params, feature_spec_of(world.spec), key="--policy")  # fail fast on bad names/params
     cfg = TrainerConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
                         max_steps=args.max_steps, seed=args.seed)
     out = Path(args.out)
@@ -45,27 +45,14 @@ def train_main(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SimabError(f"cannot create the output folder: {exc.strerror}", source=str(out)) from None
-    print(f"pre-period logs for world {ws.preset} ({ws.n_users:,} users) ...", file=sys.stderr)
+    progress(f"pre-period logs for world {ws.preset} ({ws.n_users:,} users) ...")
     train, val = training_data(world, pre_period(world, Path("runs/.cache")))
-    print(f"training {args.policy} on {train.n_rows:,} rows (validation {val.n_rows:,}) ...", file=sys.stderr)
-    metrics = train_policy(args.policy, params, world.feature_spec(), train, val, cfg, out)
-    (out / "metrics.json").write_text(json.dumps(_clean(metrics), indent=2, sort_keys=True))
+    progress(f"training {args.policy} on {train.n_rows:,} rows (validation {val.n_rows:,}) ...")
+    # writes metrics.json (and the checkpoint of a neural policy) into ``out``, atomically
+    metrics = train_policy(args.policy, params, feature_spec_of(world.spec), train, val, cfg, out)
     print(f"{args.policy}: auc {metrics['auc']:.4f}  gauc {metrics['gauc']:.4f}  logloss {metrics['logloss']:.4f}")
     for sc, m in metrics.get("per_scenario", {}).items():
         print(f"  {sc:<20} auc {m['auc']:.4f}  gauc {m['gauc']:.4f}  logloss {m['logloss']:.4f}  n {m.get('n', '')}")
     print(f"wrote {out / 'metrics.json'}")
     return 0
 
-
-def _clean(x):
-    import math
-
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if hasattr(x, "item"):
-        return _clean(x.item())
-    return x

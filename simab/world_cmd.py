@@ -44,13 +44,14 @@ def sample_pre_period(world: World, users: np.ndarray, days: float, *, shards: i
     change how the users are grouped, never what any user does."""
     from simab.campaign import ShardPlan, ShardSimulation
     from simab.policies.simple import LoggingPolicy
+    from simab.policies.world_features import feature_spec_of
 
     class _Serving:
         max_batch, max_wait_ms, abandon_after_ms = 256, 5.0, None
 
     users = np.sort(np.asarray(users, np.int64))
     world = world.with_phase("preperiod")
-    policy = LoggingPolicy({"epsilon": world.spec.logging_epsilon}, world.feature_spec())
+    policy = LoggingPolicy({"epsilon": world.spec.logging_epsilon}, feature_spec_of(world.spec))
     t0 = -days * DAY
     parts: dict[str, list[pa.Table]] = {k: [] for k in ("exposures", "features", "requests", "moveline")}
     started = time.perf_counter()

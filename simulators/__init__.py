@@ -1,1 +1,1 @@
-"""The synthetic world: catalog, population, scenes, scenarios, response oracle, datasets."""
+"""The synthetic world: catalog, population, scenes, scenarios, response oracle (no torch, nothing of policies)."""

@@ -13,13 +13,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from simab.policies.features import FeatureSpec
 from simab.simulators import rng
-from simab.simulators.catalog import N_PRICE_BUCKETS, Catalog
-from simab.simulators.history import N_ACTIONS, HistoryGenerator
+from simab.simulators.catalog import Catalog
+from simab.simulators.history import HistoryGenerator
 from simab.simulators.oracle import Oracle
-from simab.simulators.population import PROFILE_SIZES, Population
-from simab.simulators.scenes import N_GAP_BUCKETS, N_SCENE_TYPES, SceneChain
+from simab.simulators.population import Population
+from simab.simulators.scenes import SceneChain
 from simab.simulators.spec import WorldSpec
 
 #: Version of the generator's draws for a given (spec, seed); part of ``spec_dict``.
@@ -76,29 +75,6 @@ class World:
         blob = json.dumps(self.spec_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
-    def feature_spec(self) -> FeatureSpec:
-        return feature_spec_of(self.spec)
-
     def items_popularity_order(self) -> np.ndarray:
         return self.catalog.popular_target
 
-
-def feature_spec_of(s: WorldSpec) -> FeatureSpec:
-    """Vocabulary sizes and lengths of a world's features (they follow from the spec alone)."""
-    return FeatureSpec(
-        n_users=s.n_users + 1,
-        n_items=s.n_shop_items + s.n_content_items + 1,
-        n_categories=s.n_categories + 1,
-        n_shops=s.n_shops + 1,
-        n_price_buckets=N_PRICE_BUCKETS + 1,
-        n_scenarios=len(s.scenarios),
-        n_scene_types=N_SCENE_TYPES,
-        n_gap_buckets=N_GAP_BUCKETS,
-        n_actions=N_ACTIONS + 1,
-        profile_sizes=tuple(p + 1 for p in PROFILE_SIZES),
-        scenario_names=s.scenario_names,
-        seq_len=s.seq_len,
-        aiseq_len=s.aiseq_len,
-        moveline_len=s.moveline_len,
-        lifelong_len=s.lifelong.source_length if s.lifelong.enabled else 0,
-    )

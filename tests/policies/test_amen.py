@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from simab.errors import SimabError
-from simab.policies.amen import AMEN, PairContextSource, configure_pair_mining
-from simab.policies.base import make_policy
+from simab.policies.amen import AMEN, PairContextSource, with_pair_rules
+from simab.policies.base import build_policy, make_policy
 from simab.policies.features import FeatureSpec
-from simab.policies.trainer import TrainerConfig, build_policy, fit
-from simab.simulators.datasets import mine_pairs
+from simab.policies.pair_mining import mine_pairs
+from simab.policies.trainer import TrainerConfig, fit
+from simab.policies.world_features import feature_spec_of
 
 TINY = {"embedding_dim": 4, "mlp_units": [16], "attention_dim": 8, "reward_units": [8]}
 
@@ -176,24 +177,28 @@ def tiny_world_data(tmp_path_factory):
     return world, train, val
 
 
-def test_configure_pair_mining_sets_the_dataset_rules(tiny_world_data):
+def test_with_pair_rules_mines_by_the_rules_and_leaves_the_dataset_alone(tiny_world_data):
     _, train, _ = tiny_world_data
     ds = train.subset(np.arange(train.n_rows))
+    default_pairs = ds.pairs.copy()
     for params in ({"tsp_window_s": [120.0, 3600.0], "tsp_same_scenario": True},
                    {"tsp_window_s": [60.0, 604800.0], "tsp_same_scenario": False}):
-        configure_pair_mining(ds, params)
-        p = ds.pairs
+        view = with_pair_rules(ds, params)
+        p = view.pairs
         i = np.flatnonzero(p >= 0)
         assert len(i) > 0
         j = p[i]
-        gap = np.abs(ds.ts[i] - ds.ts[j])
+        gap = np.abs(view.ts[i] - view.ts[j])
         lo, hi = params["tsp_window_s"]
         assert (gap >= lo).all() and (gap <= hi).all()
-        assert (ds.user[i] == ds.user[j]).all() and (ds.label[i] != ds.label[j]).all()
+        assert (view.user[i] == view.user[j]).all() and (view.label[i] != view.label[j]).all()
         if params["tsp_same_scenario"]:
-            assert (ds.scenario[i] == ds.scenario[j]).all()
+            assert (view.scenario[i] == view.scenario[j]).all()
         else:
-            assert (ds.scenario[i] != ds.scenario[j]).any()
+            assert (view.scenario[i] != view.scenario[j]).any()
+    # the defaults' rules give the dataset itself, whose pairs never changed
+    assert with_pair_rules(ds, {}) is ds
+    np.testing.assert_array_equal(ds.pairs, default_pairs)
 
 
 def _reward_gap(policy: AMEN, source) -> float:
@@ -211,7 +216,7 @@ def test_tsp_widens_reward_gap_on_tiny_world(tiny_world_data):
     world, train, _ = tiny_world_data
     gaps = {}
     for w in (0.0, 1.0):
-        policy = build_policy("amen", {**TINY, "tsp_weight": w}, world.feature_spec(), seed=0)
+        policy = build_policy("amen", {**TINY, "tsp_weight": w}, feature_spec_of(world.spec), seed=0)
         fit(policy, train, None, TrainerConfig(epochs=6, batch_size=128, progress=False, lr=1e-2))
         gaps[w] = _reward_gap(policy, train)
     # A loose factor of 2 (observed: about 0.03 without TSP, 4 with it): TSP optimises
@@ -223,7 +228,7 @@ def test_own_context_source_carries_the_diff_rows_context(tiny_world_data):
     """``tsp_context="own"``: the diff item is scored in its own row's moveline, which
     only ``PairContextSource`` batches carry; plain dataset batches are refused."""
     world, train, _ = tiny_world_data
-    policy = build_policy("amen", {**TINY, "tsp_context": "own"}, world.feature_spec(), seed=0)
+    policy = build_policy("amen", {**TINY, "tsp_context": "own"}, feature_spec_of(world.spec), seed=0)
     batch = next(PairContextSource(train).batches(64, groups=policy.feature_groups))
     rows = np.arange(64)
     p = train.pairs[rows]
@@ -237,14 +242,42 @@ def test_own_context_source_carries_the_diff_rows_context(tiny_world_data):
         policy(policy.to_device(next(train.batches(64, groups=policy.feature_groups))))
 
 
-def test_campaign_training_path_mines_pairs_with_the_policy_rules(tiny_world_data, tmp_path):
-    """``load_or_train`` (what a campaign arm uses) calls ``AMEN.fit``, which sets the
-    dataset's pair mining from the policy's TSP parameters before training."""
+def test_campaign_training_path_mines_pairs_with_the_policy_rules(tiny_world_data, tmp_path, monkeypatch):
+    """``load_or_train`` (what a campaign arm uses) calls ``AMEN.fit``, which trains on
+    pairs mined by the policy's TSP parameters."""
+    from simab.policies import neural
     from simab.policies.checkpoint import load_or_train
 
     world, train, _ = tiny_world_data
     ds = train.subset(np.arange(train.n_rows))
+    seen = []
+    real_fit = neural.fit
+
+    def recording_fit(policy, source, val, config):
+        seen.append(source)
+        return real_fit(policy, source, val, config)
+
+    monkeypatch.setattr(neural, "fit", recording_fit)
     params = {**TINY, "tsp_window_s": [120.0, 7200.0], "tsp_same_scenario": False}
-    load_or_train(tmp_path, world.spec_dict(), "amen", params, world.feature_spec(), 0, ds, None,
+    load_or_train(tmp_path, world.spec_dict(), "amen", params, feature_spec_of(world.spec), 0, ds, None,
                   TrainerConfig(epochs=1, batch_size=128, max_steps=2, progress=False))
-    assert tuple(ds.pair_window) == (120.0, 7200.0) and ds.pair_same_scenario is False
+    assert len(seen) == 1
+    assert tuple(seen[0].pair_window) == (120.0, 7200.0) and seen[0].pair_same_scenario is False
+    np.testing.assert_array_equal(seen[0].pairs, mine_pairs(ds.user, ds.scenario, ds.ts, ds.label, min_gap_s=120.0,
+                                                            max_gap_s=7200.0, same_scenario=False))
+
+
+def test_fit_leaves_a_shared_dataset_unchanged(tiny_world_data):
+    """Arms share one training dataset: AMEN's ``fit`` with its own pair rules must not
+    change the rules, the pairs or the rows another arm then trains on."""
+    world, train, _ = tiny_world_data
+    ds = train.subset(np.arange(train.n_rows))
+    before = {k: getattr(ds, k).copy() for k in ("user", "request", "ts", "scenario", "item", "label", "pairs")}
+    rules = (tuple(ds.pair_window), ds.pair_same_scenario)
+    params = {**TINY, "tsp_window_s": [120.0, 7200.0], "tsp_same_scenario": False}
+    assert rules != ((120.0, 7200.0), False)  # the policy's rules really differ from the dataset's
+    policy = build_policy("amen", params, feature_spec_of(world.spec), seed=0)
+    policy.fit(ds, None, epochs=1, batch_size=128, max_steps=2, progress=False)
+    assert (tuple(ds.pair_window), ds.pair_same_scenario) == rules
+    for k, v in before.items():
+        np.testing.assert_array_equal(getattr(ds, k), v, err_msg=k)

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from simab.errors import SimabError
+from simab.policies.base import build_policy
 from simab.policies.checkpoint import cache_key, load_checkpoint, load_or_train, save_checkpoint
-from simab.policies.trainer import TrainerConfig, build_policy, train_policy
+from simab.policies.trainer import TrainerConfig, train_policy
 
 from .conftest import TINY
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from simab.errors import SimabError
-from simab.policies.base import make_policy
+from simab.policies.base import build_policy, make_policy
 from simab.policies.checkpoint import canonical_json
 from simab.policies.neural import NeuralPolicy
 from simab.policies.synthetic import synthetic_spec
-from simab.policies.trainer import TrainerConfig, build_policy, evaluate, train_policy
+from simab.policies.trainer import TrainerConfig, evaluate, train_policy
 
 from .conftest import TINY
 

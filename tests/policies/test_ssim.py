@@ -9,8 +9,9 @@ import torch.nn.functional as F
 
 from simab.errors import SimabError
 from simab.policies import ssim as ssim_mod
+from simab.policies import trainer as trainer_mod
+from simab.policies.base import build_policy
 from simab.policies.ssim import SHARED_KEY, RowSource, load_shared, straight_through
-from simab.policies.trainer import build_policy
 
 TINY = {"embedding_dim": 4, "mlp_units": [16], "selector_units": [8]}
 FAST = {"epochs": 1, "batch_size": 100, "max_steps": 3, "progress": False}
@@ -101,13 +102,13 @@ def test_retrain_starts_from_initial_weights(spec, small_source, monkeypatch):
     pol = policy(spec)
     init = {k: v.clone() for k, v in pol.backbone.state_dict().items()}
     seen = []
-    real_fit = ssim_mod._trainer.fit
+    real_fit = trainer_mod.fit
 
     def spy(model, train, val, config):
         seen.append((model.phase, {k: v.clone() for k, v in model.backbone.state_dict().items()}))
         return real_fit(model, train, val, config)
 
-    monkeypatch.setattr(ssim_mod._trainer, "fit", spy)
+    monkeypatch.setattr(trainer_mod, "fit", spy)
     pol.fit(small_source, None, **FAST)
     assert [s[0] for s in seen] == ["search", "retrain"]
     assert all(torch.equal(seen[1][1][k], init[k]) for k in init)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from simab.errors import SimabError
-from simab.policies.trainer import TrainerConfig, build_policy, evaluate
+from simab.policies.base import build_policy
+from simab.policies.trainer import TrainerConfig, evaluate
 
 from .conftest import TINY
 

@@ -4,7 +4,8 @@ import pytest
 from scipy import stats
 
 from simab.errors import SimabError
-from simab.reports.power import mde, power_cli, sample_size
+from simab.power_cmd import power_cli
+from simab.reports.power import mde, sample_size
 
 
 def test_sample_size_close_to_normal_formula():

@@ -1,6 +1,6 @@
 import pytest
 
-from simab.pytest_plugin import _report_of, assert_lift
+from simab.pytest_plugin import assert_lift, report_of
 
 pytest_plugins = ["pytester"]
 
@@ -37,8 +37,8 @@ def test_assert_lift_passes_and_fails_with_numbers():
 
 
 def test_report_of_reads_a_run_folder(synthetic_run):
-    assert _report_of(synthetic_run)["campaign"] == "synthetic"
-    assert _report_of(REPORT) is REPORT
+    assert report_of(synthetic_run)["campaign"] == "synthetic"
+    assert report_of(REPORT) is REPORT
 
 
 def test_fixture_is_registered_by_the_entry_point(pytester, synthetic_run, monkeypatch):

@@ -1,0 +1,55 @@
+"""``key=value`` overrides from the command line (``--set``, ``--grid``, ``train --set``).
+
+A key is a dotted path into the spec (``arms.treatment.params.blend``); a value is read
+as a TOML value (numbers, booleans, arrays, quoted strings) and kept as the raw string
+when it is not one.  A leaf module: it imports only :mod:`simab.errors`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from simab.errors import SimabError
+
+
+def parse_value(text: str) -> Any:
+    """``"3"`` -> 3, ``"[1, 2]"`` -> [1, 2], ``"true"`` -> True, ``"relu"`` -> "relu"."""
+    try:
+        return tomllib.loads(f"x = {text}")["x"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def split_assignment(item: str, *, source: str, key: str | None = None,
+                     shape: str = "key=value") -> tuple[str, str]:
+    """``"a.b=text"`` -> ``("a.b", "text")`` (both stripped); a ``SimabError`` naming
+    ``source``/``key`` when there is no ``=`` or the dotted key has an empty part."""
+    if "=" not in item:
+        raise SimabError(f"expected {shape}, got {item!r}", source=source, key=key)
+    name, value = (s.strip() for s in item.split("=", 1))
+    if not name or not all(name.split(".")):
+        raise SimabError(f"empty key in {item!r}", source=source, key=key)
+    return name, value
+
+
+def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"world.n_users": 200}`` -> ``{"world": {"n_users": 200}}``."""
+    out: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        node = out
+        parts = dotted.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def parse_overrides(items: Iterable[str], *, source: str = "--set") -> dict[str, Any]:
+    """``["world.n_users=200", "seed=3"]`` -> ``{"world": {"n_users": 200}, "seed": 3}``."""
+    flat: dict[str, Any] = {}
+    for item in items:
+        name, value = split_assignment(item, source=source)
+        flat[name] = parse_value(value)
+    return nest(flat)
