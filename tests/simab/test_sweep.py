@@ -5,7 +5,7 @@ import pytest
 
 from simab.cli import main
 from simab.errors import SimabError
-from simab.sweep import build_runs, grid_points, nested, parse_grid, sweep
+from simab.sweep import build_runs, grid_points, parse_grid, sweep
 
 
 def tiny_world(tmp_path):
@@ -47,7 +47,6 @@ def test_grid_points_are_the_product_in_given_order():
     assert len(points) == 2 * 3
     assert points[0] == {"a": 1, "b": "x"} and points[-1] == {"a": 2, "b": "z"}
     assert grid_points({}) == [{}]
-    assert nested({"world.n_users": 5, "seed": 1}) == {"world": {"n_users": 5}, "seed": 1}
 
 
 def test_build_runs_seeds_replicates_and_forces_one_worker(tmp_path):
