@@ -87,7 +87,7 @@ def run_battery(battery: str, runs: int, out: str | Path, *, workers: int = 1,
     shared = "known-effect" if battery == "known-effect" else "aa"
     sweep_runs = build_runs(None, {}, runs, out / shared, base_overrides=over)
     progress(f"calibrate {battery}: {runs} campaigns ({over['world']['n_users']} users, "
-              f"{over['duration_days']:g} days each), {workers} worker(s) -> {out}")
+             f"{over['duration_days']:g} days each), {workers} worker(s) -> {out}")
     rows, walls, wall = execute(sweep_runs, workers=workers, backend=backend, label=f"calibrate {battery}")
     entry = summarise(battery, rows)
     entry.update({"runs": runs, "seed": seed, "wall_s": round(wall, 1),
@@ -286,7 +286,7 @@ def calibrate(batteries: list[str], runs: int, out: str | Path, *, workers: int 
         write_atomic(out / "calibration.json", json.dumps(_finite(data), indent=1, allow_nan=False) + "\n")
         write_atomic(out / "calibration.md", calibration_markdown(data))
         progress(f"calibrate {b}: {'targets met' if entry['pass'] else 'TARGET MISSED'} "
-                  f"({time.perf_counter() - started:.0f}s)")
+                 f"({time.perf_counter() - started:.0f}s)")
     return data
 
 

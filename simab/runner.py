@@ -364,7 +364,7 @@ def run_campaign(
 
     world = World.build(spec.world, spec.seed)
     progress(f"campaign {spec.name!r}: world {spec.world.preset} ({spec.world.n_users:,} users), "
-              f"{len(spec.arms)} arms, {spec.duration_days:g} days, {spec.shards} shards, {workers} worker(s)")
+             f"{len(spec.arms)} arms, {spec.duration_days:g} days, {spec.shards} shards, {workers} worker(s)")
     policies = prepare_policies(spec, world, run_dir, workers)
     manifest = Manifest(run_dir)
     spec_json = spec.model_dump_json()

@@ -288,7 +288,7 @@ def execute(runs: list[SweepRun], *, workers: int = 1, backend: str = "local",
         eta = elapsed / done * (len(runs) - done)
         how = "reused" if res["reused"] else f"{res['wall_s']:.1f}s"
         progress(f"  {label}: run {done}/{len(runs)} (point {run.point}, seed {run.seed}, {how}); "
-                  f"elapsed {elapsed:.0f}s, eta {eta:.0f}s")
+                 f"elapsed {elapsed:.0f}s, eta {eta:.0f}s")
     rows = [row for i in sorted(by_index) for row in by_index[i]["rows"]]
     walls = [by_index[i]["wall_s"] for i in sorted(by_index)]
     return rows, walls, time.perf_counter() - started
@@ -331,7 +331,7 @@ def sweep(
                       keep_events=keep_events)
     out.mkdir(parents=True, exist_ok=True)
     progress(f"sweep: {len(grid_points(grid))} grid point(s) x {replicates} replicate(s) = "
-              f"{len(runs)} runs, {workers} worker(s), backend {backend} -> {out}")
+             f"{len(runs)} runs, {workers} worker(s), backend {backend} -> {out}")
     rows, walls, wall = execute(runs, workers=workers, backend=backend)
     result = SweepResult(out, rows, grid, len(runs), wall, walls)
     pq.write_table(result.table(), out / "sweep.parquet")
