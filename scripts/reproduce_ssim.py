@@ -91,7 +91,7 @@ def main() -> None:  # noqa: C901 - one linear experiment script
     torch.set_num_threads(args.threads)
     from simab.policies.ssim import RowSource
     from simab.policies.trainer import TrainerConfig, build_policy, evaluate, fit
-    from simab.runner import pre_period, training_data
+    from simab.preperiod import pre_period, training_data
     from simab.simulators.spec import world_spec
     from simab.simulators.world import World
 

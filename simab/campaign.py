@@ -99,11 +99,12 @@ class ShardSimulation:
             yield self.env.timeout(t_next - self.env.now)
             st.sessions[row] += 1
             fresh_need = self.check_needs(row, user)
-            yield from self.session(row, user, n, fresh_need)
+            arm = self.arm_for(row, user, n)
+            if arm >= 0:  # an unassigned session (unit = "session") is outside the experiment
+                yield from self.session(row, user, n, fresh_need, arm)
 
-    def session(self, row: int, user: int, n: int, fresh_need: bool):
+    def session(self, row: int, user: int, n: int, fresh_need: bool, arm: int):
         st, chain, spec = self.state, self.world.chain, self.world.spec
-        arm = self.arm_for(row, user, n)
         kind, sc = chain.first_scene(user, n, fresh_need)
         for step in range(spec.sessions.max_scenes):
             if self.env.now >= self.plan.t_end:
@@ -191,8 +192,10 @@ class ShardSimulation:
         return int(cats[min(np.searchsorted(np.cumsum(w) / w.sum(), u), len(cats) - 1)])
 
     def arm_for(self, row: int, user: int, n: int) -> int:
+        """The arm index of session ``n``, or -1 when it is unassigned: under
+        ``unit = "session"`` each session is assigned at its start (``session_arm(id, t)``)."""
         if self.unit == "session" and self.session_arm is not None:
-            return int(self.session_arm(self.session_id(user, n)))
+            return int(self.session_arm(self.session_id(user, n), self.env.now))
         return int(self.plan.arm[row])
 
     @staticmethod

@@ -110,7 +110,7 @@ def test_pre_period_is_identical_with_one_and_two_workers(tmp_path):
     pure function of (world, shard), so the cached logs are byte-identical."""
     import hashlib
 
-    from simab.runner import pre_period
+    from simab.preperiod import pre_period
     from simab.simulators.spec import world_spec
     from simab.simulators.world import World
 
@@ -131,7 +131,7 @@ def test_pre_period_and_campaign_draw_independently(tmp_path):
     times the pre-period's shifted by exactly that many days."""
     import pyarrow.parquet as pq
 
-    from simab.runner import pre_period
+    from simab.preperiod import pre_period
     from simab.simulators.spec import world_spec
     from simab.simulators.world import World
 
