@@ -31,9 +31,6 @@ from simab.simulators.spec import WorldSpec
 from simab.simulators.world import World
 
 DAY = 86400.0
-# Version of the cached tables' layout, part of the cache folder's name: version 2 sorts
-# them by request (a folder written with another layout is not reused).
-CACHE_LAYOUT = 2
 
 
 @dataclass(frozen=True)
@@ -90,9 +87,9 @@ def _sort_parts(tmp: Path, table: str, keys: list[str]) -> None:
 
 def pre_period(world: World, cache_dir: Path, shards: int = 4, workers: int = 1) -> Path:
     """Run the logging policy over [-pre_period_days, 0) and cache its logs (Parquet)
-    under ``cache_dir/preperiod-<world fingerprint>-v<layout>``; returns that folder.  Shards are
+    under ``cache_dir/preperiod-<world fingerprint>``; returns that folder.  Shards are
     pure functions of (world, shard), so ``workers`` processes give the same bytes."""
-    name = f"preperiod-{world.fingerprint()}-v{CACHE_LAYOUT}"
+    name = f"preperiod-{world.fingerprint()}"
     out = cache_dir / name
     if (out / "COMPLETE").exists():
         return out
