@@ -58,7 +58,7 @@ def main() -> None:
     from simab.policies.checkpoint import load_or_train
     from simab.policies.trainer import TrainerConfig
     from simab.policies.world_features import feature_spec_of
-    from simab.runner import pre_period, training_data
+    from simab.preperiod import pre_period, training_data
     from simab.simulators.spec import world_spec
     from simab.simulators.world import World
 

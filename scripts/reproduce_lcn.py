@@ -78,7 +78,7 @@ def world_table(users: int, length: int) -> dict:
 
 
 def load_world(users: int, length: int, seed: int, cache: str):
-    from simab.runner import pre_period, training_data
+    from simab.preperiod import pre_period, training_data
     from simab.simulators.spec import world_spec
     from simab.simulators.world import World
 

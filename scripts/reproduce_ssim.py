@@ -92,7 +92,7 @@ def main() -> None:  # noqa: C901 - one linear experiment script
     from simab.policies.ssim import RowSource
     from simab.policies.trainer import TrainerConfig, build_policy, evaluate, fit
     from simab.policies.world_features import feature_spec_of
-    from simab.runner import pre_period, training_data
+    from simab.preperiod import pre_period, training_data
     from simab.simulators.spec import world_spec
     from simab.simulators.world import World
 

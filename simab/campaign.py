@@ -21,6 +21,7 @@ from simab.retrieval import Retriever
 from simab.serving import RankingService, Request
 from simab.simulators.scenes import BUY, CART, CONTENT, DETAIL, SCENE_NAMES, SURFACE_SCENE
 from simab.simulators.state import UserState
+from simab.simulators.streams import Decision, request_id, session_id
 from simab.simulators.world import World
 
 DAY = 86400.0
@@ -99,11 +100,12 @@ class ShardSimulation:
             yield self.env.timeout(t_next - self.env.now)
             st.sessions[row] += 1
             fresh_need = self.check_needs(row, user)
-            yield from self.session(row, user, n, fresh_need)
+            arm = self.arm_for(row, user, n)
+            if arm >= 0:  # an unassigned session (unit = "session") is outside the experiment
+                yield from self.session(row, user, n, fresh_need, arm)
 
-    def session(self, row: int, user: int, n: int, fresh_need: bool):
+    def session(self, row: int, user: int, n: int, fresh_need: bool, arm: int):
         st, chain, spec = self.state, self.world.chain, self.world.spec
-        arm = self.arm_for(row, user, n)
         kind, sc = chain.first_scene(user, n, fresh_need)
         for step in range(spec.sessions.max_scenes):
             if self.env.now >= self.plan.t_end:
@@ -130,11 +132,11 @@ class ShardSimulation:
         if surface in ("search", "shop"):
             cat = self.interest_category(row, user, n, step)
             if surface == "shop":
-                shop = self.retriever.shop_for(cat, chain.draw(user, n, step, 7))
+                shop = self.retriever.shop_for(cat, chain.draw(user, n, step, Decision.SHOP))
         self.scene(row, scene, cat, shop)
         k = int(st.requests[row])
         st.requests[row] += 1
-        rid = (user << 24) | k
+        rid = request_id(user, k)
         ml_cat, ml_real = st.moveline.tail(row, "cat", 10)
         seq_cat, seq_real = st.seq.tail(row, "cat", 10)
         # (an empty slot of the short sequence reads as category 0, as a gathered one does)
@@ -143,7 +145,7 @@ class ShardSimulation:
         n_cand = w.spec.scenarios[w.scenario_names[sc]].n_candidates
         cand = self.retriever.candidates(surface, n_cand, rid, cat, shop, ctx)
         arm_name = self.arms[arm]
-        req = Request(row, user, self.session_id(user, n), rid, sc, cand, self.env.now, self.env.event())
+        req = Request(row, user, session_id(user, n), rid, sc, cand, self.env.now, self.env.event())
         if self.record_features:
             self.record_snapshot(req)
         if np.isnan(self.first_exposure[row]):
@@ -165,7 +167,7 @@ class ShardSimulation:
             st.click(row, item, cat, scene_now, self.env.now, c.latent[item])
             self.scene(row, DETAIL, cat, shop)
             dwell += float(outcome.dwell_s[pos])
-            if chain.goes_to_cart(user, n, step * 8 + int(pos) % 8 + 1):
+            if chain.goes_to_cart(user, n, step, int(pos)):
                 self.scene(row, CART, cat, shop)
             if outcome.converted[pos]:
                 self.env.process(self.buy_later(row, cat, shop, float(outcome.delay_s[pos])))
@@ -187,17 +189,15 @@ class ShardSimulation:
         if st.need_live(row, self.env.now):
             return int(st.need_cat[row])
         cats, w = st.users.active[row], st.users.active_w[row]
-        u = chain.draw(user, n, step, 6)
+        u = chain.draw(user, n, step, Decision.INTEREST)
         return int(cats[min(np.searchsorted(np.cumsum(w) / w.sum(), u), len(cats) - 1)])
 
     def arm_for(self, row: int, user: int, n: int) -> int:
+        """The arm index of session ``n``, or -1 when it is unassigned: under
+        ``unit = "session"`` each session is assigned at its start (``session_arm(id, t)``)."""
         if self.unit == "session" and self.session_arm is not None:
-            return int(self.session_arm(self.session_id(user, n)))
+            return int(self.session_arm(session_id(user, n), self.env.now))
         return int(self.plan.arm[row])
-
-    @staticmethod
-    def session_id(user: int, n: int) -> int:
-        return (user << 20) | n
 
     def scene(self, row: int, scene: int, cat: int, shop: int, domain: str = "shop") -> None:
         self.state.scene(row, scene, cat, shop, self.env.now)

@@ -28,6 +28,10 @@ class SimabError(Exception):
         self.key = key
         super().__init__(self.one_line())
 
+    def __reduce__(self):
+        # rebuilt from its parts, so one raised in a worker process reads the same here
+        return (_rebuild, (type(self), self.message, self.source, self.key))
+
     def one_line(self) -> str:
         parts = ["error"]
         if self.source:
@@ -42,6 +46,10 @@ class SimabError(Exception):
         if self.source:
             return self
         return type(self)(self.message, source=source, key=self.key)
+
+
+def _rebuild(cls: type[SimabError], message: str, source: str | None, key: str | None) -> SimabError:
+    return cls(message, source=source, key=key)
 
 
 def pydantic_to_simab(exc, source: str | None, prefix: str = "") -> SimabError:

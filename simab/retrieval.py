@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from simab.simulators import rng
+from simab.simulators import rng, streams
+from simab.simulators.streams import CONTEXT, CONTEXT_ITEM_OFFSET, POPULAR, RANDOM, SEARCH_TAIL
 from simab.simulators.world import World
 
 
@@ -31,12 +32,12 @@ class Retriever:
 
     def _fill(self, pools: list[np.ndarray], n: int, rid: int) -> np.ndarray:
         """The pools' distinct items in order of first appearance, cut at ``n``; topped up
-        with random items (keyed by the request) while short."""
+        with random items (keyed by the request) while short (``streams.fill_counters``)."""
         cand = np.concatenate([p for p in pools if len(p)]) if any(len(p) for p in pools) else np.zeros(0, np.int64)
         cand = _first_distinct(cand, n)
         j = 0
         while len(cand) < n:
-            extra = rng.integers(self.key, rid, 1000 + j * 64 + np.arange(2 * n), self.n_target)
+            extra = rng.integers(self.key, rid, streams.fill_counters(j, n), self.n_target)
             cand = _first_distinct(np.concatenate([cand, extra]), n)
             j += 1
         return cand
@@ -45,11 +46,10 @@ class Retriever:
         self, surface: str, n: int, rid: int, query_cat: int, query_shop: int, context_cats: np.ndarray
     ) -> np.ndarray:
         c = self.w.catalog
-        r = lambda k, m, hi: rng.integers(self.key, rid, k * 4096 + np.arange(m), hi)  # noqa: E731
         if surface == "search":
             items = c.target_by_category.group(query_cat)
             head = items[: n // 2]
-            tail = items[r(1, n, len(items))] if len(items) else items
+            tail = items[rng.integers(self.key, rid, streams.block_counters(SEARCH_TAIL, n), len(items))] if len(items) else items
             parent = c.parent_of[query_cat]
             related = np.flatnonzero(c.parent_of == parent)
             rel_items = np.concatenate([c.target_by_category.group(k)[:5] for k in related])
@@ -58,13 +58,12 @@ class Retriever:
             items = c.target_by_shop.group(query_shop)
             cat_items = c.target_by_category.group(int(c.shop_category[query_shop]))
             return self._fill([items[:n], cat_items[: n // 2]], n, rid)
-        n_pop, n_ctx = int(0.4 * n), int(0.4 * n)
+        n_pop, n_ctx = streams.pool_sizes(n)
         ctx = n_ctx if len(context_cats) else 0
-        # every draw of this request in one call (counter blocks: 2 popular, 3 context
-        # category, 3+512 item within it, 4 random)
-        a = np.arange(max(n, n_pop, n_ctx))
+        # every draw of this request in one call (one counter block per pool)
         u = rng.uniform(self.key, rid, np.concatenate(
-            [2 * 4096 + a[:n_pop], 3 * 4096 + a[:ctx], 3 * 4096 + 512 + a[:ctx], 4 * 4096 + a[:n]]))
+            [streams.block_counters(POPULAR, n_pop), streams.block_counters(CONTEXT, ctx),
+             streams.block_counters(CONTEXT, ctx, CONTEXT_ITEM_OFFSET), streams.block_counters(RANDOM, n)]))
         u_pop, u_cat, u_pick, u_rand = np.split(u, np.cumsum([n_pop, ctx, ctx]))
         pools = [self.top[rng.scale(u_pop, len(self.top))]]
         if ctx:

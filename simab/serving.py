@@ -17,7 +17,7 @@ import numpy as np
 import simpy
 
 from simab.policies.world_features import GROUP_RINGS, Snapshot
-from simab.simulators import rng
+from simab.simulators import rng, streams
 
 
 @dataclass
@@ -25,7 +25,7 @@ class Request:
     row: int  # local user row in the shard state
     user: int
     session: int
-    request: int  # globally unique request id (user << 24 | n)
+    request: int  # globally unique request id (streams.request_id)
     scenario: int
     candidates: np.ndarray
     submitted: float
@@ -104,7 +104,7 @@ class RankingService:
         batch = sh.builder.build(snap, cand, self.groups, p_click=p_click_top)
         scores = self.policy.score(batch).numpy()
         if getattr(self.policy, "stochastic", False):
-            uniforms = rng.uniform(self.ukey, rid[:, None], np.arange(2 * C)[None, :])
+            uniforms = rng.uniform(self.ukey, rid[:, None], streams.policy_uniform_counters(C)[None, :])
             idx, prop = self.policy.slate(batch, K, uniforms)
         else:  # deterministic top-K; ties broken by candidate order
             idx = np.argsort(-scores, axis=1, kind="stable")[:, :K]

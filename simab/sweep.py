@@ -237,7 +237,7 @@ def _relabel(rows: list[dict], run: SweepRun) -> list[dict]:
 # --------------------------------------------------------------------------- execution
 def _pool_results(runs: list[SweepRun], workers: int, backend: str) -> Iterator[tuple[SweepRun, dict]]:
     if backend == "ray":
-        from simab.runner import start_ray
+        from simab.shards import start_ray
 
         ray = start_ray(workers)
         remote = ray.remote(run_one)

@@ -16,23 +16,11 @@ from simab.progress import progress
 def train_main(args) -> int:
     from simab.policies.trainer import TrainerConfig, train_policy
     from simab.policies.world_features import feature_spec_of
-    from simab.runner import pre_period, training_data
-    from simab.simulators.spec import world_spec
+    from simab.preperiod import pre_period, training_data
     from simab.simulators.world import World
+    from simab.worlds import world_spec_from
 
-    source = "--world"
-    if args.world.endswith(".toml"):
-        from simab.spec import read_toml
-
-        table = read_toml(args.world).get("world")
-        if table is None:
-            raise SimabError("no [world] table", source=args.world, key="world")
-        source = args.world
-    else:
-        table = {"preset": args.world}
-    if args.users is not None:
-        table = {**table, "n_users": args.users}
-    ws = world_spec(table, source=source)
+    ws = world_spec_from(args.world, users=args.users, source="--world")
     world = World.build(ws, args.seed)
     params = parse_overrides(args.set, source="--set")
     from simab.policies.base import make_policy

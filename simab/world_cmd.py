@@ -19,10 +19,9 @@ import numpy as np
 import pyarrow as pa
 
 from simab.errors import SimabError
-from simab.simulators.spec import PRESETS, world_spec
+from simab.simulators.spec import PRESETS
 from simab.simulators.world import World
-
-DAY = 86400.0
+from simab.worlds import world_spec_from
 
 
 @dataclass
@@ -39,30 +38,21 @@ class SampleLog:
 
 
 def sample_pre_period(world: World, users: np.ndarray, days: float, *, shards: int = 1) -> SampleLog:
-    """Run the logging policy (popularity + epsilon exploration, as ``runner.pre_period``)
-    over ``[-days, 0)`` for ``users``; shards are simulated one after the other and only
-    change how the users are grouped, never what any user does."""
-    from simab.campaign import ShardPlan, ShardSimulation
-    from simab.policies.simple import LoggingPolicy
-    from simab.policies.world_features import feature_spec_of
-
-    class _Serving:
-        max_batch, max_wait_ms, abandon_after_ms = 256, 5.0, None
+    """Run the logging policy (popularity + epsilon exploration, as ``preperiod.pre_period``)
+    over ``[-days, 0)`` for ``users``; shards (hashed, as the campaign's) are simulated one
+    after the other and only change how the users are grouped, never what any user does."""
+    from simab.plan import shard_of
+    from simab.preperiod import logging_simulation
 
     users = np.sort(np.asarray(users, np.int64))
-    world = world.with_phase("preperiod")
-    policy = LoggingPolicy({"epsilon": world.spec.logging_epsilon}, feature_spec_of(world.spec))
-    t0 = -days * DAY
     parts: dict[str, list[pa.Table]] = {k: [] for k in ("exposures", "features", "requests", "moveline")}
     started = time.perf_counter()
+    shard = shard_of(world.seed, users, shards)
     for s in range(shards):
-        mine = users[users % shards == s]
+        mine = users[shard == s]
         if len(mine) == 0:
             continue
-        n = len(mine)
-        plan = ShardPlan(s, mine, np.zeros(n, np.int64), np.full(n, t0), np.zeros(n), t0, 0.0)
-        sim = ShardSimulation(world, plan, ["logging"], {"logging": policy}, campaign="preperiod",
-                              serving=_Serving(), record_features=True)
+        sim = logging_simulation(world, mine, days, s)
         sim.run()
         parts["exposures"].append(sim.exposures.to_table())
         parts["features"].append(sim.features.to_table())
@@ -82,19 +72,7 @@ def run_world(preset: str, users: int | None = None, seed: int = 0, out: str | P
     from simab.simulators.figures import draw_all, write_html, write_json
     from simab.simulators.summary import summarize
 
-    if str(preset).endswith(".toml"):
-        from simab.spec import read_toml
-
-        table = read_toml(str(preset)).get("world")
-        if table is None:
-            raise SimabError("no [world] table", source=str(preset), key="world")
-        source = str(preset)
-    else:
-        table = {"preset": preset}
-        source = source
-    if users is not None:
-        table = {**table, "n_users": users}
-    ws = world_spec(table, source=source, key="world")
+    ws = world_spec_from(str(preset), users=users, source=source)
     if sample < 1:
         raise SimabError("must be at least 1", source="<cli>", key="--sample")
     if days is not None and not days > 0:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simab.simulators import rng
+from simab.simulators import rng, streams
 from simab.simulators.catalog import Catalog
 from simab.simulators.spec import WorldSpec
 
@@ -128,9 +128,9 @@ class Oracle:
         rid = request_ids[:, None]
         pos = positions
         k = self._keys
-        # one pass over the four streams; the dwell normal is Box-Muller on counters 2p, 2p+1
+        # one pass over the four streams; the dwell normal is Box-Muller on a counter pair
         uc, uv, ud, u1, u2 = rng.uniforms(
-            (k["click"], k["conv"], k["delay"], k["dwell"], k["dwell"]), rid, (pos, pos, pos, 2 * pos, 2 * pos + 1)
+            (k["click"], k["conv"], k["delay"], k["dwell"], k["dwell"]), rid, streams.response_counters(pos)
         )
         clicked = uc < p_click
         r = self.spec.response

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simab.simulators import rng
+from simab.simulators import rng, streams
 from simab.simulators.catalog import Catalog
 from simab.simulators.spec import WorldSpec
 
@@ -76,11 +76,11 @@ class Population:
         spec, cat = self.spec, self.catalog
         kp, kc, kw, ks = (self._k[s] for s in ("profile", "cats", "weights", "scalars"))
         n = ids.shape[0]
-        act = np.exp(0.5 * rng.normal(ks, ids, 1))
+        act = np.exp(0.5 * rng.normal(ks, ids, streams.ACTIVITY))
         activity_bucket = np.clip(np.digitize(act, [0.7, 1.0, 1.4]), 0, 3)
-        age = rng.integers(kp, ids, 0, PROFILE_SIZES[0])
-        gender = rng.integers(kp, ids, 1, PROFILE_SIZES[1])
-        city = rng.integers(kp, ids, 2, PROFILE_SIZES[2])
+        age = rng.integers(kp, ids, streams.PROFILE_AGE, PROFILE_SIZES[0])
+        gender = rng.integers(kp, ids, streams.PROFILE_GENDER, PROFILE_SIZES[1])
+        city = rng.integers(kp, ids, streams.PROFILE_CITY, PROFILE_SIZES[2])
         profile = np.stack([age, gender, city, activity_bucket], axis=1)
 
         ia, idm = spec.interest.n_active, spec.interest.n_dormant
@@ -89,9 +89,10 @@ class Population:
         cats = np.empty((n, n_int), dtype=np.int64)
         preferred_parent = (age * 2 + gender) * 7 % spec.n_parents
         for j in range(n_int):
-            u_choice = rng.uniform(kc, ids, 3 * j)
-            u_pick = rng.uniform(kc, ids, 3 * j + 1)
-            rand_cat = rng.integers(kc, ids, 3 * j + 2, K)
+            c_choice, c_pick, c_rand = streams.interest_counters(j)
+            u_choice = rng.uniform(kc, ids, c_choice)
+            u_pick = rng.uniform(kc, ids, c_pick)
+            rand_cat = rng.integers(kc, ids, c_rand, K)
             if j == 0:
                 parent = np.where(u_choice < spec.interest.profile_correlation, preferred_parent, -1)
             elif j == ia:
@@ -128,6 +129,6 @@ class Population:
         if idm and spec.interest.dormant_drives_clicks:
             u = u + np.einsum("nk,nkd->nd", wd, cat.centroid[dormant])
         u = u / np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
-        price_s = spec.response.price_sensitivity * np.exp(0.3 * rng.normal(ks, ids, 2))
-        conv = spec.response.conversion_propensity_sd * rng.normal(ks, ids, 3)
+        price_s = spec.response.price_sensitivity * np.exp(0.3 * rng.normal(ks, ids, streams.PRICE_SENSITIVITY))
+        conv = spec.response.conversion_propensity_sd * rng.normal(ks, ids, streams.CONVERSION_PROPENSITY)
         return Users(ids, profile, active, wa, dormant, wd, u, act, price_s, conv)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from simab.simulators import rng
+from simab.simulators import rng, streams
 from simab.simulators.rng import phase_stream
 from simab.simulators.spec import WorldSpec
+from simab.simulators.streams import Decision
 
 PAD, HOME, SEARCH, SHOP, CHANNEL, DETAIL, CART, BUY, CONTENT = range(9)
 N_SCENE_TYPES = 9
@@ -58,11 +59,12 @@ class SceneChain:
         lam_max = self._rate * activity * (1.0 + self._amp)
         j = 0
         while True:
-            t = t + rng.exponential(self.k["arrival"], user, n * 64 + 2 * j) / lam_max
-            if rng.uniform(self.k["arrival"], user, n * 64 + 2 * j + 1) <= self.diurnal(t) / (1.0 + self._amp):
+            c_gap, c_accept = streams.arrival_counters(n, j)
+            t = t + rng.exponential(self.k["arrival"], user, c_gap) / lam_max
+            if rng.uniform(self.k["arrival"], user, c_accept) <= self.diurnal(t) / (1.0 + self._amp):
                 return float(t)
             j += 1
-            if j >= 31:  # (probability < 1e-9 for amplitude < 1): accept to bound the loop
+            if j >= streams.ARRIVAL_TRIES:  # (probability < 1e-9 for amplitude < 1): accept to bound the loop
                 return float(t)
 
     def need_gap(self, user: int, j: int) -> float:
@@ -72,21 +74,22 @@ class SceneChain:
         it = self.spec.intent
         if not it.enabled or it.needs_per_day <= 0:
             return float("inf")
-        return float(rng.exponential(self.k["need"], user, 2 * j)) * DAY / it.needs_per_day
+        return float(rng.exponential(self.k["need"], user, streams.need_gap_counter(j))) * DAY / it.needs_per_day
 
     def need_session_delay(self, user: int, j: int) -> float | None:
         """A need brings the user to the app: with probability ``scene_first`` a session
         opens Exp(mean ``need_session_delay_min``) after need ``j`` arrives; None otherwise
         (the need then waits for the next regular session)."""
         it = self.spec.intent
-        if rng.uniform(self.k["need_session"], user, 2 * j) >= it.scene_first:
+        c_opens, c_delay = streams.need_session_counters(j)
+        if rng.uniform(self.k["need_session"], user, c_opens) >= it.scene_first:
             return None
-        return float(rng.exponential(self.k["need_session"], user, 2 * j + 1)) * 60.0 * it.need_session_delay_min
+        return float(rng.exponential(self.k["need_session"], user, c_delay)) * 60.0 * it.need_session_delay_min
 
     def need_category(self, user: int, n: int, active: np.ndarray, active_w: np.ndarray, n_categories: int) -> int:
         """A need is for any category with probability ``need_novelty`` (a need unrelated
         to long-term interest: only the moveline reveals it), else for an active interest."""
-        u = float(rng.uniform(self.k["need"], user, 2 * n + 1))
+        u = float(rng.uniform(self.k["need"], user, streams.need_category_counter(n)))
         q = self.spec.intent.need_novelty
         if u < q:
             return int(u / q * n_categories) % n_categories
@@ -94,8 +97,9 @@ class SceneChain:
         return int(active[min(np.searchsorted(cdf, (u - q) / (1.0 - q)), len(active) - 1)])
 
     # --- the chain ------------------------------------------------------------------
-    def draw(self, user: int, session: int, step: int, slot: int) -> float:
-        return float(rng.uniform(self.k["step"], user, (session * 64 + step) * 8 + slot))
+    def draw(self, user: int, session: int, step: int, decision: int) -> float:
+        """The uniform of ``decision`` (a ``streams.Decision``) at ``step`` of ``session``."""
+        return float(rng.uniform(self.k["step"], user, streams.step_counter(session, step, decision)))
 
     def first_scene(self, user: int, session: int, fresh_need: bool) -> tuple[str, int]:
         """('surface', scenario index) or ('content', -1).  A session that a fresh need
@@ -104,29 +108,28 @@ class SceneChain:
         if fresh_need:
             pool = self.search_scenarios + self.shop_scenarios
             if pool:
-                return "surface", pool[int(self.draw(user, session, 0, 1) * len(pool)) % len(pool)]
+                return "surface", pool[int(self.draw(user, session, 0, Decision.PICK_SURFACE) * len(pool)) % len(pool)]
         return self.next_scene(user, session, 0)
 
     def next_scene(self, user: int, session: int, step: int, live_need: bool = False) -> tuple[str, int]:
         """The next scene; a user with a live need pursues it (a search or a shop visit)
         with probability ``intent.pursuit``."""
         pool = self.search_scenarios + self.shop_scenarios
-        if live_need and pool and self.draw(user, session, step, 0) < self.spec.intent.pursuit:
-            return "surface", pool[int(self.draw(user, session, step, 1) * len(pool)) % len(pool)]
-        if self.draw(user, session, step, 2) < self.spec.sessions.content_prob:
+        if live_need and pool and self.draw(user, session, step, Decision.PURSUE_NEED) < self.spec.intent.pursuit:
+            return "surface", pool[int(self.draw(user, session, step, Decision.PICK_SURFACE) * len(pool)) % len(pool)]
+        if self.draw(user, session, step, Decision.CONTENT) < self.spec.sessions.content_prob:
             return "content", -1
-        i = int(np.searchsorted(self.traffic_cdf, self.draw(user, session, step, 3) * 0.9999999))
+        i = int(np.searchsorted(self.traffic_cdf, self.draw(user, session, step, Decision.TRAFFIC) * 0.9999999))
         return "surface", min(i, len(self.names) - 1)
 
     def leaves(self, user: int, session: int, step: int) -> bool:
-        return self.draw(user, session, step, 4) < self.spec.sessions.leave_prob
+        return self.draw(user, session, step, Decision.LEAVE) < self.spec.sessions.leave_prob
 
-    def goes_to_cart(self, user: int, session: int, step: int) -> bool:
-        return self.draw(user, session, step, 5) < self.spec.sessions.cart_prob
+    def goes_to_cart(self, user: int, session: int, step: int, position: int) -> bool:
+        """Whether a click at slate ``position`` of ``step`` goes on to the cart."""
+        u = rng.uniform(self.k["step"], user, streams.cart_counter(session, step, position))
+        return float(u) < self.spec.sessions.cart_prob
 
     def scene_dwell(self, user: int, session: int, step: int) -> float:
         """Seconds spent on a scene before acting: LogNormal(log 20 s, 0.8)."""
-        return float(np.exp(np.log(20.0) + 0.8 * rng.normal(self.k["dwell"], user, session * 64 + step)))
-
-    def pick(self, user: int, session: int, step: int, slot: int, n: int) -> int:
-        return min(int(self.draw(user, session, step, slot) * n), n - 1)
+        return float(np.exp(np.log(20.0) + 0.8 * rng.normal(self.k["dwell"], user, streams.dwell_counter(session, step))))

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from simab.errors import SimabError, pydantic_to_simab
+from simab.simulators import streams
 
 
 class _Strict(BaseModel):
@@ -178,6 +179,8 @@ def world_spec(table: dict[str, Any] | str | None = None, *, source: str | None 
     if "scenarios" in table and set(table["scenarios"]) - set(base.get("scenarios", {})):
         pass  # new scenarios are allowed; they are validated like the preset's
     try:
-        return WorldSpec.model_validate(merged)
+        spec = WorldSpec.model_validate(merged)
     except ValidationError as exc:
         raise pydantic_to_simab(exc, source, prefix=key) from None
+    streams.check_world(spec, source=source, key=key)
+    return spec

@@ -23,7 +23,9 @@ from simab.simulators.spec import WorldSpec
 
 #: Version of the generator's draws for a given (spec, seed); part of ``spec_dict``.
 #: 2: the pre-period draws its behaviour from its own streams (``World.with_phase``).
-WORLD_VERSION = 2
+#: 3: the pre-period groups users by the campaign's hashed shard, which decides its
+#: serving batches, and caches its tables sorted by request (other training data).
+WORLD_VERSION = 3
 
 
 @dataclass

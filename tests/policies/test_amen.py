@@ -168,7 +168,7 @@ def test_mine_pairs_window_label_and_scenario_rules():
 @pytest.fixture(scope="module")
 def tiny_world_data(tmp_path_factory):
     """The moveline preset at 40 users and 1 pre-period day (a few seconds)."""
-    from simab.runner import pre_period, training_data
+    from simab.preperiod import pre_period, training_data
     from simab.simulators.spec import world_spec
     from simab.simulators.world import World
 

@@ -55,6 +55,26 @@ def test_abn_with_ramp_reports_every_treatment(tmp_path):
     assert (first >= 0.5 * 86400).any() and (first < 0.5 * 86400).any()
 
 
+def test_sessions_outside_every_arm_are_unassigned(tmp_path):
+    """Under unit = "session" a session whose bucket is in no arm at its start (outside
+    every share, or in a block a ramp opens later) is not part of the experiment: none of
+    its exposures is logged, and every logged session is in its bucket's arm."""
+    over = tiny(tmp_path, unit="session",
+                arms={"control": {"policy": "popularity", "share": 0.2}, "treatment": {"policy": "oracle", "share": 0.2}},
+                ramps=[{"at_day": 0.25, "shares": {"control": 0.3, "treatment": 0.3}}])
+    spec = load_campaign(overrides=over)
+    res = run_campaign(spec, out=tmp_path / "sessions", report=False)
+    e = read_table(res.run_dir, "exposures", ["session", "arm", "ts"])
+    # rows are in serving order within a shard and a session lies in one shard: the first
+    # row of a session is its first exposure
+    sid, first = np.unique(e.column("session").to_numpy(), return_index=True)
+    arm, start = Allocation.from_spec(spec).assign(buckets(spec.salt or spec.name, sid))
+    assert (arm >= 0).all()  # 60 % of the buckets are in no arm: none of those sessions is served
+    np.testing.assert_array_equal(np.array(list(spec.arms))[arm], np.array(e.column("arm").to_pylist())[first])
+    assert (start <= e.column("ts").to_numpy()[first]).all()  # no session served before its block opens
+    assert (start > 0).any() and (start == 0).any()  # sessions of both the first and the ramped blocks
+
+
 def test_counterfactual_truth_fills_true_lift_for_every_metric(tmp_path):
     res = run_campaign(load_campaign(overrides=tiny(tmp_path, truth="counterfactual")), out=tmp_path / "cf")
     rep = json.loads((res.run_dir / "report.json").read_text())
