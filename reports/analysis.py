@@ -258,9 +258,10 @@ def analyze(
     traffic = {
         a: ArmTraffic(
             users=m.n,
-            exposures=int(m.total("exposures")),
-            clicks=int(m.total("clicks")),
-            conversions=int(m.total("conversions")),
+            # integer counts: n·mean is within rounding of the integer total
+            exposures=round(m.total("exposures")),
+            clicks=round(m.total("clicks")),
+            conversions=round(m.total("conversions")),
             requests=int(request_counts.get(a, 0)),
         )
         for a, m in traffic_moments.items()
