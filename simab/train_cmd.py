@@ -58,14 +58,6 @@ def train_main(args) -> int:
 
 
 def _clean(x):
-    import math
+    from simab.reports.json_numbers import json_safe
 
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if hasattr(x, "item"):
-        return _clean(x.item())
-    return x
+    return json_safe(x)
