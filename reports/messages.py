@@ -22,4 +22,7 @@ GUARDRAIL = (
     "guardrail metric ({direction}): outside the confirmatory multiple-testing family; "
     "adjusted p over the guardrail comparisons only"
 )
+PERCENTILE_AT_MAX = (
+    "{arm} has too few requests for this percentile (it is the sample maximum): no interval"
+)
 NO_SEQUENTIAL = "sequential test not available for this metric"
