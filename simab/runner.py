@@ -119,7 +119,8 @@ def covariates(folder: Path) -> pa.Table:
     exp = pa.concat_tables(
         [pq.read_table(p, columns=["user", "clicked", "converted", "dwell_s"]) for p in sorted(folder.glob("exposures-*.parquet"))]
     )
-    g = exp.group_by("user").aggregate([("clicked", "count"), ("clicked", "sum"), ("converted", "sum"), ("dwell_s", "sum")])
+    # single-threaded: a threaded group_by may add a user's dwell in any order (last bits)
+    g = exp.group_by("user", use_threads=False).aggregate([("clicked", "count"), ("clicked", "sum"), ("converted", "sum"), ("dwell_s", "sum")])
     return pa.table(
         {
             "user": g.column("user"),

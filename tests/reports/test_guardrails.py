@@ -87,6 +87,8 @@ def test_report_marks_and_separates_the_guardrail(make_run, tmp_path):
     ctr = report.metrics["ctr"]
     assert figures._colour(ctr, 0.2, 1e-6, 0.05) == figures.WIN
     assert figures.forest_plot(report)[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (run / "report.html").read_text()
+    assert "<h2>Guardrails</h2>" in page and "confirmatory comparisons" in page
 
 
 def test_percentile_at_the_sample_maximum_has_no_interval():
