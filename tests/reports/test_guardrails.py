@@ -72,7 +72,7 @@ def test_report_marks_and_separates_the_guardrail(make_run, tmp_path):
     assert all(d["metrics"][m]["role"] == "confirmatory" for m in CONFIRMATORY)
     # one treatment arm: a family of one, so the adjusted p is the raw p
     comp = lat["comparisons"]["treatment_vs_control"]
-    assert comp["p_value_adjusted"] == comp["p_value"]
+    assert comp["p_value_adjusted"] == comp["p_value"]  # Holm of one p is p·1: exact
     assert comp["rel_ci_method"] == "log"
     md = render_markdown(report)
     lifts = md.split("## Lifts")[1].split("## Guardrails")[0]
