@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from simab.reports.moments import Moments
+from simab.reports.moments import Moments, grouped_moments
 from simab.reports.run_data import COUNT_COLUMNS, COVARIATE_COLUMNS
 
 
@@ -26,15 +26,17 @@ def user_totals(
 ) -> pa.Table:
     """Sum ``cells`` to one row per (arm, user, *by), optionally over all assigned users."""
     keys = ["arm", "user", *by]
-    totals = cells.group_by(keys, use_threads=True).aggregate([(c, "sum") for c in COUNT_COLUMNS])
+    # single-threaded grouping and joins, then key order: Arrow's threaded group_by/join give
+    # no row-order guarantee, and row order decides the order of the float sums downstream
+    totals = cells.group_by(keys, use_threads=False).aggregate([(c, "sum") for c in COUNT_COLUMNS])
     totals = totals.rename_columns([c.removesuffix("_sum") for c in totals.column_names])
     totals = totals.select([*keys, *COUNT_COLUMNS])
     if assignments is not None and not by:
         totals = assignments.select(["arm", "user"]).join(
-            totals, keys=["arm", "user"], join_type="left outer"
+            totals, keys=["arm", "user"], join_type="left outer", use_threads=False
         )
     if covariates is not None and not by:
-        totals = totals.join(covariates, keys="user", join_type="left outer")
+        totals = totals.join(covariates, keys="user", join_type="left outer", use_threads=False)
     filled = [
         pc.fill_null(totals[c], 0).cast(pa.float64()) if c in totals.column_names else None
         for c in (*COUNT_COLUMNS, *COVARIATE_COLUMNS)
@@ -42,7 +44,7 @@ def user_totals(
     for name, column in zip((*COUNT_COLUMNS, *COVARIATE_COLUMNS), filled, strict=True):
         if column is not None:
             totals = totals.set_column(totals.column_names.index(name), name, column)
-    return totals
+    return totals.sort_by([(k, "ascending") for k in keys])
 
 
 def _group_codes(totals: pa.Table, group: Sequence[str]) -> tuple[np.ndarray, list[tuple]]:
@@ -71,18 +73,10 @@ def moments_by(
     if totals.num_rows == 0:
         return {}
     codes, labels = _group_codes(totals, group)
-    k = len(labels)
     values = [totals[c].to_numpy().astype(np.float64, copy=False) for c in columns]
-    counts = np.bincount(codes, minlength=k)
-    sums = np.column_stack([np.bincount(codes, weights=v, minlength=k) for v in values])
-    cross = np.empty((k, len(values), len(values)))
-    for i, vi in enumerate(values):
-        for j in range(i, len(values)):
-            cross[:, i, j] = cross[:, j, i] = np.bincount(
-                codes, weights=vi * values[j], minlength=k
-            )
+    counts, means, comoments = grouped_moments(codes, len(labels), values)
     return {
-        label: Moments(tuple(columns), int(counts[idx]), sums[idx], cross[idx])
+        label: Moments(tuple(columns), int(counts[idx]), means[idx], comoments[idx])
         for idx, label in enumerate(labels)
     }
 

@@ -2,7 +2,8 @@
 
 Data flow: event log -> cells (arm, user, day, scenario) -> per-user totals -> Moments per
 arm (and per scenario, per day, per cumulative look) -> estimates -> comparisons -> one
-multiple-testing family over every metric and treatment arm -> truth beside each lift.
+multiple-testing family over every confirmatory metric and treatment arm (guardrails form
+their own) -> truth beside each lift.  Metric definitions: ``metric_registry``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from simab.reports import messages
 from simab.reports.aggregation import cumulative_cells, moments_by, user_totals
 from simab.reports.comparison import Comparison, compare
 from simab.reports.cross_check import cross_check
-from simab.reports.estimates import ArmEstimate, Functional, cuped_estimates, estimate
+from simab.reports.estimates import Functional, cuped_fit, estimate
 from simab.reports.latency import percentile_estimate
+from simab.reports.metric_registry import METRIC_NAMES, REGISTRY, MetricDef
 from simab.reports.moments import Moments
 from simab.reports.multiplicity import Correction, adjust_p_values
 from simab.reports.power import mde
@@ -38,21 +40,15 @@ from simab.reports.sequential import msprt
 from simab.reports.srm import srm_test
 from simab.reports.truth import covers, true_rel_lift, true_values
 
+METRICS = METRIC_NAMES
+# per-user metrics as delta-method functionals, and their CUPED covariates (from the registry)
 UNIT_METRICS: dict[str, Functional] = {
-    "ctr": Functional("clicks", "exposures"),
-    "ctcvr": Functional("conversions", "exposures"),
-    "cvr": Functional("conversions", "clicks"),
-    "stay_time": Functional("dwell_s"),
-    "exposures_per_user": Functional("exposures"),
+    n: Functional(m.num, m.den) for n, m in REGISTRY.items() if m.unit == "user"
 }
-LATENCY_METRIC = "latency_p99_ms"
-METRICS = (*UNIT_METRICS, LATENCY_METRIC)
 PRE_PERIOD: dict[str, Functional] = {
-    "ctr": Functional("pre_clicks", "pre_exposures"),
-    "ctcvr": Functional("pre_conversions", "pre_exposures"),
-    "cvr": Functional("pre_conversions", "pre_clicks"),
-    "stay_time": Functional("pre_dwell_s"),
-    "exposures_per_user": Functional("pre_exposures"),
+    n: Functional(m.pre_num, m.pre_den)
+    for n, m in REGISTRY.items()
+    if m.unit == "user" and m.pre_num is not None
 }
 
 
@@ -119,31 +115,54 @@ def _sequential(run: RunData, arms, metric, control, treatments, alpha, days):
     }
 
 
-def _latency_metric(run: RunData, arms, control, treatments, alpha) -> MetricReport:
+def _role_notes(mdef: MetricDef) -> tuple[str, ...]:
+    if mdef.confirmatory:
+        return ()
+    direction = "higher is better" if mdef.higher_is_better else "higher is worse"
+    return (messages.GUARDRAIL.format(direction=direction),)
+
+
+def _percentile_metric(
+    mdef: MetricDef, run: RunData, arms, control, treatments, alpha
+) -> MetricReport:
+    """A per-request percentile (latency): positive values, so the relative CI is taken on
+    the log scale (it cannot reach -100 %); no per-user covariate, no daily looks."""
     est = {}
     for arm in arms:
         rows = run.requests.filter(pc.equal(run.requests["arm"], arm))
         est[arm] = percentile_estimate(
             arm,
-            rows["latency_ms"].to_numpy(zero_copy_only=False),
+            rows[mdef.num].to_numpy(zero_copy_only=False),
             rows["user"].to_numpy(zero_copy_only=False),
-            q=0.99,
+            q=mdef.quantile,
             alpha=alpha,
         )
     comparisons = {
         comparison_key(t, control): ComparisonReport(
             control=control,
             treatment=t,
-            comparison=compare(est[control], est[t], alpha),
-            notes=(messages.LATENCY_CI, messages.NO_SEQUENTIAL),
+            comparison=compare(est[control], est[t], alpha, rel_method="log"),
+            notes=(*_role_notes(mdef), messages.LATENCY_CI, messages.NO_SEQUENTIAL),
+            cuped_reason=messages.CUPED_NO_COVARIATE,
         )
         for t in treatments
     }
     return MetricReport(
-        name=LATENCY_METRIC,
+        name=mdef.name,
         arms={a: ArmValue(e.value, None, e.n, e.flags) for a, e in est.items()},
         comparisons=comparisons,
+        role=mdef.role,
+        higher_is_better=mdef.higher_is_better,
     )
+
+
+def _cuped_reason(fit, control: str, treatment: str) -> str | None:
+    if fit.reason is not None:
+        return fit.reason
+    for arm in (control, treatment):
+        if arm not in fit.adjusted:
+            return messages.CUPED_ARM_TOO_FEW.format(arm=arm)
+    return None
 
 
 def _unit_metric(
@@ -159,27 +178,32 @@ def _unit_metric(
     per_scenario: dict,
     per_day: dict,
 ) -> MetricReport:
+    mdef = REGISTRY[name]
     metric = UNIT_METRICS[name]
     columns = tuple(c for c in (*COUNT_COLUMNS, *COVARIATE_COLUMNS) if c in totals.column_names)
     by_arm = _arm_moments(totals, arms, columns)
     est = {a: estimate(a, m, metric) for a, m in by_arm.items()}
-    cuped: dict[str, ArmEstimate] | None = None
-    theta = math.nan
-    if run.covariates is not None and name in PRE_PERIOD:
-        cuped, theta = cuped_estimates(by_arm, metric, PRE_PERIOD[name])
+    fit = None
+    if name not in PRE_PERIOD:
+        no_cuped = messages.CUPED_NO_COVARIATE
+    elif run.covariates is None:
+        no_cuped = messages.NO_COVARIATES
+    else:
+        fit = cuped_fit(by_arm, metric, PRE_PERIOD[name])
     sequential = _sequential(run, arms, metric, control, treatments, alpha, days)
     comparisons = {}
     for t in treatments:
         plain = compare(est[control], est[t], alpha)
         cuped_result = None
-        if cuped is not None:
-            adjusted = compare(cuped[control], cuped[t], alpha)
+        reason = no_cuped if fit is None else _cuped_reason(fit, control, t)
+        if reason is None:
+            adjusted = compare(fit.estimates[control], fit.estimates[t], alpha)
             reduction = (
                 1 - adjusted.abs_se**2 / plain.abs_se**2
                 if plain.abs_se and plain.abs_se == plain.abs_se
                 else math.nan
             )
-            cuped_result = CupedResult(adjusted, theta, reduction)
+            cuped_result = CupedResult(adjusted, fit.theta, reduction)
         nc, dc = _arrays(totals, control, metric)
         nt, dt = _arrays(totals, t, metric)
         ols = cross_check(nc, dc, nt, dt, plain.abs_se)
@@ -193,6 +217,7 @@ def _unit_metric(
             ci_covers_truth=covers(plain.rel_ci, true_lift),
             sequential=sequential[t],
             cuped=cuped_result,
+            cuped_reason=reason,
             cross_check=ols,
             mde=mde(
                 math.sqrt(est[control].unit_var)
@@ -203,7 +228,7 @@ def _unit_metric(
                 baseline=est[control].value if est[control].value == est[control].value else None,
                 alpha=alpha,
             ),
-            notes=() if truth else (messages.NO_TRUTH,),
+            notes=(*_role_notes(mdef), *(() if truth else (messages.NO_TRUTH,))),
         )
     return MetricReport(
         name=name,
@@ -211,6 +236,8 @@ def _unit_metric(
         comparisons=comparisons,
         per_scenario=_segments(per_scenario, metric, control, treatments, alpha),
         per_day=_segments(per_day, metric, control, treatments, alpha),
+        role=mdef.role,
+        higher_is_better=mdef.higher_is_better,
     )
 
 
@@ -258,9 +285,10 @@ def analyze(
     traffic = {
         a: ArmTraffic(
             users=m.n,
-            exposures=int(m.total("exposures")),
-            clicks=int(m.total("clicks")),
-            conversions=int(m.total("conversions")),
+            # integer counts: n·mean is within rounding of the integer total
+            exposures=round(m.total("exposures")),
+            clicks=round(m.total("clicks")),
+            conversions=round(m.total("conversions")),
             requests=int(request_counts.get(a, 0)),
         )
         for a, m in traffic_moments.items()
@@ -274,8 +302,10 @@ def analyze(
 
     metrics = {}
     for name in _metric_names(info, source):
-        if name == LATENCY_METRIC:
-            metrics[name] = _latency_metric(run, arms, control, treatments, alpha)
+        if REGISTRY[name].unit == "request":
+            metrics[name] = _percentile_metric(
+                REGISTRY[name], run, arms, control, treatments, alpha
+            )
         else:
             metrics[name] = _unit_metric(
                 name,
@@ -290,12 +320,15 @@ def analyze(
                 per_scenario,
                 per_day,
             )
-    family = [(m, k) for m, mr in metrics.items() for k in mr.comparisons]
-    adjusted = adjust_p_values(
-        [metrics[m].comparisons[k].comparison.p_value for m, k in family], correction
-    )
-    for (m, k), p in zip(family, adjusted, strict=True):
-        metrics[m] = metrics[m].with_adjusted(k, p)
+    # confirmatory metrics form the multiple-testing family; guardrails (measured latency)
+    # are adjusted among themselves so that they never move a confirmatory adjusted p
+    for role in ("confirmatory", "guardrail"):
+        family = [(m, k) for m, mr in metrics.items() if mr.role == role for k in mr.comparisons]
+        adjusted = adjust_p_values(
+            [metrics[m].comparisons[k].comparison.p_value for m, k in family], correction
+        )
+        for (m, k), p in zip(family, adjusted, strict=True):
+            metrics[m] = metrics[m].with_adjusted(k, p)
 
     runtime = info.get("runtime") or {}
     return Report(

@@ -202,6 +202,6 @@ def compare_mean_sums(
     """Compare means given (Σx, Σx², n) per arm, as gbstats' sample statistics are given."""
     arms = {}
     for arm, (total, squares, n) in (("control", control), ("treatment", treatment)):
-        m = Moments(("x",), int(n), np.array([float(total)]), np.array([[float(squares)]]))
+        m = Moments.from_sums(("x",), int(n), np.array([float(total)]), np.array([[float(squares)]]))
         arms[arm] = estimate(arm, m, Functional("x"))
     return compare(arms["control"], arms["treatment"], alpha, rel_method)

@@ -78,13 +78,27 @@ def estimate(arm: str, m: Moments, metric: Functional) -> ArmEstimate:
     return ArmEstimate(arm, value, unit_var, m.n, flags)
 
 
-def cuped_estimates(
+@dataclass(frozen=True)
+class CupedFit:
+    """CUPED-adjusted estimates per arm, the pooled θ, and which arms were adjusted.
+
+    ``reason`` is None when θ could be formed, else why CUPED was not applied (the
+    estimates are then the plain ones)."""
+
+    estimates: dict[str, ArmEstimate]
+    theta: float
+    adjusted: frozenset[str]
+    reason: str | None
+
+
+def cuped_fit(
     moments: Mapping[str, Moments], metric: Functional, covariate: Functional
-) -> tuple[dict[str, ArmEstimate], float]:
+) -> CupedFit:
     """CUPED-adjusted estimates for every arm and the pooled θ (Deng et al. 2013, eq. 3-4).
 
     θ pools the within-arm covariances weighted by unit count, so a treatment effect on
-    the metric does not leak into θ.  Arms where θ cannot be formed keep their plain estimate.
+    the metric does not leak into θ.  Arms where θ cannot be formed (fewer than 2 units,
+    undefined metric or covariate) keep their plain estimate and are not in ``adjusted``.
     """
     parts = {}
     cross = 0.0
@@ -102,7 +116,11 @@ def cuped_estimates(
         parts[arm] = (f, g, h, k, cov)
         cross += m.n * _quadratic(g, cov, k)
         cov_var += m.n * _quadratic(k, cov, k)
-    theta = cross / cov_var if cov_var > 0 else 0.0
+    if not cov_var > 0:
+        reason = messages.CUPED_NO_VARIANCE if parts else messages.CUPED_TOO_FEW
+        plain = {arm: estimate(arm, m, metric) for arm, m in moments.items()}
+        return CupedFit(plain, 0.0, frozenset(), reason)
+    theta = cross / cov_var
     out = {}
     for arm, m in moments.items():
         if arm not in parts:
@@ -113,4 +131,12 @@ def cuped_estimates(
         out[arm] = ArmEstimate(
             arm, f - theta * (h - h_pooled), max(_quadratic(lin, cov, lin), 0.0), m.n
         )
-    return out, float(theta)
+    return CupedFit(out, float(theta), frozenset(parts), None)
+
+
+def cuped_estimates(
+    moments: Mapping[str, Moments], metric: Functional, covariate: Functional
+) -> tuple[dict[str, ArmEstimate], float]:
+    """(estimates, θ) of :func:`cuped_fit`; θ = 0 and plain estimates where it cannot be formed."""
+    fit = cuped_fit(moments, metric, covariate)
+    return fit.estimates, fit.theta

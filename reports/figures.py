@@ -10,12 +10,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from simab.reports.report import Report  # noqa: E402
+from simab.reports.metric_registry import REGISTRY  # noqa: E402
+from simab.reports.report import MetricReport, Report  # noqa: E402
 
 ARM_COLOURS = ["#4C566A", "#D08770", "#5E81AC", "#A3BE8C", "#B48EAD", "#EBCB8B"]
-SIGNIFICANT, NEUTRAL, TRUTH = "#BF616A", "#5E81AC", "#2E3440"
-TREND_METRICS = ("ctr", "ctcvr", "stay_time")
-RATIO_METRICS = ("ctr", "ctcvr", "cvr")
+# significant harm (by the metric's direction) / win / neither, and the truth marker
+SIGNIFICANT, WIN, NEUTRAL, TRUTH = "#BF616A", "#3B7A3B", "#5E81AC", "#2E3440"
+TREND_METRICS = tuple(n for n, m in REGISTRY.items() if m.trend)
+RATIO_METRICS = tuple(n for n, m in REGISTRY.items() if m.is_ratio)
+SCENARIO_METRICS = tuple(n for n, m in REGISTRY.items() if m.by_scenario)
 
 
 def _png(fig: Figure) -> bytes:
@@ -41,23 +44,56 @@ def _day_axis(ax, days: list[int]) -> None:
         ax.set_xticks(range(min(days), max(days) + 1))
 
 
-def forest_plot(report: Report) -> bytes:
-    """Relative lift and CI of every comparison, true lift marked, zero line."""
-    rows = [
-        (f"{name}  {key.replace('_vs_', ' vs ')}", r)
+def lift_colour(m: MetricReport, rel_lift: float, p_adjusted: float, alpha: float) -> str:
+    """Green for a significant change in the metric's good direction, red for harm."""
+    if not (p_adjusted == p_adjusted and p_adjusted < alpha) or rel_lift == 0:
+        return NEUTRAL
+    return WIN if (rel_lift > 0) == m.higher_is_better else SIGNIFICANT
+
+
+def _forest_rows(report: Report, confirmatory: bool) -> list[tuple[str, MetricReport, object]]:
+    return [
+        (f"{name}  {key.replace('_vs_', ' vs ')}", m, r)
         for name, m in report.metrics.items()
+        if m.confirmatory == confirmatory
         for key, r in m.comparisons.items()
     ]
-    fig, ax = plt.subplots(figsize=(8.5, 0.45 * len(rows) + 1.2))
-    for y, (_label, r) in enumerate(reversed(rows)):
+
+
+def forest_plot(report: Report) -> bytes:
+    """Relative lift and CI of every comparison, true lift marked, zero line; guardrail
+    metrics in a panel of their own below (their own scale and family)."""
+    panels = [
+        (rows, title)
+        for rows, title in (
+            (_forest_rows(report, True), "Relative lift by metric"),
+            (_forest_rows(report, False), "Guardrails (own family; colour by direction)"),
+        )
+        if rows
+    ]
+    fig, axes = plt.subplots(
+        len(panels),
+        1,
+        figsize=(8.5, sum(0.45 * len(rows) + 1.2 for rows, _ in panels)),
+        squeeze=False,
+        gridspec_kw={"height_ratios": [len(rows) + 2 for rows, _ in panels]},
+    )
+    for ax, (rows, title) in zip(axes[:, 0], panels, strict=True):
+        _forest_panel(ax, rows, report)
+        ax.set_title(title)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _forest_panel(ax, rows, report: Report) -> None:
+    for y, (_label, m, r) in enumerate(reversed(rows)):
         c = r.comparison
         if not _finite(c.rel_lift, *c.rel_ci):
             ax.text(
                 0, y, "undefined (see flags)", va="center", ha="center", fontsize=8, color="grey"
             )
             continue
-        sig = r.p_value_adjusted == r.p_value_adjusted and r.p_value_adjusted < report.alpha
-        colour = SIGNIFICANT if sig else NEUTRAL
+        colour = lift_colour(m, c.rel_lift, r.p_value_adjusted, report.alpha)
         ax.errorbar(
             c.rel_lift,
             y,
@@ -69,15 +105,14 @@ def forest_plot(report: Report) -> bytes:
         )
         if r.true_rel_lift is not None:
             ax.plot(r.true_rel_lift, y, marker="x", color=TRUTH, ms=8, mew=2)
-    ax.set_yticks(range(len(rows)), [label for label, _ in reversed(rows)])
+    ax.set_yticks(range(len(rows)), [label for label, _, _ in reversed(rows)])
     ax.axvline(0, color="grey", lw=0.8, ls="--")
     _pct_axis(ax)
     ax.set_xlabel(
-        f"relative lift, {1 - report.alpha:.0%} CI  (x = true lift; red = significant after {report.correction})"
+        f"relative lift, {1 - report.alpha:.0%} CI  (x = true lift; green = significant win, "
+        f"red = significant harm after {report.correction})"
     )
     ax.grid(axis="x", alpha=0.3)
-    ax.set_title("Relative lift by metric")
-    return _png(fig)
 
 
 def sequential_plot(report: Report) -> bytes | None:
@@ -143,7 +178,9 @@ def sequential_plot(report: Report) -> bytes | None:
 
 def scenario_plot(report: Report) -> bytes | None:
     """Relative lift per scenario for CTR and CTCVR."""
-    names = [n for n in ("ctr", "ctcvr") if n in report.metrics and report.metrics[n].per_scenario]
+    names = [
+        n for n in SCENARIO_METRICS if n in report.metrics and report.metrics[n].per_scenario
+    ]
     if not names:
         return None
     fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 3.2), squeeze=False)

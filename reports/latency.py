@@ -31,6 +31,12 @@ def percentile_estimate(
     _, codes = np.unique(np.asarray(user), return_inverse=True)
     below = np.bincount(codes, weights=(latency_ms <= value).astype(float))
     requests = np.bincount(codes).astype(float)
+    if below.sum() == requests.sum():
+        # the estimate is the sample maximum (fewer than 1/(1-q) requests): the CDF at it is
+        # exactly 1 with zero variance, which would give a zero-width interval
+        return ArmEstimate(
+            arm, value, math.nan, int(requests.size), (messages.PERCENTILE_AT_MAX.format(arm=arm),)
+        )
     cdf = estimate(
         arm, Moments.from_columns({"below": below, "n": requests}), Functional("below", "n")
     )

@@ -6,7 +6,13 @@ import base64
 import html
 
 from simab.reports import figures
-from simab.reports.render_markdown import METHOD_NOTES, verdicts
+from simab.reports.render_markdown import (
+    GUARDRAIL_HEADER,
+    METHOD_NOTES,
+    cuped_not_applied,
+    guardrail_rows,
+    verdicts,
+)
 from simab.reports.report import Report
 from simab.reports.summary import HEADER, fmt_ci, fmt_p, fmt_pct, summary_rows
 
@@ -92,13 +98,19 @@ def _details_rows(report: Report) -> list[tuple[str, ...]]:
 
 def render_html(report: Report) -> str:
     """The full report page; every figure named in DESIGN section 6 is embedded."""
-    rows = summary_rows(report)
+    rows = summary_rows(report, "confirmatory")
     flat = [r for m in report.metrics.values() for r in m.comparisons.values()]
+    confirmatory = [
+        r for m in report.metrics.values() if m.confirmatory for r in m.comparisons.values()
+    ]
     significant = {
         i
-        for i, r in enumerate(flat)
+        for i, r in enumerate(confirmatory)
         if r.p_value_adjusted == r.p_value_adjusted and r.p_value_adjusted < report.alpha
     }
+    guard = guardrail_rows(report)
+    worse = {i for i, row in enumerate(guard) if row[-1] == "worse"}
+    skipped = cuped_not_applied(report)
     found = verdicts(report)
     verdict = (
         "<ul class=verdict>"
@@ -120,7 +132,7 @@ def render_html(report: Report) -> str:
         f"<title>simab report — {html.escape(report.campaign)}</title><style>{CSS}</style></head><body>",
         f"<h1>Campaign <code>{html.escape(report.campaign)}</code></h1>",
         f"<p class=sub>seed {report.seed} · control <b>{html.escape(report.control)}</b> · "
-        f"{html.escape(policies)} · α = {report.alpha} · {report.correction} correction over {len(flat)} comparisons</p>",
+        f"{html.escape(policies)} · α = {report.alpha} · {report.correction} correction over {len(confirmatory)} confirmatory comparisons</p>",
         _cards(report),
         "<h2>Significant after correction</h2>",
         verdict,
@@ -129,7 +141,15 @@ def render_html(report: Report) -> str:
         "<i>covered</i> says whether the interval contains it.</p>",
         _table(HEADER, rows, significant),
         _img(figures.forest_plot(report), "forest plot of relative lifts"),
-        "<h2>Sequential monitoring</h2>",
+    ]
+    if guard:
+        parts += [
+            "<h2>Guardrails</h2>",
+            "<p>Outside the confirmatory family: adj p is corrected over the guardrail comparisons "
+            "only. Rows shaded red are significantly <i>worse</i> by the metric's direction.</p>",
+            _table(GUARDRAIL_HEADER, guard, worse),
+        ]
+    parts += [        "<h2>Sequential monitoring</h2>",
         "<p>Cumulative lift at each daily look. The wide band is the always-valid confidence sequence: "
         "peeking at it every day keeps the error rate at α; the narrow band is valid only at a pre-planned end.</p>",
         _img(figures.sequential_plot(report), "cumulative lift over days"),
@@ -154,6 +174,12 @@ def render_html(report: Report) -> str:
             _details_rows(report),
         ),
     ]
+    if skipped:
+        parts += [
+            "<p>CUPED not applied:</p><ul class=flags>",
+            *(f"<li>{html.escape(s)}</li>" for s in skipped),
+            "</ul>",
+        ]
     if flags:
         parts += [
             "<h2>Flags and notes</h2><ul class=flags>",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from simab.reports.metric_registry import REGISTRY
 from simab.reports.report import Report
 from simab.reports.summary import (
     HEADER,
+    change_word,
     fmt_ci,
     fmt_p,
     fmt_pct,
@@ -15,14 +17,19 @@ from simab.reports.summary import (
 METHOD_NOTES = (
     "Unit of analysis: the user (the randomisation unit). Ratio metrics (ctr, ctcvr, cvr) use "
     "the delta method on per-user sums (Deng, Knoblich & Lu 2018); intervals use Welch df.",
-    "p tests the absolute difference; adj p is corrected over every metric and arm.",
-    "latency_p99_ms: 99th percentile of request latency; interval by Woodruff's method on the "
-    "user-clustered CDF (Deng et al. 2018, section 4.2).",
+    "p tests the absolute difference; adj p is corrected over every confirmatory metric and "
+    "arm. Guardrail metrics are outside that family (adjusted among themselves), so they "
+    "never change a confirmatory adj p.",
+    "latency_p99_ms (guardrail, higher is worse): 99th percentile of request latency, measured "
+    "wall-clock time (it differs between identical-seed runs); interval by Woodruff's method on "
+    "the user-clustered CDF (Deng et al. 2018, section 4.2); relative CI on the log scale, so it "
+    "stays above -100%.",
     "Sequential: mixture SPRT (Johari et al. 2017) over daily looks; always-valid p and "
     "confidence sequence on the relative lift.",
     "CUPED (Deng et al. 2013) with pre-period covariates; cross-check: statsmodels "
     "cluster-robust OLS (CR0, clustered by user).",
 )
+SCENARIO_METRICS = tuple(n for n, m in REGISTRY.items() if m.by_scenario)
 METHODS = "".join(f"- {note}\n" for note in METHOD_NOTES)
 
 
@@ -34,10 +41,61 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
     ]
 
 
+GUARDRAIL_HEADER = (
+    "metric",
+    "comparison",
+    "direction",
+    "control",
+    "treatment",
+    "rel lift",
+    "CI",
+    "p",
+    "adj p",
+    "change",
+)
+
+
+def guardrail_rows(report: Report) -> list[tuple[str, ...]]:
+    """One row per guardrail comparison; 'change' reads the lift by the metric's direction."""
+    rows = []
+    for name, m in report.metrics.items():
+        if m.confirmatory:
+            continue
+        for key, r in m.comparisons.items():
+            c = r.comparison
+            rows.append(
+                (
+                    name,
+                    key,
+                    "higher is better" if m.higher_is_better else "higher is worse",
+                    fmt_value(c.control_value),
+                    fmt_value(c.treatment_value),
+                    fmt_pct(c.rel_lift),
+                    fmt_ci(c.rel_ci),
+                    fmt_p(c.p_value),
+                    fmt_p(r.p_value_adjusted),
+                    change_word(m.higher_is_better, c.rel_lift, r.p_value_adjusted, report.alpha),
+                )
+            )
+    return rows
+
+
+def cuped_not_applied(report: Report) -> list[str]:
+    """'metric comparison: reason' for every comparison where CUPED was not applied."""
+    return [
+        f"{name} {key.replace('_vs_', ' vs ')}: {r.cuped_reason}"
+        for name, m in report.metrics.items()
+        for key, r in m.comparisons.items()
+        if r.cuped is None and r.cuped_reason
+    ]
+
+
 def verdicts(report: Report) -> list[str]:
-    """One plain sentence per comparison that is significant after correction."""
+    """One plain sentence per confirmatory comparison that is significant after correction."""
     out = []
     for name, m in report.metrics.items():
+        if not m.confirmatory:
+            continue
         for key, r in m.comparisons.items():
             c = r.comparison
             if r.p_value_adjusted == r.p_value_adjusted and r.p_value_adjusted < report.alpha:
@@ -73,7 +131,22 @@ def render_markdown(report: Report) -> str:
     lines += ["", f"SRM chi-square p = {report.srm.p_value:.4g}: {srm}", ""]
     lines += ["## Lifts", ""]
     lines += _table(HEADER, summary_rows(report))
-    lines += ["", f"alpha {report.alpha}; multiple-testing correction: {report.correction}.", ""]
+    lines += [
+        "",
+        f"alpha {report.alpha}; multiple-testing correction: {report.correction} over the "
+        "confirmatory metrics above.",
+        "",
+    ]
+    guard = guardrail_rows(report)
+    if guard:
+        lines += ["## Guardrails", ""]
+        lines += [
+            "Outside the confirmatory family: adj p is corrected over the guardrail "
+            "comparisons only; *change* reads a significant lift by the metric's direction.",
+            "",
+        ]
+        lines += _table(GUARDRAIL_HEADER, guard)
+        lines.append("")
 
     seq_rows, extra_rows = [], []
     for name, m in report.metrics.items():
@@ -113,7 +186,10 @@ def render_markdown(report: Report) -> str:
         extra_rows,
     )
     lines.append("")
-    for name in ("ctr", "ctcvr"):
+    skipped = cuped_not_applied(report)
+    if skipped:
+        lines += ["CUPED not applied:", "", *(f"- {s}" for s in skipped), ""]
+    for name in SCENARIO_METRICS:
         m = report.metrics.get(name)
         if m is None or not m.per_scenario:
             continue

@@ -11,19 +11,12 @@ from dataclasses import dataclass, field, replace
 
 from simab.reports.comparison import Comparison
 from simab.reports.cross_check import OlsCrossCheck
+from simab.reports.json_numbers import number
 from simab.reports.power import Mde
 from simab.reports.sequential import SequentialResult
 from simab.reports.srm import SrmResult
 
 SCHEMA = 1
-
-
-def number(x: float | None) -> float | None:
-    """A JSON-safe float: None for None, NaN and ±inf."""
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 def interval(ci: tuple[float, float]) -> list[float | None]:
@@ -72,6 +65,7 @@ class ComparisonReport:
     ci_covers_truth: bool | None = None
     sequential: SequentialResult | None = None
     cuped: CupedResult | None = None
+    cuped_reason: str | None = None  # why CUPED was not applied (None: applied)
     cross_check: OlsCrossCheck | None = None
     mde: Mde | None = None
     notes: tuple[str, ...] = ()
@@ -88,6 +82,12 @@ class MetricReport:
     comparisons: dict[str, ComparisonReport]
     per_scenario: dict[str, dict[str, SegmentComparison]] = field(default_factory=dict)
     per_day: dict[str, dict[str, SegmentComparison]] = field(default_factory=dict)
+    role: str = "confirmatory"  # or "guardrail": outside the confirmatory family
+    higher_is_better: bool = True
+
+    @property
+    def confirmatory(self) -> bool:
+        return self.role == "confirmatory"
 
     def with_adjusted(self, key: str, p_adjusted: float) -> MetricReport:
         comparisons = dict(self.comparisons)
@@ -132,10 +132,13 @@ def _comparison_report_json(r: ComparisonReport) -> dict:
         "abs_se": number(c.abs_se),
         "rel_se": number(c.rel_se),
         "rel_p_value": number(c.rel_p_value),
+        "rel_ci_method": c.rel_method,
         "df": number(c.df),
         "users": {"control": c.n_control, "treatment": c.n_treatment},
         "flags": list(c.flags),
         "notes": list(r.notes),
+        "cuped_applied": r.cuped is not None,
+        "cuped_reason": r.cuped_reason,
     }
     if r.cuped is not None:
         out["cuped"] = _comparison_json(r.cuped.comparison) | {
@@ -216,6 +219,8 @@ class Report:
             },
             "metrics": {
                 name: {
+                    "role": m.role,
+                    "higher_is_better": m.higher_is_better,
                     "arms": {
                         a: {
                             "value": number(v.value),

@@ -60,7 +60,8 @@ def reduce_exposures(exposures: pa.Table) -> pa.Table:
     table = exposures.append_column(
         "clicks", pc.cast(exposures["clicked"], pa.int64())
     ).append_column("conversions", pc.cast(exposures["converted"], pa.int64()))
-    grouped = table.group_by(["arm", "user", "day", "scenario"], use_threads=True).aggregate(
+    # single-threaded: a threaded group_by gives no row order, and row order decides float sums
+    grouped = table.group_by(["arm", "user", "day", "scenario"], use_threads=False).aggregate(
         [("clicks", "count"), ("clicks", "sum"), ("conversions", "sum"), ("dwell_s", "sum")]
     )
     names = {"clicks_count": "exposures", "clicks_sum": "clicks"}
@@ -88,7 +89,7 @@ def read_run(run_dir: str | Path) -> RunData:
     requests = _read_folder(run_dir / "requests", ["arm", "user", "day", "latency_ms"])
     assignments = _read_folder(run_dir / "assignments", ["arm", "user"], required=False)
     if assignments is None:
-        assignments = exposures.group_by(["arm", "user"]).aggregate([]).select(["arm", "user"])
+        assignments = exposures.group_by(["arm", "user"], use_threads=False).aggregate([]).select(["arm", "user"])
     truth_path = run_dir / "truth.parquet"
     truth = _read_folder(truth_path, ["arm", "metric", "value", "source"], required=False)
     covariates = _read_folder(

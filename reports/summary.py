@@ -44,9 +44,21 @@ HEADER = (
 )
 
 
-def summary_rows(report: Report) -> list[tuple[str, ...]]:
+def change_word(higher_is_better: bool, rel_lift: float, p_adjusted: float, alpha: float) -> str:
+    """'better' / 'worse' when the change is significant after correction, else '-'."""
+    if not (p_adjusted == p_adjusted and p_adjusted < alpha and rel_lift == rel_lift):
+        return "-"
+    if rel_lift == 0:
+        return "-"
+    return "better" if (rel_lift > 0) == higher_is_better else "worse"
+
+
+def summary_rows(report: Report, role: str | None = "confirmatory") -> list[tuple[str, ...]]:
+    """One row per comparison of the metrics with ``role`` (None: every metric)."""
     rows = []
     for name, m in report.metrics.items():
+        if role is not None and m.role != role:
+            continue
         for key, r in m.comparisons.items():
             c = r.comparison
             rows.append(
@@ -68,15 +80,19 @@ def summary_rows(report: Report) -> list[tuple[str, ...]]:
 
 def summary_table(report: Report) -> str:
     """Aligned text table: one row per metric and treatment-vs-control comparison."""
-    rows = [HEADER, *summary_rows(report)]
+    confirmatory = summary_rows(report, "confirmatory")
+    guardrail = summary_rows(report, "guardrail")
+    rows = [HEADER, *confirmatory, *guardrail]
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    if guardrail:
+        lines.insert(2 + len(confirmatory), "guardrails (own family; see report.md):")
     srm = "ok" if report.srm.ok else "MISMATCH"
     lines.append(
         f"SRM p = {report.srm.p_value:.4g} ({srm}); alpha {report.alpha}; "
-        f"adj p: {report.correction} over {len(rows) - 1} comparisons"
+        f"adj p: {report.correction} over {len(confirmatory)} confirmatory comparisons"
     )
     return "\n".join(lines)

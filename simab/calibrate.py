@@ -18,7 +18,6 @@ users, a short pre-period that only supplies CUPED covariates, one shard per run
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -275,6 +274,7 @@ def calibrate(batteries: list[str], runs: int, out: str | Path, *, workers: int 
     """Run the batteries into ``out``; writes calibration.json / calibration.md (merged
     with batteries already recorded there) and returns the JSON document."""
     from simab.atomic import write_atomic
+    from simab.reports.json_numbers import json_safe
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -283,19 +283,8 @@ def calibrate(batteries: list[str], runs: int, out: str | Path, *, workers: int 
         started = time.perf_counter()
         entry = run_battery(b, runs, out, workers=workers, backend=backend, seed=seed)
         data = _merge(out, entry)
-        write_atomic(out / "calibration.json", json.dumps(_finite(data), indent=1, allow_nan=False) + "\n")
+        write_atomic(out / "calibration.json", json.dumps(json_safe(data), indent=1, allow_nan=False) + "\n")
         write_atomic(out / "calibration.md", calibration_markdown(data))
         progress(f"calibrate {b}: {'targets met' if entry['pass'] else 'TARGET MISSED'} "
                  f"({time.perf_counter() - started:.0f}s)")
     return data
-
-
-def _finite(x: Any) -> Any:
-    """NaN and infinities become null (JSON has neither)."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_finite(v) for v in x]
-    return x

@@ -14,14 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-USER_METRICS = ("ctr", "ctcvr", "cvr", "stay_time", "exposures_per_user")
+from simab.reports.metric_registry import REGISTRY, USER_METRIC_NAMES
+
+# calibrated metrics: the per-user ones (latency is measured time, not simulated)
+USER_METRICS = USER_METRIC_NAMES
 # metric -> (numerator, denominator) of the per-arm counts in a row: exposure-level
 # (naive) analysis treats every denominator event as an independent Bernoulli trial
-NAIVE_COUNTS = {
-    "ctr": ("clicks", "exposures"),
-    "ctcvr": ("conversions", "exposures"),
-    "cvr": ("conversions", "clicks"),
-}
+NAIVE_COUNTS = {n: (m.num, m.den) for n, m in REGISTRY.items() if m.is_ratio}
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from simab.errors import SimabError, pydantic_to_simab
+from simab.reports.metric_registry import METRIC_NAMES
 from simab.simulators.spec import WorldSpec, deep_merge, world_spec
 
-METRICS = ("ctr", "ctcvr", "cvr", "stay_time", "exposures_per_user", "latency_p99_ms")
+METRICS = METRIC_NAMES  # the report metrics a spec may name (defined in the metric registry)
 DEFAULT_SOURCE = "<default campaign>"
 
 

@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from simab.errors import SimabError
 from simab.overrides import nest, parse_value, split_assignment
 from simab.progress import progress
+from simab.reports.json_numbers import number
 from simab.simulators.spec import deep_merge
 from simab.spec import (
     DEFAULT_SOURCE,
@@ -158,8 +159,7 @@ def _spec_digest(spec_json: str) -> str:
     return hashlib.sha256(spec_json.encode()).hexdigest()[:16]
 
 
-def _num(x: Any) -> float | None:
-    return float(x) if x is not None and math.isfinite(float(x)) else None
+_num = number  # NaN-to-null for the JSON rows
 
 
 def report_rows(report: Any, run: SweepRun) -> list[dict[str, Any]]:

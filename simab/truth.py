@@ -16,9 +16,10 @@ TRUTH_SCHEMA = pa.schema([("arm", pa.string()), ("metric", pa.string()), ("value
 
 
 def oracle_truth(exposures: pa.Table, users_per_arm: dict[str, int], source: str = "oracle") -> list[dict]:
-    """Expected metric values per arm from the logged true probabilities:
-    E[CTR] = sum p_click / n, E[CTCVR] = sum p_click p_convert / n,
-    E[CVR] = sum p_click p_convert / sum p_click, E[stay] = sum p_click E[dwell|click] / users."""
+    """Expected metric values per arm from the logged true probabilities; each metric's
+    formula lives in the metric registry (simab.reports.metric_registry)."""
+    from simab.reports.metric_registry import TruthSums, truth_values
+
     rows = []
     arm_col = exposures.column("arm").combine_chunks().cast(pa.string())
     for arm, n_users in users_per_arm.items():
@@ -29,15 +30,15 @@ def oracle_truth(exposures: pa.Table, users_per_arm: dict[str, int], source: str
         pcl = t.column("p_click").to_numpy()
         pcv = t.column("p_convert").to_numpy()
         dw = t.column("expected_dwell_s").to_numpy()
-        vals = {
-            "ctr": pcl.sum() / n,
-            "ctcvr": (pcl * pcv).sum() / n,
-            "cvr": (pcl * pcv).sum() / max(pcl.sum(), 1e-300),
-            "stay_time": (pcl * dw).sum() / max(n_users, 1),
-        }
-        if source == "counterfactual":
-            vals["exposures_per_user"] = n / max(n_users, 1)
-        rows += [{"arm": arm, "metric": m, "value": float(v), "source": source} for m, v in vals.items()]
+        sums = TruthSums(
+            exposures=n,
+            users=n_users,
+            p_click=float(pcl.sum()),
+            p_click_convert=float((pcl * pcv).sum()),
+            p_click_dwell=float((pcl * dw).sum()),
+        )
+        vals = truth_values(sums, source)
+        rows += [{"arm": arm, "metric": m, "value": v, "source": source} for m, v in vals.items()]
     return rows
 
 
