@@ -153,7 +153,7 @@ def load_checkpoint(
     if params is not None:
         from simab.policies.base import check_params
 
-        asked = check_params(policy.name, params, type(policy).DEFAULTS)
+        asked = check_params(policy.name, params, type(policy).DEFAULTS, rules=type(policy).RULES)
         diff = _first_difference(policy.params, asked)
         if diff is not None:
             raise SimabError(f"checkpoint has {diff}={policy.params.get(diff)!r}, asked for {asked.get(diff)!r}",

@@ -61,10 +61,18 @@ from torch import nn
 
 from simab.errors import SimabError
 from simab.policies import trainer as _trainer
-from simab.policies.base import Batch, BatchSource, make_policy, register_policy
+from simab.policies.base import (
+    Batch,
+    BatchSource,
+    in_range,
+    layer_sizes,
+    make_policy,
+    one_of,
+    register_policy,
+)
 from simab.policies.features import FeatureSpec
 from simab.policies.layers import MLP, candidate_fields
-from simab.policies.neural import COMMON_DEFAULTS, NeuralPolicy
+from simab.policies.neural import COMMON_DEFAULTS, COMMON_RULES, NeuralPolicy
 
 BACKBONES = ("dnn", "deepfm", "dcn", "star", "hmoe")
 #: Batch key carrying the fixed shared mask during retrain.
@@ -187,24 +195,23 @@ class SSIM(NeuralPolicy):
         "shared_in": "",
         "shared_out": "",
     }
+    RULES = {
+        **COMMON_RULES,
+        "backbone": one_of(*BACKBONES),
+        "selector_units": layer_sizes(),
+        "epsilon": in_range(0.0, 1.0, hi_open=True),
+        "kl_weight": in_range(0.0),
+        "tau_start": in_range(0.0, lo_open=True),
+        "tau_end": in_range(0.0, lo_open=True),
+        "anneal_steps": in_range(0),
+        "share_ratio": in_range(0.0, 1.0),
+        "ratio_scope": one_of("per_scenario", "global"),
+        "selection": one_of("learned", "random"),
+    }
 
     def __init__(self, params: dict, feature_spec: FeatureSpec):
         super().__init__(params, feature_spec)
         p = self.params
-        if p["backbone"] not in BACKBONES:
-            raise SimabError(f"unknown backbone {p['backbone']!r}; allowed: {', '.join(BACKBONES)}",
-                             key="params.backbone")
-        if p["selection"] not in ("learned", "random"):
-            raise SimabError(f"must be 'learned' or 'random', got {p['selection']!r}", key="params.selection")
-        if p["ratio_scope"] not in ("per_scenario", "global"):
-            raise SimabError(f"must be 'per_scenario' or 'global', got {p['ratio_scope']!r}",
-                             key="params.ratio_scope")
-        if not 0.0 <= p["share_ratio"] <= 1.0:
-            raise SimabError(f"must be in [0, 1], got {p['share_ratio']}", key="params.share_ratio")
-        if not 0.0 <= p["epsilon"] < 1.0:
-            raise SimabError(f"must be in [0, 1), got {p['epsilon']}", key="params.epsilon")
-        if p["tau_start"] <= 0 or p["tau_end"] <= 0:
-            raise SimabError("temperatures must be > 0", key="params.tau_start")
         common = {k: p[k] for k in COMMON_DEFAULTS}
         self.backbone: NeuralPolicy = make_policy(p["backbone"], {**common, **p["backbone_params"]}, feature_spec)
         self.n_scenarios = max(feature_spec.n_scenarios, len(feature_spec.scenario_names))
