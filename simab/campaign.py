@@ -21,9 +21,8 @@ from simab.serving import RankingService, Request
 from simab.simulators.datasets import SNAPSHOT_FIELDS, FeatureBuilder, Snapshot
 from simab.simulators.scenes import BUY, CART, CONTENT, DETAIL, SCENE_NAMES, SURFACE_SCENE
 from simab.simulators.state import UserState
+from simab.simulators.units import DAY
 from simab.simulators.world import World
-
-DAY = 86400.0
 
 
 @dataclass

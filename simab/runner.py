@@ -31,10 +31,10 @@ from simab.assignment import Allocation, buckets
 from simab.errors import SimabError
 from simab.eventlog import Manifest, read_table, write_part
 from simab.simulators import rng
+from simab.simulators.units import DAY
 from simab.simulators.world import World
 from simab.spec import CampaignSpec
 
-DAY = 86400.0
 TABLES = ("exposures", "requests", "assignments", "moveline")
 
 

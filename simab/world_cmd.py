@@ -20,9 +20,8 @@ import pyarrow as pa
 
 from simab.errors import SimabError
 from simab.simulators.spec import PRESETS, world_spec
+from simab.simulators.units import DAY
 from simab.simulators.world import World
-
-DAY = 86400.0
 
 
 @dataclass

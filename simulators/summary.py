@@ -15,8 +15,6 @@ from simab.simulators.catalog import DOMAIN_CONTENT, DOMAIN_SHOP
 from simab.simulators.oracle import sigmoid
 from simab.simulators.world import World
 
-DAY = 86400.0
-
 
 def _np(t: pa.Table, k: str) -> np.ndarray:
     return t.column(k).to_numpy()
