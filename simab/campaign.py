@@ -73,7 +73,6 @@ class ShardSimulation:
         self.record_features = record_features
         if record_features:
             self.features = ColumnBuffer("features", features_schema(world))
-        self._shop_of = world.catalog.shop
 
     # --- the story --------------------------------------------------------------------
     def run(self) -> None:

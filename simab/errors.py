@@ -37,12 +37,6 @@ class SimabError(Exception):
         parts.append(self.message)
         return ": ".join(parts)
 
-    def with_source(self, source: str) -> SimabError:
-        """Return a copy naming ``source`` when none was set."""
-        if self.source:
-            return self
-        return type(self)(self.message, source=source, key=self.key)
-
 
 def pydantic_to_simab(exc, source: str | None, prefix: str = "") -> SimabError:
     """Turn the first error of a pydantic ``ValidationError`` into a one-line SimabError."""

@@ -11,8 +11,6 @@ import hashlib
 import json
 from dataclasses import dataclass, replace
 
-import numpy as np
-
 from simab.policies.features import FeatureSpec
 from simab.simulators import rng
 from simab.simulators.catalog import N_PRICE_BUCKETS, Catalog
@@ -78,9 +76,6 @@ class World:
 
     def feature_spec(self) -> FeatureSpec:
         return feature_spec_of(self.spec)
-
-    def items_popularity_order(self) -> np.ndarray:
-        return self.catalog.popular_target
 
 
 def feature_spec_of(s: WorldSpec) -> FeatureSpec:
