@@ -36,10 +36,9 @@ docs/models.md lists them):
   ``anneal_steps`` search steps.
 * Retrain: the top ``share_ratio`` of each scenario's training rows (``ratio_scope =
   "per_scenario"``; ``"global"`` ranks all rows together) by the frozen selector's logit
-  (monotone in ``p``; ``p`` itself saturates).  Per scenario because a global ranking
-  was dominated by the per-scenario head biases, which the KL term raises in
-  proportion to each scenario's traffic (on multiscenario3 a global top 20 % was
-  99-100 % scenario s1 for DNN and DeepFM); ``selection = "random"`` draws the
+  (monotone in ``p``; ``p`` itself saturates).  Per scenario because the KL term raises
+  each scenario's head bias in proportion to its traffic, so a global ranking favours
+  the largest scenario (measured in docs/results/ssim.md); ``selection = "random"`` draws the
   shared rows uniformly (the MT-Backbone-S row and the SSIM-R ablation) and skips the
   search.  Both phases use the trainer options given to :meth:`SSIM.fit`.
 """
