@@ -212,7 +212,11 @@ class SSIM(NeuralPolicy):
         super().__init__(params, feature_spec)
         p = self.params
         common = {k: p[k] for k in COMMON_DEFAULTS}
-        self.backbone: NeuralPolicy = make_policy(p["backbone"], {**common, **p["backbone_params"]}, feature_spec)
+        try:
+            self.backbone: NeuralPolicy = make_policy(p["backbone"], {**common, **p["backbone_params"]}, feature_spec)
+        except SimabError as exc:  # the common parameters passed the rules above: the culprit is backbone_params
+            key = (exc.key or "params").replace("params", "params.backbone_params", 1)
+            raise SimabError(exc.message, key=key) from None
         self.n_scenarios = max(feature_spec.n_scenarios, len(feature_spec.scenario_names))
         d = p["embedding_dim"]
         in_dim = (len(feature_spec.profile_sizes) + 4) * d + 1

@@ -46,6 +46,8 @@ CASES = {
     "heads_do_not_divide": ("sim", "n_heads = 3", "n_heads", "must divide 2 * embedding_dim = 32"),
     "wrong_type": ("dnn", 'embedding_dim = "big"', "embedding_dim", "must be int"),
     "table_expected": ("ssim", "backbone_params = 3", "backbone_params", "must be dict"),
+    "nested_table": ("ssim", 'backbone_params = { structure = "diagonal" }, backbone = "dcn"',
+                     "backbone_params.structure", "one of ['parallel', 'stacked']"),
 }
 
 
