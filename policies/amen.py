@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from simab.errors import SimabError
-from simab.policies.base import Batch, check_choices, register_policy
+from simab.policies.base import Batch, in_range, layer_sizes, one_of, register_policy
 from simab.policies.features import FeatureSpec
 from simab.policies.layers import (
     MLP,
@@ -61,16 +61,8 @@ from simab.policies.layers import (
     candidate_fields,
     masked_mean,
 )
-from simab.policies.neural import COMMON_DEFAULTS, NeuralPolicy
+from simab.policies.neural import COMMON_DEFAULTS, COMMON_RULES, NeuralPolicy, check_heads
 
-_CHOICES = {
-    "prompt": ("aligned", "mlp"),
-    "reward_combine": ("add", "scaled", "off"),
-    "tsp_loss": ("logistic", "hinge"),
-    "short_seq": ("none", "mean"),
-    "tsp_context": ("current", "own"),
-    "reward_inputs": ("pathways", "pathways+prompt"),
-}
 #: Keys of the diff row's own context that :class:`PairContextSource` adds (prefixed ``pair_ctx_``).
 PAIR_CONTEXT_KEYS = ("scenario", "ais_item", "ais_cat", "ais_scene", "ais_mask",
                      "ml_scene", "ml_cat", "ml_shop", "ml_gap", "ml_mask")
@@ -128,17 +120,29 @@ class AMEN(NeuralPolicy):
         "tsp_window_s": [60.0, 604800.0],
         "tsp_same_scenario": True,
     }
+    RULES = {
+        **COMMON_RULES,
+        "attention_dim": in_range(1),
+        "n_heads": in_range(1),
+        "prompt": one_of("aligned", "mlp"),
+        "short_seq": one_of("none", "mean"),
+        "reward_units": layer_sizes(),
+        "reward_combine": one_of("add", "scaled", "off"),
+        "reward_inputs": one_of("pathways", "pathways+prompt"),
+        "tsp_weight": in_range(0.0),
+        "tsp_loss": one_of("logistic", "hinge"),
+        "tsp_margin": in_range(0.0),
+        "tsp_context": one_of("current", "own"),
+    }
 
     def __init__(self, params: dict, feature_spec: FeatureSpec):
         super().__init__(params, feature_spec)
         p, d = self.params, self.params["embedding_dim"]
-        check_choices(self.name, p, _CHOICES)
+        check_heads(self.name, p["attention_dim"], "attention_dim", p["n_heads"])
         window = p["tsp_window_s"]
         if len(window) != 2 or not 0 <= window[0] <= window[1]:
             raise SimabError(f"must be [min_s, max_s] with 0 <= min_s <= max_s, got {list(window)}",
                              key="params.tsp_window_s")
-        if p["tsp_weight"] < 0:
-            raise SimabError(f"must be >= 0, got {p['tsp_weight']}", key="params.tsp_weight")
         att = p["attention_dim"]
         self.bank = EmbeddingBank(feature_spec, d, ["item", "cat", "shop", "price", "scenario", "profile",
                                                     "scene", "gap"])

@@ -67,11 +67,6 @@ def register_policy(name: str, factory: PolicyFactory, loader: Callable[[Path], 
         _LOADERS[name] = loader
 
 
-def policy_names() -> list[str]:
-    _ensure_builtin()
-    return sorted(_REGISTRY)
-
-
 def make_policy(
     name: str, params: Mapping[str, Any] | None, feature_spec: FeatureSpec, *, key: str = "policy"
 ) -> Policy:
@@ -113,16 +108,55 @@ def has_weights(policy: Policy) -> bool:
     return isinstance(policy, torch.nn.Module)
 
 
-def check_choices(name: str, params: Mapping[str, Any], choices: Mapping[str, tuple[str, ...]]) -> None:
-    """Each parameter named in ``choices`` must be one of its allowed strings."""
-    for k, allowed in choices.items():
-        if params[k] not in allowed:
-            raise SimabError(f"parameter {k!r} of policy {name!r} must be one of {list(allowed)}, got {params[k]!r}",
-                             key=f"params.{k}")
+#: A parameter rule: returns ``None`` when ``value`` is allowed, else what is allowed
+#: (the tail of "must be ..."), e.g. ``"one of ['relu', 'gelu']"``.
+Rule = Callable[[Any], "str | None"]
 
 
-def check_params(name: str, params: Mapping[str, Any], defaults: Mapping[str, Any], *, key: str = "params") -> dict:
-    """Merge ``params`` over ``defaults``; unknown keys or wrong types are SimabErrors.
+def one_of(*allowed: str) -> Rule:
+    """The value must be one of the strings ``allowed``."""
+
+    def rule(v: Any) -> str | None:
+        return None if v in allowed else f"one of {list(allowed)}"
+
+    return rule
+
+
+def in_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+             hi_open: bool = False) -> Rule:
+    """The value must lie in the interval from ``lo`` to ``hi`` (closed unless ``*_open``)."""
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>' if lo_open else '>='} {lo:g}")
+    if hi is not None:
+        parts.append(f"{'<' if hi_open else '<='} {hi:g}")
+    text = " and ".join(parts)
+
+    def rule(v: Any) -> str | None:
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            return text
+        if hi is not None and (v >= hi if hi_open else v > hi):
+            return text
+        return None
+
+    return rule
+
+
+def layer_sizes(min_len: int = 0) -> Rule:
+    """The value must be a list of integers >= 1 with at least ``min_len`` entries."""
+    need = f"a list of at least {min_len} integers >= 1" if min_len else "a list of integers >= 1"
+
+    def rule(v: Any) -> str | None:
+        ok = len(v) >= min_len and all(isinstance(u, int) and not isinstance(u, bool) and u >= 1 for u in v)
+        return None if ok else need
+
+    return rule
+
+
+def check_params(name: str, params: Mapping[str, Any], defaults: Mapping[str, Any], *, key: str = "params",
+                 rules: Mapping[str, Rule] | None = None) -> dict:
+    """Merge ``params`` over ``defaults``; unknown keys, wrong types or values that break
+    a rule in ``rules`` are SimabErrors naming ``<key>.<parameter>``.
 
     Types follow the default's type (an int default also accepts a float only when it
     is integral; a float default accepts ints).
@@ -145,6 +179,8 @@ def check_params(name: str, params: Mapping[str, Any], defaults: Mapping[str, An
         elif isinstance(d, (list, tuple)):
             ok = isinstance(v, (list, tuple))
             v = type(d)(v) if ok else v
+        elif isinstance(d, dict):
+            ok = isinstance(v, dict)
         else:
             ok = True
         if not ok:
@@ -153,6 +189,10 @@ def check_params(name: str, params: Mapping[str, Any], defaults: Mapping[str, An
                 key=f"{key}.{k}",
             )
         out[k] = v
+    for k, rule in (rules or {}).items():
+        need = rule(out[k])
+        if need is not None:
+            raise SimabError(f"parameter {k!r} of policy {name!r} must be {need}, got {out[k]!r}", key=f"{key}.{k}")
     return out
 
 

@@ -42,7 +42,7 @@ from simab.policies.features import FeatureSpec
 from simab.version import __version__
 
 FORMAT = 1
-WEIGHTS, SPEC, METRICS = "weights.pt", "spec.json", "metrics.json"
+WEIGHTS_FILE, SPEC_FILE, METRICS_FILE = "weights.pt", "spec.json", "metrics.json"
 
 
 def _jsonable(x: Any) -> Any:
@@ -69,7 +69,7 @@ def _write_json(path: Path, obj: Any) -> None:
 def write_metrics(directory: str | Path, metrics: Mapping[str, Any]) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    _write_json(directory / METRICS, metrics)
+    _write_json(directory / METRICS_FILE, metrics)
 
 
 def save_checkpoint(policy: nn.Module, directory: str | Path, metrics: Mapping[str, Any] | None = None) -> None:
@@ -77,20 +77,20 @@ def save_checkpoint(policy: nn.Module, directory: str | Path, metrics: Mapping[s
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in policy.state_dict().items()}
-    write_atomic(directory / WEIGHTS, lambda tmp: torch.save(state, tmp))
-    _write_json(directory / SPEC, {
+    write_atomic(directory / WEIGHTS_FILE, lambda tmp: torch.save(state, tmp))
+    _write_json(directory / SPEC_FILE, {
         "format": FORMAT,
         "simab_version": __version__,
         "policy": policy.name,
         "params": policy.params,
         "feature_spec": policy.feature_spec.to_dict(),
     })
-    if metrics is not None or not (directory / METRICS).exists():
-        _write_json(directory / METRICS, metrics or {})
+    if metrics is not None or not (directory / METRICS_FILE).exists():
+        _write_json(directory / METRICS_FILE, metrics or {})
 
 
 def read_spec(directory: str | Path) -> dict:
-    path = Path(directory) / SPEC
+    path = Path(directory) / SPEC_FILE
     try:
         spec = json.loads(path.read_text())
     except FileNotFoundError:
@@ -122,7 +122,7 @@ def load_checkpoint(
     spec; ``params`` are compared after merging the policy's defaults.
     """
     directory = Path(directory)
-    spec_path = str(directory / SPEC)
+    spec_path = str(directory / SPEC_FILE)
     spec = read_spec(directory)
     if spec["format"] != FORMAT:
         raise SimabError(f"checkpoint format {spec['format']!r} is not supported (expected {FORMAT})",
@@ -145,12 +145,12 @@ def load_checkpoint(
     if not has_weights(policy):
         raise SimabError(f"policy {spec['policy']!r} is not a neural policy", source=spec_path, key="policy")
     if params is not None:
-        asked = check_params(policy.name, params, type(policy).DEFAULTS)
+        asked = check_params(policy.name, params, type(policy).DEFAULTS, rules=type(policy).RULES)
         diff = _first_difference(policy.params, asked)
         if diff is not None:
             raise SimabError(f"checkpoint has {diff}={policy.params.get(diff)!r}, asked for {asked.get(diff)!r}",
                              source=spec_path, key=f"params.{diff}")
-    weights_path = directory / WEIGHTS
+    weights_path = directory / WEIGHTS_FILE
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
         policy.load_state_dict(state)
@@ -163,7 +163,7 @@ def load_checkpoint(
 
 
 def read_metrics(directory: str | Path) -> dict:
-    path = Path(directory) / METRICS
+    path = Path(directory) / METRICS_FILE
     return json.loads(path.read_text()) if path.exists() else {}
 
 
@@ -199,7 +199,7 @@ def load_or_train(
     key = cache_key(world_spec, name, policy.params, seed, config.result_relevant())
     cache_dir = Path(cache_dir)
     entry = cache_dir / key
-    if (entry / SPEC).exists():
+    if (entry / SPEC_FILE).exists():
         cached = load_checkpoint(entry, name=name, params=policy.params, feature_spec=feature_spec)
         return cached, read_metrics(entry), True
     # through the policy's own ``fit``: a policy may prepare its data (AMEN mines its TSP
@@ -213,7 +213,7 @@ def load_or_train(
                                              "seed": seed, "trainer": config.result_relevant()})
         os.rename(tmp, entry)
     except OSError:
-        if not (entry / SPEC).exists():  # not a lost race with another writer: a real failure
+        if not (entry / SPEC_FILE).exists():  # not a lost race with another writer: a real failure
             raise
     finally:
         if tmp.exists():

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from simab.errors import SimabError
-from simab.policies.base import Batch, register_policy
+from simab.policies.base import Batch, in_range, one_of, register_policy
 from simab.policies.features import FeatureSpec
 from simab.policies.layers import (
     MLP,
@@ -17,19 +16,18 @@ from simab.policies.layers import (
     candidate_fields,
     masked_mean,
 )
-from simab.policies.neural import COMMON_DEFAULTS, NeuralPolicy
+from simab.policies.neural import COMMON_DEFAULTS, COMMON_RULES, NeuralPolicy
 
 
 class DCN(NeuralPolicy):
     name = "dcn"
     feature_groups = ("profile", "scenario", "target", "short_seq")
     DEFAULTS = {**COMMON_DEFAULTS, "cross_layers": 3, "structure": "parallel"}
+    RULES = {**COMMON_RULES, "cross_layers": in_range(0), "structure": one_of("parallel", "stacked")}
 
     def __init__(self, params: dict, feature_spec: FeatureSpec):
         super().__init__(params, feature_spec)
         d, p = self.params["embedding_dim"], self.params
-        if p["structure"] not in ("parallel", "stacked"):
-            raise SimabError(f"must be 'parallel' or 'stacked', got {p['structure']!r}", key="params.structure")
         self.bank = EmbeddingBank(feature_spec, d, ["item", "cat", "shop", "price", "scenario", "profile"])
         x_dim = feature_spec.input_width(d, short_seq=True)
         self.cross = CrossNetworkV2(x_dim, p["cross_layers"])

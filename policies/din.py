@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import torch
 
-from simab.policies.base import Batch, register_policy
+from simab.policies.base import Batch, layer_sizes, register_policy
 from simab.policies.features import FeatureSpec
 from simab.policies.layers import MLP, ActivationUnitAttention, EmbeddingBank, candidate_fields
-from simab.policies.neural import COMMON_DEFAULTS, NeuralPolicy
+from simab.policies.neural import COMMON_DEFAULTS, COMMON_RULES, NeuralPolicy
 
 
 class DIN(NeuralPolicy):
     name = "din"
     feature_groups = ("profile", "scenario", "target", "short_seq")
     DEFAULTS = {**COMMON_DEFAULTS, "attention_units": [64, 32], "attention_softmax": False}
+    RULES = {**COMMON_RULES, "attention_units": layer_sizes(1)}
 
     def __init__(self, params: dict, feature_spec: FeatureSpec):
         super().__init__(params, feature_spec)

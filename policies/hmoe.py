@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from simab.policies.base import Batch, register_policy
+from simab.policies.base import Batch, in_range, layer_sizes, register_policy
 from simab.policies.features import FeatureSpec
 from simab.policies.layers import (
     MLP,
@@ -23,7 +23,7 @@ from simab.policies.layers import (
     candidate_fields,
     masked_mean,
 )
-from simab.policies.neural import COMMON_DEFAULTS, NeuralPolicy
+from simab.policies.neural import COMMON_DEFAULTS, COMMON_RULES, NeuralPolicy
 
 
 class ScenarioTowers(nn.Module):
@@ -47,6 +47,7 @@ class HMoE(NeuralPolicy):
     name = "hmoe"
     feature_groups = ("profile", "scenario", "target", "short_seq")
     DEFAULTS = {**COMMON_DEFAULTS, "n_experts": 4, "expert_units": [64], "tower_units": 32}
+    RULES = {**COMMON_RULES, "n_experts": in_range(1), "expert_units": layer_sizes(), "tower_units": in_range(1)}
 
     def __init__(self, params: dict, feature_spec: FeatureSpec):
         super().__init__(params, feature_spec)

@@ -33,12 +33,17 @@ VOCABULARIES: dict[str, str] = {
 _NO_PADDING = frozenset({"scenario"})
 
 
+#: Activation name -> module class; the ``activation`` parameter of every policy is one of these.
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "prelu": nn.PReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
+}
+
+
 def activation_layer(name: str) -> nn.Module:
     """The activation module named ``name`` (a policy's ``activation`` parameter)."""
-    acts = {"relu": nn.ReLU, "prelu": nn.PReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
-    if name not in acts:
-        raise ValueError(f"unknown activation {name!r}; allowed: {sorted(acts)}")
-    return acts[name]()
+    if name not in ACTIVATIONS:  # policies validate the name first; this guards direct use of a layer
+        raise ValueError(f"unknown activation {name!r}; allowed: {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
 
 
 class EmbeddingBank(nn.Module):

@@ -65,8 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simab.errors import SimabError
-from simab.policies.base import Batch, check_choices, register_policy
+from simab.policies.base import Batch, in_range, layer_sizes, one_of, register_policy
 from simab.policies.features import FeatureSpec
 from simab.policies.layers import (
     MLP,
@@ -76,9 +75,7 @@ from simab.policies.layers import (
     candidate_fields,
     masked_softmax,
 )
-from simab.policies.neural import COMMON_DEFAULTS, NeuralPolicy
-
-_CHOICES = {"short_seq": ("din", "none"), "crp_features": ("item", "item_cat"), "crp_projection": ("none", "mlp")}
+from simab.policies.neural import COMMON_DEFAULTS, COMMON_RULES, NeuralPolicy, check_heads
 
 
 def top_k_positions(scores: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,17 +177,24 @@ class LCN(NeuralPolicy):
         "crp_features": "item",
         "crp_projection": "none",
     }
+    RULES = {
+        **COMMON_RULES,
+        "k1": in_range(1),
+        "k2": in_range(1),
+        "fsa_dim": in_range(1),
+        "n_heads": in_range(1),
+        "short_seq": one_of("din", "none"),
+        "attention_units": layer_sizes(1),
+        "crp_weight": in_range(0.0),
+        "crp_temperature": in_range(0.0, lo_open=True),
+        "crp_features": one_of("item", "item_cat"),
+        "crp_projection": one_of("none", "mlp"),
+    }
 
     def __init__(self, params: dict, feature_spec: FeatureSpec):
         super().__init__(params, feature_spec)
         p, d = self.params, self.params["embedding_dim"]
-        check_choices(self.name, p, _CHOICES)
-        for k in ("k1", "k2"):
-            if int(p[k]) < 1:
-                raise SimabError(f"must be >= 1, got {p[k]}", key=f"params.{k}")
-        if p["crp_weight"] < 0 or p["crp_temperature"] <= 0:
-            raise SimabError(f"crp_weight must be >= 0 and crp_temperature > 0, got {p['crp_weight']}, "
-                             f"{p['crp_temperature']}", key="params.crp_weight")
+        check_heads(self.name, p["fsa_dim"], "fsa_dim", p["n_heads"])
         self.bank = EmbeddingBank(feature_spec, d, ["item", "cat", "shop", "price", "scenario", "profile",
                                                     "action", "gap"])
         in_dim = feature_spec.input_width(d)

@@ -1,7 +1,7 @@
 """``NeuralPolicy``: the base class of every trainable CTR model.
 
-A subclass declares ``name``, ``feature_groups`` and ``DEFAULTS`` (hyper-parameters
-with typed defaults), builds its layers in ``__init__`` after calling
+A subclass declares ``name``, ``feature_groups``, ``DEFAULTS`` (hyper-parameters
+with typed defaults) and ``RULES`` (their allowed values), builds its layers in ``__init__`` after calling
 ``super().__init__(params, feature_spec)`` and implements ``forward(batch) -> logits
 [B, C]``.  Seed models with extra objectives (AMEN's TSP, LCN's InfoNCE, SSIM's
 selector) override :meth:`NeuralPolicy.loss` and may stash what it needs on ``self``
@@ -17,9 +17,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simab.policies.base import Batch, BatchSource, check_params
+from simab.errors import SimabError
+from simab.policies.base import (
+    Batch,
+    BatchSource,
+    Rule,
+    check_params,
+    in_range,
+    layer_sizes,
+    one_of,
+)
 from simab.policies.checkpoint import load_checkpoint, save_checkpoint
 from simab.policies.features import FEATURE_GROUPS, LABEL_KEYS, FeatureSpec
+from simab.policies.layers import ACTIVATIONS
 from simab.policies.trainer import TrainerConfig, fit
 
 #: Hyper-parameters every neural policy accepts.
@@ -29,6 +39,20 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "activation": "relu",
     "dropout": 0.0,
 }
+#: Allowed values of the common hyper-parameters (types come from the defaults).
+COMMON_RULES: dict[str, Rule] = {
+    "embedding_dim": in_range(1),
+    "mlp_units": layer_sizes(),
+    "activation": one_of(*ACTIVATIONS),
+    "dropout": in_range(0.0, 1.0, hi_open=True),
+}
+
+
+def check_heads(name: str, d_model: int, d_model_text: str, n_heads: int) -> None:
+    """Multi-head attention splits ``d_model`` into ``n_heads`` equal heads."""
+    if d_model % n_heads:
+        raise SimabError(f"parameter 'n_heads' of policy {name!r} must divide {d_model_text} = {d_model}, "
+                         f"got {n_heads}", key="params.n_heads")
 
 
 class NeuralPolicy(nn.Module):
@@ -40,10 +64,12 @@ class NeuralPolicy(nn.Module):
     #: Scores are logits: ``sigmoid(score)`` is the predicted click probability.
     score_kind: ClassVar[str] = "logit"
     DEFAULTS: ClassVar[dict[str, Any]] = COMMON_DEFAULTS
+    #: Value rules checked with the defaults' types when the policy is built (spec validation).
+    RULES: ClassVar[dict[str, Rule]] = COMMON_RULES
 
     def __init__(self, params: dict, feature_spec: FeatureSpec):
         super().__init__()
-        self.params: dict[str, Any] = check_params(self.name, params, self.DEFAULTS)
+        self.params: dict[str, Any] = check_params(self.name, params, self.DEFAULTS, rules=self.RULES)
         self.feature_spec = feature_spec
         self._input_keys = tuple(k for g in self.feature_groups for k in FEATURE_GROUPS[g])
 

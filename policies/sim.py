@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from simab.policies.base import Batch, register_policy
+from simab.policies.base import Batch, in_range, layer_sizes, register_policy
 from simab.policies.features import FeatureSpec
 from simab.policies.layers import (
     MLP,
@@ -24,7 +24,7 @@ from simab.policies.layers import (
     MultiHeadTargetAttention,
     candidate_fields,
 )
-from simab.policies.neural import COMMON_DEFAULTS, NeuralPolicy
+from simab.policies.neural import COMMON_DEFAULTS, COMMON_RULES, NeuralPolicy, check_heads
 
 
 def hard_search(batch: Batch, top_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -48,10 +48,12 @@ class SIM(NeuralPolicy):
     name = "sim"
     feature_groups = ("profile", "scenario", "target", "short_seq", "lifelong")
     DEFAULTS = {**COMMON_DEFAULTS, "top_k": 50, "n_heads": 2, "attention_units": [64, 32]}
+    RULES = {**COMMON_RULES, "top_k": in_range(1), "n_heads": in_range(1), "attention_units": layer_sizes(1)}
 
     def __init__(self, params: dict, feature_spec: FeatureSpec):
         super().__init__(params, feature_spec)
         d, p = self.params["embedding_dim"], self.params
+        check_heads(self.name, 2 * d, "2 * embedding_dim", p["n_heads"])
         vocabs = ["item", "cat", "shop", "price", "scenario", "profile", "action", "gap"]
         self.bank = EmbeddingBank(feature_spec, d, vocabs)
         self.short_attention = ActivationUnitAttention(2 * d, p["attention_units"], activation=p["activation"])

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from simab.policies.base import check_params, register_policy
+from simab.policies.base import Rule, check_params, in_range, register_policy
 from simab.policies.features import FeatureSpec
 
 
@@ -21,9 +21,10 @@ class _Fixed:
     trainable = False
     feature_groups: tuple[str, ...] = ("target",)
     DEFAULTS: dict[str, Any] = {}
+    RULES: dict[str, Rule] = {}
 
     def __init__(self, params: dict, feature_spec: FeatureSpec):
-        self.params = check_params(self.name, params, self.DEFAULTS, key="params")
+        self.params = check_params(self.name, params, self.DEFAULTS, key="params", rules=self.RULES)
         self.feature_spec = feature_spec
 
     def fit(self, train, val=None, **trainer_options) -> dict:
@@ -79,6 +80,7 @@ class OraclePolicy(_Fixed):
     feature_groups = ("target", "oracle")
     score_kind = "logit"
     DEFAULTS = {"blend": 1.0}
+    RULES = {"blend": in_range(0.0, 1.0)}
 
     def score(self, batch):
         p = batch["p_click"].clamp(1e-6, 1 - 1e-6)
@@ -94,6 +96,7 @@ class LoggingPolicy(_Fixed):
     name = "logging"
     stochastic = True
     DEFAULTS = {"epsilon": 0.3}
+    RULES = {"epsilon": in_range(0.0, 1.0)}
 
     def score(self, batch):
         return batch["item_pop"].to(torch.float32)

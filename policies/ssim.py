@@ -36,10 +36,9 @@ docs/models.md lists them):
   ``anneal_steps`` search steps.
 * Retrain: the top ``share_ratio`` of each scenario's training rows (``ratio_scope =
   "per_scenario"``; ``"global"`` ranks all rows together) by the frozen selector's logit
-  (monotone in ``p``; ``p`` itself saturates).  Per scenario because a global ranking
-  was dominated by the per-scenario head biases, which the KL term raises in
-  proportion to each scenario's traffic (on multiscenario3 a global top 20 % was
-  99-100 % scenario s1 for DNN and DeepFM); ``selection = "random"`` draws the
+  (monotone in ``p``; ``p`` itself saturates).  Per scenario because the KL term raises
+  each scenario's head bias in proportion to its traffic, so a global ranking favours
+  the largest scenario (measured in docs/results/ssim.md); ``selection = "random"`` draws the
   shared rows uniformly (the MT-Backbone-S row and the SSIM-R ablation) and skips the
   search.  Both phases use the trainer options given to :meth:`SSIM.fit`.
 """
@@ -61,10 +60,18 @@ from torch import nn
 
 from simab.errors import SimabError
 from simab.policies import trainer
-from simab.policies.base import Batch, BatchSource, make_policy, register_policy
+from simab.policies.base import (
+    Batch,
+    BatchSource,
+    in_range,
+    layer_sizes,
+    make_policy,
+    one_of,
+    register_policy,
+)
 from simab.policies.features import FeatureSpec
 from simab.policies.layers import MLP, candidate_fields
-from simab.policies.neural import COMMON_DEFAULTS, NeuralPolicy
+from simab.policies.neural import COMMON_DEFAULTS, COMMON_RULES, NeuralPolicy
 
 BACKBONES = ("dnn", "deepfm", "dcn", "star", "hmoe")
 #: Batch key carrying the fixed shared mask during retrain.
@@ -187,26 +194,29 @@ class SSIM(NeuralPolicy):
         "shared_in": "",
         "shared_out": "",
     }
+    RULES = {
+        **COMMON_RULES,
+        "backbone": one_of(*BACKBONES),
+        "selector_units": layer_sizes(),
+        "epsilon": in_range(0.0, 1.0, hi_open=True),
+        "kl_weight": in_range(0.0),
+        "tau_start": in_range(0.0, lo_open=True),
+        "tau_end": in_range(0.0, lo_open=True),
+        "anneal_steps": in_range(0),
+        "share_ratio": in_range(0.0, 1.0),
+        "ratio_scope": one_of("per_scenario", "global"),
+        "selection": one_of("learned", "random"),
+    }
 
     def __init__(self, params: dict, feature_spec: FeatureSpec):
         super().__init__(params, feature_spec)
         p = self.params
-        if p["backbone"] not in BACKBONES:
-            raise SimabError(f"unknown backbone {p['backbone']!r}; allowed: {', '.join(BACKBONES)}",
-                             key="params.backbone")
-        if p["selection"] not in ("learned", "random"):
-            raise SimabError(f"must be 'learned' or 'random', got {p['selection']!r}", key="params.selection")
-        if p["ratio_scope"] not in ("per_scenario", "global"):
-            raise SimabError(f"must be 'per_scenario' or 'global', got {p['ratio_scope']!r}",
-                             key="params.ratio_scope")
-        if not 0.0 <= p["share_ratio"] <= 1.0:
-            raise SimabError(f"must be in [0, 1], got {p['share_ratio']}", key="params.share_ratio")
-        if not 0.0 <= p["epsilon"] < 1.0:
-            raise SimabError(f"must be in [0, 1), got {p['epsilon']}", key="params.epsilon")
-        if p["tau_start"] <= 0 or p["tau_end"] <= 0:
-            raise SimabError("temperatures must be > 0", key="params.tau_start")
         common = {k: p[k] for k in COMMON_DEFAULTS}
-        self.backbone: NeuralPolicy = make_policy(p["backbone"], {**common, **p["backbone_params"]}, feature_spec)
+        try:
+            self.backbone: NeuralPolicy = make_policy(p["backbone"], {**common, **p["backbone_params"]}, feature_spec)
+        except SimabError as exc:  # the common parameters passed the rules above: the culprit is backbone_params
+            key = (exc.key or "params").replace("params", "params.backbone_params", 1)
+            raise SimabError(exc.message, key=key) from None
         self.n_scenarios = max(feature_spec.n_scenarios, len(feature_spec.scenario_names))
         d = p["embedding_dim"]
         in_dim = feature_spec.input_width(d, scenario=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from simab.policies.base import Batch, register_policy
+from simab.policies.base import Batch, layer_sizes, register_policy
 from simab.policies.features import FeatureSpec
 from simab.policies.layers import (
     MLP,
@@ -19,7 +19,7 @@ from simab.policies.layers import (
     candidate_fields,
     masked_mean,
 )
-from simab.policies.neural import COMMON_DEFAULTS, NeuralPolicy
+from simab.policies.neural import COMMON_DEFAULTS, COMMON_RULES, NeuralPolicy
 
 
 class PartitionedNorm(nn.Module):
@@ -82,6 +82,7 @@ class STAR(NeuralPolicy):
     name = "star"
     feature_groups = ("profile", "scenario", "target", "short_seq")
     DEFAULTS = {**COMMON_DEFAULTS, "aux_units": [32]}
+    RULES = {**COMMON_RULES, "aux_units": layer_sizes()}
 
     def __init__(self, params: dict, feature_spec: FeatureSpec):
         super().__init__(params, feature_spec)

@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from simab.simulators import rng
+from simab.simulators.units import DAY
 
 N_BUCKETS = 10_000
-DAY = 86400.0
 
 
 def buckets(salt: str, units: np.ndarray) -> np.ndarray:

@@ -204,15 +204,21 @@ def _figure(battery: str, rows: list[dict], entry: dict, out: Path) -> str | Non
 
 
 # --------------------------------------------------------------------------- outputs
-def _merge(out: Path, entry: dict) -> dict:
+def _read_summary(out: Path) -> dict:
+    """``calibration.json`` in ``out`` (an empty summary when there is none yet)."""
     path = out / "calibration.json"
     data = {"schema": 1, "batteries": {}}
     if path.exists():
+        # the file holds the other batteries' results: never overwrite one we cannot read
         try:
             data = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            pass
-    data.setdefault("batteries", {})[entry["battery"]] = entry
+        except json.JSONDecodeError as exc:
+            raise SimabError(f"not valid JSON ({exc.msg}, line {exc.lineno}); move it away or choose another --out",
+                             source=str(path)) from None
+        if not isinstance(data, dict):
+            raise SimabError("not a calibration summary (expected a JSON object); move it away or choose another "
+                             "--out", source=str(path))
+    data.setdefault("batteries", {})
     return data
 
 
@@ -278,11 +284,12 @@ def calibrate(batteries: list[str], runs: int, out: str | Path, *, workers: int 
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    data: dict = {}
+    data = _read_summary(out)  # an unreadable summary stops us before any campaign runs
     for b in batteries:
         started = time.perf_counter()
         entry = run_battery(b, runs, out, workers=workers, backend=backend, seed=seed)
-        data = _merge(out, entry)
+        data = _read_summary(out)
+        data["batteries"][entry["battery"]] = entry
         write_atomic(out / "calibration.json", json.dumps(json_safe(data), indent=1, allow_nan=False) + "\n")
         write_atomic(out / "calibration.md", calibration_markdown(data))
         progress(f"calibrate {b}: {'targets met' if entry['pass'] else 'TARGET MISSED'} "

@@ -22,9 +22,8 @@ from simab.serving import RankingService, Request
 from simab.simulators.scenes import BUY, CART, CONTENT, DETAIL, SCENE_NAMES, SURFACE_SCENE
 from simab.simulators.state import UserState
 from simab.simulators.streams import Decision, request_id, session_id
+from simab.simulators.units import DAY
 from simab.simulators.world import World
-
-DAY = 86400.0
 
 
 @dataclass
@@ -75,7 +74,6 @@ class ShardSimulation:
         self.record_features = record_features
         if record_features:
             self.features = ColumnBuffer("features", features_schema(world))
-        self._shop_of = world.catalog.shop
 
     # --- the story --------------------------------------------------------------------
     def run(self) -> None:

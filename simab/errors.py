@@ -41,12 +41,6 @@ class SimabError(Exception):
         parts.append(self.message)
         return ": ".join(parts)
 
-    def with_source(self, source: str) -> SimabError:
-        """Return a copy naming ``source`` when none was set."""
-        if self.source:
-            return self
-        return type(self)(self.message, source=source, key=self.key)
-
 
 def _rebuild(cls: type[SimabError], message: str, source: str | None, key: str | None) -> SimabError:
     return cls(message, source=source, key=key)

@@ -178,10 +178,17 @@ class Manifest:
         self.path = Path(run_dir) / "manifest.json"
         self.data = {"schema": SCHEMA_VERSION, "shards": {}}
         if self.path.exists():
+            # a manifest is written atomically, so an unreadable one was damaged from outside:
+            # say so rather than forget which shards are complete
+            advice = "delete it to rerun every shard, or run without --resume"
             try:
-                self.data = json.loads(self.path.read_text())
-            except json.JSONDecodeError:
-                self.data = {"schema": SCHEMA_VERSION, "shards": {}}
+                data = json.loads(self.path.read_text())
+            except json.JSONDecodeError as exc:
+                raise SimabError(f"not valid JSON ({exc.msg}, line {exc.lineno}); {advice}",
+                                 source=str(self.path)) from None
+            if not isinstance(data, dict) or not isinstance(data.get("shards"), dict):
+                raise SimabError(f"not a manifest (no 'shards' table); {advice}", source=str(self.path))
+            self.data = data
 
     def complete(self, shard: int) -> bool:
         """True when the shard is listed and every part exists with its recorded digest."""

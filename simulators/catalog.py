@@ -17,7 +17,8 @@ import numpy as np
 from simab.simulators.rng import generator
 from simab.simulators.spec import WorldSpec
 
-SHOP, CONTENT = 0, 1
+#: Values of ``Catalog.domain``: the shop (target) domain and the content (source) domain.
+DOMAIN_SHOP, DOMAIN_CONTENT = 0, 1
 N_PRICE_BUCKETS = 5
 
 
@@ -101,7 +102,7 @@ class Catalog:
         c_cat[:K] = np.arange(K)
 
         category = np.concatenate([t_cat, c_cat]).astype(np.int64)
-        domain = np.concatenate([np.full(n_t, SHOP), np.full(n_c, CONTENT)]).astype(np.int8)
+        domain = np.concatenate([np.full(n_t, DOMAIN_SHOP), np.full(n_c, DOMAIN_CONTENT)]).astype(np.int8)
         shop = np.concatenate([t_shop, np.full(n_c, -1)]).astype(np.int64)
         # Zipf popularity within each domain
         logpop = np.empty(n_t + n_c)

@@ -22,10 +22,10 @@ from simab.simulators.catalog import Catalog, Csr
 from simab.simulators.population import Users
 from simab.simulators.rng import generator
 from simab.simulators.spec import WorldSpec
+from simab.simulators.units import DAY
 
 N_ACTIONS = 4  # view, like, share, comment (ids 1..4; 0 is padding)
 _ACTION_P = np.array([0.7, 0.15, 0.05, 0.10])
-DAY = 86400.0
 
 
 @dataclass(frozen=True)

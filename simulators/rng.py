@@ -138,11 +138,3 @@ def generator(seed: int, stream: str, unit: int) -> np.random.Generator:
     2,000-event lifelong history).  Independent of every other unit."""
     k = int(stream_key(seed, stream))
     return np.random.Generator(np.random.Philox(key=[k, int(unit) & 0xFFFFFFFFFFFFFFFF]))
-
-
-def categorical(u: np.ndarray, cdf: np.ndarray) -> np.ndarray:
-    """Inverse-CDF sampling: ``u`` [...] uniforms, ``cdf`` [..., K] rows (last == 1)."""
-    if cdf.ndim == 1:
-        return np.minimum(np.searchsorted(cdf, u, side="right"), cdf.shape[0] - 1)
-    idx = (cdf < u[..., None]).sum(axis=-1)
-    return np.minimum(idx, cdf.shape[-1] - 1)

@@ -16,13 +16,13 @@ from simab.simulators import rng, streams
 from simab.simulators.rng import phase_stream
 from simab.simulators.spec import WorldSpec
 from simab.simulators.streams import Decision
+from simab.simulators.units import DAY
 
 PAD, HOME, SEARCH, SHOP, CHANNEL, DETAIL, CART, BUY, CONTENT = range(9)
 N_SCENE_TYPES = 9
 SCENE_NAMES = ("pad", "home", "search", "shop", "channel", "detail", "cart", "buy", "content")
 SURFACE_SCENE = {"home": HOME, "search": SEARCH, "shop": SHOP, "channel": CHANNEL}
 N_GAP_BUCKETS = 18
-DAY = 86400.0
 
 
 def gap_bucket(gap_s: np.ndarray) -> np.ndarray:

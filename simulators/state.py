@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from simab.simulators.population import Users
-from simab.simulators.scenes import CONTENT, SEARCH, SHOP
+from simab.simulators.scenes import SEARCH, SHOP
 from simab.simulators.spec import WorldSpec
 
 H = 3600.0
@@ -27,13 +27,6 @@ class Ring:
         self.length = length
         self.count = np.zeros(n, np.int64)
         self.data = {k: np.zeros((n, length), dt) for k, dt in fields.items()}
-
-    def push(self, rows: np.ndarray, **values) -> None:
-        rows = np.asarray(rows, np.int64)
-        slot = self.count[rows] % self.length
-        for k, v in values.items():
-            self.data[k][rows, slot] = v
-        np.add.at(self.count, rows, 1)
 
     def push_one(self, row: int, **values) -> None:
         slot = self.count[row] % self.length
@@ -208,6 +201,3 @@ class UserState:
     def set_need(self, row: int, cat: int, t: float) -> None:
         self.need_cat[row] = cat
         self.need_t[row] = t
-
-    def is_content(self, scene: int) -> bool:
-        return scene == CONTENT

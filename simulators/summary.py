@@ -11,11 +11,9 @@ import numpy as np
 import pyarrow as pa
 
 from simab.simulators import signals
-from simab.simulators.catalog import CONTENT, SHOP
+from simab.simulators.catalog import DOMAIN_CONTENT, DOMAIN_SHOP
 from simab.simulators.oracle import sigmoid
 from simab.simulators.world import World
-
-DAY = 86400.0
 
 
 def _np(t: pa.Table, k: str) -> np.ndarray:
@@ -117,13 +115,13 @@ def summarize(world: World, exposures: pa.Table, requests: pa.Table, features: p
         "sampled_users": n_sampled,
         "pre_period_days": days,
         "catalog": {
-            "shop_items": int((cat.domain == SHOP).sum()),
-            "content_items": int((cat.domain == CONTENT).sum()),
+            "shop_items": int((cat.domain == DOMAIN_SHOP).sum()),
+            "content_items": int((cat.domain == DOMAIN_CONTENT).sum()),
             "categories": cat.n_categories,
             "parents": spec.n_parents,
             "shops": cat.n_shops,
-            "categories_in_both_domains": int(len(np.intersect1d(cat.category[cat.domain == SHOP],
-                                                                  cat.category[cat.domain == CONTENT]))),
+            "categories_in_both_domains": int(len(np.intersect1d(cat.category[cat.domain == DOMAIN_SHOP],
+                                                                  cat.category[cat.domain == DOMAIN_CONTENT]))),
         },
         "totals": {
             "exposures": exposures.num_rows,

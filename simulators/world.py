@@ -11,8 +11,6 @@ import hashlib
 import json
 from dataclasses import dataclass, replace
 
-import numpy as np
-
 from simab.simulators import rng
 from simab.simulators.catalog import Catalog
 from simab.simulators.history import HistoryGenerator
@@ -76,7 +74,4 @@ class World:
         """Hash of (world spec, seed): keys the cached pre-period logs and checkpoints."""
         blob = json.dumps(self.spec_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
-
-    def items_popularity_order(self) -> np.ndarray:
-        return self.catalog.popular_target
 

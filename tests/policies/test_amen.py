@@ -69,7 +69,10 @@ def test_scores_shape_and_finite(fspec, fill, ablation):
     scores = policy.score(batch)
     assert scores.shape == (4, 3)
     assert torch.isfinite(scores).all()
-    if policy.params["reward_combine"] != "off":
+    if policy.params["reward_combine"] == "off":  # no reward head: asking for the reward is an error
+        with pytest.raises(SimabError, match="no reward head"):
+            policy.moveline_reward(batch)
+    else:
         assert policy.moveline_reward(batch).shape == (4, 3)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 import torch
@@ -77,7 +78,7 @@ def test_missing_checkpoint_is_a_user_error(tmp_path):
 def test_cache_key_is_canonical_and_sensitive():
     base = cache_key({"preset": "default", "seed": 1}, "din", {"a": 1, "b": [1, 2]}, 0)
     assert base == cache_key({"seed": 1, "preset": "default"}, "din", {"b": [1, 2], "a": 1}, 0)
-    assert len(base) == 64 and int(base, 16) >= 0
+    assert re.fullmatch("[0-9a-f]{64}", base), base  # a SHA-256 hex digest
     assert base != cache_key({"preset": "default", "seed": 1}, "din", {"a": 1, "b": [1, 2]}, 1)
     assert base != cache_key({"preset": "default", "seed": 2}, "din", {"a": 1, "b": [1, 2]}, 0)
     assert base != cache_key({"preset": "default", "seed": 1}, "dnn", {"a": 1, "b": [1, 2]}, 0)

@@ -115,6 +115,17 @@ def test_cli_calibrate_errors(tmp_path, capsys):
     assert exc.value.code == 2
 
 
+def test_unreadable_summary_stops_calibrate_before_any_campaign(tmp_path, capsys):
+    """calibration.json holds the other batteries' results: an unreadable one is an error
+    (it used to be overwritten silently), raised before a campaign runs."""
+    (tmp_path / "calibration.json").write_text('{"batteries": ')
+    assert main(["calibrate", "--battery", "aa", "--runs", "2", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {tmp_path / 'calibration.json'}: not valid JSON"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calibration.json"]  # nothing ran
+    assert (tmp_path / "calibration.json").read_text() == '{"batteries": '
+
+
 # --------------------------------------------------------------------------- slow
 @pytest.fixture(scope="module")
 def calibration_dir(tmp_path_factory):

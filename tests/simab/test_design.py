@@ -1,6 +1,7 @@
 """Experiment design: bucketing, allocations, ramps, A/B/n, counterfactual truth, Ray."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -16,7 +17,8 @@ from .conftest import tiny
 def test_buckets_are_salted_and_uniform():
     u = np.arange(200_000)
     b = buckets("s1", u)
-    assert b.min() >= 0 and b.max() < N_BUCKETS
+    # 20 units per bucket on average: every bucket is used (P(a given bucket empty) = e^-20)
+    assert np.array_equal(np.unique(b), np.arange(N_BUCKETS))
     # chi-square over 10 deciles: 9 df, 99.9% quantile 27.9 (scipy.stats.chi2.ppf(0.999, 9))
     counts = np.bincount(b // 1000, minlength=10)
     assert (((counts - 20_000) ** 2) / 20_000).sum() < 27.9
@@ -80,7 +82,7 @@ def test_counterfactual_truth_fills_true_lift_for_every_metric(tmp_path):
     rep = json.loads((res.run_dir / "report.json").read_text())
     for name in ("ctr", "ctcvr", "cvr", "stay_time", "exposures_per_user"):
         c = rep["metrics"][name]["comparisons"]["treatment_vs_control"]
-        assert c["true_rel_lift"] is not None, name
+        assert isinstance(c["true_rel_lift"], float) and math.isfinite(c["true_rel_lift"]), name
 
 
 def test_ray_backend_gives_identical_exposures(tmp_path):

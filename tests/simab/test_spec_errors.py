@@ -86,12 +86,16 @@ def test_good_spec_parses(tmp_path):
     assert spec.control_arm == "control" and set(spec.arms) == {"control", "treatment"}
 
 
-def test_default_campaign_is_embedded():
+def test_default_campaign_is_embedded(tmp_path, monkeypatch):
+    """With no file, ``load_campaign`` reads the spec shipped in the package (whatever the
+    working folder holds)."""
+    import simab
     from simab.spec import load_campaign
 
+    monkeypatch.chdir(tmp_path)
     spec = load_campaign()
     assert spec.name == "default" and len(spec.arms) >= 2
-    assert Path(__file__).exists()
+    assert spec == load_campaign(Path(simab.__file__).parent / "specs" / "default.toml")
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "examples").glob("*.toml")), ids=lambda p: p.name)

@@ -31,6 +31,19 @@ def test_parse_grid_values_are_toml_and_arrays_stay_whole():
     }
 
 
+def test_parse_grid_keeps_plain_words_as_strings():
+    grid = parse_grid(["arms.treatment.policy=din,lcn", "arms.treatment.params.reward_inputs=pathways+prompt"])
+    assert grid == {"arms.treatment.policy": ["din", "lcn"],
+                    "arms.treatment.params.reward_inputs": ["pathways+prompt"]}
+
+
+@pytest.mark.parametrize("item", ["arms.treatment.params.blend=0.5x", "metrics=[\"ctr\"", "world.n_users=1 000"])
+def test_parse_grid_rejects_values_that_are_neither_toml_nor_a_word(item):
+    """These used to become strings silently (the TOML error was swallowed)."""
+    with pytest.raises(SimabError, match="--grid: value .* is neither a TOML value"):
+        parse_grid([item])
+
+
 @pytest.mark.parametrize("item", ["world.n_users", "world.n_users=", "=1,2", "a..b=1"])
 def test_parse_grid_rejects_malformed_items(item):
     with pytest.raises(SimabError, match="--grid"):
