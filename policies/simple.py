@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from simab.errors import SimabError
 from simab.policies.base import check_params, register_policy
 from simab.policies.features import FeatureSpec
 
@@ -79,6 +80,13 @@ class OraclePolicy(_Fixed):
     feature_groups = ("target", "oracle")
     score_kind = "logit"
     DEFAULTS = {"blend": 1.0}
+
+    def __init__(self, params: dict, feature_spec: FeatureSpec):
+        super().__init__(params, feature_spec)
+        b = self.params["blend"]
+        if not 0.0 <= b <= 1.0:  # a weight between the oracle and popularity
+            raise SimabError(f"parameter 'blend' of policy 'oracle' must be in [0, 1], got {b}",
+                             key="params.blend")
 
     def score(self, batch):
         p = batch["p_click"].clamp(1e-6, 1 - 1e-6)

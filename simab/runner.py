@@ -132,14 +132,16 @@ def covariates(folder: Path) -> pa.Table:
 
 
 # --------------------------------------------------------------------------- policies
-def prepare_policies(spec: CampaignSpec, world: World, run_dir: Path, workers: int = 1) -> dict[str, dict]:
-    """Fit (or load from cache) every arm's policy; returns picklable descriptions the
-    shard workers rebuild policies from."""
+def prepare_policies(spec: CampaignSpec, world: World, run_dir: Path, workers: int = 1,
+                     cache: Path | None = None) -> dict[str, dict]:
+    """Fit (or load from ``cache``, default the spec's cache folder) every arm's policy;
+    returns picklable descriptions the shard workers rebuild policies from."""
     from simab.policies.base import make_policy
+    from simab.run_folder import cache_dir
 
     fs = world.feature_spec()
     out, data = {}, None
-    cache = Path(spec.training.cache_dir)
+    cache = cache or cache_dir(spec.training.cache_dir)
     for arm, a in spec.arms.items():
         policy = make_policy(a.policy, a.params, fs, key=f"arms.{arm}.policy")
         if not getattr(policy, "trainable", False):
@@ -164,6 +166,7 @@ def prepare_policies(spec: CampaignSpec, world: World, run_dir: Path, workers: i
 
         save_checkpoint(policy, ckpt, metrics)
         _progress(f"policy {arm}: {'loaded from cache' if cached else 'trained'}; val auc {metrics.get('auc', float('nan')):.4f}")
+        warn_low_auc(f"policy {arm} ({a.policy})", metrics, data[0])
         out[arm] = {"kind": "checkpoint", "name": a.policy, "params": dict(a.params), "dir": str(ckpt),
                     "metrics": metrics}
     return out
@@ -182,6 +185,17 @@ def build_policy(desc: dict, world: World):
 
         p.to(torch.device("cpu"))
     return p
+
+
+def warn_low_auc(what: str, metrics: dict, train_data: Any = None) -> None:
+    """A validation AUC below 0.5 ranks worse than chance: almost always too little data."""
+    auc = metrics.get("auc")
+    if auc is not None and auc == auc and auc < 0.5:
+        rows = getattr(train_data, "n_rows", None)
+        size = f" on {rows:,} training rows" if rows is not None else ""
+        print(f"warning: {what}: validation AUC {auc:.3f} < 0.5 (worse than chance){size}; the "
+              "pre-period is too small to learn from: raise world.n_users or world.pre_period_days",
+              file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- shards
@@ -341,11 +355,21 @@ def run_campaign(
     backend: str = "local",
     resume: bool = False,
     report: bool = True,
+    overwrite: bool = False,
 ) -> RunResult:
-    """Run a campaign end to end and (by default) write its report; returns the run folder."""
+    """Run a campaign end to end and (by default) write its report; returns the run folder.
+
+    ``resume`` continues the run in ``out`` (refused when its stored spec differs);
+    otherwise ``out`` must hold nothing simab did not write, unless ``overwrite`` (which
+    still removes only simab's own files): see :mod:`simab.run_folder`."""
+    from simab import run_folder
+
     started = time.perf_counter()
     run_dir = Path(out) if out else Path(spec.output) / spec.name
-    workers = workers or spec.workers
+    workers = spec.workers if workers is None else workers
+    if workers < 1:
+        raise SimabError(f"must be at least 1, got {workers}", key="workers")
+    cache = run_folder.cache_dir(spec.training.cache_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / f".write-probe-{os.getpid()}"
@@ -355,18 +379,16 @@ def run_campaign(
         raise SimabError(f"output folder is not writable: {exc.strerror or exc}", source=str(run_dir)) from None
     status_file = run_dir / "run.json"
     if not resume:
-        for name in (*TABLES, "counterfactual", "models"):
-            shutil.rmtree(run_dir / name, ignore_errors=True)
-        for name in ("manifest.json", "run.json", "truth.parquet", "covariates.parquet", "report.json", "report.md", "report.html"):
-            (run_dir / name).unlink(missing_ok=True)
-    elif status_file.exists():
-        status_file.unlink()  # the run is incomplete again until it finishes
-    (run_dir / "spec.json").write_text(spec.model_dump_json(indent=1))
+        run_folder.prepare_fresh(run_dir, overwrite=overwrite)
+    else:
+        run_folder.check_resume(run_dir, spec)
+        status_file.unlink(missing_ok=True)  # the run is incomplete again until it finishes
+    run_folder.write_identity(run_dir, spec)
 
     world = World.build(spec.world, spec.seed)
     _progress(f"campaign {spec.name!r}: world {spec.world.preset} ({spec.world.n_users:,} users), "
               f"{len(spec.arms)} arms, {spec.duration_days:g} days, {spec.shards} shards, {workers} worker(s)")
-    policies = prepare_policies(spec, world, run_dir, workers)
+    policies = prepare_policies(spec, world, run_dir, workers, cache)
     manifest = Manifest(run_dir)
     spec_json = spec.model_dump_json()
     jobs = [ShardJob(spec_json, str(run_dir), s, policies, None, "") for s in range(spec.shards)]
@@ -397,8 +419,9 @@ def run_campaign(
         [("arm", pa.string()), ("metric", pa.string()), ("value", pa.float64()), ("source", pa.string())])),
         run_dir / "truth.parquet")
     if spec.world.pre_period_days > 0:
-        cov_dir = pre_period(world, Path(spec.training.cache_dir), workers=workers)
+        cov_dir = pre_period(world, cache, workers=workers)
         pq.write_table(covariates(cov_dir), run_dir / "covariates.parquet")
+    digests = run_folder.file_digests(run_dir)
 
     wall = time.perf_counter() - started
     n_exp = exposures.num_rows
@@ -417,6 +440,7 @@ def run_campaign(
         "runtime": {"wall_s": wall, "exposures_per_s": n_exp / max(wall, 1e-9), "scoring_s": compute,
                     "workers": workers, "backend": backend},
         "training": {a: p.get("metrics") for a, p in policies.items() if p["kind"] == "checkpoint"},
+        "digests": digests,
         "status": "complete",
     }
     rep = None
@@ -429,6 +453,7 @@ def run_campaign(
         rep = analyze(run_dir)
         write_report(rep, run_dir)
     else:
-        status_file.write_text(json.dumps(run_info, indent=1))
-    _progress(f"done in {wall:.1f}s: {n_exp:,} exposures ({n_exp / max(wall, 1e-9):,.0f}/s) -> {run_dir}")
+        (run_dir / "run.json.partial").write_text(json.dumps(run_info, indent=1))
+        os.replace(run_dir / "run.json.partial", status_file)
+    _progress(f"simulated in {wall:.1f}s: {n_exp:,} exposures ({n_exp / max(wall, 1e-9):,.0f}/s) -> {run_dir}")
     return RunResult(run_dir, rep, wall, n_exp)

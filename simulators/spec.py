@@ -18,7 +18,7 @@ from simab.errors import SimabError, pydantic_to_simab
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # "300" is not a number
 
 
 class InterestSpec(_Strict):
@@ -180,4 +180,4 @@ def world_spec(table: dict[str, Any] | str | None = None, *, source: str | None 
     try:
         return WorldSpec.model_validate(merged)
     except ValidationError as exc:
-        raise pydantic_to_simab(exc, source, prefix=key) from None
+        raise pydantic_to_simab(exc, source, prefix=key, model=WorldSpec) from None
