@@ -101,7 +101,7 @@ def _bad(text: str, problem: str) -> SimabError:
     shown = text.strip() if len(text.strip()) <= 40 else text.strip()[:37] + "..."
     if len(problem) > 90:
         problem = problem[:87] + "..."
-    return SimabError(f"{problem} in {shown!r}; form: METRIC[.T_vs_C].FIELD[i] OP NUMBER, "
+    return SimabError(f"{problem} in {shown!r}; allowed: METRIC[.T_vs_C].FIELD[i] OP NUMBER, "
                       "e.g. 'ctr.rel_ci[0] > 0'", source="<cli>", key="--expect")
 
 
