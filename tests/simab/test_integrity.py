@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from simab.cli import CORRECTIONS, main
+from simab.cli import main
 from simab.errors import SimabError
 
 TINY = textwrap.dedent(
@@ -129,7 +129,8 @@ def test_a_previous_run_is_replaced_without_overwrite(run_copy, capsys):
 
 
 @pytest.mark.parametrize("name", ["..", ".", "...", "a/b", "../x"])
-def test_campaign_name_must_be_a_plain_folder_name(name, tmp_path, capsys):
+def test_campaign_name_must_be_a_plain_folder_name(name, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default output is runs/<name>: ".." would be the working directory
     spec = tmp_path / "c.toml"
     spec.write_text(TINY.replace('name = "tiny"', f"name = {json.dumps(name)}"))
     assert main(["run", str(spec)]) == 2
@@ -317,6 +318,7 @@ def test_arm_errors_name_the_arm_path(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- --correction
 def test_correction_names_are_the_same_in_cli_and_api(run_copy, capsys):
+    from simab.cli import CORRECTIONS
     from simab.reports.multiplicity import Correction
 
     _, run = run_copy
