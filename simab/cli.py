@@ -1,7 +1,8 @@
 """The ``simab`` command line.
 
     simab run [CAMPAIGN.toml] [--out DIR] [--seed N] [--workers N] [--backend local|ray] [--resume]
-    simab report RUN_DIR
+              [--overwrite] [--set KEY=VALUE ...]
+    simab report RUN_DIR [--correction holm|bh|bonferroni|none] [--allow-incomplete]
     simab check RUN_DIR|CAMPAIGN.toml --expect EXPR [--expect EXPR ...]
     simab world PRESET [--users N] [--seed N] [--out DIR]
     simab train --world PRESET --policy NAME [--set key=value ...] [--epochs N] [--device D] --out DIR
@@ -9,7 +10,9 @@
     simab sweep [CAMPAIGN.toml] --grid KEY=V1,V2,... [--replicates N] [--workers N] [--backend local|ray] [--out DIR]
     simab calibrate --battery aa|known-effect|peeking|naive|all --runs N [--workers N] [--backend local|ray] [--out DIR]
 
-User errors print one line ``error: <file>: <key>: <problem>`` and exit with status 2.
+User errors print one line ``error: <file or flag>: <key>: <problem>`` and exit with
+status 2; so do file-system conditions (permissions, a file where a folder is expected).
+The run folder's rules (resume, ownership, verification) are in ``simab.run_folder``.
 """
 
 from __future__ import annotations
@@ -202,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="check expectations on a run (or run a campaign first); exit 1 on failure")
     c.add_argument("target", help="run folder or campaign TOML")
     c.add_argument("--expect", nargs="+", action="extend", required=True, metavar="EXPR",
-                   help='required; e.g. "ctcvr.rel_ci[0] > 0" or "ctr.rel_lift >= 0.01"')
+                   help='required; METRIC[.TREATMENT_vs_CONTROL].FIELD[INDEX] OP NUMBER with FIELD a '
+                   'report.json comparison field (docs/report_json.md), e.g. "ctcvr.rel_ci[0] > 0" or '
+                   '"ctr.rel_lift >= 0.01"')
     c.add_argument("--out", help="run folder when TARGET is a campaign file (default: runs/<name>)")
     c.set_defaults(func=cmd_check)
 

@@ -173,6 +173,7 @@ def test_allow_incomplete_reports_and_flags(run_copy, capsys):
     rep = json.loads((run / "report.json").read_text())
     assert rep["integrity"] == {"complete": False, "problems": ["exposures/shard-00001.parquet is missing"]}
     assert "INCOMPLETE OR ALTERED RUN" in (run / "report.md").read_text()
+    assert "INCOMPLETE OR ALTERED RUN" in (run / "report.html").read_text()
 
 
 def test_an_intact_run_reports_complete(run_copy, capsys):
