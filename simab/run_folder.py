@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ OWNED_FILES = frozenset({
 #: Folders simab writes at the top of a run folder; what may sit inside each is checked too.
 OWNED_FOLDERS = frozenset({*TABLES, "counterfactual", "models", ".models"})
 # temporary names of atomic writes (eventlog parts, manifest, reports, write probe)
-_TEMP = re.compile(r"^\.(.+\.tmp(-\d+)?|write-probe-\d+|[^/]+\.[A-Za-z0-9_]+\.tmp)$")
+_TEMP = re.compile(r"^\.(.+\.tmp(-\d+)?|write-probe-\d+)$")
 _PART = re.compile(r"^shard-\d{5}\.parquet$")
 _CHECKPOINT_FILES = frozenset({"weights.pt", "spec.json", "metrics.json"})
 #: Spec keys that do not change a run's output (how it is executed, where it is written).
@@ -242,11 +241,12 @@ def _short(v: Any) -> str:
     return s if len(s) <= 40 else s[:37] + "..."
 
 
-def check_resume(run_dir: Path, spec: Any) -> None:
-    """Refuse ``--resume`` when the stored run is not the requested one."""
+def check_resume(run_dir: Path, spec: Any) -> bool:
+    """Refuse ``--resume`` when the stored run is not the requested one; False when the
+    folder holds no run to resume (the caller then starts a fresh one)."""
     stored = _stored_identity(run_dir)
     if stored is None:
-        return  # nothing to resume: the run starts from scratch
+        return False
     now = identity(spec)
     for key in ("world_version", "log_schema"):
         if stored[key] != now[key]:
@@ -259,6 +259,7 @@ def check_resume(run_dir: Path, spec: Any) -> None:
         raise SimabError(
             f"--resume: the requested spec differs from the stored run at {key} (stored {_short(old)}, "
             f"requested {_short(new)}); run without --resume or into another --out", source=str(run_dir))
+    return True
 
 
 # --------------------------------------------------------------------------- verification
@@ -345,6 +346,3 @@ def _write_atomic(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
         raise SimabError(f"cannot write: {exc.strerror or exc}", source=str(path)) from None
 
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

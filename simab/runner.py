@@ -378,11 +378,10 @@ def run_campaign(
     except OSError as exc:
         raise SimabError(f"output folder is not writable: {exc.strerror or exc}", source=str(run_dir)) from None
     status_file = run_dir / "run.json"
-    if not resume:
-        run_folder.prepare_fresh(run_dir, overwrite=overwrite)
-    else:
-        run_folder.check_resume(run_dir, spec)
+    if resume and run_folder.check_resume(run_dir, spec):
         status_file.unlink(missing_ok=True)  # the run is incomplete again until it finishes
+    else:
+        run_folder.prepare_fresh(run_dir, overwrite=overwrite)
     run_folder.write_identity(run_dir, spec)
 
     world = World.build(spec.world, spec.seed)

@@ -123,6 +123,15 @@ def test_fresh_run_into_a_folder_with_user_files_refuses_and_overwrite_keeps_the
     assert (work / "run.json").exists()
 
 
+def test_resume_of_a_folder_without_a_run_is_a_fresh_run_with_the_same_rules(base_run, tmp_path, capsys):
+    spec, _ = base_run
+    (tmp_path / "work" / "exposures").mkdir(parents=True)
+    (tmp_path / "work" / "exposures" / "mine.parquet").write_bytes(b"user data")
+    assert main(["run", str(spec), "--out", str(tmp_path / "work"), "--resume"]) == 2
+    assert "files simab did not write (exposures/mine.parquet)" in _one_error(capsys)
+    assert (tmp_path / "work" / "exposures" / "mine.parquet").read_bytes() == b"user data"
+
+
 def test_a_previous_run_is_replaced_without_overwrite(run_copy, capsys):
     spec, run = run_copy
     assert main(["run", str(spec), "--out", str(run)]) == 0
