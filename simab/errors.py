@@ -90,11 +90,11 @@ def _allowed_keys(model: type, path: list) -> list[str] | None:
             return None
         ann = field.annotation
         args = typing.get_args(ann)
-        if typing.get_origin(ann) is dict and args:
+        if typing.get_origin(ann) in (dict, list) and args:
             node = args[-1]
             if not parts:
-                return None  # the error is about a name in the table, not inside one
-            parts.pop(0)  # the name (arm, scenario) inside the table
+                return None  # the error is about a name or index in the container itself
+            parts.pop(0)  # the name (arm, scenario) or list index inside the container
         else:
             node = next((a for a in args if is_model(a)), ann)
     return sorted(node.model_fields) if is_model(node) else None
