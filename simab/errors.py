@@ -56,7 +56,7 @@ def pydantic_to_simab(exc, source: str | None, prefix: str = "", model: type | N
     typ = err.get("type", "")
     if typ == "extra_forbidden":
         allowed = _allowed_keys(model, loc_parts[:-1]) if model is not None else None
-        msg = "unknown key" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+        msg = "unknown key" + (_allowed_text(str(loc_parts[-1]) if loc_parts else "", allowed) if allowed else "")
     elif typ == "missing":
         msg = "required key is missing"
     else:
@@ -68,6 +68,17 @@ def pydantic_to_simab(exc, source: str | None, prefix: str = "", model: type | N
             if "input" in err and not isinstance(err["input"], dict):
                 msg += f" (got {err['input']!r})"
     return SimabError(msg, source=source, key=key or None)
+
+
+def _allowed_text(bad: str, allowed: list[str]) -> str:
+    """All allowed keys when they are few; else the closest ones (the line stays short)."""
+    import difflib
+
+    if len(allowed) <= 12:
+        return f"; allowed: {', '.join(allowed)}"
+    close = difflib.get_close_matches(bad, allowed, n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    return f"; {hint}({len(allowed)} keys allowed, e.g. {', '.join(allowed[:6])}, ...)"
 
 
 def _allowed_keys(model: type, path: list) -> list[str] | None:
