@@ -294,6 +294,12 @@ def calibrate(batteries: list[str], runs: int, out: str | Path, *, workers: int 
         raise SimabError(f"must be at least 2, got {runs}", source="<cli>", key="--runs")
     for b in batteries:
         battery_overrides(b, Path(out))  # an unknown battery fails before any folder is made
+    recorded = Path(out) / "calibration.json"
+    if recorded.is_file():  # merged with the new batteries: refuse a damaged one before running
+        try:
+            json.loads(recorded.read_text())
+        except (ValueError, UnicodeDecodeError):
+            raise SimabError("not valid JSON; move it away or choose another --out", source=str(recorded)) from None
     with new_output_folder(out) as out:
         return _calibrate_into(batteries, runs, out, workers=workers, backend=backend, seed=seed)
 

@@ -322,11 +322,12 @@ def verify(run_dir: Path) -> list[str]:
         for arm in arms:
             problems += _verify_parts(run_dir / "counterfactual" / arm, shards, f"counterfactual/{arm}/")
     try:
-        recorded = json.loads((run_dir / "run.json").read_text()).get("digests")
+        info = json.loads((run_dir / "run.json").read_text())
+        recorded = info.get("digests") if isinstance(info, dict) else None
     except (OSError, ValueError):
-        recorded = None
+        return [*problems, "run.json is unreadable"]
     if recorded is None:
-        problems.append("run.json records no table digests")
+        problems.append("run.json records no table digests (written by an older simab?)")
     else:
         for name, digest in recorded.items():
             p = run_dir / name

@@ -132,6 +132,10 @@ FS_CASES = {
     "world_out_is_a_file": (["world", "default", "--users", "50", "--out", "{file}"], "exists and is not a folder"),
     "train_out_is_a_file": (["train", "--world", "default", "--users", "50", "--policy", "dnn", "--out", "{file}"],
                             "exists and is not a folder"),
+    "calibrate_damaged_calibration_json": (["calibrate", "--battery", "aa", "--runs", "4", "--out", "{damaged}"],
+                                           "calibration.json: not valid JSON"),
+    "report_unreadable_run_json": (["report", "{damaged}"], "run.json is unreadable"),
+    "power_from_a_folder_that_is_no_run": (["power", "--from-run", "{dir}", "--users", "100"], "run"),
     "cache_folder_unusable": (["run", "{spec}", "--out", "{out}"], "cache folder is not usable"),
 }
 
@@ -166,10 +170,16 @@ def test_bad_input(case, tmp_path, capsys, monkeypatch):
     user = tmp_path / "userdir"
     (user / "models").mkdir(parents=True)
     (user / "models" / "important.pt").write_bytes(b"weights")
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "calibration.json").write_text("{not json")
+    (damaged / "run.json").write_text("{not json")
+    (damaged / "spec.json").write_text('{"shards": 0, "arms": {}}')
+    (damaged / "manifest.json").write_text('{"shards": {}}')
     if name == "cache_folder_unusable":
         monkeypatch.setenv("SIMAB_CACHE", str(tmp_path / "file.txt" / "cache"))
     places = {"spec": str(spec), "out": str(tmp_path / "out"), "file": str(tmp_path / "file.txt"),
-              "dir": str(tmp_path / "dir"), "binary": str(tmp_path / "binary.toml"), "userdir": str(user)}
+              "dir": str(tmp_path / "dir"), "damaged": str(damaged), "binary": str(tmp_path / "binary.toml"), "userdir": str(user)}
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
 
     code = main([a.format(**places) for a in argv])
@@ -187,7 +197,7 @@ def test_bad_input(case, tmp_path, capsys, monkeypatch):
     after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     new = [p for p in after if p not in before and p.parts[0] != "cache"]
     assert new == [], new
-    assert not [p for p in tmp_path.rglob("*") if p.name in FINISHED]
+    assert not [p for p in tmp_path.rglob("*") if p.name in FINISHED and p.parent != damaged]
     assert (user / "models" / "important.pt").read_bytes() == b"weights"
 
 
