@@ -67,6 +67,12 @@ def register_policy(name: str, factory: PolicyFactory, loader: Callable[[Path], 
         _LOADERS[name] = loader
 
 
+def policy_names() -> list[str]:
+    """Names of every registered policy, sorted."""
+    _ensure_builtin()
+    return sorted(_REGISTRY)
+
+
 def make_policy(
     name: str, params: Mapping[str, Any] | None, feature_spec: FeatureSpec, *, key: str = "policy"
 ) -> Policy:

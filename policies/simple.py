@@ -82,6 +82,9 @@ class OraclePolicy(_Fixed):
     DEFAULTS = {"blend": 1.0}
     RULES = {"blend": in_range(0.0, 1.0)}
 
+    def __init__(self, params: dict, feature_spec: FeatureSpec):
+        super().__init__(params, feature_spec)
+
     def score(self, batch):
         p = batch["p_click"].clamp(1e-6, 1 - 1e-6)
         b = self.params["blend"]

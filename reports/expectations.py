@@ -97,7 +97,12 @@ class ExpectationResult:
 
 
 def _bad(text: str, problem: str) -> SimabError:
-    return SimabError(f"{problem} in {text.strip()!r}; {ALLOWED}", source="<cli>", key="--expect")
+    """A short one-line error (the grammar is in ``simab check --help`` and the README)."""
+    shown = text.strip() if len(text.strip()) <= 40 else text.strip()[:37] + "..."
+    if len(problem) > 90:
+        problem = problem[:87] + "..."
+    return SimabError(f"{problem} in {shown!r}; allowed: METRIC[.T_vs_C].FIELD[i] OP NUMBER, "
+                      "e.g. 'ctr.rel_ci[0] > 0'", source="<cli>", key="--expect")
 
 
 def parse_expectation(text: str) -> Expectation:

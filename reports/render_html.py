@@ -133,6 +133,11 @@ def render_html(report: Report) -> str:
         f"<h1>Campaign <code>{html.escape(report.campaign)}</code></h1>",
         f"<p class=sub>seed {report.seed} · control <b>{html.escape(report.control)}</b> · "
         f"{html.escape(policies)} · α = {report.alpha} · {report.correction} correction over {len(confirmatory)} confirmatory comparisons</p>",
+        *(
+            [f'<p class="bad"><b>INCOMPLETE OR ALTERED RUN</b> (reported with --allow-incomplete): '
+             f"{html.escape('; '.join(report.integrity))}</p>"]
+            if report.integrity else []
+        ),
         _cards(report),
         "<h2>Significant after correction</h2>",
         verdict,

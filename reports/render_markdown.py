@@ -108,6 +108,10 @@ def verdicts(report: Report) -> list[str]:
 
 def render_markdown(report: Report) -> str:
     lines = [f"# Campaign `{report.campaign}` (seed {report.seed})", ""]
+    if report.integrity:
+        lines += ["> **INCOMPLETE OR ALTERED RUN** (reported with `--allow-incomplete`): the numbers "
+                  "below do not describe the campaign as run.", ""]
+        lines += [f"> - {p}" for p in report.integrity] + [""]
     found = verdicts(report)
     lines += ["## Significant after correction", ""]
     lines += [f"- {v}" for v in found] or [f"- nothing significant at alpha = {report.alpha}"]

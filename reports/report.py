@@ -188,6 +188,8 @@ class Report:
     days: tuple[int, ...]
     runtime: dict[str, float]
     run_info: dict = field(default_factory=dict)
+    #: problems found verifying the run folder (``simab report --allow-incomplete``); empty: verified
+    integrity: tuple[str, ...] = ()
 
     def to_json_dict(self) -> dict:
         """The report.json contract (DESIGN.md section 6) plus extra keys; NaN-free."""
@@ -240,4 +242,5 @@ class Report:
             },
             "days": list(self.days),
             "runtime": {k: number(v) for k, v in self.runtime.items()},
+            "integrity": {"complete": not self.integrity, "problems": list(self.integrity)},
         }

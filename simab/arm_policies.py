@@ -4,7 +4,9 @@ policy from."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
 from simab.policies.world_features import feature_spec_of
 from simab.preperiod import pre_period, training_data
@@ -13,14 +15,16 @@ from simab.simulators.world import World
 from simab.spec import CampaignSpec
 
 
-def prepare_policies(spec: CampaignSpec, world: World, run_dir: Path, workers: int = 1) -> dict[str, dict]:
-    """Fit (or load from cache) every arm's policy; returns picklable descriptions the
-    shard workers rebuild policies from."""
+def prepare_policies(spec: CampaignSpec, world: World, run_dir: Path, workers: int = 1,
+                     cache: Path | None = None) -> dict[str, dict]:
+    """Fit (or load from ``cache``, default the spec's cache folder) every arm's policy;
+    returns picklable descriptions the shard workers rebuild policies from."""
     from simab.policies.base import make_policy
+    from simab.run_folder import cache_dir
 
     fs = feature_spec_of(world.spec)
     out, data = {}, None
-    cache = Path(spec.training.cache_dir)
+    cache = cache or cache_dir(spec.training.cache_dir)
     for arm, a in spec.arms.items():
         policy = make_policy(a.policy, a.params, fs, key=f"arms.{arm}.policy")
         if not getattr(policy, "trainable", False):
@@ -45,6 +49,7 @@ def prepare_policies(spec: CampaignSpec, world: World, run_dir: Path, workers: i
 
         save_checkpoint(policy, ckpt, metrics)
         progress(f"policy {arm}: {'loaded from cache' if cached else 'trained'}; val auc {metrics.get('auc', float('nan')):.4f}")
+        warn_low_auc(f"policy {arm} ({a.policy})", metrics, data[0])
         out[arm] = {"kind": "checkpoint", "name": a.policy, "params": dict(a.params), "dir": str(ckpt),
                     "metrics": metrics}
     return out
@@ -64,3 +69,14 @@ def build_policy(desc: dict, world: World):
 
         p.to(torch.device("cpu"))
     return p
+
+
+def warn_low_auc(what: str, metrics: dict, train_data: Any = None) -> None:
+    """A validation AUC below 0.5 ranks worse than chance: almost always too little data."""
+    auc = metrics.get("auc")
+    if auc is not None and auc == auc and auc < 0.5:
+        rows = getattr(train_data, "n_rows", None)
+        size = f" on {rows:,} training rows" if rows is not None else ""
+        print(f"warning: {what}: validation AUC {auc:.3f} < 0.5 (worse than chance){size}; the "
+              "pre-period is too small to learn from: raise world.n_users or world.pre_period_days",
+              file=sys.stderr, flush=True)

@@ -39,6 +39,11 @@ from simab.sweep import build_runs, execute
 BATTERIES = ("aa", "known-effect", "peeking", "naive")
 NOMINAL_ALPHA = 0.05
 COVERAGE_TARGET = 0.93
+#: Fewer runs cannot judge a target: from 101 runs on, an observed false-positive rate of
+#: twice the nominal 5% (ceil(0.10 n) of n) has a 95% Clopper-Pearson interval that
+#: excludes 5%; below that a miscalibrated test would still "meet" the target
+#: (tests/simab/test_integrity.py recomputes it).
+MIN_RUNS_TO_JUDGE = 101
 
 _SMALL_WORLD = {"preset": "default", "n_users": 150, "pre_period_days": 0.1}
 _COMMON = {
@@ -143,6 +148,10 @@ def summarise(battery: str, rows: list[dict]) -> dict[str, Any]:
             metrics[m] = {"runs": nv["user_level"].n, "false_positive_rate": value, "ci": ci,
                           "exposure_level_false_positive_rate": naive, "exposure_level_ci": naive_ci,
                           "design_effect": nv["design_effect"]}
+    runs = max((v.get("runs", 0) for v in metrics.values()), default=0)
+    if runs < MIN_RUNS_TO_JUDGE:  # too few to judge: neither met nor missed
+        return {"battery": battery, "alpha": alpha, "metrics": metrics, "pass": None,
+                "verdict": f"too few runs to judge ({runs} < {MIN_RUNS_TO_JUDGE})"}
     return {"battery": battery, "alpha": alpha, "metrics": metrics,
             "pass": all(v.get("pass", True) for v in metrics.values())}
 
@@ -222,6 +231,12 @@ def _read_summary(out: Path) -> dict:
     return data
 
 
+def _verdict(entry: dict) -> str:
+    if entry["pass"] is None:
+        return entry.get("verdict") or "too few runs to judge"
+    return "all targets met" if entry["pass"] else "TARGET MISSED"
+
+
 def _pct(x: float | None, sign: str = "") -> str:
     return "n/a" if x is None or x != x else f"{x:{sign}.2%}"
 
@@ -240,7 +255,7 @@ def calibration_markdown(data: dict) -> str:
         b = data["batteries"].get(name)
         if not b:
             continue
-        lines += [f"## {name}: {b['runs']} runs ({'all targets met' if b['pass'] else 'TARGET MISSED'})", "",
+        lines += [f"## {name}: {b['runs']} runs ({_verdict(b)})", "",
                   f"{b['wall_s']:.0f} s with {b['workers']} worker(s) in this call; the runs took "
                   f"{b.get('run_wall_s_total', 0):.0f} s on one worker each ({b.get('run_wall_s_mean', 0):.1f} s "
                   "per run, runs reused from an earlier call keep their time).", ""]
@@ -279,12 +294,28 @@ def calibrate(batteries: list[str], runs: int, out: str | Path, *, workers: int 
               backend: str = "local", seed: int = 0) -> dict:
     """Run the batteries into ``out``; writes calibration.json / calibration.md (merged
     with batteries already recorded there) and returns the JSON document."""
+    from simab.run_folder import new_output_folder
+
+    if runs < 2:
+        raise SimabError(f"must be at least 2, got {runs}", source="<cli>", key="--runs")
+    for b in batteries:
+        battery_overrides(b, Path(out))  # an unknown battery fails before any folder is made
+    recorded = Path(out) / "calibration.json"
+    if recorded.is_file():  # merged with the new batteries: refuse a damaged one before running
+        try:
+            json.loads(recorded.read_text())
+        except (ValueError, UnicodeDecodeError):
+            raise SimabError("not valid JSON; move it away or choose another --out", source=str(recorded)) from None
+    with new_output_folder(out) as out:
+        return _calibrate_into(batteries, runs, out, workers=workers, backend=backend, seed=seed)
+
+
+def _calibrate_into(batteries: list[str], runs: int, out: Path, *, workers: int, backend: str,
+                    seed: int) -> dict:
     from simab.atomic import write_atomic
     from simab.reports.json_numbers import json_safe
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    data = _read_summary(out)  # an unreadable summary stops us before any campaign runs
+    data: dict = {}
     for b in batteries:
         started = time.perf_counter()
         entry = run_battery(b, runs, out, workers=workers, backend=backend, seed=seed)
@@ -292,6 +323,5 @@ def calibrate(batteries: list[str], runs: int, out: str | Path, *, workers: int 
         data["batteries"][entry["battery"]] = entry
         write_atomic(out / "calibration.json", json.dumps(json_safe(data), indent=1, allow_nan=False) + "\n")
         write_atomic(out / "calibration.md", calibration_markdown(data))
-        progress(f"calibrate {b}: {'targets met' if entry['pass'] else 'TARGET MISSED'} "
-                 f"({time.perf_counter() - started:.0f}s)")
+        progress(f"calibrate {b}: {_verdict(entry)} ({time.perf_counter() - started:.0f}s)")
     return data

@@ -1,7 +1,8 @@
 """The ``simab`` command line.
 
     simab run [CAMPAIGN.toml] [--out DIR] [--seed N] [--workers N] [--backend local|ray] [--resume]
-    simab report RUN_DIR
+              [--overwrite] [--set KEY=VALUE ...]
+    simab report RUN_DIR [--correction holm|bh|bonferroni|none] [--allow-incomplete]
     simab check RUN_DIR|CAMPAIGN.toml --expect EXPR [--expect EXPR ...]
     simab world PRESET [--users N] [--seed N] [--out DIR]
     simab train --world PRESET --policy NAME [--set key=value ...] [--epochs N] [--device D] --out DIR
@@ -9,17 +10,32 @@
     simab sweep [CAMPAIGN.toml] --grid KEY=V1,V2,... [--replicates N] [--workers N] [--backend local|ray] [--out DIR]
     simab calibrate --battery aa|known-effect|peeking|naive|all --runs N [--workers N] [--backend local|ray] [--out DIR]
 
-User errors print one line ``error: <file>: <key>: <problem>`` and exit with status 2.
+User errors print one line ``error: <file or flag>: <key>: <problem>`` and exit with
+status 2; so do file-system conditions (permissions, a file where a folder is expected).
+The run folder's rules (resume, ownership, verification) are in ``simab.run_folder``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
+from simab.cli_args import Parser, finite_float, int_at_least
 from simab.errors import SimabError
 from simab.overrides import parse_overrides
+
+_STARTED = [time.perf_counter()]  # reset by main(): "done in" is the whole command's time
+
+
+def _set_values(args) -> tuple[dict, dict[str, str]]:
+    """``--set`` pairs as a nested table, and which flag set each key (for error messages)."""
+    from simab.spec import flat_keys
+
+    values = parse_overrides(args.set or [])
+    return values, {k: "--set" for k in flat_keys(values)}
 
 
 def cmd_run(args) -> int:
@@ -27,23 +43,38 @@ def cmd_run(args) -> int:
     from simab.runner import run_campaign
     from simab.spec import load_campaign
 
-    overrides = parse_overrides(args.set or [])
+    values, flags = _set_values(args)
+    overrides = None
     if args.seed is not None:
-        overrides["seed"] = args.seed
-    spec = load_campaign(args.spec, overrides=overrides or None)
-    res = run_campaign(spec, out=args.out, workers=args.workers, backend=args.backend, resume=args.resume)
+        overrides, flags = {"seed": args.seed}, {**flags, "seed": "--seed"}
+    spec = load_campaign(args.spec, overrides=overrides, set_values=values, flags=flags)
+    res = run_campaign(spec, out=args.out, workers=args.workers, backend=args.backend, resume=args.resume,
+                       overwrite=args.overwrite)
     print(summary_table(res.report))
     print(f"\nreport: {res.run_dir / 'report.md'}  (also report.json, report.html)")
+    print(f"done in {time.perf_counter() - _STARTED[0]:.1f}s (whole command)")
     return 0
 
 
 def cmd_report(args) -> int:
     from simab.reports import analyze, summary_table, write_report
+    from simab.run_folder import verify
 
     run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise SimabError("no such run folder", source=str(run_dir))
     if not (run_dir / "run.json").exists():
         raise SimabError("not a complete run folder (no run.json); run `simab run` first", source=str(run_dir))
+    problems = verify(run_dir)
+    if problems and not args.allow_incomplete:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise SimabError(f"incomplete or altered run: {problems[0]}{more}; re-run it (--resume redoes "
+                         "damaged shards) or pass --allow-incomplete to report it flagged", source=str(run_dir))
     rep = analyze(run_dir, correction=args.correction)
+    if problems:
+        rep = replace(rep, integrity=tuple(problems))
+        print(f"warning: {run_dir}: reporting an incomplete or altered run ({len(problems)} problem(s)); "
+              "the report is flagged", file=sys.stderr)
     paths = write_report(rep, run_dir)
     print(summary_table(rep))
     print("\nwrote " + ", ".join(str(p) for p in paths))
@@ -96,6 +127,7 @@ def cmd_sweep(args) -> int:
                 base_overrides=parse_overrides(args.set or []), keep_events=args.keep_events)
     print((res.out / "sweep.md").read_text())
     print(f"table: {res.out / 'sweep.parquet'} ({len(res.rows)} rows from {res.runs} runs)")
+    print(f"done in {time.perf_counter() - _STARTED[0]:.1f}s (whole command)")
     return 0
 
 
@@ -107,37 +139,57 @@ def cmd_calibrate(args) -> int:
     out = Path(args.out)
     print((out / "calibration.md").read_text())
     print(f"wrote {out / 'calibration.json'}, {out / 'calibration.md'}")
-    return 0 if all(data["batteries"][b]["pass"] for b in batteries) else 1
+    # exit 1 only for a missed target; a battery with too few runs to judge (pass null) is not one
+    return 1 if any(data["batteries"][b]["pass"] is False for b in batteries) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="simab",
         description="Simulation-driven A/B testing for ranking policies: simulate a campaign in a synthetic "
         "multi-domain world, then get lifts with confidence intervals next to the truth the world knows.",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    workers = int_at_least(1)
 
-    r = sub.add_parser("run", help="run a campaign (no argument: the embedded default campaign) and write its report")
-    r.add_argument("spec", nargs="?", help="campaign TOML file")
-    r.add_argument("--out", help="run folder (default: <output>/<name> from the spec)")
-    r.add_argument("--seed", type=int, help="override the spec's seed")
-    r.add_argument("--workers", type=int, help="processes for shards (default: the spec's, 1)")
-    r.add_argument("--backend", choices=["local", "ray"], default="local")
-    r.add_argument("--resume", action="store_true", help="skip shards already complete in the run folder")
-    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec key, e.g. duration_days=1")
+    r = sub.add_parser("run", help="run a campaign (no argument: the embedded default campaign) and write its report",
+                       description="Run a campaign and write its run folder and report. The pre-period / model "
+                       "cache goes to $SIMAB_CACHE (default $XDG_CACHE_HOME/simab or ~/.cache/simab).")
+    r.add_argument("spec", nargs="?", help="campaign TOML file (default: the embedded default campaign)")
+    r.add_argument("--out", help="run folder (default: <output>/<name> from the spec, i.e. runs/<name>)")
+    r.add_argument("--seed", type=int, help="override the spec's seed, >= 0 (default: the spec's)")
+    r.add_argument("--workers", type=workers, help="processes for shards, >= 1 (default: the spec's, 1)")
+    r.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="where shards run: local process pool or Ray (default local)")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the run in the folder: keep intact shards, redo the rest; refused when the "
+                   "requested spec differs from the stored one (default: off, a fresh run)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="allow a fresh run into a folder that holds other files; only simab's own files are "
+                   "removed (default: off, such a folder is refused)")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a spec key, merged into its table, e.g. duration_days=1 or "
+                   "arms.treatment.share=0.4 (repeatable; default: none)")
     r.set_defaults(func=cmd_run)
 
-    rp = sub.add_parser("report", help="(re)analyse a run folder and write report.json / .md / .html")
-    rp.add_argument("run_dir")
-    rp.add_argument("--correction", choices=["holm", "bh"], default="holm", help="multiple-testing correction")
+    rp = sub.add_parser("report", help="(re)analyse a run folder and write report.json / .md / .html",
+                        description="Verify a run folder against manifest.json (every part present, every "
+                        "SHA-256 matching), then analyse it and write report.json / .md / .html.")
+    rp.add_argument("run_dir", help="the run folder (holds run.json and manifest.json)")
+    rp.add_argument("--correction", choices=list(CORRECTIONS), default="holm",
+                    help="multiple-testing correction across metrics and treatment arms (default holm)")
+    rp.add_argument("--allow-incomplete", action="store_true",
+                    help="report a run that fails verification anyway; the report is flagged "
+                    "(report.json 'integrity', a warning in report.md) (default: off, refused)")
     rp.set_defaults(func=cmd_report)
 
     c = sub.add_parser("check", help="check expectations on a run (or run a campaign first); exit 1 on failure")
     c.add_argument("target", help="run folder or campaign TOML")
     c.add_argument("--expect", nargs="+", action="extend", required=True, metavar="EXPR",
-                   help='e.g. "ctcvr.rel_ci[0] > 0" or "ctr.rel_lift >= 0.01"')
-    c.add_argument("--out", help="run folder when TARGET is a campaign file")
+                   help='required; METRIC[.TREATMENT_vs_CONTROL].FIELD[INDEX] OP NUMBER with FIELD a '
+                   'report.json comparison field (docs/report_json.md), e.g. "ctcvr.rel_ci[0] > 0" or '
+                   '"ctr.rel_lift >= 0.01"')
+    c.add_argument("--out", help="run folder when TARGET is a campaign file (default: runs/<name>)")
     c.set_defaults(func=cmd_check)
 
     w = sub.add_parser("world", help="build a world preset, print its statistics, write world.json and figures",
@@ -145,40 +197,54 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("rest", nargs=argparse.REMAINDER)
     w.set_defaults(func=cmd_world)
 
-    t = sub.add_parser("train", help="train a policy on a world's pre-period logs and write metrics.json")
-    t.add_argument("--world", required=True, help="preset name or a TOML file with a [world] table")
-    t.add_argument("--policy", required=True)
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="policy hyper-parameter")
-    t.add_argument("--epochs", type=int, default=2)
-    t.add_argument("--batch-size", type=int, default=512)
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--max-steps", type=int)
-    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--users", type=int, help="override the world's number of users")
-    t.add_argument("--out", required=True)
+    t = sub.add_parser("train", help="train a policy on a world's pre-period logs and write metrics.json",
+                       description="Train one trainable policy on a world's pre-period logs (cached in "
+                       "$SIMAB_CACHE, default ~/.cache/simab) and write metrics.json and the checkpoint.")
+    t.add_argument("--world", required=True, help="required: preset name or a TOML file with a [world] table")
+    t.add_argument("--policy", required=True, help="required: a trainable policy (dnn, din, ...)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="policy hyper-parameter (repeatable; default: the policy's defaults)")
+    t.add_argument("--epochs", type=int_at_least(1), default=2, help="training epochs (default 2)")
+    t.add_argument("--batch-size", type=int_at_least(1), default=512, help="rows per batch (default 512)")
+    t.add_argument("--lr", type=finite_float(positive=True), default=2e-3, help="learning rate (default 0.002)")
+    t.add_argument("--max-steps", type=int_at_least(1), help="stop after this many steps (default: no limit)")
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="torch device; auto uses CUDA when available (default auto)")
+    t.add_argument("--seed", type=int_at_least(0), default=0, help="world and training seed (default 0)")
+    t.add_argument("--users", type=int_at_least(2), help="override the world's number of users (default: the world's)")
+    t.add_argument("--out", required=True, help="required: output folder for metrics.json and the checkpoint")
     t.set_defaults(func=cmd_train)
 
     sw = sub.add_parser("sweep", help="run a grid of spec overrides x replicate seeds; one table of every run's report")
     sw.add_argument("spec", nargs="?", help="campaign TOML file (default: the embedded default campaign)")
     sw.add_argument("--grid", action="append", metavar="KEY=V1,V2,...",
-                    help="a spec key and its values, e.g. world.n_users=200,400 (repeat for a product grid)")
-    sw.add_argument("--replicates", type=int, default=1, help="seeds per grid point: seed, seed+1, ... (default 1)")
-    sw.add_argument("--workers", type=int, default=1, help="campaigns run in parallel (each on one worker)")
-    sw.add_argument("--backend", choices=["local", "ray"], default="local")
-    sw.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec key at every grid point")
+                    help="a spec key and its values, e.g. world.n_users=200,400 (repeat for a product grid; "
+                    "default: one point, the spec itself)")
+    sw.add_argument("--replicates", type=int_at_least(1), default=1,
+                    help="seeds per grid point: seed, seed+1, ... (default 1)")
+    sw.add_argument("--workers", type=workers, default=1, help="campaigns run in parallel, >= 1 (default 1)")
+    sw.add_argument("--backend", choices=["local", "ray"], default="local",
+                    help="local process pool or Ray (default local)")
+    sw.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a spec key at every grid point (repeatable; default: none)")
     sw.add_argument("--out", default="runs/sweep", help="output folder (default runs/sweep)")
-    sw.add_argument("--keep-events", action="store_true", help="keep each run's event log (default: report only)")
+    sw.add_argument("--keep-events", action="store_true",
+                    help="keep each run's event log (default: off, keep only the report)")
     sw.set_defaults(func=cmd_sweep)
 
     cb = sub.add_parser("calibrate", help="check the statistics against the world's truth (A/A, known effect, "
                         "peeking, naive analysis); exit 1 when a target is missed")
-    cb.add_argument("--battery", required=True, choices=["aa", "known-effect", "peeking", "naive", "all"])
-    cb.add_argument("--runs", type=int, default=400, help="campaigns (seeds) per battery (default 400)")
-    cb.add_argument("--workers", type=int, default=1, help="campaigns run in parallel")
-    cb.add_argument("--backend", choices=["local", "ray"], default="local")
-    cb.add_argument("--seed", type=int, default=0, help="first seed (runs use seed, seed+1, ...)")
-    cb.add_argument("--out", default="runs/calibration", help="output folder (default runs/calibration)")
+    cb.add_argument("--battery", required=True, choices=["aa", "known-effect", "peeking", "naive", "all"],
+                    help="required: which battery to run")
+    cb.add_argument("--runs", type=int_at_least(2), default=400,
+                    help="campaigns (seeds) per battery (default 400; fewer than 120 are run but "
+                    "reported as too few to judge)")
+    cb.add_argument("--workers", type=workers, default=1, help="campaigns run in parallel, >= 1 (default 1)")
+    cb.add_argument("--backend", choices=["local", "ray"], default="local",
+                    help="local process pool or Ray (default local)")
+    cb.add_argument("--seed", type=int_at_least(0), default=0, help="first seed (runs use seed, seed+1, ...; default 0)")
+    cb.add_argument("--out", default="runs/calibration",
+                    help="output folder; its .cache holds the batteries' pre-period (default runs/calibration)")
     cb.set_defaults(func=cmd_calibrate)
 
     pw = sub.add_parser("power", help="minimum detectable effect / sample size", add_help=False)
@@ -187,10 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+CORRECTIONS = ("holm", "bh", "bonferroni", "none")  # what reports.analyze accepts
+
 _PASS_THROUGH = {"world": cmd_world, "power": cmd_power}
 
 
 def main(argv: list[str] | None = None) -> int:
+    _STARTED[0] = time.perf_counter()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] in _PASS_THROUGH:  # these parse their own options
@@ -199,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except SimabError as exc:
         print(exc.one_line(), file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file-system condition (permissions, full disk) the user can act on
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -14,20 +14,27 @@ from simab.reports.power import mde, sample_size
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from simab.cli_args import Parser, finite_float, int_at_least
+
+    p = Parser(
         prog="simab power",
         description="Users per arm for a relative lift, or the lift detectable with N users.",
     )
-    p.add_argument("--baseline", type=float, help="control metric value, e.g. CTR 0.05")
-    p.add_argument("--sd", type=float, help="per-user standard deviation of the metric")
-    p.add_argument("--from-run", metavar="RUN_DIR", help="take baseline and sd from a run")
+    p.add_argument("--baseline", type=finite_float(positive=True),
+                   help="control metric value, > 0, e.g. CTR 0.05 (default: from --from-run)")
+    p.add_argument("--sd", type=finite_float(positive=True),
+                   help="per-user standard deviation of the metric, > 0 (default: from --from-run)")
+    p.add_argument("--from-run", metavar="RUN_DIR", help="take baseline and sd from a run (default: none)")
     p.add_argument("--metric", default="ctr", help="metric to take from --from-run (default ctr)")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--rel-mde", type=float, help="relative lift to detect, e.g. 0.02")
-    g.add_argument("--users", type=int, help="users in the control arm")
-    p.add_argument("--ratio", type=float, default=1.0, help="treatment/control users (default 1)")
-    p.add_argument("--alpha", type=float, default=0.05)
-    p.add_argument("--power", type=float, default=0.8)
+    g.add_argument("--rel-mde", type=finite_float(), help="relative lift to detect, e.g. 0.02 (one of this or --users)")
+    g.add_argument("--users", type=int_at_least(2), help="users in the control arm, >= 2 (one of this or --rel-mde)")
+    p.add_argument("--ratio", type=finite_float(positive=True), default=1.0,
+                   help="treatment/control users (default 1)")
+    p.add_argument("--alpha", type=finite_float(unit_interval=True), default=0.05,
+                   help="two-sided significance level (default 0.05)")
+    p.add_argument("--power", type=finite_float(unit_interval=True), default=0.8,
+                   help="probability of detecting the effect (default 0.8)")
     return p
 
 
@@ -52,6 +59,9 @@ def power_cli(argv: list[str]) -> int:
         )
     else:
         n_t = round(args.users * args.ratio)
+        if n_t < 2:
+            raise SimabError(f"--users x --ratio gives {n_t} treatment users; at least 2 are needed",
+                             source="<cli>", key="--ratio")
         m = mde(sd, args.users, n_t, baseline=baseline, alpha=args.alpha, power=args.power)
         rel = f"{m.rel_mde:+.2%}" if m.rel_mde is not None else "n/a"
         print(

@@ -103,7 +103,9 @@ def simab_campaign(tmp_path_factory) -> Callable[..., dict]:
 
     ``spec`` is a campaign TOML path, a table of overrides over the embedded default
     campaign (a dict), or None for the default campaign itself.  Keyword ``overrides`` are
-    merged on top (e.g. ``seed=3``).  Each call runs into a fresh temporary folder.
+    merged on top (e.g. ``seed=3``).  Each call runs into a fresh temporary folder; the
+    pre-period and trained models are cached in the cache folder (``$SIMAB_CACHE``, default
+    ``$XDG_CACHE_HOME/simab`` or ``~/.cache/simab``), never in the working directory.
     """
 
     def run(spec: str | Path | dict | None = None, **overrides: Any) -> dict:

@@ -13,7 +13,7 @@ from simab.spec import CampaignSpec
 
 
 def run_info(spec: CampaignSpec, *, wall_s: float, exposures: int, scoring_s: dict[str, float], workers: int,
-             backend: str, policies: dict[str, dict]) -> dict[str, Any]:
+             backend: str, policies: dict[str, dict], digests: dict[str, str]) -> dict[str, Any]:
     """The content of ``run.json``."""
     return {
         "campaign": spec.name,
@@ -29,6 +29,7 @@ def run_info(spec: CampaignSpec, *, wall_s: float, exposures: int, scoring_s: di
         "runtime": {"wall_s": wall_s, "exposures_per_s": exposures / max(wall_s, 1e-9), "scoring_s": scoring_s,
                     "workers": workers, "backend": backend},
         "training": {a: p.get("metrics") for a, p in policies.items() if p["kind"] == "checkpoint"},
+        "digests": digests,
         "status": "complete",
     }
 

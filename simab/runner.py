@@ -9,7 +9,6 @@ shards (``simab.plan``), running the shards (``simab.shards``), the truth
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,11 +47,21 @@ def run_campaign(
     backend: str = "local",
     resume: bool = False,
     report: bool = True,
+    overwrite: bool = False,
 ) -> RunResult:
-    """Run a campaign end to end and (by default) write its report; returns the run folder."""
+    """Run a campaign end to end and (by default) write its report; returns the run folder.
+
+    ``resume`` continues the run in ``out`` (refused when its stored spec differs);
+    otherwise ``out`` must hold nothing simab did not write, unless ``overwrite`` (which
+    still removes only simab's own files): see :mod:`simab.run_folder`."""
+    from simab import run_folder
+
     started = time.perf_counter()
     run_dir = Path(out) if out else Path(spec.output) / spec.name
-    workers = workers or spec.workers
+    workers = spec.workers if workers is None else workers
+    if workers < 1:
+        raise SimabError(f"must be at least 1, got {workers}", key="workers")
+    cache = run_folder.cache_dir(spec.training.cache_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / f".write-probe-{os.getpid()}"
@@ -61,19 +70,16 @@ def run_campaign(
     except OSError as exc:
         raise SimabError(f"output folder is not writable: {exc.strerror or exc}", source=str(run_dir)) from None
     status_file = run_dir / "run.json"
-    if not resume:
-        for name in (*TABLES, "counterfactual", "models"):
-            shutil.rmtree(run_dir / name, ignore_errors=True)
-        for name in ("manifest.json", "run.json", "truth.parquet", "covariates.parquet", "report.json", "report.md", "report.html"):
-            (run_dir / name).unlink(missing_ok=True)
-    elif status_file.exists():
-        status_file.unlink()  # the run is incomplete again until it finishes
-    (run_dir / "spec.json").write_text(spec.model_dump_json(indent=1))
+    if resume and run_folder.check_resume(run_dir, spec):
+        status_file.unlink(missing_ok=True)  # the run is incomplete again until it finishes
+    else:
+        run_folder.prepare_fresh(run_dir, overwrite=overwrite)
+    run_folder.write_identity(run_dir, spec)
 
     world = World.build(spec.world, spec.seed)
     progress(f"campaign {spec.name!r}: world {spec.world.preset} ({spec.world.n_users:,} users), "
              f"{len(spec.arms)} arms, {spec.duration_days:g} days, {spec.shards} shards, {workers} worker(s)")
-    policies = prepare_policies(spec, world, run_dir, workers)
+    policies = prepare_policies(spec, world, run_dir, workers, cache)
     manifest = Manifest(run_dir)
     spec_json = spec.model_dump_json()
     jobs = [ShardJob(spec_json, str(run_dir), s, policies, None, "") for s in range(spec.shards)]
@@ -91,7 +97,6 @@ def run_campaign(
     if spec.truth == "counterfactual":
         for arm in arms:
             sub = f"counterfactual/{arm}"
-            cf_manifest = Manifest(run_dir / sub) if (run_dir / sub).exists() else None
             (run_dir / sub).mkdir(parents=True, exist_ok=True)
             cf_manifest = Manifest(run_dir / sub)
             cf_jobs = [ShardJob(spec_json, str(run_dir), s, policies, arm, sub) for s in range(spec.shards)]
@@ -102,14 +107,15 @@ def run_campaign(
             truth += oracle_truth(cf, {arm: n_users}, source="counterfactual")
     write_truth(truth, run_dir / "truth.parquet")
     if spec.world.pre_period_days > 0:
-        cov_dir = pre_period(world, Path(spec.training.cache_dir), workers=workers)
+        cov_dir = pre_period(world, cache, workers=workers)
         pq.write_table(covariates(cov_dir), run_dir / "covariates.parquet")
+    digests = run_folder.file_digests(run_dir)
 
     wall = time.perf_counter() - started
     n_exp = exposures.num_rows
     compute = {a: sum(v.get("compute_s", {}).get(a, 0.0) for v in manifest.data["shards"].values()) for a in arms}
     info = run_info(spec, wall_s=wall, exposures=n_exp, scoring_s=compute, workers=workers, backend=backend,
-                    policies=policies)
+                    policies=policies, digests=digests)
     write_run_info(run_dir, info)
     rep = None
     if report:
@@ -117,5 +123,5 @@ def run_campaign(
 
         rep = analyze(run_dir)
         write_report(rep, run_dir)
-    progress(f"done in {wall:.1f}s: {n_exp:,} exposures ({n_exp / max(wall, 1e-9):,.0f}/s) -> {run_dir}")
+    progress(f"simulated in {wall:.1f}s: {n_exp:,} exposures ({n_exp / max(wall, 1e-9):,.0f}/s) -> {run_dir}")
     return RunResult(run_dir, rep, wall, n_exp)

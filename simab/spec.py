@@ -26,7 +26,8 @@ DEFAULT_SOURCE = "<default campaign>"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a number given as a string (duration_days = "0.2") is refused, not coerced
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ArmSpec(_Strict):
@@ -53,7 +54,8 @@ class TrainingSpec(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_steps: int | None = Field(None, ge=1)
     cache: bool = True
-    cache_dir: str = "runs/.cache"
+    cache_dir: str | None = Field(None, description="pre-period / model cache; None: $SIMAB_CACHE, "
+                                  "else $XDG_CACHE_HOME/simab or ~/.cache/simab")
 
 
 class CampaignSpec(_Strict):
@@ -79,9 +81,12 @@ class CampaignSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name_ok(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
-            raise ValueError("must use only letters, digits, '_', '.', '-' (it names the run folder)")
-        return v
+        from simab.run_folder import check_name
+
+        try:
+            return check_name(v)
+        except SimabError as e:
+            raise ValueError(e.message) from None
 
     @field_validator("metrics")
     @classmethod
@@ -161,7 +166,7 @@ def parse_campaign(data: dict[str, Any], *, source: str = "<spec>") -> CampaignS
     try:
         spec = CampaignSpec.model_validate(data)
     except ValidationError as exc:
-        raise pydantic_to_simab(exc, source) from None
+        raise pydantic_to_simab(exc, source, model=CampaignSpec) from None
     _check_allocations(spec, source)
     # every arm's policy must exist with valid parameters for this world
     from simab.policies.base import make_policy
@@ -189,6 +194,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         text = p.read_text()
     except UnicodeDecodeError:
         raise SimabError("not a text file (expected TOML)", source=str(path)) from None
+    except OSError as exc:  # e.g. no read permission
+        raise SimabError(f"cannot read the file: {exc.strerror or exc}", source=str(path)) from None
     seen: set[str] = set()
     for m in re.finditer(r"^\s*\[arms\.([^\].]+)\]\s*$", text, flags=re.M):
         name = m.group(1).strip().strip('"')
@@ -205,13 +212,29 @@ def default_campaign_table() -> dict[str, Any]:
     return tomllib.loads(resources.files("simab").joinpath("specs", "default.toml").read_text())
 
 
+def flat_keys(table: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted paths of the leaves of a nested table (``{"a": {"b": 1}}`` -> ``["a.b"]``)."""
+    out: list[str] = []
+    for k, v in table.items():
+        path = f"{prefix}.{k}" if prefix else str(k)
+        out += flat_keys(v, path) if isinstance(v, dict) and v else [path]
+    return out
+
+
 def load_campaign(
-    path: str | Path | None = None, *, overrides: dict[str, Any] | None = None
+    path: str | Path | None = None,
+    *,
+    overrides: dict[str, Any] | None = None,
+    set_values: dict[str, Any] | None = None,
+    flags: dict[str, str] | None = None,
 ) -> CampaignSpec:
     """Load and validate a campaign TOML (``None``: the embedded default campaign).
 
     ``overrides`` is a nested table merged over the file (e.g. ``{"seed": 3}``); an
-    ``arms`` override replaces the file's arms as a whole.
+    ``arms`` override replaces the file's arms as a whole (the Python API gives whole arm
+    tables).  ``set_values`` (``--set`` pairs as a nested table) are then merged key by key,
+    arms included, exactly as ``sweep --grid`` merges its points.  ``flags`` maps a dotted
+    key to the command-line flag that set it, so that an error in it names the flag.
     """
     if path is None:
         data, source = default_campaign_table(), DEFAULT_SOURCE
@@ -222,4 +245,12 @@ def load_campaign(
         if "arms" in overrides:
             merged["arms"] = copy.deepcopy(overrides["arms"])
         data = merged
-    return parse_campaign(data, source=source)
+    if set_values:
+        data = deep_merge(data, set_values)
+    try:
+        return parse_campaign(data, source=source)
+    except SimabError as e:
+        for key, flag in (flags or {}).items():
+            if e.key and (e.key == key or e.key.startswith(key + ".")):
+                raise SimabError(e.message, source=flag, key=e.key if flag == "--set" else None) from None
+        raise

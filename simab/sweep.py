@@ -342,12 +342,21 @@ def sweep(
     keep_events: bool = False,
 ) -> SweepResult:
     """Run the grid x replicates and write ``sweep.parquet``, ``sweep.md`` and ``sweep.json``."""
-    from simab.atomic import write_atomic
+    from simab.run_folder import new_output_folder
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SimabError("exists and is not a folder; choose a folder for the sweep", source=str(out))
     runs = build_runs(spec_path, grid, replicates, out, base_overrides=base_overrides,
                       keep_events=keep_events)
-    out.mkdir(parents=True, exist_ok=True)
+    with new_output_folder(out):
+        return _sweep_into(out, runs, grid, replicates, workers, backend)
+
+
+def _sweep_into(out: Path, runs: list[SweepRun], grid: dict[str, list[Any]], replicates: int,
+                workers: int, backend: str) -> SweepResult:
+    from simab.atomic import write_atomic
+
     progress(f"sweep: {len(grid_points(grid))} grid point(s) x {replicates} replicate(s) = "
              f"{len(runs)} runs, {workers} worker(s), backend {backend} -> {out}")
     rows, walls, wall = execute(runs, workers=workers, backend=backend)

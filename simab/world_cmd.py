@@ -9,7 +9,6 @@ million users costs no more memory than its catalog; only the sampled users
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from simab.errors import SimabError
+from simab.run_folder import new_output_folder
 from simab.simulators.spec import PRESETS
 from simab.simulators.world import World
 from simab.worlds import world_spec_from
@@ -77,24 +77,22 @@ def run_world(preset: str, users: int | None = None, seed: int = 0, out: str | P
         raise SimabError("must be at least 1", source="<cli>", key="--sample")
     if days is not None and not days > 0:
         raise SimabError("must be a positive number of days", source="<cli>", key="--days")
+    if seed < 0:
+        raise SimabError(f"must be at least 0, got {seed}", source="<cli>", key="--seed")
     days = float(days if days is not None else min(ws.pre_period_days, 1.0))
-    out = Path(out if out is not None else f"world-{ws.preset}")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SimabError(f"cannot create the output folder: {exc.strerror}", source=str(out)) from None
     t0 = time.perf_counter()
     world = World.build(ws, seed)
     build_s = time.perf_counter() - t0
-    n = min(sample, ws.n_users)
-    log = sample_pre_period(world, np.arange(n, dtype=np.int64), days)
-    s = summarize(world, log.exposures, log.requests, log.features, days, n)
-    s["runtime"] = {"build_s": build_s, "simulate_s": log.wall_s,
-                    "exposures_per_s": log.exposures.num_rows / max(log.wall_s, 1e-9),
-                    "total_s": time.perf_counter() - t0}
-    pngs = draw_all(s, out)
-    write_json(s, out)
-    write_html(s, pngs, out)
+    with new_output_folder(out if out is not None else f"world-{ws.preset}") as out:
+        n = min(sample, ws.n_users)
+        log = sample_pre_period(world, np.arange(n, dtype=np.int64), days)
+        s = summarize(world, log.exposures, log.requests, log.features, days, n)
+        s["runtime"] = {"build_s": build_s, "simulate_s": log.wall_s,
+                        "exposures_per_s": log.exposures.num_rows / max(log.wall_s, 1e-9),
+                        "total_s": time.perf_counter() - t0}
+        pngs = draw_all(s, out)
+        write_json(s, out)
+        write_html(s, pngs, out)
     return s
 
 
@@ -115,17 +113,21 @@ def _print_summary(s: dict, out: str) -> None:
 
 def world_main(argv: list[str]) -> int:
     """``simab world PRESET [--users N] [--seed N] [--out DIR] [--sample N] [--days D]``."""
-    p = argparse.ArgumentParser(prog="simab world", description=__doc__.split("\n\n")[0])
+    from simab.cli_args import Parser, finite_float, int_at_least
+
+    p = Parser(prog="simab world", description=__doc__.split("\n\n")[0])
     p.add_argument("preset", help=f"one of {', '.join(PRESETS)}, or a TOML file with a [world] table")
-    p.add_argument("--users", type=int, help="users in the world (population and histories are on demand)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--users", type=int_at_least(2),
+                   help="users in the world (population and histories are on demand; default: the preset's)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="world seed, >= 0 (default 0)")
     p.add_argument("--out", help="output folder (default: world-PRESET)")
-    p.add_argument("--sample", type=int, default=500,
+    p.add_argument("--sample", type=int_at_least(1), default=500,
                    help="users simulated in the short pre-period (default 500; the world keeps --users)")
-    p.add_argument("--days", type=float, help="length of the short pre-period (default: the preset's, at most 1)")
-    args = p.parse_args(argv)
-    out = args.out or f"world-{Path(args.preset).stem}"
+    p.add_argument("--days", type=finite_float(positive=True),
+                   help="length of the short pre-period in days (default: the preset's, at most 1)")
     try:
+        args = p.parse_args(argv)
+        out = args.out or f"world-{Path(args.preset).stem}"
         s = run_world(args.preset, args.users, args.seed, out, sample=args.sample, days=args.days)
     except SimabError as exc:
         print(exc.one_line(), file=sys.stderr)

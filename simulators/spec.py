@@ -19,7 +19,7 @@ from simab.simulators import streams
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # "300" is not a number
 
 
 class InterestSpec(_Strict):
@@ -181,6 +181,6 @@ def world_spec(table: dict[str, Any] | str | None = None, *, source: str | None 
     try:
         spec = WorldSpec.model_validate(merged)
     except ValidationError as exc:
-        raise pydantic_to_simab(exc, source, prefix=key) from None
+        raise pydantic_to_simab(exc, source, prefix=key, model=WorldSpec) from None
     streams.check_world(spec, source=source, key=key)
     return spec

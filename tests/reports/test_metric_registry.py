@@ -9,7 +9,7 @@ import pytest
 from simab import calibration_stats, spec
 from simab.reports import analysis, figures
 from simab.reports.metric_registry import REGISTRY, TruthSums, truth_values
-from simab.runner import oracle_truth
+from simab.truth import oracle_truth
 
 ROOT = Path(__file__).resolve().parents[2]
 

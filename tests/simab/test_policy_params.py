@@ -7,8 +7,8 @@ import pytest
 
 from simab.cli import main
 from simab.policies.base import make_policy
-from simab.simulators.spec import world_spec
 from simab.policies.world_features import feature_spec_of
+from simab.simulators.spec import world_spec
 
 SPEC = textwrap.dedent(
     """
