@@ -304,7 +304,7 @@ def render_campaign(c: dict) -> list[str]:
         ("scenario", "CTR control", "CTR treatment", "rel. lift", "95% CI", "true rel. lift", "p", "p (Holm)"),
         ([r["scenario"], num((r.get("values") or {}).get("control", nan), ".4f"),
           num((r.get("values") or {}).get("treatment", nan), ".4f"), kit.pct(r["rel_lift"]), ci(r),
-          kit.pct(r["true_rel_lift"]), num(r["p_value"], ".4g"), num(r.get("p_value_holm", nan), ".4g")]
+          kit.pct(r["true_rel_lift"]), num(r["p_value"], ".4g"), num(r.get("p_value_holm"), ".4g")]
          for r in c["per_scenario"]))
     lines += [""] + kit.md_table(
         ("metric (all scenarios)", "rel. lift", "95% CI", "true rel. lift", "p (report's Holm over metrics)"),
