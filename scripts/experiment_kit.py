@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 #: What ``--quick`` sets: the smallest settings at which every part of a script still runs
-#: (a smoke run of a few minutes on one CPU, not a result).
+#: (a smoke run of seconds to a minute per script on one CPU, not a result).
 QUICK = {"users": 100, "epochs": 1, "max_steps": 5, "seeds": 1, "campaign_days": 0.05}
 
 
