@@ -6,7 +6,8 @@ and a simulated campaign DIN (control) vs AMEN (treatment).  Writes
     .venv/bin/python scripts/reproduce_amen.py --users 1000 --epochs 1 --seeds 3 --campaign-days 1
 
 Models are trained through ``load_or_train`` with the campaign's trainer settings, so
-the campaign reuses the checkpoints of the first seed (the campaign seed).
+the campaign reuses the checkpoints of the first seed (the campaign seed).  ``--quick`` runs
+every part at the smallest settings (a smoke test; pass ``--out`` elsewhere).
 """
 
 from __future__ import annotations
@@ -14,100 +15,72 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from pathlib import Path
 
+import experiment_kit as kit
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
-#: label -> (policy, params beyond the shared ones); the ablations of issue 7.
-MODELS: dict[str, tuple[str, dict]] = {
-    "DNN": ("dnn", {}),
-    "DIN": ("din", {}),
-    "AMEN": ("amen", {}),
-    "AMEN w/o TSP": ("amen", {"tsp_weight": 0.0}),
-    "AMEN w/o scene pathway": ("amen", {"use_scene_pathway": False}),
-    "AMEN w/o item pathway": ("amen", {"use_item_pathway": False}),
-    "AMEN global TSP": ("amen", {"tsp_same_scenario": False}),
-}
+#: The models and ablations of issue 7, trained on every seed.
+MODELS: list[kit.Model] = [
+    kit.Model("DNN", "dnn"),
+    kit.Model("DIN", "din"),
+    kit.Model("AMEN", "amen"),
+    kit.Model("AMEN w/o TSP", "amen", {"tsp_weight": 0.0}),
+    kit.Model("AMEN w/o scene pathway", "amen", {"use_scene_pathway": False}),
+    kit.Model("AMEN w/o item pathway", "amen", {"use_item_pathway": False}),
+    kit.Model("AMEN global TSP", "amen", {"tsp_same_scenario": False}),
+]
+BY_LABEL = {m.label: m for m in MODELS}
 
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--users", type=int, default=1000, help="world n_users (the preset has 5000)")
-    ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--max-steps", type=int, default=None)
-    ap.add_argument("--batch-size", type=int, default=512)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--embedding-dim", type=int, default=8)
-    ap.add_argument("--seeds", type=int, default=3, help="model seeds: seed, seed+1, ...")
-    ap.add_argument("--seed", type=int, default=7, help="world and campaign seed (first model seed)")
-    ap.add_argument("--campaign-days", type=float, default=1.0, help="0 skips the campaign")
-    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated labels of MODELS")
-    ap.add_argument("--cache", default=str(ROOT / "runs" / ".cache"))
-    ap.add_argument("--out", default=str(ROOT / "docs" / "results"))
-    ap.add_argument("--threads", type=int, default=1)
-    return ap.parse_args()
+    kit.add_common_args(ap, users=1000, campaign_days=1.0)
+    ap.add_argument("--models", default=",".join(BY_LABEL), help="comma-separated labels of MODELS")
+    return kit.apply_quick(ap.parse_args())
+
+
+def world_table(users: int) -> dict:
+    return {"preset": "moveline", "n_users": users}
 
 
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    from simab.policies.checkpoint import load_or_train
-    from simab.policies.trainer import TrainerConfig
-    from simab.policies.world_features import feature_spec_of
-    from simab.preperiod import pre_period, training_data
-    from simab.simulators.spec import world_spec
-    from simab.simulators.world import World
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    world_table = {"preset": "moveline", "n_users": args.users}
-    world = World.build(world_spec(world_table), args.seed)
-    t0 = time.perf_counter()
-    train, val = training_data(world, pre_period(world, Path(args.cache)))
-    print(f"world: {args.users} users, fingerprint {world.fingerprint()}, train {train.n_rows:,} rows, "
-          f"val {val.n_rows:,} rows, CTR {train.label.mean():.4f} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    data = kit.load_world(world_table(args.users), args.seed, args.cache)
+    train, val = data.train, data.val
+    print(f"world: {args.users} users, fingerprint {data.fingerprint}, train {train.n_rows:,} rows, "
+          f"val {val.n_rows:,} rows, CTR {train.label.mean():.4f}", flush=True)
     shared = {"embedding_dim": args.embedding_dim}
     labels = [m.strip() for m in args.models.split(",")]
-    seeds = [args.seed + i for i in range(args.seeds)]
-    results: dict[str, list[dict]] = {m: [] for m in labels}
-    policies: dict[tuple[str, int], object] = {}
-    for seed in seeds:
-        cfg = TrainerConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_steps=args.max_steps,
-                            seed=seed, progress=False)
-        for label in labels:
-            name, extra = MODELS[label]
-            params = {**shared, **extra}
-            t = time.perf_counter()
-            policy, m, cached = load_or_train(args.cache, world.spec_dict(), name, params, feature_spec_of(world.spec),
-                                              seed, train, val, cfg)
-            policies[(label, seed)] = policy
-            mc = m["per_scenario"].get("marketing_channel", {})
-            row = {"seed": seed, "auc": m["auc"], "gauc": m["gauc"], "logloss": m["logloss"],
-                   "mc_auc": mc.get("auc", math.nan), "mc_gauc": mc.get("gauc", math.nan),
-                   "seconds": m.get("train", {}).get("seconds", math.nan), "cached": cached}
-            results[label].append(row)
-            print(f"seed {seed} {label:24s} auc {row['auc']:.4f} gauc {row['gauc']:.4f} "
-                  f"logloss {row['logloss']:.4f} mc_auc {row['mc_auc']:.4f} "
-                  f"({'cached' if cached else f'{time.perf_counter() - t:.0f}s'})", flush=True)
+    seeds = kit.model_seeds(args)
 
-    tsp = tsp_figure(policies, val, seeds[0], out) if {"AMEN", "AMEN w/o TSP"} <= set(labels) else None
+    def params_for(model: kit.Model) -> dict:
+        return {**shared, **model.params}
+
+    def row(seed: int, m: dict, cached: bool) -> dict:
+        mc = m["per_scenario"].get("marketing_channel", {})
+        return kit.offline_row(seed, m, cached, mc_auc=mc.get("auc", math.nan), mc_gauc=mc.get("gauc", math.nan))
+
+    grid = kit.train_grid([BY_LABEL[label] for label in labels], seeds, kit.checkpoint_trainer(data, args.cache),
+                          lambda seed: kit.trainer_config(args, seed), params_for=params_for, row=row, keep_policies=True)
+
+    tsp = tsp_figure(grid.policies, val, seeds[0], out) if {"AMEN", "AMEN w/o TSP"} <= set(labels) else None
     campaign = None
     if args.campaign_days > 0:
-        campaign = run_campaign(args, world_table, shared)
+        campaign = run_campaign(args, shared)
     summary = {
         "size": {"users": args.users, "epochs": args.epochs, "max_steps": args.max_steps,
                  "batch_size": args.batch_size, "lr": args.lr, "embedding_dim": args.embedding_dim,
                  "seeds": seeds, "train_rows": int(train.n_rows), "val_rows": int(val.n_rows),
-                 "world_fingerprint": world.fingerprint(), "campaign_days": args.campaign_days},
-        "offline": results, "tsp": tsp, "campaign": campaign,
+                 "world_fingerprint": data.fingerprint, "campaign_days": args.campaign_days},
+        "offline": grid.rows, "tsp": tsp, "campaign": campaign,
     }
-    (out / "amen.json").write_text(json.dumps(summary, indent=2, default=float))
-    (out / "amen.md").write_text(keep_notes(out / "amen.md", render(summary, args)))
-    print(f"wrote {out / 'amen.md'}")
+    page = kit.write_page(out, "amen", summary, kit.keep_notes(out / "amen.md", render(summary, args)))
+    print(f"wrote {page}")
 
 
 def tsp_figure(policies: dict, val, seed: int, out: Path) -> dict:
@@ -147,36 +120,15 @@ def tsp_figure(policies: dict, val, seed: int, out: Path) -> dict:
     return stats
 
 
-def run_campaign(args: argparse.Namespace, world_table: dict, shared: dict) -> dict:
+def run_campaign(args: argparse.Namespace, shared: dict) -> dict:
     """DIN (control) vs AMEN (treatment) on the same world, seed and trainer settings."""
-    import simab
-
-    overrides = {
-        "name": "amen_vs_din", "seed": args.seed, "duration_days": args.campaign_days, "world": world_table,
-        "control": "control", "shards": 4,
-        "arms": {"control": {"policy": "din", "share": 0.5, "params": dict(shared)},
-                 "treatment": {"policy": "amen", "share": 0.5, "params": dict(shared)}},
-        "training": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-                     "max_steps": args.max_steps, "cache_dir": args.cache},
-    }
-    if args.max_steps is None:
-        overrides["training"].pop("max_steps")
-    spec = simab.load_campaign(None, overrides=overrides)
-    t = time.perf_counter()
-    result = simab.run_campaign(spec, out=Path(args.cache).parent / "amen_vs_din")
-    report = json.loads((Path(result.run_dir) / "report.json").read_text())
-    out = {"seconds": time.perf_counter() - t, "run_dir": str(result.run_dir)}
+    c = kit.ab_campaign(args, "amen_vs_din", world_table(args.users), ("din", shared), ("amen", shared))
+    out: dict = {"seconds": c.seconds, "run_dir": str(c.run_dir)}
     for metric in ("ctr", "ctcvr"):
-        comp = report["metrics"][metric]["comparisons"]
-        c = comp.get("treatment_vs_control") or next(iter(comp.values()))
-        out[metric] = {k: c.get(k) for k in ("rel_lift", "rel_ci", "true_rel_lift", "p_value", "p_value_adjusted")}
+        out[metric] = kit.comparison_fields(c.report, metric,
+                                            ("rel_lift", "rel_ci", "true_rel_lift", "p_value", "p_value_adjusted"))
     print(f"campaign: {json.dumps(out)}", flush=True)
     return out
-
-
-def _ms(rows: list[dict], key: str) -> str:
-    v = np.array([r[key] for r in rows], dtype=float)
-    return f"{v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.4f}"
 
 
 def render(s: dict, args: argparse.Namespace) -> str:
@@ -200,29 +152,28 @@ def render(s: dict, args: argparse.Namespace) -> str:
         "",
         "## Offline (validation), mean ± sample std over seeds",
         "",
-        "| model | AUC | GAUC | logloss | AUC marketing_channel |",
-        "|---|---|---|---|---|",
     ]
-    for label, rows in s["offline"].items():
-        lines.append(f"| {label} | {_ms(rows, 'auc')} | {_ms(rows, 'gauc')} | {_ms(rows, 'logloss')} | "
-                     f"{_ms(rows, 'mc_auc')} |")
+    lines += kit.md_table(("model", "AUC", "GAUC", "logloss", "AUC marketing_channel"),
+                          ([label, *(kit.mean_std([r[k] for r in rows]) for k in ("auc", "gauc", "logloss", "mc_auc"))]
+                           for label, rows in s["offline"].items()))
     if s["tsp"]:
         lines += ["", "## TSP: moveline reward, clicked vs unclicked (validation, seed "
-                  f"{size['seeds'][0]})", "", "![TSP reward distribution](amen_tsp_reward.png)", "",
-                  "| model | mean reward clicked | unclicked | gap | std | p1–p99 range | AUC of reward alone |",
-                  "|---|---|---|---|---|---|---|"]
-        for label, st in s["tsp"].items():
-            lines.append(f"| {label} | {st['mean_clicked']:.4f} | {st['mean_unclicked']:.4f} | {st['gap']:.4f} | "
-                         f"{st['std']:.4f} | {st['range_p1_p99']:.4f} | {st['reward_auc']:.4f} |")
+                  f"{size['seeds'][0]})", "", "![TSP reward distribution](amen_tsp_reward.png)", ""]
+        keys = ("mean_clicked", "mean_unclicked", "gap", "std", "range_p1_p99", "reward_auc")
+        lines += kit.md_table(("model", "mean reward clicked", "unclicked", "gap", "std", "p1–p99 range",
+                               "AUC of reward alone"),
+                              ([label, *(f"{st[k]:.4f}" for k in keys)] for label, st in s["tsp"].items()))
     if s["campaign"]:
         c = s["campaign"]
         lines += ["", f"## Simulated campaign: DIN (control) vs AMEN (treatment), {size['campaign_days']} day(s)",
-                  "", "| metric | rel. lift | 95% CI | true rel. lift | p (adjusted) |", "|---|---|---|---|---|"]
+                  ""]
+        rows = []
         for metric in ("ctr", "ctcvr"):
             m = c[metric]
             ci = m["rel_ci"] or [math.nan, math.nan]
-            lines.append(f"| {metric.upper()} | {_pct(m['rel_lift'])} | [{_pct(ci[0])}, {_pct(ci[1])}] | "
-                         f"{_pct(m['true_rel_lift'])} | {m['p_value_adjusted']} |")
+            rows.append([metric.upper(), kit.pct(m["rel_lift"]), f"[{kit.pct(ci[0])}, {kit.pct(ci[1])}]",
+                         kit.pct(m["true_rel_lift"]), m["p_value_adjusted"]])
+        lines += kit.md_table(("metric", "rel. lift", "95% CI", "true rel. lift", "p (adjusted)"), rows)
     lines += ["", "## Verdict (computed)", ""] + verdict(s) + [""]
     return "\n".join(lines) + "\n"
 
@@ -232,35 +183,15 @@ def verdict(s: dict) -> list[str]:
     off = s["offline"]
     if "AMEN" in off and "DIN" in off:
         for key in ("auc", "gauc"):
-            a = np.array([r[key] for r in off["AMEN"]])
-            d = np.array([r[key] for r in off["DIN"]])
-            spread = max(a.std(ddof=1) if len(a) > 1 else 0.0, d.std(ddof=1) if len(d) > 1 else 0.0)
-            beyond = a.mean() - d.mean() > spread
-            out.append(f"- {key.upper()}: AMEN - DIN = {a.mean() - d.mean():+.4f} (larger seed std {spread:.4f}): "
-                       f"{'AMEN better beyond the spread' if beyond else 'not beyond the spread'}.")
+            diff, spread = kit.seed_spread([r[key] for r in off["AMEN"]], [r[key] for r in off["DIN"]])
+            out.append(f"- {key.upper()}: AMEN - DIN = {diff:+.4f} (larger seed std {spread:.4f}): "
+                       f"{'AMEN better beyond the spread' if diff > spread else 'not beyond the spread'}.")
     c = s.get("campaign")
     if c:
         lo, hi = c["ctcvr"]["rel_ci"] or (math.nan, math.nan)
-        out.append(f"- Campaign CTCVR lift CI [{_pct(lo)}, {_pct(hi)}] "
+        out.append(f"- Campaign CTCVR lift CI [{kit.pct(lo)}, {kit.pct(hi)}] "
                    f"{'excludes' if lo > 0 or hi < 0 else 'includes'} 0.")
     return out
-
-
-NOTES_START, NOTES_END = "<!-- notes start -->", "<!-- notes end -->"
-
-
-def keep_notes(path: Path, text: str) -> str:
-    """Carry the hand-written notes block of an existing page over to the new one."""
-    if path.exists():
-        old = path.read_text()
-        if NOTES_START in old and NOTES_END in old:
-            block = old[old.index(NOTES_START): old.index(NOTES_END) + len(NOTES_END)]
-            return text + "\n" + block + "\n"
-    return text + "\n" + NOTES_START + "\n(no notes yet)\n" + NOTES_END + "\n"
-
-
-def _pct(x) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:+.2f}%"
 
 
 if __name__ == "__main__":

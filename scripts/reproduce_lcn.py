@@ -9,7 +9,8 @@ lengths; and a simulated campaign DIN (control) vs LCN (treatment).  Writes
         --scaling-models LCN,SIM --campaign-days 0.25
 
 Models are trained through ``load_or_train``; the campaign reuses the checkpoints of the
-first seed (the campaign seed) when its world and trainer settings match.
+first seed (the campaign seed) when its world and trainer settings match.  ``--quick`` runs
+every part at the smallest settings (a smoke test; pass ``--out`` elsewhere).
 """
 
 from __future__ import annotations
@@ -20,117 +21,78 @@ import math
 import time
 from pathlib import Path
 
+import experiment_kit as kit
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from simab.policies.world_features import feature_spec_of
 
-#: label -> (policy, params beyond the shared ones); the comparisons of issue 8.
-MODELS: dict[str, tuple[str, dict]] = {
-    "DNN": ("dnn", {}),
-    "DIN": ("din", {}),
-    "SIM": ("sim", {}),
-    "LCN": ("lcn", {}),
-    "LCN full attention": ("lcn", {"pyramid": False}),
-    "LCN w/o CSA": ("lcn", {"use_csa": False}),
-    "LCN w/o MSA": ("lcn", {"use_msa": False}),
-    "LCN w/o FSA": ("lcn", {"use_fsa": False}),
-    "LCN w/o CRP": ("lcn", {"crp_weight": 0.0}),
-    "LCN CRP weight 0.01": ("lcn", {"crp_weight": 0.01}),
-    "LCN CRP projection head": ("lcn", {"crp_projection": "mlp"}),
-}
+#: The comparisons of issue 8.
+MODELS: list[kit.Model] = [
+    kit.Model("DNN", "dnn"),
+    kit.Model("DIN", "din"),
+    kit.Model("SIM", "sim"),
+    kit.Model("LCN", "lcn"),
+    kit.Model("LCN full attention", "lcn", {"pyramid": False}),
+    kit.Model("LCN w/o CSA", "lcn", {"use_csa": False}),
+    kit.Model("LCN w/o MSA", "lcn", {"use_msa": False}),
+    kit.Model("LCN w/o FSA", "lcn", {"use_fsa": False}),
+    kit.Model("LCN w/o CRP", "lcn", {"crp_weight": 0.0}),
+    kit.Model("LCN CRP weight 0.01", "lcn", {"crp_weight": 0.01}),
+    kit.Model("LCN CRP projection head", "lcn", {"crp_projection": "mlp"}),
+]
+BY_LABEL = {m.label: m for m in MODELS}
+#: --quick: one short length everywhere, a small cost batch, the two-model scaling.
+QUICK_LCN = {"length": 200, "cost_lengths": "100,200", "cost_requests": 10, "scaling_lengths": "200",
+             "scaling_users": 100, "scaling_models": "LCN,SIM"}
 
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--users", type=int, default=600, help="world n_users (the preset has 5000)")
+    kit.add_common_args(ap, users=600, campaign_days=0.5)
     ap.add_argument("--length", type=int, default=1000, help="lifelong.source_length (the preset has 2000)")
-    ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--max-steps", type=int, default=None)
-    ap.add_argument("--batch-size", type=int, default=512)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--embedding-dim", type=int, default=8)
     ap.add_argument("--k1", type=int, default=100)
     ap.add_argument("--k2", type=int, default=20)
-    ap.add_argument("--seeds", type=int, default=3, help="model seeds: seed, seed+1, ...")
-    ap.add_argument("--seed", type=int, default=7, help="world and campaign seed (first model seed)")
-    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated labels of MODELS")
+    ap.add_argument("--models", default=",".join(BY_LABEL), help="comma-separated labels of MODELS")
     ap.add_argument("--cost-lengths", default="500,1000,2000,4000", help="lengths of the cost benchmark")
     ap.add_argument("--cost-requests", type=int, default=100, help="requests per scoring batch")
     ap.add_argument("--cost-candidates", type=int, default=10, help="candidates per request")
     ap.add_argument("--scaling-lengths", default="500,1000,2000,4000",
                     help="lengths at which LCN and LCN full attention are trained ('' skips)")
     ap.add_argument("--scaling-users", type=int, default=300)
-    ap.add_argument("--campaign-days", type=float, default=0.5, help="0 skips the campaign")
     ap.add_argument("--single-seed-models", default="LCN full attention",
                     help="comma-separated labels trained on the first seed only (slow ones)")
     ap.add_argument("--scaling-models", default="LCN,LCN full attention,SIM")
     ap.add_argument("--parts", default="offline,cost,scaling,campaign",
                     help="parts to run now; the others are kept from an existing <out>/lcn.json")
-    ap.add_argument("--cache", default=str(ROOT / "runs" / ".cache"))
-    ap.add_argument("--out", default=str(ROOT / "docs" / "results"))
-    ap.add_argument("--threads", type=int, default=1)
-    return ap.parse_args()
+    return kit.apply_quick(ap.parse_args(), QUICK_LCN)
 
 
 def world_table(users: int, length: int) -> dict:
     return {"preset": "lifelong", "n_users": users, "lifelong": {"source_length": length}}
 
 
-def load_world(users: int, length: int, seed: int, cache: str):
-    from simab.preperiod import pre_period, training_data
-    from simab.simulators.spec import world_spec
-    from simab.simulators.world import World
-
-    world = World.build(world_spec(world_table(users, length)), seed)
-    train, val = training_data(world, pre_period(world, Path(cache)))
-    return world, train, val
-
-
-def shared_params(args: argparse.Namespace) -> dict:
-    return {"embedding_dim": args.embedding_dim}
-
-
-def model_params(args: argparse.Namespace, name: str, extra: dict) -> dict:
-    params = {**shared_params(args), **extra}
-    if name == "lcn":
+def model_params(args: argparse.Namespace, model: kit.Model) -> dict:
+    params = {"embedding_dim": args.embedding_dim, **model.params}
+    if model.policy == "lcn":
         params = {"k1": args.k1, "k2": args.k2, **params}
     return params
 
 
-def train_config(args: argparse.Namespace, seed: int):
-    from simab.policies.trainer import TrainerConfig
-
-    return TrainerConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_steps=args.max_steps,
-                         seed=seed, progress=False)
-
-
 def offline(args: argparse.Namespace) -> tuple[dict, dict]:
-    from simab.policies.checkpoint import load_or_train
-    from simab.policies.world_features import feature_spec_of
-
     t0 = time.perf_counter()
-    world, train, val = load_world(args.users, args.length, args.seed, args.cache)
-    size = {"users": args.users, "length": args.length, "world_fingerprint": world.fingerprint(),
+    data = kit.load_world(world_table(args.users, args.length), args.seed, args.cache)
+    train, val = data.train, data.val
+    size = {"users": args.users, "length": args.length, "world_fingerprint": data.fingerprint,
             "train_rows": int(train.n_rows), "val_rows": int(val.n_rows), "ctr": float(train.label.mean())}
     print(f"world: {size} ({time.perf_counter() - t0:.0f}s)", flush=True)
-    labels = [m.strip() for m in args.models.split(",")]
-    results: dict[str, list[dict]] = {m: [] for m in labels}
-    single = {m.strip() for m in args.single_seed_models.split(",") if m.strip()}
-    for seed in [args.seed + i for i in range(args.seeds)]:
-        for label in labels:
-            if label in single and seed != args.seed:
-                continue
-            name, extra = MODELS[label]
-            t = time.perf_counter()
-            _, m, cached = load_or_train(args.cache, world.spec_dict(), name, model_params(args, name, extra),
-                                         feature_spec_of(world.spec), seed, train, val, train_config(args, seed))
-            row = {"seed": seed, "auc": m["auc"], "gauc": m["gauc"], "logloss": m["logloss"],
-                   "seconds": m.get("train", {}).get("seconds", math.nan), "cached": cached}
-            results[label].append(row)
-            print(f"seed {seed} {label:20s} auc {row['auc']:.4f} gauc {row['gauc']:.4f} logloss "
-                  f"{row['logloss']:.4f} ({'cached' if cached else f'{time.perf_counter() - t:.0f}s'})", flush=True)
-    return size, results
+    single = set(kit.split_list(args.single_seed_models))
+    models = [kit.Model(m.label, m.policy, m.params, first_seed_only=m.label in single)
+              for m in (BY_LABEL[label.strip()] for label in args.models.split(","))]
+    grid = kit.train_grid(models, kit.model_seeds(args), kit.checkpoint_trainer(data, args.cache),
+                          lambda seed: kit.trainer_config(args, seed), params_for=lambda m: model_params(args, m),
+                          label_width=20)
+    return size, grid.rows
 
 
 def random_batch(n_requests: int, n_candidates: int, length: int, fs, seed: int = 0) -> dict:
@@ -186,7 +148,7 @@ def cost(args: argparse.Namespace, fs) -> dict:
         row = {}
         for label, extra in (("LAP", {}), ("full attention", {"pyramid": False})):
             torch.manual_seed(0)
-            policy = make_policy("lcn", model_params(args, "lcn", extra), fs)
+            policy = make_policy("lcn", model_params(args, kit.Model(label, "lcn", extra)), fs)
             policy.score(batch)  # warm-up
             reps = max(1, math.ceil(1000 / args.cost_requests))
             t = time.perf_counter()
@@ -201,49 +163,31 @@ def cost(args: argparse.Namespace, fs) -> dict:
 
 def scaling(args: argparse.Namespace) -> dict:
     """AUC of LCN and LCN full attention on worlds whose lifelong length varies (one seed)."""
-    from simab.policies.checkpoint import load_or_train
-    from simab.policies.world_features import feature_spec_of
-
     out: dict[str, dict] = {}
+    models = [BY_LABEL[label] for label in kit.split_list(args.scaling_models)]
     for length in [int(x) for x in args.scaling_lengths.split(",") if x]:
-        world, train, val = load_world(args.scaling_users, length, args.seed, args.cache)
-        row = {}
-        for label in [m.strip() for m in args.scaling_models.split(",") if m.strip()]:
-            name, extra = MODELS[label]
-            _, m, _ = load_or_train(args.cache, world.spec_dict(), name, model_params(args, name, extra),
-                                    feature_spec_of(world.spec), args.seed, train, val, train_config(args, args.seed))
-            row[label] = {"auc": m["auc"], "gauc": m["gauc"], "logloss": m["logloss"],
-                          "train_seconds": m.get("train", {}).get("seconds", math.nan)}
+        data = kit.load_world(world_table(args.scaling_users, length), args.seed, args.cache)
+        grid = kit.train_grid(models, [args.seed], kit.checkpoint_trainer(data, args.cache),
+                              lambda seed: kit.trainer_config(args, seed), params_for=lambda m: model_params(args, m),
+                              label_width=20, log=lambda _: None)
+        row = {label: {"auc": r["auc"], "gauc": r["gauc"], "logloss": r["logloss"], "train_seconds": r["seconds"]}
+               for label, (r,) in grid.rows.items()}
         out[str(length)] = row
         print(f"scaling N={length}: {json.dumps(row)}", flush=True)
     return out
 
 
+CAMPAIGN_FIELDS = ("rel_lift", "rel_ci", "abs_lift", "abs_ci", "true_rel_lift", "p_value_adjusted", "control_value",
+                   "treatment_value")
+
+
 def run_campaign(args: argparse.Namespace) -> dict:
     """DIN (control) vs LCN (treatment) on the offline world, seed and trainer settings."""
-    import simab
-
-    overrides = {
-        "name": "lcn_vs_din", "seed": args.seed, "duration_days": args.campaign_days,
-        "world": world_table(args.users, args.length), "control": "control", "shards": 4,
-        "arms": {"control": {"policy": "din", "share": 0.5, "params": model_params(args, "din", {})},
-                 "treatment": {"policy": "lcn", "share": 0.5, "params": model_params(args, "lcn", {})}},
-        "training": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-                     "max_steps": args.max_steps, "cache_dir": args.cache},
-    }
-    if args.max_steps is None:
-        overrides["training"].pop("max_steps")
-    spec = simab.load_campaign(None, overrides=overrides)
-    t = time.perf_counter()
-    result = simab.run_campaign(spec, out=Path(args.cache).parent / "lcn_vs_din")
-    report = json.loads((Path(result.run_dir) / "report.json").read_text())
-    out: dict = {"seconds": time.perf_counter() - t, "run_dir": str(result.run_dir)}
+    c = kit.ab_campaign(args, "lcn_vs_din", world_table(args.users, args.length),
+                        ("din", model_params(args, BY_LABEL["DIN"])), ("lcn", model_params(args, BY_LABEL["LCN"])))
+    out: dict = {"seconds": c.seconds, "run_dir": str(c.run_dir)}
     for metric in ("ctr", "stay_time", "latency_p99_ms"):
-        rep = report["metrics"][metric]
-        comp = rep["comparisons"]
-        c = comp.get("treatment_vs_control") or next(iter(comp.values()))
-        out[metric] = {k: c.get(k) for k in ("rel_lift", "rel_ci", "abs_lift", "abs_ci", "true_rel_lift",
-                                             "p_value_adjusted", "control_value", "treatment_value")}
+        out[metric] = kit.comparison_fields(c.report, metric, CAMPAIGN_FIELDS)
     print(f"campaign: {json.dumps(out)}", flush=True)
     return out
 
@@ -275,15 +219,6 @@ def cost_figure(s: dict, out: Path) -> None:
     plt.close(fig)
 
 
-def _ms(rows: list[dict], key: str) -> str:
-    v = np.array([r[key] for r in rows], dtype=float)
-    return f"{v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.4f}"
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:+.2f}%"
-
-
 def render(s: dict) -> str:
     size = s["size"]
     cmd = (f".venv/bin/python scripts/reproduce_lcn.py --users {size['users']} --length {size['length']} "
@@ -308,43 +243,41 @@ def render(s: dict) -> str:
     ]
     if s.get("offline"):
         lines += ["## Offline (validation), mean ± sample std over seeds", "",
-                  "The paper (its data): AUC 0.7237 -> 0.7294, GAUC 0.6379 -> 0.6423, logloss 0.2330 -> 0.2223.",
-                  "", "| model | AUC | GAUC | logloss | train s |", "|---|---|---|---|---|"]
-        for label, rows in s["offline"].items():
-            lines.append(f"| {label} | {_ms(rows, 'auc')} | {_ms(rows, 'gauc')} | {_ms(rows, 'logloss')} | "
-                         f"{np.nanmean([r['seconds'] for r in rows]):.0f} |")
+                  "The paper (its data): AUC 0.7237 -> 0.7294, GAUC 0.6379 -> 0.6423, logloss 0.2330 -> 0.2223.", ""]
+        lines += kit.md_table(("model", "AUC", "GAUC", "logloss", "train s"),
+                              ([label, *(kit.mean_std([r[k] for r in rows]) for k in ("auc", "gauc", "logloss")),
+                                f"{np.nanmean([r['seconds'] for r in rows]):.0f}"] for label, rows in s["offline"].items()))
     if s.get("cost"):
         lines += ["", "## Cost: LAP vs full target attention (same random batch, same process)", "",
                   f"Scoring batches of {size['cost_requests']} requests × {size['cost_candidates']} candidates, "
                   "all histories full, model weights of the offline size; time is wall-clock per 1,000 requests "
                   "on 1 CPU thread (shared machine: timings are noisy); peak memory is the peak of live tensor "
                   "memory during one scoring batch (torch profiler).", "",
-                  "![cost and scaling](lcn_cost.png)", "",
-                  "| N | LAP ms / 1k req | full ms / 1k req | LAP peak MiB | full peak MiB |", "|---|---|---|---|---|"]
-        for n, row in s["cost"].items():
-            lap, full = row["LAP"], row["full attention"]
-            lines.append(f"| {n} | {lap['ms_per_1000_requests']:.0f} | {full['ms_per_1000_requests']:.0f} | "
-                         f"{lap['peak_mb']:.1f} | {full['peak_mb']:.1f} |")
+                  "![cost and scaling](lcn_cost.png)", ""]
+        lines += kit.md_table(("N", "LAP ms / 1k req", "full ms / 1k req", "LAP peak MiB", "full peak MiB"),
+                              ([n, f"{row['LAP']['ms_per_1000_requests']:.0f}",
+                                f"{row['full attention']['ms_per_1000_requests']:.0f}", f"{row['LAP']['peak_mb']:.1f}",
+                                f"{row['full attention']['peak_mb']:.1f}"] for n, row in s["cost"].items()))
     if s.get("scaling"):
         labels = list(next(iter(s["scaling"].values())))
         lines += ["", f"## Scaling: AUC by lifelong length ({size['scaling_users']} users, seed {size['seeds'][0]}, "
-                  "one model seed)", "", "| N | " + " | ".join(f"{m} AUC | {m} train s" for m in labels) + " |",
-                  "|---|" + "---|---|" * len(labels)]
-        for n, row in s["scaling"].items():
-            lines.append(f"| {n} | " + " | ".join(f"{row[m]['auc']:.4f} | {row[m]['train_seconds']:.0f}"
-                                                  for m in labels) + " |")
+                  "one model seed)", ""]
+        lines += kit.md_table(["N", *(f"{m} {what}" for m in labels for what in ("AUC", "train s"))],
+                              ([n, *(cell for m in labels for cell in (f"{row[m]['auc']:.4f}",
+                                                                       f"{row[m]['train_seconds']:.0f}"))]
+                               for n, row in s["scaling"].items()))
     if s.get("campaign"):
         c = s["campaign"]
         lines += ["", f"## Simulated campaign: DIN (control) vs LCN (treatment), {size['campaign_days']} day(s)", "",
-                  "Paper: +2.93% CTR, +3.27% stay time, +3 ms latency.", "",
-                  "| metric | control | treatment | rel. lift | 95% CI | true rel. lift | p (adjusted) |",
-                  "|---|---|---|---|---|---|---|"]
+                  "Paper: +2.93% CTR, +3.27% stay time, +3 ms latency.", ""]
+        rows = []
         for metric in ("ctr", "stay_time", "latency_p99_ms"):
             m = c[metric]
             ci = m["rel_ci"] or [math.nan, math.nan]
-            lines.append(f"| {metric} | {m['control_value']:.4g} | {m['treatment_value']:.4g} | "
-                         f"{_pct(m['rel_lift'])} | [{_pct(ci[0])}, {_pct(ci[1])}] | {_pct(m['true_rel_lift'])} | "
-                         f"{m['p_value_adjusted']} |")
+            rows.append([metric, f"{m['control_value']:.4g}", f"{m['treatment_value']:.4g}", kit.pct(m["rel_lift"]),
+                         f"[{kit.pct(ci[0])}, {kit.pct(ci[1])}]", kit.pct(m["true_rel_lift"]), m["p_value_adjusted"]])
+        lines += kit.md_table(("metric", "control", "treatment", "rel. lift", "95% CI", "true rel. lift", "p (adjusted)"),
+                              rows)
     lines += ["", "## Verdict (computed)", ""] + verdict(s) + [""]
     return "\n".join(lines) + "\n"
 
@@ -355,10 +288,7 @@ def verdict(s: dict) -> list[str]:
     for base in ("DIN", "SIM", "LCN full attention"):
         if "LCN" not in off or base not in off:
             continue
-        a = np.array([r["auc"] for r in off["LCN"]])
-        d = np.array([r["auc"] for r in off[base]])
-        spread = max(a.std(ddof=1) if len(a) > 1 else 0.0, d.std(ddof=1) if len(d) > 1 else 0.0)
-        diff = a.mean() - d.mean()
+        diff, spread = kit.seed_spread([r["auc"] for r in off["LCN"]], [r["auc"] for r in off[base]])
         word = "LCN better beyond the spread" if diff > spread else (
             "LCN worse beyond the spread" if -diff > spread else "within the spread")
         out.append(f"- AUC: LCN - {base} = {diff:+.4f} (larger seed std {spread:.4f}): {word}.")
@@ -370,25 +300,15 @@ def verdict(s: dict) -> list[str]:
     return out
 
 
-def keep_notes(path: Path, generated: str) -> str:
-    """Keep a hand-written ``## Notes`` section of an existing page below the generated part."""
-    if path.exists():
-        old = path.read_text()
-        i = old.find("\n## Notes")
-        if i >= 0:
-            return generated + old[i:]
-    return generated
-
-
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # the cost figure is written before the page
     parts = {x.strip() for x in args.parts.split(",")}
     size = {"users": args.users, "length": args.length, "epochs": args.epochs, "max_steps": args.max_steps,
             "batch_size": args.batch_size, "lr": args.lr, "embedding_dim": args.embedding_dim, "k1": args.k1,
-            "k2": args.k2, "seeds": [args.seed + i for i in range(args.seeds)], "cost_lengths": args.cost_lengths,
+            "k2": args.k2, "seeds": kit.model_seeds(args), "cost_lengths": args.cost_lengths,
             "cost_requests": args.cost_requests, "cost_candidates": args.cost_candidates,
             "scaling_lengths": args.scaling_lengths, "scaling_users": args.scaling_users,
             "scaling_models": args.scaling_models, "single_seed_models": args.single_seed_models,
@@ -398,9 +318,9 @@ def main() -> None:
         world_size, new["offline"] = offline(args)
         size.update(world_size)
     if "cost" in parts:
-        from simab.policies.world_features import feature_spec_of
         from simab.simulators.spec import world_spec
 
+        # only the feature sizes matter here: a 50-user world of the same length
         fs = feature_spec_of(world_spec(world_table(50, args.length)))
         new["cost"] = cost(args, fs)
     if "scaling" in parts:
@@ -414,11 +334,10 @@ def main() -> None:
                                            if "offline" in parts or k not in summary.get("size", {})}}
     summary.update(new)
     summary["size"] = size
-    path.write_text(json.dumps(summary, indent=2, default=float))
     if summary.get("cost"):
         cost_figure(summary, out)
-    (out / "lcn.md").write_text(keep_notes(out / "lcn.md", render(summary)))
-    print(f"wrote {out / 'lcn.md'}")
+    page = kit.write_page(out, "lcn", summary, kit.keep_notes(out / "lcn.md", render(summary), heading="## Notes"))
+    print(f"wrote {page}")
 
 
 if __name__ == "__main__":

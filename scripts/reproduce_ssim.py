@@ -8,7 +8,8 @@ sweep) and the transfer of DNN/DeepFM/DCN-selected instances to STAR and HMoE
     .venv/bin/python scripts/reproduce_ssim.py --users 300 --epochs 1 --seeds 3
 
 Every number is the mean and standard deviation over ``--seeds`` model seeds on one
-world (world seed ``--seed``); the size actually run is printed in the page header.
+world (world seed ``--seed``); the size actually run is printed in the page header.  ``--quick`` runs every part at
+the smallest settings (a smoke test; pass ``--out`` elsewhere).
 """
 
 from __future__ import annotations
@@ -18,43 +19,69 @@ import json
 import time
 from pathlib import Path
 
+import experiment_kit as kit
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from simab.policies.world_features import feature_spec_of
+
 BACKBONES = ("dnn", "deepfm", "dcn", "star", "hmoe")
 LABEL = {"dnn": "DNN", "deepfm": "DeepFM", "dcn": "DCN", "star": "STAR", "hmoe": "HMoE"}
+#: The MLP of every model here (on top of the common embedding size).
+MLP = [64, 32]
+#: --quick: the two cheapest backbones, one extra share ratio, a short campaign.
+QUICK_SSIM = {"backbones": "dnn,deepfm", "sweep": "0.5"}
 
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    kit.add_common_args(ap, users=300, campaign_days=1.0, users_help="world n_users (the presets have 5000)",
+                        seed_help="world seed and first model seed", seeds_help=None,
+                        campaign_help="online campaign MT-Backbone (DNN) vs SSIM (DNN) on multiscenario4; 0 skips it")
     ap.add_argument("--worlds", default="multiscenario3,multiscenario4")
-    ap.add_argument("--users", type=int, default=300, help="world n_users (the presets have 5000)")
-    ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--max-steps", type=int, default=None)
-    ap.add_argument("--batch-size", type=int, default=512)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--embedding-dim", type=int, default=8)
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=7, help="world seed and first model seed")
     ap.add_argument("--backbones", default=",".join(BACKBONES))
     ap.add_argument("--share-ratio", type=float, default=0.2)
     ap.add_argument("--sweep", default="0.1,0.3,0.5", help="extra share ratios for the ablation ('' skips)")
     ap.add_argument("--skip-st", action="store_true", help="skip the ST-Backbone rows (one model per scenario)")
     ap.add_argument("--skip-ablations", action="store_true")
     ap.add_argument("--skip-transfer", action="store_true")
-    ap.add_argument("--cache", default=str(ROOT / "runs" / ".cache"))
-    ap.add_argument("--out", default=str(ROOT / "docs" / "results"))
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--world-override", default="{}",
                     help='JSON merged into each world table, e.g. \'{"scenario_specific": false}\'')
     ap.add_argument("--tag", default="", help="write ssim_<tag>.md/json instead of ssim.md/json")
     ap.add_argument("--render-only", action="store_true", help="re-render <out>/ssim.md from <out>/ssim.json")
-    ap.add_argument("--campaign-days", type=float, default=1.0,
-                    help="online campaign MT-Backbone (DNN) vs SSIM (DNN) on multiscenario4; 0 skips it")
     ap.add_argument("--campaign-only", action="store_true",
                     help="run only the campaign and merge it into an existing <out>/ssim.json")
-    return ap.parse_args()
+    return kit.apply_quick(ap.parse_args(), QUICK_SSIM)
+
+
+def world_table(args: argparse.Namespace, preset: str) -> dict:
+    return {"preset": preset, "n_users": args.users, **json.loads(args.world_override)}
+
+
+def experiments(args: argparse.Namespace, preset: str, backbones: list[str], shared_path) -> list[kit.Model]:
+    """The rows of one seed, in training order, labelled ``"<row>|<backbone>"``: per backbone
+    ST-Backbone (policy ``st``: one backbone per scenario), MT-Backbone, MT-Backbone-S (random
+    sharing) and SSIM; on multiscenario4 the DNN ablations and the transfer of the instances
+    DNN/DeepFM/DCN selected (``shared_path(backbone)``) to STAR and HMoE."""
+    r = args.share_ratio
+    out: list[kit.Model] = []
+    for bb in backbones:
+        if not args.skip_st:
+            out.append(kit.Model(f"ST-Backbone|{bb}", "st", {"backbone": bb}))
+        out += [kit.Model(f"MT-Backbone|{bb}", bb),
+                kit.Model(f"MT-Backbone-S|{bb}", "ssim", {"backbone": bb, "selection": "random", "share_ratio": r}),
+                kit.Model(f"SSIM|{bb}", "ssim", {"backbone": bb, "share_ratio": r, "shared_out": shared_path(bb)})]
+    if preset == "multiscenario4" and not args.skip_ablations and "dnn" in backbones:
+        out += [kit.Model("SSIM-NK (no KL)|dnn", "ssim", {"kl_weight": 0.0, "share_ratio": r}),
+                kit.Model("SSIM-NS (no STE, soft mask)|dnn", "ssim", {"ste": False, "share_ratio": r}),
+                kit.Model("SSIM global ratio scope|dnn", "ssim", {"ratio_scope": "global", "share_ratio": r})]
+        out += [kit.Model(f"SSIM share {x:.2f}|dnn", "ssim", {"share_ratio": x}) for x in
+                [float(v) for v in kit.split_list(args.sweep)]]
+    if preset == "multiscenario4" and not args.skip_transfer:
+        # a source's instances exist once its SSIM row of this seed has been trained
+        out += [kit.Model(f"{LABEL[src]} -> {LABEL[tgt]}|{tgt}", "ssim", {"backbone": tgt, "shared_in": shared_path(src)})
+                for src in ("dnn", "deepfm", "dcn") if src in backbones for tgt in ("star", "hmoe")]
+    return out
 
 
 def composition(shared_dir: Path, fp: str, backbones: list[str], seeds: list[int], names: list[str]) -> dict:
@@ -86,18 +113,13 @@ def per_scenario(metrics: dict, names: tuple[str, ...]) -> dict:
             for n in names if n in metrics["per_scenario"]}
 
 
-def main() -> None:  # noqa: C901 - one linear experiment script
+def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     from simab.policies.ssim import RowSource
-    from simab.policies.trainer import TrainerConfig, build_policy, evaluate, fit
-    from simab.policies.world_features import feature_spec_of
-    from simab.preperiod import pre_period, training_data
-    from simab.simulators.spec import world_spec
-    from simab.simulators.world import World
+    from simab.policies.trainer import build_policy, evaluate, fit
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = f"ssim_{args.tag}" if args.tag else "ssim"
     if args.render_only:
         results = json.loads((out / f"{stem}.json").read_text())
@@ -107,9 +129,8 @@ def main() -> None:  # noqa: C901 - one linear experiment script
                 w["composition"] = composition(Path(a["cache"]) / "ssim_shared", w["info"]["fingerprint"],
                                                a["backbones"].split(","),
                                                [a["seed"] + i for i in range(a["seeds"])], w["scenarios"])
-        (out / f"{stem}.json").write_text(json.dumps(results, indent=1, default=float))
-        (out / f"{stem}.md").write_text(render(results, args))
-        print(f"rendered {out / stem}.md")
+        page = kit.write_page(out, stem, results, render(results, args), indent=1)
+        print(f"rendered {page}")
         return
     if args.campaign_only:
         results = json.loads((out / f"{stem}.json").read_text())
@@ -117,93 +138,65 @@ def main() -> None:  # noqa: C901 - one linear experiment script
                                    "cache": args.cache})
         results["campaign"] = run_campaign(a)
         results["args"]["campaign_days"] = args.campaign_days
-        (out / f"{stem}.json").write_text(json.dumps(results, indent=1, default=float))
-        (out / f"{stem}.md").write_text(render(results, args))
-        print(f"rendered {out / stem}.md")
+        page = kit.write_page(out, stem, results, render(results, args), indent=1)
+        print(f"rendered {page}")
         return
     shared_dir = Path(args.cache) / "ssim_shared"
     shared_dir.mkdir(parents=True, exist_ok=True)
-    common = {"embedding_dim": args.embedding_dim, "mlp_units": [64, 32]}
-    backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
-    seeds = [args.seed + i for i in range(args.seeds)]
-    sweep = [float(x) for x in args.sweep.split(",") if x.strip()]
+    common = {"embedding_dim": args.embedding_dim, "mlp_units": MLP}
+    backbones = kit.split_list(args.backbones)
+    seeds = kit.model_seeds(args)
     results: dict = {"args": vars(args), "worlds": {}}
     t_start = time.perf_counter()
 
-    for preset in [w.strip() for w in args.worlds.split(",")]:
-        world = World.build(world_spec({"preset": preset, "n_users": args.users,
-                                       **json.loads(args.world_override)}), args.seed)
-        train, val = training_data(world, pre_period(world, Path(args.cache)))
-        fs = feature_spec_of(world.spec)
-        names = tuple(world.scenario_names)
-        fp = world.fingerprint()
+    for preset in kit.split_list(args.worlds):
+        data = kit.load_world(world_table(args, preset), args.seed, args.cache)
+        train, val, fs, fp = data.train, data.val, feature_spec_of(data.world.spec), data.fingerprint
+        names = tuple(data.world.scenario_names)
         info = {"fingerprint": fp, "train_rows": int(train.n_rows), "val_rows": int(val.n_rows),
                 "train_rows_per_scenario": {n: int((train.scenario == i).sum()) for i, n in enumerate(names)},
                 "ctr_per_scenario": {n: float(train.label[train.scenario == i].mean()) for i, n in enumerate(names)}}
         print(f"{preset}: {info}", flush=True)
-        rows: dict[str, list] = {}  # "row label|backbone" -> list over seeds of per-scenario metrics
-
-        # closures over this world's loop variables, called only inside this iteration
-        def record(key: str, m: dict) -> None:  # noqa: B023
-            rows.setdefault(key, []).append(per_scenario(m, names))  # noqa: B023
-            print(f"  {preset} {key}: " + " ".join(f"{n}={v['auc']:.4f}" for n, v in rows[key][-1].items()),  # noqa: B023
-                  f"({time.perf_counter() - t_start:.0f}s)", flush=True)
-
         # the selector's temperature anneals over the whole search phase
         search_steps = int(np.ceil(train.n_rows / args.batch_size)) * args.epochs
         if args.max_steps:
             search_steps = min(search_steps, args.max_steps)
 
-        def train_ssim(params: dict, seed: int, cfg: TrainerConfig) -> dict:
-            pol = build_policy("ssim", {**common, "anneal_steps": search_steps, **params}, fs, seed)  # noqa: B023
-            return pol.fit(train, val, **{k: getattr(cfg, k) for k in  # noqa: B023
-                                          ("epochs", "batch_size", "lr", "max_steps", "seed", "progress")})
+        def train_one(model: kit.Model, params: dict, seed: int, cfg, train=train, val=val, fs=fs, names=names,
+                      search_steps=search_steps) -> tuple[None, dict, bool]:
+            if model.policy == "st":  # one backbone per scenario, each on its own rows only
+                st: dict = {"per_scenario": {}}
+                for i, n in enumerate(names):
+                    pol = build_policy(params["backbone"], common, fs, seed)
+                    fit(pol, RowSource(train, np.flatnonzero(train.scenario == i)), None, cfg)
+                    st["per_scenario"][n] = evaluate(pol, RowSource(val, np.flatnonzero(val.scenario == i)))[
+                        "per_scenario"][n]
+                return None, st, False
+            if model.policy == "ssim":
+                pol = build_policy("ssim", {**common, "anneal_steps": search_steps, **params}, fs, seed)
+                options = {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "max_steps", "seed", "progress")}
+                return None, pol.fit(train, val, **options), False
+            return None, fit(build_policy(model.policy, common, fs, seed), train, val, cfg), False
 
-        for seed in seeds:
-            cfg = TrainerConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                max_steps=args.max_steps, seed=seed, progress=False)
-            for bb in backbones:
-                if not args.skip_st:
-                    st: dict = {"per_scenario": {}}
-                    for i, n in enumerate(names):
-                        tr_rows, va_rows = np.flatnonzero(train.scenario == i), np.flatnonzero(val.scenario == i)
-                        pol = build_policy(bb, common, fs, seed)
-                        fit(pol, RowSource(train, tr_rows), None, cfg)
-                        st["per_scenario"][n] = evaluate(pol, RowSource(val, va_rows))["per_scenario"][n]
-                    record(f"ST-Backbone|{bb}", st)
-                pol = build_policy(bb, common, fs, seed)
-                record(f"MT-Backbone|{bb}", fit(pol, train, val, cfg))
-                record(f"MT-Backbone-S|{bb}", train_ssim(
-                    {"backbone": bb, "selection": "random", "share_ratio": args.share_ratio}, seed, cfg))
-                path = shared_dir / f"{fp}-{bb}-{seed}.parquet"
-                record(f"SSIM|{bb}", train_ssim(
-                    {"backbone": bb, "share_ratio": args.share_ratio, "shared_out": str(path)}, seed, cfg))
-            if preset == "multiscenario4" and not args.skip_ablations and "dnn" in backbones:
-                record("SSIM-NK (no KL)|dnn", train_ssim({"kl_weight": 0.0, "share_ratio": args.share_ratio},
-                                                         seed, cfg))
-                record("SSIM-NS (no STE, soft mask)|dnn", train_ssim({"ste": False,
-                                                                       "share_ratio": args.share_ratio}, seed, cfg))
-                record("SSIM global ratio scope|dnn", train_ssim({"ratio_scope": "global",
-                                                                  "share_ratio": args.share_ratio}, seed, cfg))
-                for r in sweep:
-                    record(f"SSIM share {r:.2f}|dnn", train_ssim({"share_ratio": r}, seed, cfg))
-            if preset == "multiscenario4" and not args.skip_transfer:
-                for src in ("dnn", "deepfm", "dcn"):
-                    path = shared_dir / f"{fp}-{src}-{seed}.parquet"
-                    if not path.exists():
-                        continue
-                    for tgt in ("star", "hmoe"):
-                        record(f"{LABEL[src]} -> {LABEL[tgt]}|{tgt}", train_ssim(
-                            {"backbone": tgt, "shared_in": str(path)}, seed, cfg))
-        results["worlds"][preset] = {"info": info, "scenarios": list(names), "rows": rows,
+        def row(seed: int, m: dict, cached: bool, names=names) -> dict:
+            return per_scenario(m, names)
+
+        def seed_models(seed: int, preset=preset, fp=fp) -> list[kit.Model]:
+            return experiments(args, preset, backbones, lambda bb: str(shared_dir / f"{fp}-{bb}-{seed}.parquet"))
+
+        def log(line: str, preset=preset) -> None:
+            print(f"  {preset} {line} ({time.perf_counter() - t_start:.0f}s total)", flush=True)
+
+        grid = kit.train_grid(seed_models, seeds, train_one, lambda seed: kit.trainer_config(args, seed), row=row,
+                              describe=lambda r: " ".join(f"{n}={v['auc']:.4f}" for n, v in r.items()), log=log)
+        results["worlds"][preset] = {"info": info, "scenarios": list(names), "rows": grid.rows,
                                      "composition": composition(shared_dir, fp, backbones, seeds, list(names))}
 
     results["seconds"] = time.perf_counter() - t_start
     if args.campaign_days > 0:
         results["campaign"] = run_campaign(args)
-    (out / f"{stem}.json").write_text(json.dumps(results, indent=1, default=float))
-    (out / f"{stem}.md").write_text(render(results, args))
-    print(f"wrote {out / stem}.md ({results['seconds']:.0f}s)")
+    page = kit.write_page(out, stem, results, render(results, args), indent=1)
+    print(f"wrote {page} ({results['seconds']:.0f}s)")
 
 
 NOTES = """## Notes
@@ -260,26 +253,11 @@ def run_campaign(args: argparse.Namespace) -> dict:
     import pyarrow.parquet as pq
     from statsmodels.stats.multitest import multipletests
 
-    import simab
-
-    common = {"embedding_dim": args.embedding_dim, "mlp_units": [64, 32]}
-    overrides = {
-        "name": "ssim_vs_mt", "seed": args.seed, "duration_days": args.campaign_days, "shards": 4,
-        "control": "control", "world": {"preset": "multiscenario4", "n_users": args.users,
-                                        **json.loads(args.world_override)},
-        "arms": {"control": {"policy": "dnn", "share": 0.5, "params": common},
-                 "treatment": {"policy": "ssim", "share": 0.5,
-                               "params": {**common, "backbone": "dnn", "share_ratio": args.share_ratio}}},
-        "training": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-                     "cache_dir": args.cache},
-    }
-    if args.max_steps:
-        overrides["training"]["max_steps"] = args.max_steps
-    spec = simab.load_campaign(None, overrides=overrides)
-    t = time.perf_counter()
-    result = simab.run_campaign(spec, out=Path(args.cache).parent / "ssim_vs_mt")
-    run_dir = Path(result.run_dir)
-    report = json.loads((run_dir / "report.json").read_text())
+    common = {"embedding_dim": args.embedding_dim, "mlp_units": MLP}
+    campaign = kit.ab_campaign(args, "ssim_vs_mt", world_table(args, "multiscenario4"), ("dnn", common),
+                               ("ssim", {**common, "backbone": "dnn", "share_ratio": args.share_ratio}))
+    run_dir = campaign.run_dir
+    report = campaign.report.to_json_dict()
     ex = pq.read_table(run_dir / "exposures", columns=["arm", "scenario", "p_click"])
     seg = report["metrics"]["ctr"].get("per_scenario", {})
     rows = []
@@ -289,51 +267,52 @@ def run_campaign(args: argparse.Namespace) -> dict:
         for arm in ("control", "treatment"):
             m = pc.and_(pc.equal(ex["arm"], arm), pc.equal(ex["scenario"], key))
             true[arm] = pc.mean(pc.filter(ex["p_click"], m)).as_py()
-        true_rel = true["treatment"] / true["control"] - 1 if true["control"] else None
+        # None when an arm has no exposure in the scenario (short campaigns)
+        has_both = true["control"] and true["treatment"] is not None
+        true_rel = true["treatment"] / true["control"] - 1 if has_both else None
         cmp_ = c["comparison"] if "comparison" in c else c
         rows.append({"scenario": key, "values": c.get("values"),
                      "rel_lift": cmp_["rel_lift"], "rel_ci": cmp_["rel_ci"], "p_value": cmp_["p_value"],
                      "true_rel_lift": true_rel})
-    if rows:
-        adj = multipletests([r["p_value"] for r in rows], method="holm")[1]
-        for r, a in zip(rows, adj, strict=True):
+    # Holm over the scenarios with a p-value (a short campaign can leave one undefined)
+    tested = [r for r in rows if r["p_value"] is not None]
+    if tested:
+        adj = multipletests([r["p_value"] for r in tested], method="holm")[1]
+        for r, a in zip(tested, adj, strict=True):
             r["p_value_holm"] = float(a)
     overall = {m: {k: report["metrics"][m]["comparisons"]["treatment_vs_control"].get(k)
                    for k in ("rel_lift", "rel_ci", "true_rel_lift", "p_value", "p_value_adjusted")}
                for m in ("ctr", "ctcvr")}
-    out = {"seconds": time.perf_counter() - t, "days": args.campaign_days, "per_scenario": rows,
-           "overall": overall, "exposures": result.exposures}
+    out = {"seconds": campaign.seconds, "days": args.campaign_days, "per_scenario": rows,
+           "overall": overall, "exposures": campaign.exposures}
     print(f"campaign: {json.dumps(out, default=float)}", flush=True)
     return out
-
-
-def _pct(x) -> str:
-    return "n/a" if x is None else f"{100 * x:+.2f}%"
 
 
 def render_campaign(c: dict) -> list[str]:
     lines = [f"## Online: MT-Backbone (DNN, control) vs SSIM (DNN, treatment) on multiscenario4, "
              f"{c['days']} day(s)", "",
              f"{c['exposures']:,} exposures; users split 50/50 by hash. Per-scenario p-values are Holm-adjusted "
-             "across the four scenarios; the true lift is from the logged true P(click).", "",
-             "| scenario | CTR control | CTR treatment | rel. lift | 95% CI | true rel. lift | p | p (Holm) |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in c["per_scenario"]:
-        v = r.get("values") or {}
-        lines.append(f"| {r['scenario']} | {v.get('control', float('nan')):.4f} | {v.get('treatment', float('nan')):.4f} "
-                     f"| {_pct(r['rel_lift'])} | [{_pct(r['rel_ci'][0])}, {_pct(r['rel_ci'][1])}] "
-                     f"| {_pct(r['true_rel_lift'])} | {r['p_value']:.4g} | {r.get('p_value_holm', float('nan')):.4g} |")
-    lines += ["", "| metric (all scenarios) | rel. lift | 95% CI | true rel. lift | p (report's Holm over metrics) |",
-              "|---|---|---|---|---|"]
-    for m, o in c["overall"].items():
-        lines.append(f"| {m} | {_pct(o['rel_lift'])} | [{_pct(o['rel_ci'][0])}, {_pct(o['rel_ci'][1])}] | "
-                     f"{_pct(o['true_rel_lift'])} | {o['p_value_adjusted']:.4g} |")
+             "across the four scenarios; the true lift is from the logged true P(click).", ""]
+    nan = float("nan")
+
+    def num(x: float | None, spec: str) -> str:
+        return "n/a" if x is None else format(x, spec)
+
+    def ci(r: dict) -> str:
+        return f"[{kit.pct(r['rel_ci'][0])}, {kit.pct(r['rel_ci'][1])}]"
+
+    lines += kit.md_table(
+        ("scenario", "CTR control", "CTR treatment", "rel. lift", "95% CI", "true rel. lift", "p", "p (Holm)"),
+        ([r["scenario"], num((r.get("values") or {}).get("control", nan), ".4f"),
+          num((r.get("values") or {}).get("treatment", nan), ".4f"), kit.pct(r["rel_lift"]), ci(r),
+          kit.pct(r["true_rel_lift"]), num(r["p_value"], ".4g"), num(r.get("p_value_holm"), ".4g")]
+         for r in c["per_scenario"]))
+    lines += [""] + kit.md_table(
+        ("metric (all scenarios)", "rel. lift", "95% CI", "true rel. lift", "p (report's Holm over metrics)"),
+        ([m, kit.pct(o["rel_lift"]), ci(o), kit.pct(o["true_rel_lift"]), num(o["p_value_adjusted"], ".4g")]
+         for m, o in c["overall"].items()))
     return lines + [""]
-
-
-def _cell(vals: list[float], digits: int = 4) -> str:
-    a = np.asarray(vals, dtype=float)
-    return f"{a.mean():.{digits}f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.{digits}f}"
 
 
 def render(results: dict, args: argparse.Namespace) -> str:
@@ -379,9 +358,9 @@ def render(results: dict, args: argparse.Namespace) -> str:
             for label, runs in entries:
                 cells = []
                 for n in names:
-                    c = _cell([r[n]["auc"] for r in runs])
+                    c = kit.mean_std([r[n]["auc"] for r in runs])
                     cells.append(f"**{c}**" if np.isclose(np.mean([r[n]["auc"] for r in runs]), best[n]) else c)
-                cells += [_cell([r[n]["logloss"] for r in runs]) for n in names]
+                cells += [kit.mean_std([r[n]["logloss"] for r in runs]) for n in names]
                 lines.append(f"| {LABEL.get(bb, bb)} | {label} | " + " | ".join(cells) + " |")
         lines += ["", verdict(w, "MT-Backbone"), "", verdict(w, "MT-Backbone-S"), ""]
         comp = w.get("composition") or {}
@@ -412,9 +391,7 @@ def verdict(w: dict, baseline: str) -> str:
         s, m = w["rows"][key], w["rows"][f"{baseline}|{bb}"]
         wins, beyond = 0, 0
         for n in names:
-            sa, ma = [r[n]["auc"] for r in s], [r[n]["auc"] for r in m]
-            d = np.mean(sa) - np.mean(ma)
-            spread = max(np.std(sa, ddof=1) if len(sa) > 1 else 0, np.std(ma, ddof=1) if len(ma) > 1 else 0)
+            d, spread = kit.seed_spread([r[n]["auc"] for r in s], [r[n]["auc"] for r in m])
             wins += d > 0
             beyond += d > spread
         out.append(f"{LABEL.get(bb, bb)}: SSIM > {baseline} on {wins}/{len(names)} scenarios "

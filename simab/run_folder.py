@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from simab.atomic import write_atomic
 from simab.errors import SimabError
 
 TABLES = ("exposures", "requests", "assignments", "moveline")
@@ -339,11 +340,9 @@ def verify(run_dir: Path) -> list[str]:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """``simab.atomic.write_atomic``, with a file-system failure as a one-line error."""
     try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_atomic(path, text)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise SimabError(f"cannot write: {exc.strerror or exc}", source=str(path)) from None
 
