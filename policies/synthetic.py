@@ -33,6 +33,27 @@ from simab.policies.features import FEATURE_GROUPS, FeatureSpec
 PROVIDES = ("profile", "scenario", "target", "short_seq", "lifelong", "oracle")
 
 
+def random_request_batch(fs: FeatureSpec, b: int, c: int, g: torch.Generator,
+                         n_target_items: int | None = None) -> dict[str, torch.Tensor]:
+    """Random ids for ``b`` requests of ``c`` candidates: the user, profile, scenario,
+    candidate and short-sequence keys every policy reads (ids drawn from ``g`` in a fixed
+    order, so a seed gives the same batch); ``n_target_items`` narrows the item ids to
+    ``1..n_target_items-1`` (default every item).  Callers add the sequences their model needs."""
+    n_items = fs.n_items if n_target_items is None else n_target_items
+
+    def ids(n: int, *shape: int) -> torch.Tensor:
+        return torch.randint(1, n, shape, generator=g)
+
+    return {
+        "user": ids(fs.n_users, b), "profile": torch.stack([ids(s, b) for s in fs.profile_sizes], 1),
+        "scenario": torch.randint(0, fs.n_scenarios, (b,), generator=g),
+        "item": ids(n_items, b, c), "item_cat": ids(fs.n_categories, b, c), "item_shop": ids(fs.n_shops, b, c),
+        "item_price": ids(fs.n_price_buckets, b, c), "item_pop": torch.randn(b, c, generator=g),
+        "seq_item": ids(n_items, b, fs.seq_len), "seq_cat": ids(fs.n_categories, b, fs.seq_len),
+        "seq_mask": torch.ones(b, fs.seq_len, dtype=torch.bool),
+    }
+
+
 def synthetic_spec(
     *,
     n_users: int = 300,

@@ -56,27 +56,16 @@ GUARDRAIL_HEADER = (
 
 
 def guardrail_rows(report: Report) -> list[tuple[str, ...]]:
-    """One row per guardrail comparison; 'change' reads the lift by the metric's direction."""
+    """One row per guardrail comparison: the summary row's metric, comparison, values, lift,
+    CI and p-values, with the metric's direction after the comparison and, instead of truth
+    and coverage, a 'change' word read by that direction."""
     rows = []
-    for name, m in report.metrics.items():
-        if m.confirmatory:
-            continue
-        for key, r in m.comparisons.items():
-            c = r.comparison
-            rows.append(
-                (
-                    name,
-                    key,
-                    "higher is better" if m.higher_is_better else "higher is worse",
-                    fmt_value(c.control_value),
-                    fmt_value(c.treatment_value),
-                    fmt_pct(c.rel_lift),
-                    fmt_ci(c.rel_ci),
-                    fmt_p(c.p_value),
-                    fmt_p(r.p_value_adjusted),
-                    change_word(m.higher_is_better, c.rel_lift, r.p_value_adjusted, report.alpha),
-                )
-            )
+    for row in summary_rows(report, role="guardrail"):
+        m = report.metrics[row[0]]
+        r = m.comparisons[row[1]]
+        change = change_word(m.higher_is_better, r.comparison.rel_lift, r.p_value_adjusted, report.alpha)
+        direction = "higher is better" if m.higher_is_better else "higher is worse"
+        rows.append((row[0], row[1], direction, *row[2:8], change))
     return rows
 
 

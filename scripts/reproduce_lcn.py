@@ -25,6 +25,7 @@ import experiment_kit as kit
 import numpy as np
 import torch
 
+from simab.policies.synthetic import random_request_batch
 from simab.policies.world_features import feature_spec_of
 
 #: The comparisons of issue 8.
@@ -103,17 +104,13 @@ def random_batch(n_requests: int, n_candidates: int, length: int, fs, seed: int 
         return torch.randint(1, n, shape, generator=g)
 
     b, c = n_requests, n_candidates
-    return {
-        "user": ids(fs.n_users, b), "profile": torch.stack([ids(s, b) for s in fs.profile_sizes], 1),
-        "scenario": torch.randint(0, fs.n_scenarios, (b,), generator=g),
-        "item": ids(fs.n_items, b, c), "item_cat": ids(fs.n_categories, b, c), "item_shop": ids(fs.n_shops, b, c),
-        "item_price": ids(fs.n_price_buckets, b, c), "item_pop": torch.randn(b, c, generator=g),
-        "seq_item": ids(fs.n_items, b, fs.seq_len), "seq_cat": ids(fs.n_categories, b, fs.seq_len),
-        "seq_mask": torch.ones(b, fs.seq_len, dtype=torch.bool),
+    out = random_request_batch(fs, b, c, g)
+    out.update({
         "ll_item": ids(fs.n_items, b, length), "ll_cat": ids(fs.n_categories, b, length),
         "ll_action": ids(fs.n_actions, b, length), "ll_gap": ids(fs.n_gap_buckets, b, length),
         "ll_mask": torch.ones(b, length, dtype=torch.bool),
-    }
+    })
+    return out
 
 
 def peak_memory_bytes(fn) -> int:

@@ -11,6 +11,7 @@ from simab.policies.amen import AMEN, PairContextSource, with_pair_rules
 from simab.policies.base import build_policy, make_policy
 from simab.policies.features import FeatureSpec
 from simab.policies.pair_mining import mine_pairs
+from simab.policies.synthetic import random_request_batch
 from simab.policies.trainer import TrainerConfig, fit
 from simab.policies.world_features import feature_spec_of
 
@@ -34,14 +35,7 @@ def make_batch(fs: FeatureSpec, b: int = 4, c: int = 3, fill: str = "full", seed
     def ids(n: int, *shape: int) -> torch.Tensor:
         return torch.randint(1, n, shape, generator=g)
 
-    out = {
-        "user": ids(fs.n_users, b), "profile": torch.stack([ids(s, b) for s in fs.profile_sizes], 1),
-        "scenario": torch.randint(0, fs.n_scenarios, (b,), generator=g),
-        "item": ids(fs.n_items, b, c), "item_cat": ids(fs.n_categories, b, c), "item_shop": ids(fs.n_shops, b, c),
-        "item_price": ids(fs.n_price_buckets, b, c), "item_pop": torch.randn(b, c, generator=g),
-        "seq_item": ids(fs.n_items, b, fs.seq_len), "seq_cat": ids(fs.n_categories, b, fs.seq_len),
-        "seq_mask": torch.ones(b, fs.seq_len, dtype=torch.bool),
-    }
+    out = random_request_batch(fs, b, c, g)
     for prefix, length, keys in (("ais", fs.aiseq_len, {"item": fs.n_items, "cat": fs.n_categories,
                                                         "scene": fs.n_scene_types}),
                                  ("ml", fs.moveline_len, {"scene": fs.n_scene_types, "cat": fs.n_categories,

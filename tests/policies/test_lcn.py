@@ -11,6 +11,7 @@ from simab.errors import SimabError
 from simab.policies.base import make_policy
 from simab.policies.features import FeatureSpec
 from simab.policies.lcn import LCN, top_k_positions
+from simab.policies.synthetic import random_request_batch
 
 TINY = {"embedding_dim": 4, "mlp_units": [16], "fsa_dim": 8, "attention_units": [8], "k1": 6, "k2": 3}
 N = 12
@@ -34,14 +35,7 @@ def make_batch(fs: FeatureSpec, b: int = 4, c: int = 3, real: int = N, seed: int
         return torch.randint(1, n, shape, generator=g)
 
     mask = torch.arange(N)[None, :].expand(b, -1) >= N - real
-    out = {
-        "user": ids(fs.n_users, b), "profile": torch.stack([ids(s, b) for s in fs.profile_sizes], 1),
-        "scenario": torch.randint(0, fs.n_scenarios, (b,), generator=g),
-        "item": ids(20, b, c), "item_cat": ids(fs.n_categories, b, c), "item_shop": ids(fs.n_shops, b, c),
-        "item_price": ids(fs.n_price_buckets, b, c), "item_pop": torch.randn(b, c, generator=g),
-        "seq_item": ids(20, b, fs.seq_len), "seq_cat": ids(fs.n_categories, b, fs.seq_len),
-        "seq_mask": torch.ones(b, fs.seq_len, dtype=torch.bool), "ll_mask": mask,
-    }
+    out = {**random_request_batch(fs, b, c, g, n_target_items=20), "ll_mask": mask}
     # source-domain items 20..40 never overlap target items 1..19
     out["ll_item"] = (20 + ids(fs.n_items - 20, b, N)) * mask
     for key, n in (("ll_cat", fs.n_categories), ("ll_action", fs.n_actions), ("ll_gap", fs.n_gap_buckets)):
