@@ -249,6 +249,31 @@ def _ci(ci: list[float]) -> str:
     return f"[{_pct(ci[0])}, {_pct(ci[1])}]"
 
 
+def _yes(v: dict) -> str:
+    return "yes" if v["pass"] else "NO"
+
+
+#: Each battery's table after the metric and runs columns: headers and one cell function each.
+TABLES: dict[str, tuple[list[str], list]] = {
+    "aa": (["false-positive rate", "95% CI", "KS p", "5% inside CI"],
+           [lambda v: _pct(v["false_positive_rate"]), lambda v: _ci(v["ci"]),
+            lambda v: _num(v["ks_p_value"]), _yes]),
+    "known-effect": (["coverage", "95% CI", "mean true lift", "bias (se)", "mean CI width", "power", ">= 93%"],
+                     [lambda v: _pct(v["coverage"]), lambda v: _ci(v["ci"]),
+                      lambda v: _pct(v["mean_true_rel_lift"], "+"),
+                      lambda v: f"{_pct(v['bias'], '+')} ({_pct(v['bias_se'])})",
+                      lambda v: _pct(v["mean_ci_width"]), lambda v: _pct(v["power"]), _yes]),
+    "peeking": (["looks", "naive daily FPR", "95% CI", "final look only", "always-valid FPR", "95% CI", "target"],
+                [lambda v: _num(v["looks"]), lambda v: _pct(v["naive_false_positive_rate"]),
+                 lambda v: _ci(v["naive_ci"]), lambda v: _pct(v["final_look_false_positive_rate"]),
+                 lambda v: _pct(v["false_positive_rate"]), lambda v: _ci(v["ci"]), _yes]),
+    "naive": (["exposure-level FPR", "95% CI", "user-level FPR", "95% CI", "design effect"],
+              [lambda v: _pct(v["exposure_level_false_positive_rate"]), lambda v: _ci(v["exposure_level_ci"]),
+               lambda v: _pct(v["false_positive_rate"]), lambda v: _ci(v["ci"]),
+               lambda v: _num(v["design_effect"])]),
+}
+
+
 def calibration_markdown(data: dict) -> str:
     lines = ["# simab calibration", ""]
     for name in BATTERIES:
@@ -259,31 +284,10 @@ def calibration_markdown(data: dict) -> str:
                   f"{b['wall_s']:.0f} s with {b['workers']} worker(s) in this call; the runs took "
                   f"{b.get('run_wall_s_total', 0):.0f} s on one worker each ({b.get('run_wall_s_mean', 0):.1f} s "
                   "per run, runs reused from an earlier call keep their time).", ""]
-        ms = b["metrics"]
-        if name == "aa":
-            lines += ["| metric | runs | false-positive rate | 95% CI | KS p | 5% inside CI |", "|---|---|---|---|---|---|"]
-            lines += [f"| {m} | {v['runs']} | {_pct(v['false_positive_rate'])} | {_ci(v['ci'])} | "
-                      f"{_num(v['ks_p_value'])} | {'yes' if v['pass'] else 'NO'} |" for m, v in ms.items()]
-        elif name == "known-effect":
-            lines += ["| metric | runs | coverage | 95% CI | mean true lift | bias (se) | mean CI width | power | >= 93% |",
-                      "|---|---|---|---|---|---|---|---|---|"]
-            lines += [f"| {m} | {v['runs']} | {_pct(v['coverage'])} | {_ci(v['ci'])} | "
-                      f"{_pct(v['mean_true_rel_lift'], '+')} | {_pct(v['bias'], '+')} ({_pct(v['bias_se'])}) | "
-                      f"{_pct(v['mean_ci_width'])} | {_pct(v['power'])} | {'yes' if v['pass'] else 'NO'} |"
-                      for m, v in ms.items()]
-        elif name == "peeking":
-            lines += ["| metric | runs | looks | naive daily FPR | 95% CI | final look only | always-valid FPR | 95% CI | target |",
-                      "|---|---|---|---|---|---|---|---|---|"]
-            lines += [f"| {m} | {v['runs']} | {_num(v['looks'])} | {_pct(v['naive_false_positive_rate'])} | "
-                      f"{_ci(v['naive_ci'])} | {_pct(v['final_look_false_positive_rate'])} | "
-                      f"{_pct(v['false_positive_rate'])} | {_ci(v['ci'])} | {'yes' if v['pass'] else 'NO'} |"
-                      for m, v in ms.items()]
-        else:
-            lines += ["| metric | runs | exposure-level FPR | 95% CI | user-level FPR | 95% CI | design effect |",
-                      "|---|---|---|---|---|---|---|"]
-            lines += [f"| {m} | {v['runs']} | {_pct(v['exposure_level_false_positive_rate'])} | "
-                      f"{_ci(v['exposure_level_ci'])} | {_pct(v['false_positive_rate'])} | {_ci(v['ci'])} | "
-                      f"{_num(v['design_effect'])} |" for m, v in ms.items()]
+        header, cells = TABLES[name]
+        lines += ["| metric | runs | " + " | ".join(header) + " |", "|---" * (len(header) + 2) + "|"]
+        lines += [f"| {m} | {v['runs']} | " + " | ".join(cell(v) for cell in cells) + " |"
+                  for m, v in b["metrics"].items()]
         if b.get("figure"):
             lines += ["", f"![{name}]({b['figure']})"]
         lines.append("")
