@@ -41,18 +41,9 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
     ]
 
 
-GUARDRAIL_HEADER = (
-    "metric",
-    "comparison",
-    "direction",
-    "control",
-    "treatment",
-    "rel lift",
-    "CI",
-    "p",
-    "adj p",
-    "change",
-)
+#: The summary header with the direction after the comparison, and a "change" word in place of
+#: the truth columns (a guardrail has no true lift).
+GUARDRAIL_HEADER = (*HEADER[:2], "direction", *HEADER[2:8], "change")
 
 
 def guardrail_rows(report: Report) -> list[tuple[str, ...]]:

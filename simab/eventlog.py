@@ -148,7 +148,8 @@ class ColumnBuffer:
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
+    """SHA-256 hex digest of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -168,7 +169,7 @@ def write_part(run_dir: Path, table: str, shard: int, data: pa.Table) -> dict:
         write_atomic(path, lambda tmp: pq.write_table(data, tmp, compression="zstd"), fsync=True)
     except OSError as exc:
         raise SimabError(f"cannot write the event log: {exc.strerror or exc}", source=str(path)) from None
-    return {"rows": data.num_rows, "sha256": _sha256(path)}
+    return {"rows": data.num_rows, "sha256": sha256(path)}
 
 
 class Manifest:
@@ -198,7 +199,7 @@ class Manifest:
         run_dir = self.path.parent
         for table, meta in entry["parts"].items():
             p = part_path(run_dir, table, shard)
-            if not p.exists() or _sha256(p) != meta["sha256"]:
+            if not p.exists() or sha256(p) != meta["sha256"]:
                 return False
         return True
 

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -26,6 +25,7 @@ from typing import Any
 
 from simab.atomic import write_atomic
 from simab.errors import SimabError
+from simab.eventlog import sha256
 
 TABLES = ("exposures", "requests", "assignments", "moveline")
 #: Files simab writes at the top of a run folder (sweeps add rows.json to their runs).
@@ -264,14 +264,6 @@ def check_resume(run_dir: Path, spec: Any) -> bool:
 
 
 # --------------------------------------------------------------------------- verification
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def file_digests(run_dir: Path, names: tuple[str, ...] = ("truth.parquet", "covariates.parquet")) -> dict[str, str]:
     """SHA-256 of the run's whole-run tables (recorded in run.json, checked by :func:`verify`)."""
     return {n: sha256(run_dir / n) for n in names if (run_dir / n).exists()}
