@@ -1,6 +1,21 @@
 import pytest
 
 
+def campaign_toml(*, duration_days: float = 0.5, shards: int | None = None, n_users: int | None = None,
+                  treatment: str = "oracle", params: str | None = None) -> str:
+    """The text of a small valid A/B campaign spec (popularity vs ``treatment``), for tests that
+    edit it into bad input; every line stands on its own, so a test can replace one."""
+    head = f"name = \"t\"\nseed = 1\nduration_days = {duration_days}\n"
+    if shards is not None:
+        head += f"shards = {shards}\n"
+    world = "[world]\npreset = \"default\"\n" + (f"n_users = {n_users}\n" if n_users is not None else "")
+    arms = ("[arms.control]\npolicy = \"popularity\"\nshare = 0.5\n\n"
+            f"[arms.treatment]\npolicy = \"{treatment}\"\nshare = 0.5\n")
+    if params is not None:
+        arms += f"params = {{ {params} }}\n"
+    return "\n" + head + "\n" + world + "\n" + arms
+
+
 @pytest.fixture(autouse=True)
 def _quiet(monkeypatch):
     monkeypatch.setenv("SIMAB_QUIET", "1")

@@ -6,33 +6,15 @@ and is refused before any simulation, so the table is fast."""
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from simab.cli import main
 
-GOOD = textwrap.dedent(
-    """
-    name = "t"
-    seed = 1
-    duration_days = 0.2
-    shards = 2
+from .conftest import campaign_toml
 
-    [world]
-    preset = "default"
-    n_users = 60
-
-    [arms.control]
-    policy = "popularity"
-    share = 0.5
-
-    [arms.treatment]
-    policy = "oracle"
-    share = 0.5
-    """
-)
+GOOD = campaign_toml(duration_days=0.2, shards=2, n_users=60)
 
 
 def _spec(old: str, new: str) -> str:

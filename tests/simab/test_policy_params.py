@@ -1,7 +1,6 @@
 """Every bad policy parameter in a campaign spec is caught when the spec is validated:
 `simab run` prints one line `error: <file>: arms.<arm>.params.<key>: ...` and exits 2."""
 
-import textwrap
 
 import pytest
 
@@ -10,25 +9,7 @@ from simab.policies.base import make_policy
 from simab.policies.world_features import feature_spec_of
 from simab.simulators.spec import world_spec
 
-SPEC = textwrap.dedent(
-    """
-    name = "t"
-    seed = 1
-    duration_days = 0.5
-
-    [world]
-    preset = "default"
-
-    [arms.control]
-    policy = "popularity"
-    share = 0.5
-
-    [arms.treatment]
-    policy = "{policy}"
-    share = 0.5
-    params = {{ {params} }}
-    """
-)
+from .conftest import campaign_toml
 
 # (policy, params, key named in the error, words of the allowed values)
 CASES = {
@@ -55,7 +36,7 @@ CASES = {
 def test_bad_policy_parameter_is_one_line_naming_the_key(case, tmp_path, capsys):
     policy, params, key, needle = CASES[case]
     path = tmp_path / "c.toml"
-    path.write_text(SPEC.format(policy=policy, params=params))
+    path.write_text(campaign_toml(treatment=policy, params=params))
     out_dir = tmp_path / "run"
     code = main(["run", str(path), "--out", str(out_dir)])
     err = capsys.readouterr().err.strip().splitlines()

@@ -3,31 +3,15 @@ no traceback, and no run folder marked complete."""
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from simab.cli import main
 
-GOOD = textwrap.dedent(
-    """
-    name = "t"
-    seed = 1
-    duration_days = 0.5
+from .conftest import campaign_toml
 
-    [world]
-    preset = "default"
-
-    [arms.control]
-    policy = "popularity"
-    share = 0.5
-
-    [arms.treatment]
-    policy = "oracle"
-    share = 0.5
-    """
-)
+GOOD = campaign_toml()
 
 CASES = {
     "unknown_key": (GOOD.replace("seed = 1", "seed = 1\ncolour = 'red'"), "colour", "unknown key"),
