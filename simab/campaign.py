@@ -135,11 +135,7 @@ class ShardSimulation:
         k = int(st.requests[row])
         st.requests[row] += 1
         rid = request_id(user, k)
-        ml_cat, ml_real = st.moveline.tail(row, "cat", 10)
-        seq_cat, seq_real = st.seq.tail(row, "cat", 10)
-        # (an empty slot of the short sequence reads as category 0, as a gathered one does)
-        ctx = np.concatenate([ml_cat[ml_real], np.where(seq_real, seq_cat, 0)])
-        ctx = ctx[ctx >= 0]
+        ctx = retrieval_context(*st.moveline.tail(row, "cat", 10), *st.seq.tail(row, "cat", 10))
         n_cand = w.spec.scenarios[w.scenario_names[sc]].n_candidates
         cand = self.retriever.candidates(surface, n_cand, rid, cat, shop, ctx)
         arm_name = self.arms[arm]
@@ -334,6 +330,16 @@ class RequestLog(_BatchLog):
             "latency_ms": np.concatenate([x[5] for x in b]),
             "batch_size": np.repeat(np.array([x[6] for x in b], np.int32), sizes),
         }
+
+
+def retrieval_context(ml_cat: np.ndarray, ml_real: np.ndarray, seq_cat: np.ndarray,
+                      seq_real: np.ndarray) -> np.ndarray:
+    """Categories that steer home/channel retrieval: the real slots of the moveline's and the
+    short sequence's last events, scene-level events without a category (-1) left out.  An
+    empty slot is no event: it must not read as category 0, a real category (world v2 did,
+    over-weighting category 0 for users with few target-history events)."""
+    ctx = np.concatenate([ml_cat[ml_real], seq_cat[seq_real]])
+    return ctx[ctx >= 0]
 
 
 def _repeat_strings(values: list[str], counts: np.ndarray) -> pa.Array:
