@@ -7,6 +7,7 @@ when it is not one.  A leaf module: it imports only :mod:`simab.errors`.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -20,6 +21,23 @@ def parse_value(text: str) -> Any:
         return tomllib.loads(f"x = {text}")["x"]
     except tomllib.TOMLDecodeError:
         return text
+
+
+#: An unquoted word (a policy name, ``pathways+prompt``, a path) kept as a string.
+PLAIN_WORD = re.compile(r"[A-Za-z_/][A-Za-z0-9_+\-./]*")
+
+
+def parse_strict_value(text: str, *, source: str, key: str, name: str) -> Any:
+    """:func:`parse_value` for values that must be meant: a TOML value, or a plain word kept as
+    a string; anything else (``0.5x``, ``[1, 2``) is a ``SimabError`` naming ``name`` rather
+    than a string that fails later."""
+    try:
+        return tomllib.loads(f"x = {text}")["x"]
+    except tomllib.TOMLDecodeError:
+        if PLAIN_WORD.fullmatch(text):
+            return text
+        raise SimabError(f"value {text!r} of {name!r} is neither a TOML value (number, boolean, array, quoted "
+                         "string) nor a plain word", source=source, key=key) from None
 
 
 def split_assignment(item: str, *, source: str, key: str | None = None,

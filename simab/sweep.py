@@ -22,10 +22,8 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 import time
-import tomllib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -37,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from simab.errors import SimabError
-from simab.overrides import nest, split_assignment
+from simab.overrides import nest, parse_strict_value, split_assignment
 from simab.progress import progress
 from simab.reports.json_numbers import number
 from simab.simulators.spec import deep_merge
@@ -75,22 +73,6 @@ def _split_values(text: str) -> list[str]:
     return out
 
 
-#: An unquoted word (a policy name, ``pathways+prompt``, a path) that a grid keeps as a string.
-_PLAIN_WORD = re.compile(r"[A-Za-z_/][A-Za-z0-9_+\-./]*")
-
-
-def _toml_value(text: str, key: str) -> Any:
-    """A grid value parsed as TOML; a plain word that is not TOML stays a string.  Anything
-    else (``0.5x``, ``[1, 2``) is an error rather than a string that fails later."""
-    try:
-        return tomllib.loads(f"x = {text}")["x"]
-    except tomllib.TOMLDecodeError:
-        if _PLAIN_WORD.fullmatch(text):
-            return text
-        raise SimabError(f"value {text!r} of {key!r} is neither a TOML value (number, boolean, array, quoted "
-                         "string) nor a plain word", source="<cli>", key="--grid") from None
-
-
 def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
     """``["world.n_users=200,400", "arms.treatment.params.blend=0,0.5"]`` -> key -> values.
 
@@ -104,7 +86,7 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
         vals = [v for v in _split_values(values) if v != ""]
         if not vals:
             raise SimabError(f"no values for {key!r}", source="<cli>", key="--grid")
-        grid[key] = [_toml_value(v, key) for v in vals]
+        grid[key] = [parse_strict_value(v, source="<cli>", key="--grid", name=key) for v in vals]
     return grid
 
 
