@@ -4,6 +4,11 @@ search(k): items of category k (popular first, then random within k), topped up 
 related categories.  shop(s): the shop's items, then its category.  home / channel: a
 mix of popular items, items of the categories in the recent moveline and short
 sequence, and random items.  Random choices are keyed by request id.
+
+Requests are served in batches of one surface: every pool is a padded ``[B, P]`` matrix
+(``-1`` = no item; pools differ in length per row), and a row's candidates are the
+pools' distinct items in order of first appearance.  No step mixes rows, so a row's
+candidates never depend on the other requests of its batch.
 """
 
 from __future__ import annotations
@@ -11,8 +16,12 @@ from __future__ import annotations
 import numpy as np
 
 from simab.simulators import rng, streams
+from simab.simulators.catalog import Csr
 from simab.simulators.streams import CONTEXT, CONTEXT_ITEM_OFFSET, POPULAR, RANDOM, SEARCH_TAIL
 from simab.simulators.world import World
+
+_MISSING = -1
+_LAST = np.iinfo(np.int64).max  # sort key of a missing entry: after every item
 
 
 class Retriever:
@@ -22,61 +31,155 @@ class Retriever:
         self.key = rng.stream_key(world.seed, world.stream("retrieval"))
         self.n_target = c.n_shop_items
         self.top = c.popular_target[: max(200, c.n_shop_items // 10)]
-        self.shops_by_cat = [np.flatnonzero(c.shop_category == k) for k in range(c.n_categories)]
+        self.cat_sizes = c.target_by_category.sizes()
+        # shops grouped by category, in increasing shop id (as ``np.flatnonzero`` lists them)
+        order = np.argsort(c.shop_category, kind="stable")
+        counts = np.bincount(c.shop_category, minlength=c.n_categories)
+        self.shops_by_cat = Csr(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), order.astype(np.int64))
+        # search's related items of each parent: the first 5 items of every category under
+        # it, categories in increasing id
+        related = [np.concatenate([c.target_by_category.group(k)[:5] for k in np.flatnonzero(c.parent_of == p)])
+                   for p in range(int(c.parent_of.max()) + 1)]
+        self.related = _padded(related)
 
     def shop_for(self, cat: int, u: float) -> int:
-        shops = self.shops_by_cat[cat]
-        if len(shops) == 0:
-            return int(u * self.w.catalog.n_shops) % self.w.catalog.n_shops
-        return int(shops[min(int(u * len(shops)), len(shops) - 1)])
+        """The shop a shop visit about category ``cat`` opens, from the uniform ``u``."""
+        return int(self.shop_for_batch(np.array([cat], np.int64), np.array([u], np.float64))[0])
 
-    def _fill(self, pools: list[np.ndarray], n: int, rid: int) -> np.ndarray:
-        """The pools' distinct items in order of first appearance, cut at ``n``; topped up
-        with random items (keyed by the request) while short (``streams.fill_counters``)."""
-        cand = np.concatenate([p for p in pools if len(p)]) if any(len(p) for p in pools) else np.zeros(0, np.int64)
-        cand = _first_distinct(cand, n)
-        j = 0
-        while len(cand) < n:
-            extra = rng.integers(self.key, rid, streams.fill_counters(j, n), self.n_target)
-            cand = _first_distinct(np.concatenate([cand, extra]), n)
-            j += 1
-        return cand
+    def shop_for_batch(self, cats: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """:meth:`shop_for` per row: shop ``int(u * m)`` of the ``m`` shops of the category
+        (by shop id), any shop ``int(u * n_shops)`` where the category has none."""
+        cats = np.asarray(cats, np.int64)
+        u = np.asarray(u, np.float64)
+        size = self.shops_by_cat.sizes()[cats]
+        n_shops = self.w.catalog.n_shops
+        pick = np.minimum((u * size).astype(np.int64), np.maximum(size - 1, 0))
+        own = self.shops_by_cat.items[np.minimum(self.shops_by_cat.offsets[cats] + pick, len(self.shops_by_cat.items) - 1)]
+        return np.where(size > 0, own, (u * n_shops).astype(np.int64) % n_shops)
 
     def candidates(
         self, surface: str, n: int, rid: int, query_cat: int, query_shop: int, context_cats: np.ndarray
     ) -> np.ndarray:
-        c = self.w.catalog
+        """One request's ``n`` candidates (:meth:`candidates_batch` of one row)."""
+        ctx = np.asarray(context_cats, np.int64)[None, :]
+        return self.candidates_batch(surface, n, np.array([rid], np.int64), np.array([query_cat], np.int64),
+                                     np.array([query_shop], np.int64), ctx)[0]
+
+    def candidates_batch(self, surface: str, n: int, rids: np.ndarray, query_cat: np.ndarray,
+                         query_shop: np.ndarray, ctx: np.ndarray) -> np.ndarray:
+        """``[B, n]`` candidates of ``B`` requests of one ``surface``: row ``i`` for request id
+        ``rids[i]``; search reads ``query_cat``, shop ``query_shop`` (ignored, may be -1,
+        elsewhere); home / channel read the context categories ``ctx[i][ctx[i] >= 0]``
+        (``[B, M]``, entries below 0 absent, order kept: the draws index into it)."""
+        rids = np.asarray(rids, np.int64)
         if surface == "search":
-            items = c.target_by_category.group(query_cat)
-            head = items[: n // 2]
-            tail = items[rng.integers(self.key, rid, streams.block_counters(SEARCH_TAIL, n), len(items))] if len(items) else items
-            parent = c.parent_of[query_cat]
-            related = np.flatnonzero(c.parent_of == parent)
-            rel_items = np.concatenate([c.target_by_category.group(k)[:5] for k in related])
-            return self._fill([head, tail, rel_items], n, rid)
-        if surface == "shop":
-            items = c.target_by_shop.group(query_shop)
-            cat_items = c.target_by_category.group(int(c.shop_category[query_shop]))
-            return self._fill([items[:n], cat_items[: n // 2]], n, rid)
+            pools = self._search_pools(n, rids, np.asarray(query_cat, np.int64))
+        elif surface == "shop":
+            pools = self._shop_pools(n, np.asarray(query_shop, np.int64))
+        else:
+            pools = self._feed_pools(n, rids, np.asarray(ctx, np.int64))
+        return self._fill(pools, n, rids)
+
+    def _search_pools(self, n: int, rids: np.ndarray, cats: np.ndarray) -> np.ndarray:
+        """The category's head (``n // 2``), ``n`` random items of the category, the related
+        categories' heads."""
+        c = self.w.catalog
+        size = self.cat_sizes[cats][:, None]
+        tail = rng.integers(self.key, rids[:, None], streams.block_counters(SEARCH_TAIL, n)[None, :], size)
+        tail = _gather(c.target_by_category, cats, np.where(size > 0, tail, _MISSING))
+        head = _gather(c.target_by_category, cats, np.broadcast_to(np.arange(n // 2), (len(cats), n // 2)))
+        return np.concatenate([head, tail, self.related[c.parent_of[cats]]], axis=1)
+
+    def _shop_pools(self, n: int, shops: np.ndarray) -> np.ndarray:
+        """The shop's first ``n`` items, then its category's first ``n // 2``."""
+        c = self.w.catalog
+        items = _gather(c.target_by_shop, shops, np.broadcast_to(np.arange(n), (len(shops), n)))
+        cat_items = _gather(c.target_by_category, c.shop_category[shops],
+                            np.broadcast_to(np.arange(n // 2), (len(shops), n // 2)))
+        return np.concatenate([items, cat_items], axis=1)
+
+    def _feed_pools(self, n: int, rids: np.ndarray, ctx: np.ndarray) -> np.ndarray:
+        """home / channel: popular items, items of context categories (rows with a context
+        only), random items."""
+        c = self.w.catalog
+        B = len(rids)
         n_pop, n_ctx = streams.pool_sizes(n)
-        ctx = n_ctx if len(context_cats) else 0
-        # every draw of this request in one call (one counter block per pool)
-        u = rng.uniform(self.key, rid, np.concatenate(
-            [streams.block_counters(POPULAR, n_pop), streams.block_counters(CONTEXT, ctx),
-             streams.block_counters(CONTEXT, ctx, CONTEXT_ITEM_OFFSET), streams.block_counters(RANDOM, n)]))
-        u_pop, u_cat, u_pick, u_rand = np.split(u, np.cumsum([n_pop, ctx, ctx]))
-        pools = [self.top[rng.scale(u_pop, len(self.top))]]
-        if ctx:
-            cats = context_cats[rng.scale(u_cat, len(context_cats))]
-            sizes = c.target_by_category.sizes()[cats]
-            pick = np.minimum((u_pick**2 * sizes).astype(np.int64), np.maximum(sizes - 1, 0))
-            pools.append(c.target_by_category.items[c.target_by_category.offsets[cats] + pick])
-        pools.append(rng.scale(u_rand, self.n_target))
-        return self._fill(pools, n, rid)
+        # every draw of a request in one call (one counter block per pool); rows without a
+        # context draw the context blocks too but do not use them
+        u = rng.uniform(self.key, rids[:, None], np.concatenate(
+            [streams.block_counters(POPULAR, n_pop), streams.block_counters(CONTEXT, n_ctx),
+             streams.block_counters(CONTEXT, n_ctx, CONTEXT_ITEM_OFFSET), streams.block_counters(RANDOM, n)])[None, :])
+        u = u.reshape(B, -1)
+        u_pop, u_cat, u_pick, u_rand = np.split(u, np.cumsum([n_pop, n_ctx, n_ctx]), axis=1)
+        present = ctx >= 0
+        length = present.sum(axis=1)
+        # the present categories moved to the front of each row, in their order
+        front = np.take_along_axis(ctx, np.argsort(~present, axis=1, kind="stable"), axis=1)
+        has = (length > 0)[:, None]
+        slot = np.where(has, rng.scale(u_cat, np.maximum(length, 1)[:, None]), 0)
+        cats = np.take_along_axis(front, slot, axis=1) if ctx.shape[1] else np.zeros((B, n_ctx), np.int64)
+        cats = np.where(has, cats, 0)
+        sizes = self.cat_sizes[cats]
+        pick = np.minimum((u_pick**2 * sizes).astype(np.int64), np.maximum(sizes - 1, 0))
+        tcat = c.target_by_category
+        ctx_items = np.where(has, tcat.items[np.where(has, tcat.offsets[cats] + pick, 0)], _MISSING)
+        return np.concatenate([self.top[rng.scale(u_pop, len(self.top))], ctx_items,
+                               rng.scale(u_rand, self.n_target)], axis=1)
+
+    def _fill(self, pools: np.ndarray, n: int, rids: np.ndarray) -> np.ndarray:
+        """Each row's distinct pool items in order of first appearance, cut at ``n``; rows
+        still short are topped up with random items keyed by their request, round ``j``
+        drawing at ``streams.fill_counters(j, n)``, until full (the rounds that fit are
+        limited: ``fill_counters`` raises a ``SimabError`` past them)."""
+        out, count = _first_distinct(pools, n)
+        short = np.flatnonzero(count < n)
+        j = 0
+        while short.size:
+            extra = rng.integers(self.key, rids[short, None], streams.fill_counters(j, n)[None, :], self.n_target)
+            sub, sub_count = _first_distinct(np.concatenate([out[short], extra], axis=1), n)
+            out[short] = sub
+            short = short[sub_count < n]
+            j += 1
+        return out
 
 
-def _first_distinct(items: np.ndarray, n: int) -> np.ndarray:
-    """Distinct values of ``items`` in order of first appearance, at most ``n`` (a dict
-    keeps insertion order; for the hundred-odd candidates of a request this is several
-    times cheaper than ``np.unique``)."""
-    return np.fromiter(dict.fromkeys(items.tolist()), items.dtype)[:n]
+def _padded(groups: list[np.ndarray]) -> np.ndarray:
+    """Arrays of different lengths as the rows of one matrix, padded with ``-1``."""
+    out = np.full((len(groups), max((len(g) for g in groups), default=0)), _MISSING, np.int64)
+    for i, g in enumerate(groups):
+        out[i, : len(g)] = g
+    return out
+
+
+def _gather(csr: Csr, keys: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """``csr.group(keys[i])[pos[i, j]]`` as a ``[B, W]`` matrix; ``-1`` where ``pos`` is
+    negative or past the group's end."""
+    size = np.diff(csr.offsets)[keys][:, None]
+    ok = (pos >= 0) & (pos < size)
+    idx = np.where(ok, csr.offsets[keys][:, None] + pos, 0)
+    return np.where(ok, csr.items[idx], _MISSING)
+
+
+def _first_distinct(items: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``items`` (``[B, P]``, ``-1`` = missing): its distinct items in order of
+    first appearance, at most ``n``, as a ``[B, n]`` matrix padded with ``-1``, and the
+    count per row.  Sorting each row by (item, position) puts an item's first occurrence
+    at the head of its run."""
+    B, P = items.shape
+    out = np.full((B, n), _MISSING, np.int64)
+    if P == 0:
+        return out, np.zeros(B, np.int64)
+    pos = np.arange(P)
+    keys = np.sort(np.where(items >= 0, items * P + pos, _LAST), axis=1)
+    item = keys // P
+    head = np.ones((B, P), bool)
+    head[:, 1:] = item[:, 1:] != item[:, :-1]
+    head &= keys != _LAST
+    first = np.zeros((B, P), bool)
+    rows, k = np.nonzero(head)
+    first[rows, keys[rows, k] % P] = True
+    rank = np.cumsum(first, axis=1)
+    first &= rank <= n
+    rows, cols = np.nonzero(first)
+    out[rows, rank[rows, cols] - 1] = items[rows, cols]
+    return out, np.minimum(rank[:, -1], n)
