@@ -13,6 +13,8 @@ candidates never depend on the other requests of its batch.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from simab.simulators import rng, streams
@@ -21,7 +23,6 @@ from simab.simulators.streams import CONTEXT, CONTEXT_ITEM_OFFSET, POPULAR, RAND
 from simab.simulators.world import World
 
 _MISSING = -1
-_LAST = np.iinfo(np.int64).max  # sort key of a missing entry: after every item
 
 
 class Retriever:
@@ -32,10 +33,12 @@ class Retriever:
         self.n_target = c.n_shop_items
         self.top = c.popular_target[: max(200, c.n_shop_items // 10)]
         self.cat_sizes = c.target_by_category.sizes()
+        self.shop_sizes = c.target_by_shop.sizes()
         # shops grouped by category, in increasing shop id (as ``np.flatnonzero`` lists them)
         order = np.argsort(c.shop_category, kind="stable")
         counts = np.bincount(c.shop_category, minlength=c.n_categories)
         self.shops_by_cat = Csr(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), order.astype(np.int64))
+        self.shop_counts = counts
         # search's related items of each parent: the first 5 items of every category under
         # it, categories in increasing id
         related = [np.concatenate([c.target_by_category.group(k)[:5] for k in np.flatnonzero(c.parent_of == p)])
@@ -51,7 +54,7 @@ class Retriever:
         (by shop id), any shop ``int(u * n_shops)`` where the category has none."""
         cats = np.asarray(cats, np.int64)
         u = np.asarray(u, np.float64)
-        size = self.shops_by_cat.sizes()[cats]
+        size = self.shop_counts[cats]
         n_shops = self.w.catalog.n_shops
         pick = np.minimum((u * size).astype(np.int64), np.maximum(size - 1, 0))
         own = self.shops_by_cat.items[np.minimum(self.shops_by_cat.offsets[cats] + pick, len(self.shops_by_cat.items) - 1)]
@@ -86,39 +89,38 @@ class Retriever:
         c = self.w.catalog
         size = self.cat_sizes[cats][:, None]
         tail = rng.integers(self.key, rids[:, None], streams.block_counters(SEARCH_TAIL, n)[None, :], size)
-        tail = _gather(c.target_by_category, cats, np.where(size > 0, tail, _MISSING))
-        head = _gather(c.target_by_category, cats, np.broadcast_to(np.arange(n // 2), (len(cats), n // 2)))
+        tail = _gather(c.target_by_category, size, cats, np.where(size > 0, tail, _MISSING))
+        head = _gather(c.target_by_category, size, cats, np.arange(n // 2)[None, :])
         return np.concatenate([head, tail, self.related[c.parent_of[cats]]], axis=1)
 
     def _shop_pools(self, n: int, shops: np.ndarray) -> np.ndarray:
         """The shop's first ``n`` items, then its category's first ``n // 2``."""
         c = self.w.catalog
-        items = _gather(c.target_by_shop, shops, np.broadcast_to(np.arange(n), (len(shops), n)))
-        cat_items = _gather(c.target_by_category, c.shop_category[shops],
-                            np.broadcast_to(np.arange(n // 2), (len(shops), n // 2)))
+        items = _gather(c.target_by_shop, self.shop_sizes[shops][:, None], shops, np.arange(n)[None, :])
+        cats = c.shop_category[shops]
+        cat_items = _gather(c.target_by_category, self.cat_sizes[cats][:, None], cats, np.arange(n // 2)[None, :])
         return np.concatenate([items, cat_items], axis=1)
 
     def _feed_pools(self, n: int, rids: np.ndarray, ctx: np.ndarray) -> np.ndarray:
         """home / channel: popular items, items of context categories (rows with a context
         only), random items."""
         c = self.w.catalog
-        B = len(rids)
+        rows = np.arange(len(rids))[:, None]
         n_pop, n_ctx = streams.pool_sizes(n)
         # every draw of a request in one call (one counter block per pool); rows without a
         # context draw the context blocks too but do not use them
-        u = rng.uniform(self.key, rids[:, None], np.concatenate(
-            [streams.block_counters(POPULAR, n_pop), streams.block_counters(CONTEXT, n_ctx),
-             streams.block_counters(CONTEXT, n_ctx, CONTEXT_ITEM_OFFSET), streams.block_counters(RANDOM, n)])[None, :])
-        u = u.reshape(B, -1)
-        u_pop, u_cat, u_pick, u_rand = np.split(u, np.cumsum([n_pop, n_ctx, n_ctx]), axis=1)
+        u = rng.uniform(self.key, rids[:, None], _feed_counters(n)[None, :])
+        u_pop, u_cat, u_pick, u_rand = (u[:, :n_pop], u[:, n_pop : n_pop + n_ctx],
+                                        u[:, n_pop + n_ctx : n_pop + 2 * n_ctx], u[:, n_pop + 2 * n_ctx :])
         present = ctx >= 0
         length = present.sum(axis=1)
-        # the present categories moved to the front of each row, in their order
-        front = np.take_along_axis(ctx, np.argsort(~present, axis=1, kind="stable"), axis=1)
         has = (length > 0)[:, None]
-        slot = np.where(has, rng.scale(u_cat, np.maximum(length, 1)[:, None]), 0)
-        cats = np.take_along_axis(front, slot, axis=1) if ctx.shape[1] else np.zeros((B, n_ctx), np.int64)
-        cats = np.where(has, cats, 0)
+        if ctx.shape[1]:
+            # the present categories moved to the front of each row, in their order
+            front = ctx[rows, np.argsort(~present, axis=1, kind="stable")]
+            cats = np.where(has, front[rows, np.where(has, rng.scale(u_cat, np.maximum(length, 1)[:, None]), 0)], 0)
+        else:
+            cats = np.zeros((len(rids), n_ctx), np.int64)
         sizes = self.cat_sizes[cats]
         pick = np.minimum((u_pick**2 * sizes).astype(np.int64), np.maximum(sizes - 1, 0))
         tcat = c.target_by_category
@@ -143,6 +145,18 @@ class Retriever:
         return out
 
 
+@functools.lru_cache(maxsize=64)
+def _feed_counters(n: int) -> np.ndarray:
+    """The retrieval-stream counters of a home / channel request for ``n`` candidates: the
+    popular, context-category, context-item and random blocks, in that order."""
+    n_pop, n_ctx = streams.pool_sizes(n)
+    counters = np.concatenate([streams.block_counters(POPULAR, n_pop), streams.block_counters(CONTEXT, n_ctx),
+                               streams.block_counters(CONTEXT, n_ctx, CONTEXT_ITEM_OFFSET),
+                               streams.block_counters(RANDOM, n)])
+    counters.setflags(write=False)  # shared by every call for this n
+    return counters
+
+
 def _padded(groups: list[np.ndarray]) -> np.ndarray:
     """Arrays of different lengths as the rows of one matrix, padded with ``-1``."""
     out = np.full((len(groups), max((len(g) for g in groups), default=0)), _MISSING, np.int64)
@@ -151,10 +165,10 @@ def _padded(groups: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _gather(csr: Csr, keys: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """``csr.group(keys[i])[pos[i, j]]`` as a ``[B, W]`` matrix; ``-1`` where ``pos`` is
-    negative or past the group's end."""
-    size = np.diff(csr.offsets)[keys][:, None]
+def _gather(csr: Csr, size: np.ndarray, keys: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """``csr.group(keys[i])[pos[i, j]]`` as a ``[B, W]`` matrix (``pos`` broadcast against
+    the groups' sizes ``size``, ``[B, 1]``); ``-1`` where ``pos`` is negative or past the
+    group's end."""
     ok = (pos >= 0) & (pos < size)
     idx = np.where(ok, csr.offsets[keys][:, None] + pos, 0)
     return np.where(ok, csr.items[idx], _MISSING)
@@ -164,22 +178,22 @@ def _first_distinct(items: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row of ``items`` (``[B, P]``, ``-1`` = missing): its distinct items in order of
     first appearance, at most ``n``, as a ``[B, n]`` matrix padded with ``-1``, and the
     count per row.  Sorting each row by (item, position) puts an item's first occurrence
-    at the head of its run."""
+    at the head of its run; sorting the positions with every later occurrence (and every
+    missing entry) moved past ``P`` lists the first occurrences in order of appearance."""
     B, P = items.shape
     out = np.full((B, n), _MISSING, np.int64)
-    if P == 0:
+    if items.size == 0:
         return out, np.zeros(B, np.int64)
-    pos = np.arange(P)
-    keys = np.sort(np.where(items >= 0, items * P + pos, _LAST), axis=1)
+    absent = int(items.max()) + 1  # a missing entry's item: after every real one
+    keys = np.sort(np.where(items >= 0, items, absent) * P + np.arange(P), axis=1)
     item = keys // P
-    head = np.ones((B, P), bool)
-    head[:, 1:] = item[:, 1:] != item[:, :-1]
-    head &= keys != _LAST
-    first = np.zeros((B, P), bool)
-    rows, k = np.nonzero(head)
-    first[rows, keys[rows, k] % P] = True
-    rank = np.cumsum(first, axis=1)
-    first &= rank <= n
-    rows, cols = np.nonzero(first)
-    out[rows, rank[rows, cols] - 1] = items[rows, cols]
-    return out, np.minimum(rank[:, -1], n)
+    later = np.empty((B, P), bool)
+    later[:, 0] = False
+    np.equal(item[:, 1:], item[:, :-1], out=later[:, 1:])
+    later |= item == absent
+    order = np.sort(keys - item * P + P * later, axis=1)[:, :n]
+    count = np.minimum(P - later.sum(axis=1), n)
+    m = order.shape[1]
+    found = items[np.arange(B)[:, None], np.minimum(order, P - 1)]
+    out[:, :m] = np.where(np.arange(m) < count[:, None], found, _MISSING)
+    return out, count

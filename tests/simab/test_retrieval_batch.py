@@ -209,6 +209,7 @@ def test_a_row_does_not_depend_on_the_rest_of_its_batch():
         for i in (0, 57, 199):
             alone = r.candidates_batch(surface, 60, rids[i : i + 1], cats[i : i + 1], shops[i : i + 1], ctx[i : i + 1])
             np.testing.assert_array_equal(alone[0], full[i])
+        assert r.candidates_batch(surface, 60, rids[:0], cats[:0], shops[:0], ctx[:0]).shape == (0, 60)
 
 
 def test_exhausted_top_up_is_the_same_user_error():
