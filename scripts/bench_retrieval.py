@@ -21,7 +21,7 @@ from simab.simulators.world import World
 
 # the oracle lives in the test suite (one copy of the old rule); Python puts scripts/ on the path, not the root
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.simab.test_retrieval_batch import ScalarRetriever, _requests  # noqa: E402
+from tests.simab.test_retrieval_batch import ScalarRetriever, random_requests  # noqa: E402
 
 
 def _best(f, repeat: int) -> float:
@@ -43,7 +43,7 @@ def main() -> None:
     w = World.build(world_spec({"preset": a.preset}), 0)
     new, old = Retriever(w), ScalarRetriever(w)
     R = a.requests
-    rids, cats, shops, ctx = _requests(w, R, seed=0, ctx_len=20)  # 20: the campaign's moveline + sequence tails
+    rids, cats, shops, ctx = random_requests(w, R, seed=0, ctx_len=20)  # 20: the campaign's moveline + sequence tails
     lists = [ctx[i][ctx[i] >= 0] for i in range(R)]
     print(f"preset {a.preset}, n = {a.n}, {R} requests; requests per second")
     print(f"{'surface':8s} {'old scalar':>11s} {'candidates':>11s} {'batch B=1':>10s} {'batch B=1024':>13s}")

@@ -136,7 +136,7 @@ def _world_with_empty_categories() -> World:
     return replace(w, catalog=replace(w.catalog, target_by_category=emptied))
 
 
-def _requests(w: World, rows: int, seed: int, ctx_len: int) -> tuple[np.ndarray, ...]:
+def random_requests(w: World, rows: int, seed: int, ctx_len: int) -> tuple[np.ndarray, ...]:
     """Random requests: ids of users up to 10^6, query categories and shops, and a context
     matrix of ``ctx_len`` columns whose absent entries (-1) fall anywhere in a row; one row
     in five has no context at all."""
@@ -155,7 +155,7 @@ def _requests(w: World, rows: int, seed: int, ctx_len: int) -> tuple[np.ndarray,
 def _check_rows(w: World, surface: str, n: int, rows: int, seed: int, ctx_len: int) -> list[int]:
     """candidates_batch == the oracle row by row (and the scalar wrapper too); the oracle's
     top-up rounds per row."""
-    rids, cats, shops, ctx = _requests(w, rows, seed, ctx_len)
+    rids, cats, shops, ctx = random_requests(w, rows, seed, ctx_len)
     new, old = Retriever(w), ScalarRetriever(w)
     got = new.candidates_batch(surface, n, rids, cats, shops, ctx)
     assert got.shape == (rows, n) and got.dtype == np.int64
@@ -197,7 +197,7 @@ def test_empty_categories_and_long_contexts(surface):
 def test_a_row_does_not_depend_on_the_rest_of_its_batch():
     w = _world("many_categories")
     r = Retriever(w)
-    rids, cats, shops, ctx = _requests(w, 200, seed=11, ctx_len=30)
+    rids, cats, shops, ctx = random_requests(w, 200, seed=11, ctx_len=30)
     perm = np.random.default_rng(12).permutation(200)
     for surface in SURFACES:
         full = r.candidates_batch(surface, 60, rids, cats, shops, ctx)
@@ -216,7 +216,7 @@ def test_exhausted_top_up_is_the_same_user_error():
     """More candidates than shop items can never fill: both versions stop after the rounds
     that fit and name world.n_shop_items."""
     w = _world("ten_items")
-    rids, cats, shops, ctx = _requests(w, 4, seed=13, ctx_len=3)
+    rids, cats, shops, ctx = random_requests(w, 4, seed=13, ctx_len=3)
     for surface in SURFACES:
         with pytest.raises(SimabError, match="top-up rounds") as new:
             Retriever(w).candidates_batch(surface, 11, rids, cats, shops, ctx)
