@@ -118,6 +118,7 @@ class HistoryGenerator:
                 dst[rows] = src[:, ::-1]  # oldest first
         out.mask[:] = True
         return out
+
     def source(self, users: Users, max_len: int | None = None) -> Histories:
         """Source-domain (content) lifelong history: active and dormant interests."""
         if not self.spec.lifelong.enabled:
