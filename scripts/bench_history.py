@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from simab.simulators.catalog import Csr
-from simab.simulators.history import _ACTION_P, _pick_items
+from simab.simulators.history import ACTION_P, pick_items
 from simab.simulators.population import Users
 from simab.simulators.rng import generator
 from simab.simulators.spec import world_spec
@@ -37,8 +37,8 @@ def _v3_one(world: World, users: Users, i: int, stream: str, length: int, groups
                     np.searchsorted(np.cumsum(w / w.sum()), u))
     cats = cats_all[np.minimum(slot, len(cats_all) - 1)]
     cats = np.where(g.random(length) < 0.15, g.integers(0, world.catalog.n_categories, length), cats)
-    items = _pick_items(groups, cats, g.random(length))
-    actions = 1 + np.searchsorted(np.cumsum(_ACTION_P), g.random(length) * 0.9999999)
+    items = pick_items(groups, cats, g.random(length))
+    actions = 1 + np.searchsorted(np.cumsum(ACTION_P), g.random(length) * 0.9999999)
     return items, actions, ts
 
 

@@ -35,7 +35,7 @@ from simab.simulators.streams import HistoryDraw, history_counters
 from simab.simulators.units import DAY
 
 N_ACTIONS = 4  # view, like, share, comment (ids 1..4; 0 is padding)
-_ACTION_P = np.array([0.7, 0.15, 0.05, 0.10])
+ACTION_P = np.array([0.7, 0.15, 0.05, 0.10])  # P(view, like, share, comment) of a history event
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Histories:
     mask: np.ndarray  # [B, N] bool
 
 
-def _pick_items(groups: Csr, cats: np.ndarray, u: np.ndarray) -> np.ndarray:
+def pick_items(groups: Csr, cats: np.ndarray, u: np.ndarray) -> np.ndarray:
     """A popularity-skewed item of each category (groups are sorted by popularity)."""
     sizes = groups.sizes()[cats]
     idx = np.minimum((sizes * u**2).astype(np.int64), np.maximum(sizes - 1, 0))
@@ -94,8 +94,8 @@ class HistoryGenerator:
         cats_all = np.concatenate([users.active[rows], users.dormant[rows]], axis=1)
         cats = np.take_along_axis(cats_all, np.minimum(slot, cats_all.shape[1] - 1), axis=1)
         cats = np.where(explore, rng.scale(uc / EXPLORATION, self.catalog.n_categories), cats)
-        items = _pick_items(groups, cats, u[HistoryDraw.ITEM])
-        actions = 1 + np.searchsorted(np.cumsum(_ACTION_P), u[HistoryDraw.ACTION] * 0.9999999)
+        items = pick_items(groups, cats, u[HistoryDraw.ITEM])
+        actions = 1 + np.searchsorted(np.cumsum(ACTION_P), u[HistoryDraw.ACTION] * 0.9999999)
         return items, self.catalog.category[items], actions, ts
 
     def _batch(self, users: Users, stream: str, length: int, groups: Csr, with_dormant: bool, max_len: int | None):

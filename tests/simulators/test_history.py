@@ -3,7 +3,7 @@ stream, user) alone, ``max_len`` keeps the newest events of the same history, an
 vectorised counter-based draws follow the model's definition (module docstring): sorted
 uniform timestamps over the span, 15% exploration of uniformly random categories, other
 events about an interest by its weight (recent ones about active interests only), a
-popularity-skewed item within the category, actions by ``_ACTION_P``."""
+popularity-skewed item within the category, actions by ``ACTION_P``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from scipy import stats
 
 from simab.simulators import history
-from simab.simulators.history import _ACTION_P
+from simab.simulators.history import ACTION_P
 from simab.simulators.spec import world_spec
 from simab.simulators.units import DAY
 from simab.simulators.world import World
@@ -183,13 +183,13 @@ def test_timestamps_are_sorted_uniform_times_over_the_span():
 
 
 def test_actions_and_item_popularity_follow_the_model():
-    """Actions: independent categorical draws with P = _ACTION_P, so each action's count
+    """Actions: independent categorical draws with P = ACTION_P, so each action's count
     is binomial.  Items: the item at popularity rank floor(s * u^2) of its category's s
     items, so P(rank < t) = sqrt(t / s) for t <= s (here t = ceil(s / 4))."""
     w, users, hs = _sample()
     checks = {}
     for domain, h in hs.items():
-        for a, p in enumerate(_ACTION_P, start=1):
+        for a, p in enumerate(ACTION_P, start=1):
             checks[f"{domain} action {a}"] = (h.action == a, np.full(h.action.shape, p))
         groups = w.catalog.content_by_category if domain == "source" else w.catalog.target_by_category
         rank = np.full(w.catalog.category.shape[0], -1)
