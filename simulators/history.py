@@ -4,12 +4,21 @@ A user's source-domain (content) history of ``source_length`` events over the la
 ``span_days`` days before t = 0, and a target-domain (shop) history of
 ``target_length`` events, are pure functions of (seed, stream, user): any user's history
 is reproducible on its own, nothing is stored, and memory does not depend on the number
-of users.  Batches of histories are materialised when a policy needs them.
+of users.  Batches of histories are materialised when a policy needs them, vectorised
+over the batch with the counter-based draws of ``simulators/rng.py`` (slots:
+``streams.history_counters``).
 
 What the histories reveal: active interests appear throughout both histories; dormant
 interests appear only in source-domain events older than ``dormant_recency_days`` (so
 they are absent from recent target-domain behaviour); 15% of events are exploration of
 random categories.
+
+Timestamps are the order statistics of ``length`` uniform times over the span, drawn
+newest first (Bentley & Saxe, "Generating sorted lists of random numbers", ACM TOMS
+6(3), 1980): the newest is ``1 - V_0^(1/n)`` of the span before t = 0 and each older
+one multiplies the remaining fraction by ``V_k^(1/(n - k))``.  This is the law of a
+sorted uniform sample, and it lets ``max_len`` draw only the events it keeps: the
+newest ``m`` events are the same whatever ``max_len >= m`` asks for.
 """
 
 from __future__ import annotations
@@ -18,14 +27,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simab.simulators import rng
 from simab.simulators.catalog import Catalog, Csr
 from simab.simulators.population import Users
-from simab.simulators.rng import generator
 from simab.simulators.spec import WorldSpec
+from simab.simulators.streams import HistoryDraw, history_counters
 from simab.simulators.units import DAY
 
 N_ACTIONS = 4  # view, like, share, comment (ids 1..4; 0 is padding)
-_ACTION_P = np.array([0.7, 0.15, 0.05, 0.10])
+ACTION_P = np.array([0.7, 0.15, 0.05, 0.10])  # P(view, like, share, comment) of a history event
 
 
 @dataclass(frozen=True)
@@ -39,42 +49,53 @@ class Histories:
     mask: np.ndarray  # [B, N] bool
 
 
-def _pick_items(groups: Csr, cats: np.ndarray, u: np.ndarray) -> np.ndarray:
+def pick_items(groups: Csr, cats: np.ndarray, u: np.ndarray) -> np.ndarray:
     """A popularity-skewed item of each category (groups are sorted by popularity)."""
     sizes = groups.sizes()[cats]
     idx = np.minimum((sizes * u**2).astype(np.int64), np.maximum(sizes - 1, 0))
     return groups.items[groups.offsets[cats] + idx]
 
 
+EXPLORATION = 0.15  # share of events about a uniformly random category
+_CHUNK = 1 << 15  # events per vectorised pass: temporaries stay cache-sized
+
+
 class HistoryGenerator:
     def __init__(self, spec: WorldSpec, seed: int, catalog: Catalog):
         self.spec, self.seed, self.catalog = spec, seed, catalog
+        self._keys = {name: rng.stream_key(seed, name) for name in ("history/source", "history/target")}
 
-    def _one(self, users: Users, i: int, stream: str, length: int, groups: Csr, with_dormant: bool):
-        g = generator(self.seed, stream, int(users.ids[i]))
-        span = self.spec.lifelong.span_days * DAY
-        ts = np.sort(-span * g.random(length))
-        ia = users.active.shape[1]
-        idm = users.dormant.shape[1]
-        w = np.concatenate([users.active_w[i], users.dormant_w[i] if with_dormant else np.zeros(idm)])
-        cats_all = np.concatenate([users.active[i], users.dormant[i]])
-        recent = ts > -self.spec.lifelong.dormant_recency_days * DAY
-        # dormant interests are only seen in old events
-        p_old = w / w.sum()
-        w_recent = w.copy()
-        w_recent[ia:] = 0.0
-        p_recent = w_recent / w_recent.sum()
-        u_pick = g.random(length)
-        slot = np.where(
-            recent,
-            np.searchsorted(np.cumsum(p_recent), u_pick * 0.9999999),
-            np.searchsorted(np.cumsum(p_old), u_pick * 0.9999999),
-        )
-        cats = cats_all[np.minimum(slot, len(cats_all) - 1)]
-        explore = g.random(length) < 0.15
-        cats = np.where(explore, g.integers(0, self.catalog.n_categories, length), cats)
-        items = _pick_items(groups, cats, g.random(length))
-        actions = 1 + np.searchsorted(np.cumsum(_ACTION_P), g.random(length) * 0.9999999)
+    def _events(self, users: Users, rows: slice, stream: str, length: int, n: int, groups: Csr, with_dormant: bool):
+        """The newest ``n`` of ``length`` events of users ``rows``, newest first:
+        (item, category, action, ts), each ``[b, n]``."""
+        counters = history_counters(n)
+        u = {d: rng.uniform(self._keys[stream], users.ids[rows, None], counters[None, :, d]) for d in HistoryDraw}
+        lf = self.spec.lifelong
+        # descending order statistics of `length` uniforms (module docstring)
+        ts = lf.span_days * DAY * np.expm1(np.cumsum(np.log(u[HistoryDraw.GAP]) / (length - np.arange(n)), axis=1))
+        # one uniform decides the category: below EXPLORATION it is a uniformly random
+        # category (u / EXPLORATION is uniform there), above it picks an interest by weight
+        # ((u - EXPLORATION) / (1 - EXPLORATION) is uniform there)
+        uc = u[HistoryDraw.CATEGORY]
+        explore = uc < EXPLORATION
+        wa = users.active_w[rows]
+        w = np.concatenate([wa, users.dormant_w[rows] if with_dormant else np.zeros_like(users.dormant_w[rows])], 1)
+        total = w.sum(1, keepdims=True)
+        cum = np.cumsum(w / total, axis=1)
+        v = (uc - EXPLORATION) / (1.0 - EXPLORATION) * 0.9999999
+        # dormant interests are only seen in old events: a recent event's uniform is
+        # scaled into the active interests' share of the cumulative weights
+        recent = ts > -lf.dormant_recency_days * DAY
+        v = np.where(recent, v * (wa.sum(1, keepdims=True) / total), v)
+        # the interest is the left insertion point of v in the row's cumulative weights
+        slot = np.zeros(v.shape, np.int64)
+        for j in range(cum.shape[1]):
+            slot += v > cum[:, j, None]
+        cats_all = np.concatenate([users.active[rows], users.dormant[rows]], axis=1)
+        cats = np.take_along_axis(cats_all, np.minimum(slot, cats_all.shape[1] - 1), axis=1)
+        cats = np.where(explore, rng.scale(uc / EXPLORATION, self.catalog.n_categories), cats)
+        items = pick_items(groups, cats, u[HistoryDraw.ITEM])
+        actions = 1 + np.searchsorted(np.cumsum(ACTION_P), u[HistoryDraw.ACTION] * 0.9999999)
         return items, self.catalog.category[items], actions, ts
 
     def _batch(self, users: Users, stream: str, length: int, groups: Csr, with_dormant: bool, max_len: int | None):
@@ -89,10 +110,13 @@ class HistoryGenerator:
         )
         if length == 0 or L == 0:
             return out
-        for i in range(n):
-            it, ca, ac, ts = self._one(users, i, stream, length, groups, with_dormant)
-            out.item[i], out.category[i], out.action[i], out.ts[i] = it[-L:], ca[-L:], ac[-L:], ts[-L:]
-            out.mask[i] = True
+        step = max(1, _CHUNK // L)
+        for lo in range(0, n, step):
+            rows = slice(lo, min(lo + step, n))
+            newest_first = self._events(users, rows, stream, length, L, groups, with_dormant)
+            for dst, src in zip((out.item, out.category, out.action, out.ts), newest_first, strict=True):
+                dst[rows] = src[:, ::-1]  # oldest first
+        out.mask[:] = True
         return out
 
     def source(self, users: Users, max_len: int | None = None) -> Histories:

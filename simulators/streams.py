@@ -180,6 +180,28 @@ def interest_counters(j: int) -> tuple[int, int, int]:
 # population/weights: counter j = interest j's weight
 
 
+# --------------------------------------------------------------------------- histories
+# streams history/source and history/target, unit user: event k of the history counted
+# from the newest (k = 0 is the most recent) draws at k * 4 + draw, for k below the
+# history's length (LifelongSpec caps it at 100,000 events).
+class HistoryDraw(IntEnum):
+    """The uniforms drawn for each event of a lifelong history."""
+
+    GAP = 0  # the next-older timestamp (descending order statistics)
+    CATEGORY = 1  # exploration of a random category, else which interest
+    ITEM = 2  # the popularity-skewed item within the category
+    ACTION = 3  # view / like / share / comment
+
+
+DRAWS_PER_EVENT = len(HistoryDraw)
+
+
+def history_counters(n_events: int) -> np.ndarray:
+    """Counters of the newest ``n_events`` events, shape ``[n_events, DRAWS_PER_EVENT]``:
+    ``out[k, d]`` is event ``k``'s draw ``d``."""
+    return np.arange(n_events * DRAWS_PER_EVENT).reshape(n_events, DRAWS_PER_EVENT)
+
+
 # --------------------------------------------------------------------------- spec check
 def check_world(spec, *, source: str | None = None, key: str = "world") -> None:
     """Refuse a world whose chain or retrieval would overflow its counter slots."""

@@ -23,7 +23,8 @@ from simab.simulators.spec import WorldSpec
 #: 2: the pre-period draws its behaviour from its own streams (``World.with_phase``).
 #: 3: the pre-period groups users by the campaign's hashed shard, which decides its
 #: serving batches, and caches its tables sorted by request (other training data).
-WORLD_VERSION = 3
+#: 4: lifelong histories are drawn counter-based, vectorised over users (same distributions).
+WORLD_VERSION = 4
 
 
 @dataclass

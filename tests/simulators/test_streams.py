@@ -10,13 +10,14 @@ import pytest
 
 from simab.errors import SimabError
 from simab.simulators import streams as s
-from simab.simulators.spec import ScenarioSpec, WorldSpec, world_spec
-from simab.simulators.streams import Decision
+from simab.simulators.spec import LifelongSpec, ScenarioSpec, WorldSpec, world_spec
+from simab.simulators.streams import Decision, HistoryDraw
 
 ROOT = Path(__file__).resolve().parents[2]
 SESSIONS = range(4)  # every layout is linear in the session number: four consecutive ones show the boundaries
 MAX_SLATE = ScenarioSpec.model_fields["slate_size"].metadata[1].le  # the spec's upper bound (200)
 MAX_INTERESTS = 2 * 20  # interest.n_active and interest.n_dormant are each at most 20
+MAX_HISTORY = max(LifelongSpec.model_fields[f].metadata[1].le for f in ("source_length", "target_length"))
 
 
 def _disjoint(slots: dict[str, np.ndarray]) -> None:
@@ -92,6 +93,13 @@ def test_per_request_and_population_slots_are_disjoint():
     _disjoint({"profile": np.array([s.PROFILE_AGE, s.PROFILE_GENDER, s.PROFILE_CITY])})
     _disjoint({"interests": np.array([c for j in range(MAX_INTERESTS) for c in s.interest_counters(j)])})
     _disjoint({"scalars": _uniforms_of_normals([s.ACTIVITY, s.PRICE_SENSITIVITY, s.CONVERSION_PROPENSITY])})
+
+
+def test_history_slots_are_disjoint_up_to_the_longest_history():
+    c = s.history_counters(MAX_HISTORY)
+    _disjoint({d.name: c[:, d] for d in HistoryDraw})
+    # a shorter history (max_len) reads the newest events' counters of the full one
+    np.testing.assert_array_equal(s.history_counters(30), c[:30])
 
 
 def test_request_and_session_ids_are_unique_and_fit_int64():
