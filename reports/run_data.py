@@ -16,7 +16,6 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from simab.errors import SimabError
-from simab.eventlog import decode_dictionaries
 
 EXPOSURE_COLUMNS = ["arm", "user", "day", "scenario", "clicked", "converted", "dwell_s"]
 COUNT_COLUMNS = ("exposures", "clicks", "conversions", "dwell_s")
@@ -55,6 +54,17 @@ def _read_folder(path: Path, columns: list[str], required: bool = True) -> pa.Ta
         return ds.dataset(path, format="parquet").to_table(columns=columns).unify_dictionaries()
     except (pa.ArrowInvalid, KeyError) as exc:
         raise SimabError(f"unreadable or wrong columns: {exc}", source=str(path)) from None
+
+
+def decode_dictionaries(table: pa.Table) -> pa.Table:
+    """``table`` with its dictionary columns as plain values.  The event log's categorical
+    columns are dictionaries, one per part; Arrow neither sorts dictionary columns nor joins
+    or groups them when their dictionaries differ, and orders groups differently for them."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_dictionary(f.type):
+            table = table.set_column(i, pa.field(f.name, f.type.value_type, f.nullable, f.metadata),
+                                     table.column(i).cast(f.type.value_type))
+    return table
 
 
 def reduce_exposures(exposures: pa.Table) -> pa.Table:

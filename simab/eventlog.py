@@ -9,7 +9,8 @@ complete and is redone on ``--resume``.
 
 Categorical columns (arm, scenario, scene, domain, campaign) are Arrow dictionary
 columns.  Each part has its own dictionary, so parts of one table do not share codes:
-:func:`read_table` unifies them, and :func:`decode_dictionaries` turns them back into
+:func:`read_table` unifies them, and ``decode_dictionaries`` (in
+``simab.reports.run_data``, the lower layer, which reads run folders too) turns them back into
 plain strings where tables from different reads meet (joins, sorts).
 """
 
@@ -26,6 +27,7 @@ import pyarrow.parquet as pq
 
 from simab.atomic import commit, temp_beside, write_atomic
 from simab.errors import SimabError
+from simab.reports.run_data import decode_dictionaries
 
 #: 2: categorical columns are Arrow dictionary columns (1: plain strings).
 SCHEMA_VERSION = 2
@@ -365,16 +367,6 @@ def read_table(run_dir: str | Path, table: str, columns: list[str] | None = None
         return empty.select(columns) if columns else empty
     t = pa.concat_tables([pq.read_table(p, columns=columns) for p in parts], promote_options="permissive")
     return t.unify_dictionaries()
-
-
-def decode_dictionaries(table: pa.Table) -> pa.Table:
-    """``table`` with its dictionary columns as plain values (for sorts, and for joins of
-    tables whose dictionaries differ: Arrow does neither on dictionary columns)."""
-    for i, f in enumerate(table.schema):
-        if pa.types.is_dictionary(f.type):
-            table = table.set_column(i, pa.field(f.name, f.type.value_type, f.nullable, f.metadata),
-                                     table.column(i).cast(f.type.value_type))
-    return table
 
 
 def _is_text(t: pa.DataType) -> bool:
