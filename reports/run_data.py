@@ -50,13 +50,29 @@ def _read_folder(path: Path, columns: list[str], required: bool = True) -> pa.Ta
             raise SimabError(f"missing {path.name} in the run folder", source=str(path.parent))
         return None
     try:
-        return ds.dataset(path, format="parquet").to_table(columns=columns)
+        # the parts' dictionary columns (arm, scenario) each have their own dictionary
+        return ds.dataset(path, format="parquet").to_table(columns=columns).unify_dictionaries()
     except (pa.ArrowInvalid, KeyError) as exc:
         raise SimabError(f"unreadable or wrong columns: {exc}", source=str(path)) from None
 
 
+def decode_dictionaries(table: pa.Table) -> pa.Table:
+    """``table`` with its dictionary columns as plain values.  The event log's categorical
+    columns are dictionaries, one per part; Arrow neither sorts dictionary columns nor joins
+    or groups them when their dictionaries differ, and orders groups differently for them."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_dictionary(f.type):
+            table = table.set_column(i, pa.field(f.name, f.type.value_type, f.nullable, f.metadata),
+                                     table.column(i).cast(f.type.value_type))
+    return table
+
+
 def reduce_exposures(exposures: pa.Table) -> pa.Table:
-    """One row per (arm, user, day, scenario): exposure count and sums of clicks, conversions, dwell."""
+    """One row per (arm, user, day, scenario): exposure count and sums of clicks, conversions,
+    dwell; arm and scenario as plain strings (the tables the report joins)."""
+    # grouped on plain strings: Acero orders the groups differently for dictionary keys, and
+    # the cells' order decides the float sums of every later aggregate
+    exposures = decode_dictionaries(exposures)
     table = exposures.append_column(
         "clicks", pc.cast(exposures["clicked"], pa.int64())
     ).append_column("conversions", pc.cast(exposures["converted"], pa.int64()))
@@ -90,6 +106,8 @@ def read_run(run_dir: str | Path) -> RunData:
     assignments = _read_folder(run_dir / "assignments", ["arm", "user"], required=False)
     if assignments is None:
         assignments = exposures.group_by(["arm", "user"], use_threads=False).aggregate([]).select(["arm", "user"])
+    # plain strings: joined with the cells, filtered and grouped by arm
+    requests, assignments = decode_dictionaries(requests), decode_dictionaries(assignments)
     truth_path = run_dir / "truth.parquet"
     truth = _read_folder(truth_path, ["arm", "metric", "value", "source"], required=False)
     covariates = _read_folder(

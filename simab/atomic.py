@@ -24,6 +24,31 @@ def _current_umask() -> int:
 UMASK = _current_umask()
 
 
+def temp_beside(path: str | Path) -> Path:
+    """A new empty temporary file in ``path``'s folder, named ``.<name>.<random>.tmp`` (a
+    name the run-folder checks know as an unfinished write); the caller fills it and
+    :func:`commit` s it, or removes it."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(name)
+
+
+def commit(tmp: Path, path: str | Path, *, fsync: bool = False) -> Path:
+    """Put the finished temporary file ``tmp`` in place as ``path`` (optionally fsync'ed
+    first), with the permissions of a plain new file; on failure ``tmp`` is removed."""
+    try:
+        if fsync:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return Path(path)
+
+
 def write_atomic(path: str | Path, content: str | bytes | Callable[[Path], None], *, fsync: bool = False) -> Path:
     """Write ``content`` to ``path`` atomically and return ``path``.
 
@@ -33,22 +58,13 @@ def write_atomic(path: str | Path, content: str | bytes | Callable[[Path], None]
     (``0o666`` less the umask), not ``mkstemp``'s private ``0o600``.  On any failure the
     temporary file is removed and the exception propagates; ``path`` is untouched.
     """
-    path = Path(path)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(name)
+    tmp = temp_beside(path)
     try:
         if callable(content):
-            os.close(fd)
             content(tmp)
         else:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(content.encode("utf-8") if isinstance(content, str) else content)
-        if fsync:
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~UMASK)
-        os.replace(tmp, path)
+            tmp.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return path
+    return commit(tmp, path, fsync=fsync)

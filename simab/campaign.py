@@ -297,7 +297,7 @@ class ExposureLog(_BatchLog):
         converted = flat(lambda x: x[6].converted)
         return {
             **cols,
-            "campaign": pa.array(np.full(n, self.campaign, object), pa.string()),
+            "campaign": _repeat_strings([self.campaign], np.array([n])),
             "shard": np.full(n, self.shard, np.int32),
             "position": (np.arange(n) - np.repeat(np.cumsum(per_req) - per_req, per_req)).astype(np.int16),
             "item": flat(lambda x: x[4]),
@@ -343,11 +343,11 @@ def retrieval_context(ml_cat: np.ndarray, ml_real: np.ndarray, seq_cat: np.ndarr
 
 
 def _repeat_strings(values: list[str], counts: np.ndarray) -> pa.Array:
-    """``values[i]`` repeated ``counts[i]`` times, as one string array (built through a
-    dictionary: no Python string per row)."""
+    """``values[i]`` repeated ``counts[i]`` times, as a dictionary array (the event log's
+    categorical columns; no Python string per row)."""
     names = sorted(set(values))
     codes = np.repeat(np.array([names.index(v) for v in values], np.int32), counts)
-    return pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names, pa.string())).cast(pa.string())
+    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(names, pa.string()))
 
 
 def features_schema(world: World) -> pa.Schema:

@@ -1,10 +1,17 @@
 """The event log: Arrow schemas, columnar buffers, atomic Parquet parts and a manifest.
 
-Each shard writes one Parquet part per table (``<table>/shard-00007.parquet``), first
-under a temporary name, then renamed; when all its parts are in place the shard is
-added to ``manifest.json`` with each part's row count and SHA-256.  A part that is not
-in the manifest, or whose digest does not match, is not complete and is redone on
-``--resume``.
+Each shard writes one Parquet part per table (``<table>/shard-00007.parquet``), streamed
+in row groups to a temporary file while the shard runs (:class:`PartWriter`, so a shard
+holds at most one row group of each table), then fsync'ed and renamed; when all its parts
+are in place the shard is added to ``manifest.json`` with each part's row count and
+SHA-256.  A part that is not in the manifest, or whose digest does not match, is not
+complete and is redone on ``--resume``.
+
+Categorical columns (arm, scenario, scene, domain, campaign) are Arrow dictionary
+columns.  Each part has its own dictionary, so parts of one table do not share codes:
+:func:`read_table` unifies them, and ``decode_dictionaries`` (in
+``simab.reports.run_data``, the lower layer, which reads run folders too) turns them back into
+plain strings where tables from different reads meet (joins, sorts).
 """
 
 from __future__ import annotations
@@ -12,19 +19,25 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from simab.atomic import write_atomic
+from simab.atomic import commit, temp_beside, write_atomic
 from simab.errors import SimabError
+from simab.reports.run_data import decode_dictionaries
 
-SCHEMA_VERSION = 1
+#: 2: categorical columns are Arrow dictionary columns (1: plain strings).
+SCHEMA_VERSION = 2
 
-# plain strings in Arrow (Parquet dictionary-encodes them on disk); per-shard Arrow
-# dictionaries would not unify across parts
-_STR = pa.string()
+# categorical text: int32 codes into a per-part dictionary of strings
+_STR = pa.dictionary(pa.int32(), pa.string())
+
+#: rows per Parquet row group of a part: what a :class:`PartWriter` holds at most before
+#: writing (a few MiB for the widest table, exposures)
+ROW_GROUP_ROWS = 1 << 16
 
 SCHEMAS: dict[str, pa.Schema] = {
     "exposures": pa.schema(
@@ -82,6 +95,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 
 
 def with_version(schema: pa.Schema, table: str) -> pa.Schema:
+    """``schema`` with the event-log version and table name in its metadata."""
     return schema.with_metadata({b"simab_schema": str(SCHEMA_VERSION).encode(), b"simab_table": table.encode()})
 
 
@@ -106,7 +120,7 @@ class ColumnBuffer:
             return
         columns = zip(*self._row_values, strict=True)
         for f, vals in zip(self.schema, columns, strict=True):
-            self.chunks[f.name].append(list(vals) if pa.types.is_string(f.type) else np.array(vals))
+            self.chunks[f.name].append(list(vals) if _is_text(f.type) else np.array(vals))
         self._row_values = []
 
     def append(self, **cols) -> None:
@@ -133,9 +147,10 @@ class ColumnBuffer:
         arrays = []
         for f in self.schema:
             parts = self.chunks[f.name]
-            if pa.types.is_string(f.type):
+            if _is_text(f.type):
                 vals = [x for p in parts for x in (p.tolist() if isinstance(p, np.ndarray) else p)]
-                arrays.append(pa.array(vals, pa.string()))
+                arr = pa.array(vals, pa.string())
+                arrays.append(arr.dictionary_encode().cast(f.type) if pa.types.is_dictionary(f.type) else arr)
             elif pa.types.is_fixed_size_list(f.type):
                 width = f.type.list_size
                 flat = np.concatenate([np.asarray(p).reshape(-1, width) for p in parts]) if parts else np.zeros((0, width))
@@ -161,15 +176,143 @@ def part_path(run_dir: Path, table: str, shard: int) -> Path:
     return run_dir / table / f"shard-{shard:05d}.parquet"
 
 
+class PartWriter:
+    """One table's part of one shard, streamed: :meth:`write` appends rows, written out as
+    Parquet row groups of ``row_group_rows`` rows (zstd) to a temporary file beside the
+    part, so at most one row group is held in memory; :meth:`close` fsyncs it and renames
+    it into place; :meth:`abort` (or leaving a ``with`` block by an exception) removes it.
+    Until :meth:`close` returns there is no file under the part's name."""
+
+    def __init__(self, run_dir: Path, table: str, shard: int, schema: pa.Schema | None = None,
+                 row_group_rows: int = ROW_GROUP_ROWS):
+        self.path = part_path(Path(run_dir), table, shard)
+        self.schema = with_version(schema or SCHEMAS[table], table)
+        self.row_group_rows = row_group_rows
+        self.rows = 0
+        self._pending: list[pa.Table] = []  # rows of the current row group, not yet written
+        self._pending_rows = 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            for old in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # left by a killed attempt
+                old.unlink(missing_ok=True)
+            self.tmp = temp_beside(self.path)
+            self._writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+        except OSError as exc:
+            raise _write_error(exc, self.path) from None
+
+    def write(self, data: pa.Table) -> None:
+        """Append ``data`` (the table's columns, in schema order; plain strings are
+        accepted for dictionary columns)."""
+        if not data.schema.equals(self.schema, check_metadata=False):
+            try:
+                data = data.cast(self.schema)
+            except (ValueError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise ValueError(f"{self.path.parent.name}: rows do not match the table's schema: {exc}") from None
+        if data.num_rows == 0:
+            return
+        self._pending.append(data)
+        self._pending_rows += data.num_rows
+        self.rows += data.num_rows
+        while self._pending_rows >= self.row_group_rows:
+            self._flush(self.row_group_rows)
+
+    @property
+    def buffered_rows(self) -> int:
+        """Rows written but not yet in the file (less than one row group after each write)."""
+        return self._pending_rows
+
+    def _flush(self, n: int) -> None:
+        """Write the first ``n`` pending rows as one row group."""
+        pending = pa.concat_tables(self._pending)
+        group, rest = pending.slice(0, n), pending.slice(n)
+        # one dictionary per column and row group (the writes may each carry their own)
+        group = group.unify_dictionaries().combine_chunks()
+        try:
+            self._writer.write_table(group, row_group_size=n)
+        except OSError as exc:
+            raise _write_error(exc, self.path) from None
+        self._pending = [rest] if rest.num_rows else []
+        self._pending_rows = rest.num_rows
+
+    def close(self) -> dict:
+        """Write the last row group, put the part in place; its manifest entry."""
+        try:
+            if self._pending_rows:
+                self._flush(self._pending_rows)
+            self._writer.close()
+            commit(self.tmp, self.path, fsync=True)
+        except BaseException as exc:
+            self.abort()
+            if isinstance(exc, OSError):
+                raise _write_error(exc, self.path) from None
+            raise
+        return {"rows": self.rows, "sha256": sha256(self.path)}
+
+    def abort(self) -> None:
+        """Drop what was written: the temporary file is removed, no part appears."""
+        if self._writer.is_open:
+            self._writer.close()
+        self._pending, self._pending_rows = [], 0
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> PartWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if kind is not None:
+            self.abort()
+
+
+def _write_error(exc: OSError, path: Path) -> SimabError:
+    return SimabError(f"cannot write the event log: {exc.strerror or exc}", source=str(path))
+
+
 def write_part(run_dir: Path, table: str, shard: int, data: pa.Table) -> dict:
-    """Write one table's part for a shard atomically (temp name, fsync, rename)."""
-    path = part_path(run_dir, table, shard)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, lambda tmp: pq.write_table(data, tmp, compression="zstd"), fsync=True)
-    except OSError as exc:
-        raise SimabError(f"cannot write the event log: {exc.strerror or exc}", source=str(path)) from None
-    return {"rows": data.num_rows, "sha256": sha256(path)}
+    """Write one table's part for a shard atomically, in one go; its manifest entry."""
+    with PartWriter(run_dir, table, shard, data.schema) as part:
+        part.write(data)
+        return part.close()
+
+
+class ShardSink:
+    """The parts of one shard, one :class:`PartWriter` per table: the simulation calls
+    :meth:`write` as rows come (e.g. once per tick); :meth:`close` puts every part in
+    place and returns the manifest's ``parts`` entry.  On an exception inside a ``with``
+    block (or :meth:`abort`) no part of the shard is put in place by it."""
+
+    def __init__(self, run_dir: Path, shard: int, tables: tuple[str, ...] = tuple(SCHEMAS)):
+        self.writers: dict[str, PartWriter] = {}
+        try:
+            for t in tables:
+                self.writers[t] = PartWriter(run_dir, t, shard)
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, table: str, data: pa.Table) -> None:
+        self.writers[table].write(data)
+
+    def close(self) -> dict[str, dict]:
+        """Close every part (the manifest lists the shard only after all are in place)."""
+        parts = {}
+        try:
+            for name, w in self.writers.items():
+                parts[name] = w.close()
+        except BaseException:
+            self.abort()
+            raise
+        return parts
+
+    def abort(self) -> None:
+        for w in self.writers.values():
+            w.abort()
+
+    def __enter__(self) -> ShardSink:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if kind is not None:
+            self.abort()
 
 
 class Manifest:
@@ -215,22 +358,28 @@ class Manifest:
 
 
 def read_table(run_dir: str | Path, table: str, columns: list[str] | None = None) -> pa.Table:
-    """All parts of one table, in shard order."""
+    """All parts of one table, in shard order; dictionary columns share one dictionary
+    (so group_by and filters work on them across parts)."""
     folder = Path(run_dir) / table
     parts = sorted(folder.glob("shard-*.parquet")) if folder.exists() else []
     if not parts:
-        return with_version(SCHEMAS[table], table).empty_table() if table in SCHEMAS else pa.table({})
-    return pa.concat_tables([pq.read_table(p, columns=columns) for p in parts], promote_options="permissive")
+        empty = with_version(SCHEMAS[table], table).empty_table() if table in SCHEMAS else pa.table({})
+        return empty.select(columns) if columns else empty
+    t = pa.concat_tables([pq.read_table(p, columns=columns) for p in parts], promote_options="permissive")
+    return t.unify_dictionaries()
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or (pa.types.is_dictionary(t) and pa.types.is_string(t.value_type))
 
 
 def digest(table: pa.Table, sort_by: list[str]) -> str:
-    """SHA-256 of a table's content after sorting (for determinism checks)."""
-    t = table.sort_by([(c, "ascending") for c in sort_by])
+    """SHA-256 of a table's content after sorting (for determinism checks); dictionary
+    columns count as their strings, so the encoding does not change the digest."""
+    t = decode_dictionaries(table).sort_by([(c, "ascending") for c in sort_by])
     h = hashlib.sha256()
     for name in t.column_names:
         col = t.column(name).combine_chunks()
-        if pa.types.is_dictionary(col.type):
-            col = col.cast(pa.string())
         h.update(name.encode())
         h.update(np.asarray(col.to_pylist() if pa.types.is_string(col.type) else col.to_numpy(zero_copy_only=False)).tobytes() if not pa.types.is_string(col.type) else "\x00".join(col.to_pylist()).encode())
     return h.hexdigest()

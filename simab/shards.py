@@ -1,7 +1,8 @@
 """Running shards: one shard is a deterministic unit of work (its own SimPy Environment;
 every random draw is keyed by user, session or request), simulated in this process, a
-local process pool (``workers``) or on Ray; each writes its Parquet parts atomically and
-is then listed in the manifest."""
+local process pool (``workers``) or on Ray; each streams its Parquet parts through a
+:class:`~simab.eventlog.ShardSink`, puts them in place atomically when it ends, and is
+then listed in the manifest."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from simab.arm_policies import build_policy
 from simab.errors import SimabError
-from simab.eventlog import Manifest, write_part
+from simab.eventlog import Manifest, ShardSink
 from simab.plan import ShardJob, plan_shard
 from simab.progress import progress
 from simab.simulators.world import World
@@ -32,17 +33,17 @@ def run_shard(job: ShardJob) -> dict:
     plan, session_arm = plan_shard(spec, job.shard, job.force_arm)
     policies = {a: build_policy(job.policies[a], world) for a in arms}
     started = time.perf_counter()
-    sim = ShardSimulation(world, plan, arms, policies, campaign=spec.name, serving=spec.serving,
-                          unit=spec.unit, session_arm=session_arm)
-    sim.run()
     out = Path(job.run_dir) / job.subdir if job.subdir else Path(job.run_dir)
-    tables = {
-        "exposures": sim.exposures.to_table(),
-        "requests": sim.requests.to_table(),
-        "assignments": sim.assignments_table(),
-        "moveline": sim.moveline_log.to_table(),
-    }
-    parts = {name: write_part(out, name, job.shard, t) for name, t in tables.items()}
+    with ShardSink(out, job.shard) as sink:  # a part for each table of the event log
+        sim = ShardSimulation(world, plan, arms, policies, campaign=spec.name, serving=spec.serving,
+                              unit=spec.unit, session_arm=session_arm)
+        sim.run()
+        # today's engine keeps each table until the shard ends: one write per table
+        sink.write("exposures", sim.exposures.to_table())
+        sink.write("requests", sim.requests.to_table())
+        sink.write("assignments", sim.assignments_table())
+        sink.write("moveline", sim.moveline_log.to_table())
+        parts = sink.close()
     compute = {a: s.compute_s for a, s in sim.services.items()}
     return {"shard": job.shard, "parts": parts, "wall_s": time.perf_counter() - started, "compute_s": compute}
 
