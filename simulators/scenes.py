@@ -67,10 +67,10 @@ class SceneChain:
         for j in range(streams.ARRIVAL_TRIES):
             if not len(todo):
                 break
-            u = users[todo]
-            c_gap, c_accept = streams.arrival_counters(n[todo], j)
-            tj = t[todo] + rng.exponential(self.k["arrival"], u, c_gap) / lam_max[todo]
-            ok = rng.uniform(self.k["arrival"], u, c_accept) <= self.diurnal(tj) / (1.0 + self._amp)
+            k = self.k["arrival"]
+            u_gap, u_accept = rng.uniforms((k, k), users[todo], streams.arrival_counters(n[todo], j))
+            tj = t[todo] + -np.log(u_gap) / lam_max[todo]  # an Exp(1) gap, as rng.exponential draws it
+            ok = u_accept <= self.diurnal(tj) / (1.0 + self._amp)
             if j == streams.ARRIVAL_TRIES - 1:
                 ok[:] = True
             out[todo[ok]] = tj[ok]
