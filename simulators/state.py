@@ -14,10 +14,26 @@ from __future__ import annotations
 import numpy as np
 
 from simab.simulators.population import Users
-from simab.simulators.scenes import SEARCH, SHOP
+from simab.simulators.scenes import SEARCH, SHOP, float_rows, int_rows, weighted_pick
 from simab.simulators.spec import WorldSpec
+from simab.simulators.streams import Decision
 
 H = 3600.0
+
+
+def rank_within(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per entry of ``rows``: how many earlier entries have the same row (its rank) and
+    how many entries its row has in all."""
+    order = np.argsort(rows, kind="stable")
+    ordered = rows[order]
+    new = np.ones(len(rows), bool)
+    new[1:] = ordered[1:] != ordered[:-1]
+    starts = np.flatnonzero(new)
+    group = np.cumsum(new) - 1
+    rank, total = np.empty(len(rows), np.int64), np.empty(len(rows), np.int64)
+    rank[order] = np.arange(len(rows)) - starts[group]
+    total[order] = np.diff(np.append(starts, len(rows)))[group]
+    return rank, total
 
 
 class Ring:
@@ -28,18 +44,36 @@ class Ring:
         self.count = np.zeros(n, np.int64)
         self.data = {k: np.zeros((n, length), dt) for k, dt in fields.items()}
 
-    def push_one(self, row: int, **values) -> None:
-        slot = self.count[row] % self.length
+    def push_rows(self, rows: np.ndarray, **values) -> None:
+        """Push one value per entry of ``rows`` (values broadcast).  Rows may repeat: a
+        row's entries go to consecutive slots in the order given, as pushing them one at
+        a time does (when a row gets more entries than the ring holds, its last
+        ``length`` entries stay)."""
+        rows = np.atleast_1d(np.asarray(rows, np.int64))
+        if not len(rows):
+            return
+        rank, total = rank_within(rows)
+        keep = rank >= total - self.length  # a row's older entries would be overwritten anyway
+        slots = (self.count[rows] + rank) % self.length
         for k, v in values.items():
-            self.data[k][row, slot] = v
-        self.count[row] += 1
+            self.data[k][rows[keep], slots[keep]] = np.broadcast_to(np.asarray(v), rows.shape)[keep]
+        first = rank == 0
+        self.count[rows[first]] += total[first]
+
+    def push_one(self, row: int, **values) -> None:
+        self.push_rows(np.array([row]), **{k: np.array([v]) for k, v in values.items()})
+
+    def tail_rows(self, rows: np.ndarray, field: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The last ``m = min(n, length)`` slots of ``gather(rows)[field]``: values [B, m]
+        and the real mask [B, m], without gathering the whole rings."""
+        rows = np.atleast_1d(np.asarray(rows, np.int64))
+        m = min(n, self.length)
+        pos = self.count[rows][:, None] - m + np.arange(m)[None, :]
+        return self.data[field][rows[:, None], pos % self.length], pos >= 0
 
     def tail(self, row: int, field: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """The last ``min(n, length)`` slots of ``gather([row])[field]`` (values, real mask),
-        without gathering the whole ring."""
-        m = min(n, self.length)
-        pos = np.arange(int(self.count[row]) - m, int(self.count[row]))
-        return self.data[field][row, pos % self.length], pos >= 0
+        values, real = self.tail_rows(np.array([row]), field, n)
+        return values[0], real[0]
 
     def gather(self, rows: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Chronological (oldest first) copies and the mask of real entries."""
@@ -150,54 +184,138 @@ class UserState:
         np.add.at(self.fatigue, (np.broadcast_to(rows[:, None], slate_cat.shape), slate_cat), it.fatigue_per_exposure)
         self.fatigue_t[rows] = t
 
-    def click(self, row: int, item: int, cat: int, scene: int, t: float, latent: np.ndarray) -> None:
-        self.seq.push_one(row, item=item, cat=cat, ts=t)
-        if scene in (SEARCH, SHOP):
-            self.ais.push_one(row, item=item, cat=cat, scene=scene, ts=t)
+    def click_batch(self, rows: np.ndarray, items: np.ndarray, cats: np.ndarray, scenes: np.ndarray, t: np.ndarray,
+                    latent: np.ndarray) -> None:
+        """Clicks (rows may repeat: several clicks of one user, applied in the order
+        given): the short sequence, the AISeq for clicks on a search / shop scene, and
+        the pull of long-term interest towards each clicked item (``latent`` [B, d]),
+        click r of a row seeing the drift of its earlier clicks."""
+        rows = np.atleast_1d(np.asarray(rows, np.int64))
+        items, cats, scenes = int_rows(items, cats, scenes, size=len(rows))
+        (t,) = float_rows(t, size=len(rows))
+        self.seq.push_rows(rows, item=items, cat=cats, ts=t)
+        on = (scenes == SEARCH) | (scenes == SHOP)
+        self.ais.push_rows(rows[on], item=items[on], cat=cats[on], scene=scenes[on], ts=t[on])
         drift = self.spec.intent.interest_drift
-        if drift > 0:
-            v = (1 - drift) * self.u[row] + drift * latent
-            self.u[row] = v / max(np.linalg.norm(v), 1e-12)
+        if drift > 0 and len(rows):
+            latent = np.asarray(latent).reshape(len(rows), -1)
+            rank, _ = rank_within(rows)
+            for r in range(int(rank.max()) + 1):  # the rows of one rank are distinct
+                sel = np.flatnonzero(rank == r)
+                v = (1 - drift) * self.u[rows[sel]] + drift * latent[sel]
+                # vecdot sums like the dot product of np.linalg.norm on one vector (BLAS ddot),
+                # so each row's norm does not depend on the batch it is in
+                norm = np.sqrt(np.vecdot(v, v))
+                self.u[rows[sel]] = v / np.maximum(norm, 1e-12)[:, None]
+
+    def click(self, row: int, item: int, cat: int, scene: int, t: float, latent: np.ndarray) -> None:
+        self.click_batch(np.array([row]), item, cat, scene, t, np.asarray(latent)[None])
+
+    def scene_batch(self, rows: np.ndarray, scenes: np.ndarray, cats: np.ndarray, shops: np.ndarray,
+                    t: np.ndarray) -> None:
+        """Moveline events (rows may repeat: pushed in the order given)."""
+        self.moveline.push_rows(rows, scene=scenes, cat=cats, shop=shops, ts=t)
 
     def scene(self, row: int, scene: int, cat: int, shop: int, t: float) -> None:
-        self.moveline.push_one(row, scene=scene, cat=cat, shop=shop, ts=t)
+        self.scene_batch(np.array([row]), scene, cat, shop, t)
+
+    def purchase_batch(self, rows: np.ndarray, cats: np.ndarray, t: np.ndarray) -> None:
+        """Purchases (rows may repeat, applied in the order given): satiation on the
+        last bought category of each row; a need for any bought category is fulfilled
+        (fulfilling only clears a need, so the order of a row's purchases does not
+        change which needs end)."""
+        rows = np.atleast_1d(np.asarray(rows, np.int64))
+        (cats,) = int_rows(cats, size=len(rows))
+        (t,) = float_rows(t, size=len(rows))
+        fulfilled = rows[self.need_cat[rows] == cats]
+        rank, total = rank_within(rows)
+        last = rank == total - 1
+        self.sat_cat[rows[last]] = cats[last]
+        self.sat_t[rows[last]] = t[last]
+        self.need_cat[fulfilled] = -1
 
     def purchase(self, row: int, cat: int, t: float) -> None:
         """Satiation on the bought category; a need for it is fulfilled."""
-        self.sat_cat[row] = cat
-        self.sat_t[row] = t
-        if self.need_cat[row] == cat:
-            self.need_cat[row] = -1
+        self.purchase_batch(np.array([row]), cat, t)
 
     # --- needs (a Poisson process per user; see SceneChain.need_gap) ----------------------
+    def next_need_batch(self, rows: np.ndarray, users: np.ndarray, chain) -> np.ndarray:
+        """Arrival time of each row's next need (drawn on first use)."""
+        rows = np.atleast_1d(np.asarray(rows, np.int64))
+        (users,) = int_rows(users, size=len(rows))
+        new = np.isnan(self.next_need_t[rows])
+        if new.any():
+            self.next_need_t[rows[new]] = self.t0 + chain.need_gap_batch(users[new], 0)
+        return self.next_need_t[rows]
+
     def next_need(self, row: int, user: int, chain) -> float:
-        if np.isnan(self.next_need_t[row]):
-            self.next_need_t[row] = self.t0 + chain.need_gap(user, 0)
-        return float(self.next_need_t[row])
+        return float(self.next_need_batch(np.array([row]), user, chain)[0])
+
+    def need_session_time_batch(self, rows: np.ndarray, users: np.ndarray, chain) -> np.ndarray:
+        """When each row's next need brings the user to the app (inf when it does not)."""
+        rows = np.atleast_1d(np.asarray(rows, np.int64))
+        (users,) = int_rows(users, size=len(rows))
+        t = self.next_need_batch(rows, users, chain)
+        out = np.full(len(rows), np.inf)
+        due = np.flatnonzero(np.isfinite(t))
+        d = chain.need_session_delay_batch(users[due], self.needs[rows[due]])
+        opens = ~np.isnan(d)
+        out[due[opens]] = t[due[opens]] + d[opens]
+        return out
 
     def need_session_time(self, row: int, user: int, chain) -> float:
         """When the next need brings the user to the app (inf when it does not)."""
-        t = self.next_need(row, user, chain)
-        d = chain.need_session_delay(user, int(self.needs[row])) if np.isfinite(t) else None
-        return float("inf") if d is None else t + d
+        return float(self.need_session_time_batch(np.array([row]), user, chain)[0])
+
+    def arrive_needs_batch(self, rows: np.ndarray, users: np.ndarray, chain, now: np.ndarray,
+                           n_categories: int) -> np.ndarray:
+        """Take the needs that arrived by ``now`` (per row; ``rows`` distinct); the newest
+        replaces any older one.  Returns whether a need arrived, per row.  Each round
+        takes one need of every row whose next need is due."""
+        rows = np.atleast_1d(np.asarray(rows, np.int64))
+        (users,) = int_rows(users, size=len(rows))
+        (now,) = float_rows(now, size=len(rows))
+        fresh = np.zeros(len(rows), bool)
+        due = np.flatnonzero(self.next_need_batch(rows, users, chain) <= now)
+        while len(due):
+            r, u = rows[due], users[due]
+            j = self.needs[r]
+            k = chain.need_category_batch(u, j, self.users.active[r], self.users.active_w[r], n_categories)
+            self.set_need(r, k, self.next_need_t[r])
+            self.needs[r] += 1
+            self.next_need_t[r] += chain.need_gap_batch(u, j + 1)
+            fresh[due] = True
+            due = due[self.next_need_t[r] <= now[due]]
+        return fresh
 
     def arrive_needs(self, row: int, user: int, chain, now: float, n_categories: int) -> bool:
         """Take the needs that arrived by ``now``; the newest replaces any older one.
         Returns whether a need arrived."""
-        fresh = False
-        while self.next_need(row, user, chain) <= now:
-            j = int(self.needs[row])
-            k = chain.need_category(user, j, self.users.active[row], self.users.active_w[row], n_categories)
-            self.set_need(row, k, float(self.next_need_t[row]))
-            self.needs[row] += 1
-            self.next_need_t[row] += chain.need_gap(user, j + 1)
-            fresh = True
-        return fresh
+        return bool(self.arrive_needs_batch(np.array([row]), user, chain, now, n_categories)[0])
+
+    def need_live_batch(self, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """A need younger than two half-lives still steers searches and shop visits."""
+        rows = np.atleast_1d(np.asarray(rows, np.int64))
+        (t,) = float_rows(t, size=len(rows))
+        return (self.need_cat[rows] >= 0) & (t - self.need_t[rows] < 2 * self.spec.intent.half_life_h * H)
 
     def need_live(self, row: int, t: float) -> bool:
-        """A need younger than two half-lives still steers searches and shop visits."""
-        return bool(self.need_cat[row] >= 0 and t - self.need_t[row] < 2 * self.spec.intent.half_life_h * H)
+        return bool(self.need_live_batch(np.array([row]), t)[0])
 
-    def set_need(self, row: int, cat: int, t: float) -> None:
+    def interest_category_batch(self, rows: np.ndarray, users: np.ndarray, sessions: np.ndarray, steps: np.ndarray,
+                                t: np.ndarray, chain) -> np.ndarray:
+        """What a search or shop visit at ``steps`` of ``sessions`` is about: the live need
+        if any, else an active interest picked by weight with the step's INTEREST draw."""
+        rows = np.atleast_1d(np.asarray(rows, np.int64))
+        users, sessions, steps = int_rows(users, sessions, steps, size=len(rows))
+        out = self.need_cat[rows].copy()
+        other = np.flatnonzero(~self.need_live_batch(rows, t))
+        u = chain.draw_batch(users[other], sessions[other], steps[other], Decision.INTEREST)
+        r = rows[other]
+        out[other] = weighted_pick(self.users.active[r], self.users.active_w[r], u)
+        return out
+
+    def set_need(self, row, cat, t) -> None:
+        """Row(s) ``row`` now have a need for ``cat`` that arrived at ``t``."""
         self.need_cat[row] = cat
         self.need_t[row] = t
