@@ -66,6 +66,9 @@ class NeuralPolicy(nn.Module):
     DEFAULTS: ClassVar[dict[str, Any]] = COMMON_DEFAULTS
     #: Value rules checked with the defaults' types when the policy is built (spec validation).
     RULES: ClassVar[dict[str, Rule]] = COMMON_RULES
+    #: Service time per candidate in the latency model (simab/serving.py), microseconds:
+    #: about 100k candidates/s per core for DIN on CPU (docs/benchmarks.md, serving costs).
+    service_us_per_candidate: ClassVar[float] = 10.0
 
     def __init__(self, params: dict, feature_spec: FeatureSpec):
         super().__init__()

@@ -20,6 +20,9 @@ from simab.policies.features import FeatureSpec
 class _Fixed:
     trainable = False
     feature_groups: tuple[str, ...] = ("target",)
+    #: Service time per candidate in the latency model (simab/serving.py), microseconds; a
+    #: fixed policy costs a feature lookup and a sort (docs/benchmarks.md, serving costs).
+    service_us_per_candidate = 1.0
     DEFAULTS: dict[str, Any] = {}
     RULES: dict[str, Rule] = {}
 

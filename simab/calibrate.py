@@ -71,22 +71,24 @@ KNOWN_EFFECT_OVERRIDES = {
 }
 
 
-def battery_overrides(battery: str, cache_dir: Path) -> dict[str, Any]:
+def battery_overrides(battery: str, cache_dir: Path, users: int | None = None) -> dict[str, Any]:
+    """The campaign overrides of ``battery``; ``users`` replaces the small world's 150 users."""
     if battery not in BATTERIES:
         raise SimabError(f"unknown battery {battery!r}; allowed: {', '.join(BATTERIES)}",
                          source="<cli>", key="--battery")
     base = KNOWN_EFFECT_OVERRIDES if battery == "known-effect" else AA_OVERRIDES
-    return {**base, "training": {"cache_dir": str(cache_dir)}}
+    world = base["world"] if users is None else {**base["world"], "n_users": users}
+    return {**base, "world": world, "training": {"cache_dir": str(cache_dir)}}
 
 
 def run_battery(battery: str, runs: int, out: str | Path, *, workers: int = 1,
-                backend: str = "local", seed: int = 0) -> dict[str, Any]:
+                backend: str = "local", seed: int = 0, users: int | None = None) -> dict[str, Any]:
     """Run one battery's campaigns (reusing finished ones in ``out``) and return its
     ``calibration.json`` entry; also writes the figures into ``out``."""
     if runs < 2:
         raise SimabError(f"must be at least 2, got {runs}", source="<cli>", key="--runs")
     out = Path(out)
-    over = battery_overrides(battery, out / ".cache")
+    over = battery_overrides(battery, out / ".cache", users)
     over["seed"] = seed
     shared = "known-effect" if battery == "known-effect" else "aa"
     sweep_runs = build_runs(None, {}, runs, out / shared, base_overrides=over)
@@ -295,7 +297,7 @@ def calibration_markdown(data: dict) -> str:
 
 
 def calibrate(batteries: list[str], runs: int, out: str | Path, *, workers: int = 1,
-              backend: str = "local", seed: int = 0) -> dict:
+              backend: str = "local", seed: int = 0, users: int | None = None) -> dict:
     """Run the batteries into ``out``; writes calibration.json / calibration.md (merged
     with batteries already recorded there) and returns the JSON document."""
     from simab.run_folder import new_output_folder
@@ -311,18 +313,18 @@ def calibrate(batteries: list[str], runs: int, out: str | Path, *, workers: int 
         except (ValueError, UnicodeDecodeError):
             raise SimabError("not valid JSON; move it away or choose another --out", source=str(recorded)) from None
     with new_output_folder(out) as out:
-        return _calibrate_into(batteries, runs, out, workers=workers, backend=backend, seed=seed)
+        return _calibrate_into(batteries, runs, out, workers=workers, backend=backend, seed=seed, users=users)
 
 
 def _calibrate_into(batteries: list[str], runs: int, out: Path, *, workers: int, backend: str,
-                    seed: int) -> dict:
+                    seed: int, users: int | None = None) -> dict:
     from simab.atomic import write_atomic
     from simab.reports.json_numbers import json_safe
 
     data: dict = {}
     for b in batteries:
         started = time.perf_counter()
-        entry = run_battery(b, runs, out, workers=workers, backend=backend, seed=seed)
+        entry = run_battery(b, runs, out, workers=workers, backend=backend, seed=seed, users=users)
         data = _read_summary(out)
         data["batteries"][entry["battery"]] = entry
         write_atomic(out / "calibration.json", json.dumps(json_safe(data), indent=1, allow_nan=False) + "\n")

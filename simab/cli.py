@@ -8,7 +8,7 @@
     simab train --world PRESET --policy NAME [--set key=value ...] [--epochs N] [--device D] --out DIR
     simab power ...
     simab sweep [CAMPAIGN.toml] --grid KEY=V1,V2,... [--replicates N] [--workers N] [--backend local|ray] [--out DIR]
-    simab calibrate --battery aa|known-effect|peeking|naive|all --runs N [--workers N] [--backend local|ray] [--out DIR]
+    simab calibrate --battery aa|known-effect|peeking|naive|all --runs N [--workers N] [--users N] [--backend local|ray] [--out DIR]
 
 User errors print one line ``error: <file or flag>: <key>: <problem>`` and exit with
 status 2; so do file-system conditions (permissions, a file where a folder is expected).
@@ -135,7 +135,8 @@ def cmd_calibrate(args) -> int:
     from simab.calibrate import BATTERIES, calibrate
 
     batteries = list(BATTERIES) if args.battery == "all" else [args.battery]
-    data = calibrate(batteries, args.runs, args.out, workers=args.workers, backend=args.backend, seed=args.seed)
+    data = calibrate(batteries, args.runs, args.out, workers=args.workers, backend=args.backend, seed=args.seed,
+                     users=args.users)
     out = Path(args.out)
     print((out / "calibration.md").read_text())
     print(f"wrote {out / 'calibration.json'}, {out / 'calibration.md'}")
@@ -243,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     cb.add_argument("--backend", choices=["local", "ray"], default="local",
                     help="local process pool or Ray (default local)")
     cb.add_argument("--seed", type=int_at_least(0), default=0, help="first seed (runs use seed, seed+1, ...; default 0)")
+    cb.add_argument("--users", type=int_at_least(2), default=None,
+                    help="users per campaign (default: the batteries' small world, 150)")
     cb.add_argument("--out", default="runs/calibration",
                     help="output folder; its .cache holds the batteries' pre-period (default runs/calibration)")
     cb.set_defaults(func=cmd_calibrate)

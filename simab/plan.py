@@ -38,16 +38,16 @@ def shard_of(seed: int, users: np.ndarray, shards: int) -> np.ndarray:
     return (rng.bits(rng.stream_key(seed, "shards"), users) % np.uint64(shards)).astype(np.int64)
 
 
-def session_arms(spec: CampaignSpec) -> Callable[[int, float], int]:
-    """Under ``unit = "session"``: the arm index of session ``sid`` starting at time ``t``
-    (s), or -1 where its bucket is in no arm at ``t`` (outside every share, or in a block
-    a ramp has not opened yet): such a session is unassigned and not simulated, as a
-    user outside every arm is under ``unit = "user"``."""
+def session_arms(spec: CampaignSpec) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Under ``unit = "session"``: the arm index of each session ``sids`` starting at times
+    ``t`` (s), or -1 where its bucket is in no arm at that time (outside every share, or in
+    a block a ramp has not opened yet): such a session is unassigned and not simulated, as
+    a user outside every arm is under ``unit = "user"``."""
     alloc, salt = Allocation.from_spec(spec), spec.salt or spec.name
 
-    def arm_of(sid: int, t: float) -> int:
-        arm, start = alloc.assign(buckets(salt, np.array([sid], np.int64)))
-        return int(arm[0]) if arm[0] >= 0 and start[0] <= t else -1
+    def arm_of(sids: np.ndarray, t: np.ndarray) -> np.ndarray:
+        arm, start = alloc.assign(buckets(salt, np.asarray(sids, np.int64)))
+        return np.where((arm >= 0) & (start <= t), arm, -1)
 
     return arm_of
 

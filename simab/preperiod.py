@@ -4,9 +4,9 @@ trainable arms and the source of the per-user CUPED covariates.
 
 Users are grouped into shards by the same hash as the campaign's (:func:`shard_of`).
 The cached tables are sorted by request id (then position), so their row order does not
-follow the shard parts, and their bytes do not depend on the number of workers.  (The
-shard grouping still decides which requests share a serving micro-batch, hence the
-serving time of a request and the time-dependent values logged with it.)
+follow the shard parts, and their bytes do not depend on the number of workers.  What a
+user does does not depend on the shard grouping either (each draw is keyed per user and
+request; serving latency is a per-request model).
 """
 
 from __future__ import annotations
@@ -39,14 +39,18 @@ class LoggingServing:
 
     max_batch: int = 256
     max_wait_ms: float = 5.0
+    base_ms: float = 2.0
+    jitter_sigma: float = 0.5
     abandon_after_ms: float | None = None
+    tick_s: float = 3600.0
 
 
-def logging_simulation(world: World, users: np.ndarray, days: float, shard: int = 0):
-    """A :class:`ShardSimulation` (not yet run) of the logging policy over ``[-days, 0)``
-    for ``users`` (sorted global ids) in the pre-period phase of ``world``, recording each
+def logging_simulation(world: World, users: np.ndarray, days: float, shard: int = 0, engine: str = "wave"):
+    """A shard simulation (not yet run) of the logging policy over ``[-days, 0)`` for
+    ``users`` (sorted global ids) in the pre-period phase of ``world``, recording each
     request's feature snapshot."""
-    from simab.campaign import ShardPlan, ShardSimulation
+    from simab.campaign import ShardPlan
+    from simab.engines import make_simulation
     from simab.policies.simple import LoggingPolicy
     from simab.policies.world_features import feature_spec_of
 
@@ -55,7 +59,7 @@ def logging_simulation(world: World, users: np.ndarray, days: float, shard: int 
     t0 = -days * DAY
     n = len(users)
     plan = ShardPlan(shard, users, np.zeros(n, np.int64), np.full(n, t0), np.zeros(n), t0, 0.0)
-    return ShardSimulation(world, plan, ["logging"], {"logging": policy}, campaign="preperiod",
+    return make_simulation(engine, world, plan, ["logging"], {"logging": policy}, campaign="preperiod",
                            serving=LoggingServing(), record_features=True)
 
 
@@ -71,9 +75,10 @@ def pre_period_shard(world_spec: WorldSpec, seed: int, s: int, shards: int, tmp:
     world = World.build(world_spec, seed)
     sim = logging_simulation(world, pre_period_users(world, s, shards), world.spec.pre_period_days, s)
     sim.run()
-    pq.write_table(sim.exposures.to_table(), Path(tmp) / f"exposures-{s:03d}.parquet")
-    pq.write_table(sim.features.to_table(), Path(tmp) / f"features-{s:03d}.parquet")
-    return sim.exposures.rows
+    tables = sim.tables()
+    pq.write_table(tables["exposures"], Path(tmp) / f"exposures-{s:03d}.parquet")
+    pq.write_table(tables["features"], Path(tmp) / f"features-{s:03d}.parquet")
+    return tables["exposures"].num_rows
 
 
 def _sort_parts(tmp: Path, table: str, keys: list[str]) -> None:

@@ -1,135 +1,155 @@
-"""The ranking service of one arm: a SimPy process that micro-batches requests.
+"""Serving: the latency model and the ranking of a batch of requests of one arm.
 
-Requests wait until ``max_batch`` are pending or ``max_wait_ms`` (simulated) has passed
-since the first of them; the batch is then scored in one call per scenario, slates are
-cut, the world responds to every slate at once (vectorised) and each waiting user gets
-its outcome.  Latency per request = simulated queueing delay + the measured compute time
-of its batch (wall clock, so it varies between machines; it never changes exposures
-unless ``abandon_after_ms`` is set).
+Both engines (``simab/campaign.py``) serve through :class:`Server`: the reference engine one
+request at a time, the wave engine every due request of a wave at once (one call per arm
+and scenario).  A request's slate depends only on that request (its user's state, its
+keyed draws), never on the requests it is served with:
+
+- retrieval, the policy's randomness and the responses are keyed by request id;
+- neural policies score in fixed-size chunks of ``max_batch`` rows, zero-padded, so the
+  floating-point work of each row is the same whichever rows share its chunk.
+
+Latency model (deterministic, per request; see docs/architecture.md):
+
+    latency_ms = wait_ms + service_ms
+    wait_ms    = max_wait_ms * U1                  (where the request fell in the batching window)
+    service_ms = (base_ms + us_per_candidate * C / 1000) * exp(jitter_sigma * Z - jitter_sigma^2 / 2)
+
+with ``U1``, ``Z`` drawn from the ``serving/latency`` stream keyed by request id (common to
+the arms), ``C`` the number of candidates and ``us_per_candidate`` the policy's service cost
+(``Policy.service_us_per_candidate``; measured by ``scripts/bench_serving.py``, recorded in
+docs/benchmarks.md).  The user sees the slate ``latency_ms`` after sending the request; a
+request slower than ``abandon_after_ms`` is abandoned (logged, no exposures).  The measured
+compute time of each call is kept per arm (``compute_s`` in the manifest) to compare the
+model with the machine.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-import simpy
 
 from simab.policies.world_features import GROUP_RINGS, Snapshot
 from simab.simulators import rng, streams
 
-
-@dataclass
-class Request:
-    row: int  # local user row in the shard state
-    user: int
-    session: int
-    request: int  # globally unique request id (streams.request_id)
-    scenario: int
-    candidates: np.ndarray
-    submitted: float
-    event: simpy.Event = field(repr=False)
+#: Service cost per candidate (microseconds) of a policy that does not declare one.
+DEFAULT_US_PER_CANDIDATE = 1.0
 
 
 @dataclass
 class Outcome:
-    """What the user sees and does for one slate (only the clicked part is per item)."""
+    """What the users of one served batch see and do: slates [B, K] and their responses
+    (all False / 0 for abandoned requests)."""
 
     items: np.ndarray
     clicked: np.ndarray
     converted: np.ndarray
     delay_s: np.ndarray
     dwell_s: np.ndarray
-    abandoned: bool = False
+    abandoned: np.ndarray  # [B] bool
 
 
-class RankingService:
-    def __init__(self, env: simpy.Environment, shard, arm: str, policy, max_batch: int, max_wait_ms: float,
-                 abandon_after_ms: float | None = None):
-        self.env, self.shard, self.arm, self.policy = env, shard, arm, policy
-        self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000.0
-        self.abandon_after_ms = abandon_after_ms
-        self.pending: list[Request] = []
-        self.generation = 0
+class LatencyModel:
+    """The deterministic latency of each request of one arm (module docstring)."""
+
+    def __init__(self, world, serving, policy):
+        self.max_wait_ms = float(serving.max_wait_ms)
+        self.base_ms = float(getattr(serving, "base_ms", 2.0))
+        self.sigma = float(getattr(serving, "jitter_sigma", 0.5))
+        self.us_per_candidate = float(getattr(policy, "service_us_per_candidate", DEFAULT_US_PER_CANDIDATE))
+        self.key = rng.stream_key(world.seed, world.stream("serving/latency"))
+
+    def latency_ms(self, rids: np.ndarray, n_candidates: np.ndarray) -> np.ndarray:
+        c_wait, c_jitter = streams.LATENCY_WAIT, streams.LATENCY_JITTER
+        wait = self.max_wait_ms * rng.uniform(self.key, rids, c_wait)
+        z = rng.normal(self.key, rids, c_jitter)
+        service = (self.base_ms + self.us_per_candidate * np.asarray(n_candidates, np.float64) / 1000.0)
+        return wait + service * np.exp(self.sigma * z - 0.5 * self.sigma**2)
+
+
+class Server:
+    """The ranking service of one arm."""
+
+    def __init__(self, sim, arm: str, policy, serving):
+        self.sim, self.arm, self.policy = sim, arm, policy
+        self.world = sim.world
+        self.chunk = int(serving.max_batch)
+        self.abandon_after_ms = getattr(serving, "abandon_after_ms", None)
+        self.latency = LatencyModel(self.world, serving, policy)
         self.groups = tuple(policy.feature_groups)
         self.rings = tuple(dict.fromkeys(GROUP_RINGS[g] for g in self.groups if g in GROUP_RINGS))
-        self.ukey = rng.stream_key(shard.world.seed, shard.world.stream(f"policy-uniforms/{arm}"))
+        self.ukey = rng.stream_key(self.world.seed, self.world.stream(f"policy-uniforms/{arm}"))
+        self.neural = hasattr(policy, "parameters")
         self.compute_s = 0.0
-        self.batches = 0
+        self.calls = 0
 
-    def request(self, req: Request) -> simpy.Event:
-        self.pending.append(req)
-        if len(self.pending) >= self.max_batch:
-            self.flush()
-        elif len(self.pending) == 1:
-            self.env.process(self._timer(self.generation))
-        return req.event
+    def _scores(self, batch: dict) -> np.ndarray:
+        """Scores [B, C]; neural policies in zero-padded chunks of ``chunk`` rows."""
+        if not self.neural:
+            return self.policy.score(batch).numpy()
+        import torch
 
-    def _timer(self, generation: int):
-        yield self.env.timeout(self.max_wait)
-        if generation == self.generation and self.pending:
-            self.flush()
+        B = next(iter(batch.values())).shape[0]
+        out = []
+        for lo in range(0, B, self.chunk):
+            part = {k: v[lo:lo + self.chunk] for k, v in batch.items()}
+            n = next(iter(part.values())).shape[0]
+            if n < self.chunk:
+                part = {k: torch.cat([v, torch.zeros((self.chunk - n, *v.shape[1:]), dtype=v.dtype)])
+                        for k, v in part.items()}
+            out.append(self.policy.score(part).numpy()[:n])
+        return np.concatenate(out)
 
-    def flush(self) -> None:
-        reqs, self.pending = self.pending, []
-        self.generation += 1
-        self.batches += 1
-        scen = np.array([r.scenario for r in reqs])
-        for s in np.unique(scen):
-            self._serve([r for r in reqs if r.scenario == s], int(s), len(reqs))
-
-    def _serve(self, reqs: list[Request], scenario: int, batch_size: int) -> None:
-        sh, w = self.shard, self.shard.world
-        now = self.env.now
-        rows = np.array([r.row for r in reqs], np.int64)
-        rid = np.array([r.request for r in reqs], np.int64)
-        cand = np.stack([r.candidates for r in reqs])  # [B, C]
-        B, C = cand.shape
-        K = min(w.spec.scenarios[w.scenario_names[scenario]].slate_size, C)
-        sc = np.full(B, scenario, np.int64)
-        ts = np.full(B, now)
+    def serve(self, rows: np.ndarray, sessions: np.ndarray, rids: np.ndarray, scenario: int, t: np.ndarray,
+              query_cat: np.ndarray, query_shop: np.ndarray, latency_ms: np.ndarray) -> Outcome:
+        """Serve the requests ``rids`` (users at state ``rows``, all of ``scenario``) at
+        times ``t``: retrieval, features, scores, slates, the world's responses; logs
+        exposures and requests and applies the exposures' fatigue."""
+        sh, w = self.sim, self.world
         st = sh.state
-        users = st.users
-        intent = st.intent(rows, ts)
-        u = st.u[rows]
+        B = len(rows)
+        name = w.scenario_names[scenario]
+        surface = w.chain.surfaces[scenario]
+        n_cand = w.spec.scenarios[name].n_candidates
         t0 = time.perf_counter()
+        ctx = sh.retrieval_context_batch(rows)
+        cand = sh.retriever.candidates_batch(surface, n_cand, rids, query_cat, query_shop, ctx)
+        C = cand.shape[1]
+        K = min(w.spec.scenarios[name].slate_size, C)
+        sc = np.full(B, scenario, np.int64)
+        users = st.users
+        intent = st.intent(rows, t)
+        u = st.u[rows]
         p_click_top = None
         if "oracle" in self.groups:
-            pen = st.penalty(rows, w.catalog.category[cand], ts)
+            pen = st.penalty(rows, w.catalog.category[cand], t)
             p_click_top, _, _ = w.oracle.probabilities(
-                u, intent, sc, cand, np.zeros((B, C)), pen, users.price_sensitivity[rows], users.conversion_propensity[rows]
-            )
-        snap = Snapshot.from_state(st, rows, ts, sc, self.rings)
+                u, intent, sc, cand, np.zeros((B, C)), pen, users.price_sensitivity[rows],
+                users.conversion_propensity[rows])
+        snap = Snapshot.from_state(st, rows, t, sc, self.rings)
         batch = sh.builder.build(snap, cand, self.groups, p_click=p_click_top)
-        scores = self.policy.score(batch).numpy()
+        scores = self._scores(batch)
         if getattr(self.policy, "stochastic", False):
-            uniforms = rng.uniform(self.ukey, rid[:, None], streams.policy_uniform_counters(C)[None, :])
+            uniforms = rng.uniform(self.ukey, rids[:, None], streams.policy_uniform_counters(C)[None, :])
             idx, prop = self.policy.slate(batch, K, uniforms)
         else:  # deterministic top-K; ties broken by candidate order
             idx = np.argsort(-scores, axis=1, kind="stable")[:, :K]
             prop = np.ones(idx.shape)
-        compute_ms = (time.perf_counter() - t0) * 1000.0
-        self.compute_s += compute_ms / 1000.0
         slate = np.take_along_axis(cand, idx, axis=1)
         slate_scores = np.take_along_axis(scores, idx, axis=1)
-        latency = (now - np.array([r.submitted for r in reqs])) * 1000.0 + compute_ms
-        abandoned = (
-            latency > self.abandon_after_ms if self.abandon_after_ms is not None else np.zeros(B, bool)
-        )
+        abandoned = (latency_ms > self.abandon_after_ms if self.abandon_after_ms is not None
+                     else np.zeros(B, bool))
         slate_cat = w.catalog.category[slate]
-        pen = st.penalty(rows, slate_cat, ts)
-        resp = w.oracle.respond(
-            rid, u, intent, sc, slate, pen, users.price_sensitivity[rows], users.conversion_propensity[rows]
-        )
+        pen = st.penalty(rows, slate_cat, t)
+        resp = w.oracle.respond(rids, u, intent, sc, slate, pen, users.price_sensitivity[rows],
+                                users.conversion_propensity[rows])
         keep = ~abandoned
-        sh.log_exposures(self.arm, reqs, scenario, slate, slate_scores, resp, prop, keep, now)
-        sh.log_requests(self.arm, reqs, scenario, C, latency, batch_size, now)
-        st.expose(rows[keep], slate_cat[keep], ts[keep])
-        for i, r in enumerate(reqs):
-            if abandoned[i]:
-                r.event.succeed(Outcome(slate[i], np.zeros(K, bool), np.zeros(K, bool), np.full(K, np.inf), np.zeros(K), True))
-            else:
-                r.event.succeed(
-                    Outcome(slate[i], resp.clicked[i], resp.converted[i], resp.delay_s[i], resp.dwell_s[i])
-                )
+        sh.logs.exposures(self.arm, name, rows, sessions, rids, t, slate, slate_scores, resp, prop, keep)
+        sh.logs.requests(self.arm, name, rows, sessions, rids, t, C, latency_ms, B)
+        st.expose(rows[keep], slate_cat[keep], t[keep])
+        self.compute_s += time.perf_counter() - t0
+        self.calls += 1
+        return Outcome(slate, resp.clicked & keep[:, None], resp.converted & keep[:, None],
+                       resp.delay_s, np.where(keep[:, None], resp.dwell_s, 0.0), abandoned)

@@ -24,7 +24,7 @@ def run_shard(job: ShardJob) -> dict:
     """Simulate one shard and write its parts; returns the manifest entry."""
     import torch
 
-    from simab.campaign import ShardSimulation
+    from simab.engines import make_simulation
 
     torch.set_num_threads(1)
     spec = CampaignSpec.model_validate_json(job.spec_json)
@@ -35,14 +35,11 @@ def run_shard(job: ShardJob) -> dict:
     started = time.perf_counter()
     out = Path(job.run_dir) / job.subdir if job.subdir else Path(job.run_dir)
     with ShardSink(out, job.shard) as sink:  # a part for each table of the event log
-        sim = ShardSimulation(world, plan, arms, policies, campaign=spec.name, serving=spec.serving,
-                              unit=spec.unit, session_arm=session_arm)
+        sim = make_simulation(spec.engine, world, plan, arms, policies, campaign=spec.name, serving=spec.serving,
+                              unit=spec.unit, session_arm=session_arm, tick_s=spec.serving.tick_s)
+        sim.sink = sink  # the engine writes its logs per tick once they are large, and at the end
         sim.run()
-        # today's engine keeps each table until the shard ends: one write per table
-        sink.write("exposures", sim.exposures.to_table())
-        sink.write("requests", sim.requests.to_table())
         sink.write("assignments", sim.assignments_table())
-        sink.write("moveline", sim.moveline_log.to_table())
         parts = sink.close()
     compute = {a: s.compute_s for a, s in sim.services.items()}
     return {"shard": job.shard, "parts": parts, "wall_s": time.perf_counter() - started, "compute_s": compute}

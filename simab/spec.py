@@ -42,9 +42,12 @@ class RampStep(_Strict):
 
 
 class ServingSpec(_Strict):
-    max_batch: int = Field(64, ge=1, le=100_000)
-    max_wait_ms: float = Field(5.0, ge=0.0)
+    max_batch: int = Field(64, ge=1, le=100_000, description="rows per scoring call of a neural policy (padded)")
+    max_wait_ms: float = Field(5.0, ge=0.0, description="batching window: a request waits U(0, 1) of it")
+    base_ms: float = Field(2.0, ge=0.0, description="service time of a request before its candidates' cost")
+    jitter_sigma: float = Field(0.5, ge=0.0, le=3.0, description="log-normal spread of the service time")
     abandon_after_ms: float | None = Field(None, gt=0.0, description="requests slower than this are abandoned")
+    tick_s: float = Field(3600.0, gt=0.0, le=86400.0, description="simulated seconds per tick of the wave engine")
 
 
 class TrainingSpec(_Strict):
@@ -77,6 +80,8 @@ class CampaignSpec(_Strict):
     ramps: list[RampStep] = []
     serving: ServingSpec = ServingSpec()
     training: TrainingSpec = TrainingSpec()
+    engine: Literal["wave", "reference"] = Field("wave", description="wave: batched (default); "
+                                                  "reference: one process per user, for tests")
 
     @field_validator("name")
     @classmethod

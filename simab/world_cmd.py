@@ -54,10 +54,9 @@ def sample_pre_period(world: World, users: np.ndarray, days: float, *, shards: i
             continue
         sim = logging_simulation(world, mine, days, s)
         sim.run()
-        parts["exposures"].append(sim.exposures.to_table())
-        parts["features"].append(sim.features.to_table())
-        parts["requests"].append(sim.requests.to_table())
-        parts["moveline"].append(sim.moveline_log.to_table())
+        for name, table in sim.tables().items():
+            if name in parts:
+                parts[name].append(table)
     tables = {k: pa.concat_tables(v) for k, v in parts.items()}
     return SampleLog(users, days, tables["exposures"], tables["features"], tables["requests"], tables["moveline"],
                      time.perf_counter() - started)

@@ -217,3 +217,28 @@ def check_world(spec, *, source: str | None = None, key: str = "world") -> None:
         if sc.n_candidates > spec.n_shop_items:
             raise SimabError(f"{sc.n_candidates} candidates exceed the {spec.n_shop_items} shop items "
                              f"({key}.n_shop_items)", source=source, key=k)
+
+
+# --------------------------------------------------------------------------- serving
+# stream serving/latency, unit request id: the batching-window uniform at counter 0, the
+# service-time jitter a normal draw at normal-counter 1 (uniforms 2 and 3)
+LATENCY_WAIT = 0
+LATENCY_JITTER = 1
+
+
+def session_ids(users: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """:func:`session_id` of arrays of users and session numbers."""
+    n = np.asarray(n, np.int64)
+    if n.size and n.max() >= MAX_SESSIONS_PER_USER:
+        i = int(np.argmax(n))
+        session_id(int(np.asarray(users)[i]), int(n[i]))  # raises the error naming duration_days
+    return (np.asarray(users, np.int64) << SESSION_BITS) | n
+
+
+def request_ids(users: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """:func:`request_id` of arrays of users and request numbers."""
+    k = np.asarray(k, np.int64)
+    if k.size and k.max() >= MAX_REQUESTS_PER_USER:
+        i = int(np.argmax(k))
+        request_id(int(np.asarray(users)[i]), int(k[i]))  # raises the error naming duration_days
+    return (np.asarray(users, np.int64) << REQUEST_BITS) | k

@@ -23,7 +23,9 @@ from simab.simulators.spec import WorldSpec
 #: 2: the pre-period draws its behaviour from its own streams (``World.with_phase``).
 #: 3: the pre-period groups users by the campaign's hashed shard, which decides its
 #: serving batches, and caches its tables sorted by request (other training data).
-#: 4: lifelong histories are drawn counter-based, vectorised over users (same distributions).
+#: 4: lifelong histories are drawn counter-based, vectorised over users (same distributions);
+#: the wave engine's event semantics: serving latency is a per-request model, retrieval and
+#: ranking happen when the slate is served, purchases land before the user's next event.
 WORLD_VERSION = 4
 
 

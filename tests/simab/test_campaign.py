@@ -177,36 +177,39 @@ def test_column_buffer_keeps_row_order_across_single_rows_and_chunks():
 
 
 def test_exposure_log_drops_abandoned_requests_and_lays_out_rows_in_serving_order():
-    """``log_exposures`` keeps only the requests that were not abandoned; the table has one
-    row per (kept request, position), positions 0..K-1, per-request columns repeated."""
+    """``ShardLogs.exposures`` keeps only the requests that were not abandoned; the table has
+    one row per (kept request, position), positions 0..K-1, per-request columns repeated,
+    each request at its own serving time."""
     from types import SimpleNamespace
 
-    from simab.campaign import ExposureLog, ShardSimulation
-    from simab.serving import Request
+    from simab.campaign import ShardLogs
     from simab.simulators.oracle import Response
 
-    log = ExposureLog("c", 3)
-    sim = SimpleNamespace(exposures=log, world=SimpleNamespace(scenario_names=["home", "search"]))
-
-    def reqs(ids):
-        return [Request(0, u, 10 * u, 100 * u, 0, np.arange(5), 0.0, None) for u in ids]
+    world = SimpleNamespace(scenario_names=["home", "search"])
+    log = ShardLogs(world, ["control", "treatment"], "c", 3, np.array([1, 2, 3, 4]), None, False)
 
     def resp(B, K, base):
         a = np.arange(B * K, dtype=float).reshape(B, K) + base
         return Response(a, a + 0.5, a, a % 2 == 0, a % 3 == 0, a * 10, a + 1, a + 2)
 
+    def ids(rows):  # (rows, session numbers, request ids) of users rows + 1
+        rows = np.array(rows)
+        return rows, rows * 10, (rows + 1) * 100
+
     slate = np.arange(6).reshape(2, 3)
-    ShardSimulation.log_exposures(sim, "control", reqs([1, 2]), 0, slate, slate * 1.0, resp(2, 3, 0),
-                                  np.ones((2, 3)), np.array([True, False]), 86400.0 * 1.5)
+    log.exposures("control", "home", *ids([0, 1]), np.array([86400.0 * 1.5, 5.0]), slate, slate * 1.0,
+                  resp(2, 3, 0), np.ones((2, 3)), np.array([True, False]))
     slate2 = np.arange(4).reshape(1, 4) + 50
-    ShardSimulation.log_exposures(sim, "treatment", reqs([3]), 1, slate2, slate2 * 1.0, resp(1, 4, 100),
-                                  np.full((1, 4), 0.5), np.array([True]), 10.0)
-    ShardSimulation.log_exposures(sim, "control", reqs([4]), 0, slate, slate * 1.0, resp(2, 3, 0),
-                                  np.ones((2, 3)), np.array([False, False]), 20.0)  # all abandoned
-    t = log.to_table()
-    assert log.rows == t.num_rows == 3 + 4
+    log.exposures("treatment", "search", *ids([2]), np.array([10.0]), slate2, slate2 * 1.0, resp(1, 4, 100),
+                  np.full((1, 4), 0.5), np.array([True]))
+    log.exposures("control", "home", *ids([3, 3]), np.array([20.0, 20.0]), slate, slate * 1.0, resp(2, 3, 0),
+                  np.ones((2, 3)), np.array([False, False]))  # all abandoned
+    assert log.exposure_rows == 3 + 4
+    t = log.drain()["exposures"]
+    assert t.num_rows == 3 + 4
     col = lambda k: t.column(k).to_pylist()  # noqa: E731
     assert col("user") == [1] * 3 + [3] * 4 and col("request") == [100] * 3 + [300] * 4
+    assert col("session") == [1 << 20] * 3 + [(3 << 20) | 20] * 4  # session ids: user << 20 | number
     assert col("position") == [0, 1, 2, 0, 1, 2, 3]
     assert col("item") == [0, 1, 2, 50, 51, 52, 53]
     assert col("arm") == ["control"] * 3 + ["treatment"] * 4
@@ -217,6 +220,7 @@ def test_exposure_log_drops_abandoned_requests_and_lays_out_rows_in_serving_orde
     conv = col("conversion_ts")
     assert conv[0] == 86400.0 * 1.5 and conv[5] == 10.0 + 1020.0 and np.isnan(conv[1]) and np.isnan(conv[3])
     assert col("propensity") == [1.0] * 3 + [0.5] * 4
+    assert log.drain()["exposures"].num_rows == 0  # drained
 
 
 def test_every_request_abandoned_gives_requests_but_no_exposures(tmp_path):
