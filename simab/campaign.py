@@ -39,8 +39,9 @@ from simab.simulators.units import DAY
 from simab.simulators.world import World
 
 DOMAINS = ("shop", "content")
-#: Simulated seconds per tick of the wave engine.
-DEFAULT_TICK_S = 3600.0
+#: Simulated seconds per tick of the wave engine: a day (longer ticks make larger waves, hence
+#: fewer and larger serving calls; what is simulated does not depend on it).
+DEFAULT_TICK_S = 86400.0
 
 
 @dataclass

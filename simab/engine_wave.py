@@ -3,13 +3,13 @@
 Users are struct-of-arrays: per user the kind of its next event (``pc``), its time
 (``t_next``), the session number, scene step and pending scene, the arm of the session,
 and the pending request (query category / shop, request id, latency).  A SimPy process
-is the clock: it advances tick by tick (``tick_s`` simulated seconds); within a tick,
-every user whose next event falls before the tick's end advances one event in one
-vectorised pass, repeated in waves until no user has an event before the tick's end.
+is the clock: it advances tick by tick (``tick_s`` simulated seconds, a day by default);
+within a tick, every user whose next event falls before the tick's end advances one event
+in one vectorised pass, repeated in waves until no user has an event before the tick's end.
 A user never appears twice in one wave, each user's events run in its own time order, and
 every draw is keyed by (user, session, step, slot) or request id, so a user's trajectory
 does not depend on the tick length, on which users share a wave, on the shard count or
-on the worker count.  Logs go to the sink at tick boundaries once they are large.
+on the worker count.  Logs go to the sink after a wave once they are large.
 
 The events are those of :mod:`simab.engine_reference` (the readable version):
 
@@ -125,7 +125,6 @@ class WaveSimulation(ShardSimulation):
         while self.env.now < t_end:
             tick_end = min(self.env.now + self.tick_s, t_end)
             self.advance(tick_end)
-            self.flush()
             yield self.env.timeout(tick_end - self.env.now)
 
     def advance(self, tick_end: float) -> None:
@@ -145,6 +144,7 @@ class WaveSimulation(ShardSimulation):
                 sel = pc == code
                 if sel.any():
                     step(due[sel], t[sel])
+            self.flush()  # to the sink once the logs are large
 
     def set_next(self, rows: np.ndarray, t: np.ndarray, pc: int) -> None:
         """The next event of ``rows``: ``pc`` at ``t``; none at or after ``t_end``."""

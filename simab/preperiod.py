@@ -42,7 +42,7 @@ class LoggingServing:
     base_ms: float = 2.0
     jitter_sigma: float = 0.5
     abandon_after_ms: float | None = None
-    tick_s: float = 3600.0
+    tick_s: float = 86400.0
 
 
 def logging_simulation(world: World, users: np.ndarray, days: float, shard: int = 0, engine: str = "wave"):

@@ -26,7 +26,7 @@ from simab.run_outputs import run_info, write_run_info
 from simab.shards import execute
 from simab.simulators.world import World
 from simab.spec import CampaignSpec
-from simab.truth import oracle_truth, users_per_arm, write_truth
+from simab.truth import exposure_parts, oracle_truth, users_per_arm, write_truth
 
 TABLES = ("exposures", "requests", "assignments", "moveline")
 
@@ -92,8 +92,7 @@ def run_campaign(
     execute(jobs, workers, backend, "campaign", manifest)
 
     arms = list(spec.arms)
-    exposures = read_table(run_dir, "exposures")
-    truth = oracle_truth(exposures, users_per_arm(run_dir, arms))
+    truth = oracle_truth(exposure_parts(run_dir), users_per_arm(run_dir, arms))
     if spec.truth == "counterfactual":
         for arm in arms:
             sub = f"counterfactual/{arm}"
@@ -102,9 +101,8 @@ def run_campaign(
             cf_jobs = [ShardJob(spec_json, str(run_dir), s, policies, arm, sub) for s in range(spec.shards)]
             cf_jobs = [j for j in cf_jobs if not (resume and cf_manifest.complete(j.shard))]
             execute(cf_jobs, workers, backend, f"counterfactual all-{arm}", cf_manifest)
-            cf = read_table(run_dir / sub, "exposures")
             n_users = read_table(run_dir / sub, "assignments", ["user"]).num_rows
-            truth += oracle_truth(cf, {arm: n_users}, source="counterfactual")
+            truth += oracle_truth(exposure_parts(run_dir / sub), {arm: n_users}, source="counterfactual")
     write_truth(truth, run_dir / "truth.parquet")
     if spec.world.pre_period_days > 0:
         cov_dir = pre_period(world, cache, workers=workers)
@@ -112,7 +110,7 @@ def run_campaign(
     digests = run_folder.file_digests(run_dir)
 
     wall = time.perf_counter() - started
-    n_exp = exposures.num_rows
+    n_exp = sum(e["parts"]["exposures"]["rows"] for e in manifest.data["shards"].values())
     compute = {a: sum(v.get("compute_s", {}).get(a, 0.0) for v in manifest.data["shards"].values()) for a in arms}
     info = run_info(spec, wall_s=wall, exposures=n_exp, scoring_s=compute, workers=workers, backend=backend,
                     policies=policies, digests=digests)

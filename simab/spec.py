@@ -47,7 +47,8 @@ class ServingSpec(_Strict):
     base_ms: float = Field(2.0, ge=0.0, description="service time of a request before its candidates' cost")
     jitter_sigma: float = Field(0.5, ge=0.0, le=3.0, description="log-normal spread of the service time")
     abandon_after_ms: float | None = Field(None, gt=0.0, description="requests slower than this are abandoned")
-    tick_s: float = Field(3600.0, gt=0.0, le=86400.0, description="simulated seconds per tick of the wave engine")
+    tick_s: float = Field(86400.0, gt=0.0, le=365 * 86400.0,
+                          description="simulated seconds per tick of the wave engine (outputs do not depend on it)")
 
 
 class TrainingSpec(_Strict):

@@ -215,6 +215,8 @@ def weighted_pick(cats: np.ndarray, w: np.ndarray, u: np.ndarray) -> np.ndarray:
 
 def batch_size(*xs) -> int:
     """The common length of the batch arguments ``xs`` (1-D arrays or scalars)."""
+    if xs and all(isinstance(x, np.ndarray) and x.ndim == 1 and len(x) == len(xs[0]) for x in xs):
+        return len(xs[0])
     return int(np.broadcast(*(np.atleast_1d(np.asarray(x)) for x in xs)).size) if xs else 0
 
 
@@ -222,13 +224,22 @@ def int_rows(*xs, size: int | None = None) -> list[np.ndarray]:
     """Arguments as fresh int64 arrays of one length (``size``, else their broadcast
     length; scalars broadcast)."""
     size = batch_size(*xs) if size is None else size
-    return [np.array(np.broadcast_to(np.asarray(x, np.int64), (size,))) for x in xs]
+    return [_rows(x, np.int64, size) for x in xs]
 
 
 def float_rows(*xs, size: int | None = None) -> list[np.ndarray]:
     """:func:`int_rows` for float64 arguments."""
     size = batch_size(*xs) if size is None else size
-    return [np.array(np.broadcast_to(np.asarray(x, np.float64), (size,))) for x in xs]
+    return [_rows(x, np.float64, size) for x in xs]
+
+
+def _rows(x, dtype, size: int) -> np.ndarray:
+    """A fresh ``dtype`` array of ``size`` rows from ``x`` (an array of that length, or a
+    scalar to broadcast); arrays that already fit are copied without broadcasting (the
+    engine's hot path)."""
+    if isinstance(x, np.ndarray) and x.dtype == dtype and x.shape == (size,):
+        return x.copy()
+    return np.array(np.broadcast_to(np.asarray(x, dtype), (size,)))
 
 
 def _kind(scenario: int) -> tuple[str, int]:
