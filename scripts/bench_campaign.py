@@ -1,8 +1,9 @@
 """Campaign benchmark: harness overhead, exposures/s, and 1 vs 2 workers.
 
 harness overhead = wall time of the simulation phase (all shards) / time spent inside the
-ranking services building feature batches and scoring them (the "bare batched scoring" of
-exactly the requests the campaign served, measured in the same process).
+arms' servers building feature batches and scoring them (the "bare batched scoring" of
+exactly the requests the campaign served, at the wave engine's batches, measured in the
+same process: ``score_s`` in the manifest).
 
     .venv/bin/python scripts/bench_campaign.py [--users 2000] [--days 1] [--policies popularity,din]
         [--no-two-workers]
@@ -38,7 +39,7 @@ def one(policy: str, users: int, days: float, workers: int, cache: str, out: Pat
     wall = time.perf_counter() - t0
     manifest = json.loads((res.run_dir / "manifest.json").read_text())
     shard_wall = sum(s["wall_s"] for s in manifest["shards"].values())
-    scoring = sum(sum(s["compute_s"].values()) for s in manifest["shards"].values())
+    scoring = sum(sum(s["score_s"].values()) for s in manifest["shards"].values())
     return {"policy": policy, "users": users, "workers": workers, "exposures": res.exposures, "wall_s": wall,
             "shard_wall_s": shard_wall, "scoring_s": scoring, "overhead": shard_wall / max(scoring, 1e-9),
             "exposures_per_s": res.exposures / max(shard_wall, 1e-9)}

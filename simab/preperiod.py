@@ -91,10 +91,22 @@ def _sort_parts(tmp: Path, table: str, keys: list[str]) -> None:
     pq.write_table(t, tmp / f"{table}-000.parquet")
 
 
-def pre_period(world: World, cache_dir: Path, shards: int = 4, workers: int = 1) -> Path:
+#: Users per pre-period shard at most (a shard's memory grows with its users).
+PRE_PERIOD_SHARD_USERS = 100_000
+
+
+def pre_period_shards(n_users: int) -> int:
+    """Shards of the pre-period: at least 4, and at most ``PRE_PERIOD_SHARD_USERS`` users each."""
+    return max(4, -(-n_users // PRE_PERIOD_SHARD_USERS))
+
+
+def pre_period(world: World, cache_dir: Path, shards: int | None = None, workers: int = 1) -> Path:
     """Run the logging policy over [-pre_period_days, 0) and cache its logs (Parquet)
     under ``cache_dir/preperiod-<world fingerprint>``; returns that folder.  Shards are
-    pure functions of (world, shard), so ``workers`` processes give the same bytes."""
+    pure functions of (world, shard), and what a user does does not depend on its shard, so
+    ``workers`` processes give the same bytes (``shards``: default
+    :func:`pre_period_shards`)."""
+    shards = pre_period_shards(world.spec.n_users) if shards is None else shards
     name = f"preperiod-{world.fingerprint()}"
     out = cache_dir / name
     if (out / "COMPLETE").exists():

@@ -82,7 +82,8 @@ class Server:
         self.rings = tuple(dict.fromkeys(GROUP_RINGS[g] for g in self.groups if g in GROUP_RINGS))
         self.ukey = rng.stream_key(self.world.seed, self.world.stream(f"policy-uniforms/{arm}"))
         self.neural = hasattr(policy, "parameters")
-        self.compute_s = 0.0
+        self.compute_s = 0.0  # whole serving calls (retrieval, features, scores, slates, responses, logs)
+        self.score_s = 0.0  # the bare batched scoring: feature snapshots and batches, policy scores
         self.calls = 0
 
     def _scores(self, batch: dict) -> np.ndarray:
@@ -128,9 +129,11 @@ class Server:
             p_click_top, _, _ = w.oracle.probabilities(
                 u, intent, sc, cand, np.zeros((B, C)), pen, users.price_sensitivity[rows],
                 users.conversion_propensity[rows])
+        t_score = time.perf_counter()
         snap = Snapshot.from_state(st, rows, t, sc, self.rings)
         batch = sh.builder.build(snap, cand, self.groups, p_click=p_click_top)
         scores = self._scores(batch)
+        self.score_s += time.perf_counter() - t_score
         if getattr(self.policy, "stochastic", False):
             uniforms = rng.uniform(self.ukey, rids[:, None], streams.policy_uniform_counters(C)[None, :])
             idx, prop = self.policy.slate(batch, K, uniforms)

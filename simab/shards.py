@@ -42,7 +42,9 @@ def run_shard(job: ShardJob) -> dict:
         sink.write("assignments", sim.assignments_table())
         parts = sink.close()
     compute = {a: s.compute_s for a, s in sim.services.items()}
-    return {"shard": job.shard, "parts": parts, "wall_s": time.perf_counter() - started, "compute_s": compute}
+    score = {a: s.score_s for a, s in sim.services.items()}
+    return {"shard": job.shard, "parts": parts, "wall_s": time.perf_counter() - started, "compute_s": compute,
+            "score_s": score}
 
 
 def execute(jobs: list[ShardJob], workers: int, backend: str, label: str, manifest: Manifest) -> None:
@@ -53,7 +55,7 @@ def execute(jobs: list[ShardJob], workers: int, backend: str, label: str, manife
     def record(entry: dict) -> None:
         nonlocal done
         done += 1
-        manifest.add(entry["shard"], entry["parts"], {"wall_s": entry["wall_s"], "compute_s": entry["compute_s"]})
+        manifest.add(entry["shard"], entry["parts"], {k: entry[k] for k in ("wall_s", "compute_s", "score_s")})
         rows = entry["parts"]["exposures"]["rows"]
         progress(f"  {label}: shard {done}/{total} done ({rows:,} exposures, {entry['wall_s']:.1f}s)")
 

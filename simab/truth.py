@@ -50,10 +50,12 @@ def oracle_truth(exposures: pa.Table | Iterable[pa.Table], users_per_arm: dict[s
     return rows
 
 
-def exposure_parts(run_dir: Path) -> Iterator[pa.Table]:
-    """The columns of the truth from each exposures part of a run folder, one part at a time."""
+def exposure_parts(run_dir: Path, rows: int = 1 << 20) -> Iterator[pa.Table]:
+    """The columns of the truth from the exposures parts of a run folder, ``rows`` at a time
+    (memory stays bounded at any campaign size)."""
     for path in sorted((Path(run_dir) / "exposures").glob("shard-*.parquet")):
-        yield pq.read_table(path, columns=TRUTH_COLUMNS)
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=rows, columns=TRUTH_COLUMNS):
+            yield pa.Table.from_batches([batch])
 
 
 def users_per_arm(run_dir: Path, arms: list[str]) -> dict[str, int]:
