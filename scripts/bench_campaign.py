@@ -26,13 +26,14 @@ from pathlib import Path
 os.environ.setdefault("SIMAB_QUIET", "1")
 
 
-def one(policy: str, users: int, days: float, workers: int, cache: str, out: Path) -> dict:
+def one(policy: str, users: int, days: float, workers: int, cache: str, out: Path, chunk: int | None = None) -> dict:
     import simab
 
     arms = {"control": {"policy": policy, "share": 0.5}, "treatment": {"policy": policy, "share": 0.5}}
     spec = simab.load_campaign(overrides={
         "name": f"bench-{policy}", "duration_days": days, "shards": 4, "arms": arms,
         "world": {"n_users": users}, "training": {"cache_dir": cache, "epochs": 1, "max_steps": 200},
+        **({"serving": {"max_batch": chunk}} if chunk else {}),
     })
     t0 = time.perf_counter()
     res = simab.run_campaign(spec, out=out, workers=workers, report=False)
@@ -51,19 +52,24 @@ def main() -> None:
     ap.add_argument("--days", type=float, default=1.0)
     ap.add_argument("--policies", default="popularity,din")
     ap.add_argument("--no-two-workers", action="store_true", help="skip the 2-worker run (one-core measurement)")
+    ap.add_argument("--chunk", type=int, nargs="+", default=[None],
+                    help="serving.max_batch values (rows per neural scoring call) to measure (default: the spec's)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cache = str(Path("runs/.cache").resolve())
         rows = []
         for p in a.policies.split(","):
             one(p, a.users, a.days, 1, cache, Path(tmp) / f"warm-{p}")  # warm: pre-period + training cached
-            rows.append(one(p, a.users, a.days, 1, cache, Path(tmp) / f"{p}-1"))
+            for c in a.chunk:
+                rows.append({**one(p, a.users, a.days, 1, cache, Path(tmp) / f"{p}-1-{c}", c), "chunk": c or "spec"})
         if not a.no_two_workers:
             rows.append(one(a.policies.split(",")[0], a.users, a.days, 2, cache, Path(tmp) / "w2"))
-    print("| policy | users | workers | exposures | simulation s (sum over shards) | scoring s | overhead | exposures/s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| policy | chunk | users | workers | exposures | simulation s (sum over shards) | scoring s | overhead | "
+          "exposures/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['policy']} | {r['users']} | {r['workers']} | {r['exposures']:,} | {r['shard_wall_s']:.1f} | "
+        print(f"| {r['policy']} | {r.get('chunk', 'spec')} | {r['users']} | {r['workers']} | {r['exposures']:,} | "
+              f"{r['shard_wall_s']:.1f} | "
               f"{r['scoring_s']:.1f} | {r['overhead']:.2f} | {r['exposures_per_s']:,.0f} |")
     rss = f"peak RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
     if a.no_two_workers:

@@ -42,7 +42,8 @@ class RampStep(_Strict):
 
 
 class ServingSpec(_Strict):
-    max_batch: int = Field(64, ge=1, le=100_000, description="rows per scoring call of a neural policy (padded)")
+    max_batch: int = Field(4, ge=1, le=100_000, description="rows per scoring call of a neural policy (zero-padded; "
+                           "small chunks waste least on padding on CPU, docs/benchmarks.md)")
     max_wait_ms: float = Field(5.0, ge=0.0, description="batching window: a request waits U(0, 1) of it")
     base_ms: float = Field(2.0, ge=0.0, description="service time of a request before its candidates' cost")
     jitter_sigma: float = Field(0.5, ge=0.0, le=3.0, description="log-normal spread of the service time")
