@@ -89,6 +89,7 @@ class ShardSimulation:
         self.first_arm = np.full(len(users), -1, np.int64)
         surfaces = world.chain.surfaces
         self.scene_of_scenario = np.array([SURFACE_SCENE[s] for s in surfaces], np.int64)
+        self.surface_of_scenario = np.array(surfaces)
         self.n_candidates = np.array([world.spec.scenarios[n].n_candidates for n in world.scenario_names], np.int64)
         self.sink = None
 
@@ -195,14 +196,15 @@ class ShardLogs:
 
     # --- appends ------------------------------------------------------------------------
     def exposures(self, arm, scenario, rows, sessions, rids, t, slate, scores, resp, prop, keep) -> None:
+        """One served batch: ``scenario`` is each request's scenario index."""
         users = self._users(rows)
         if self.record_features:
             self._features(rows, rids, t, scenario)
         if not keep.any():
             return
         k = keep
-        a, s = self.arms.index(arm), self.scenarios.index(scenario)
-        self._exp.append((a, s, users[k], session_ids(users[k], sessions[k]), rids[k], t[k], slate[k], scores[k],
+        a = self.arms.index(arm)
+        self._exp.append((a, scenario[k], users[k], session_ids(users[k], sessions[k]), rids[k], t[k], slate[k], scores[k],
                           resp.p_click[k], resp.clicked[k], resp.p_convert[k], resp.converted[k], resp.delay_s[k],
                           resp.dwell_s[k], resp.expected_dwell_s[k], prop[k]))
         self.rows += slate[k].size
@@ -210,7 +212,7 @@ class ShardLogs:
 
     def requests(self, arm, scenario, rows, sessions, rids, t, n_cand, latency, batch_size) -> None:
         users = self._users(rows)
-        self._req.append((self.arms.index(arm), self.scenarios.index(scenario), users, session_ids(users, sessions),
+        self._req.append((self.arms.index(arm), scenario, users, session_ids(users, sessions),
                           rids, t, n_cand, np.asarray(latency, np.float64), batch_size))
 
     def moveline(self, users, t, scenes, cats, shops) -> None:
@@ -222,7 +224,7 @@ class ShardLogs:
 
     def _features(self, rows, rids, t, scenario) -> None:
         state = self.state
-        snap = Snapshot.from_state(state, rows, t, np.full(len(rows), self.scenarios.index(scenario)))
+        snap = Snapshot.from_state(state, rows, t, scenario)
         cols = {f: snap.arrays[f] for f in SNAPSHOT_FIELDS}
         cols.update({f"{r}_len": snap.masks[r].sum(axis=1).astype(np.int64) for r in ("seq", "ais", "moveline")})
         self._feat.append(request=np.asarray(rids, np.int64), **cols)
@@ -254,7 +256,7 @@ class ShardLogs:
             "arm": _categorical(codes(0), self.arms, schema.field("arm").type),
             "user": per(2), "session": per(3), "request": per(4), "ts": ts,
             "day": np.floor(ts / DAY).astype(np.int32),
-            "scenario": _categorical(codes(1), self.scenarios, schema.field("scenario").type),
+            "scenario": _categorical(per(1).astype(np.int32), self.scenarios, schema.field("scenario").type),
             "position": (np.arange(n) - np.repeat(np.cumsum(K) - K, K)).astype(np.int16),
             "item": flat(6), "score": flat(7).astype(np.float32), "p_click": flat(8), "clicked": flat(9),
             "p_convert": flat(10), "converted": converted,
@@ -275,8 +277,7 @@ class ShardLogs:
             "request": cat(4), "user": cat(2), "session": cat(3),
             "arm": _categorical(np.repeat([x[0] for x in b], size).astype(np.int32), self.arms, schema.field("arm").type),
             "ts": ts, "day": np.floor(ts / DAY).astype(np.int32),
-            "scenario": _categorical(np.repeat([x[1] for x in b], size).astype(np.int32), self.scenarios,
-                                     schema.field("scenario").type),
+            "scenario": _categorical(cat(1).astype(np.int32), self.scenarios, schema.field("scenario").type),
             "n_candidates": np.repeat([x[6] for x in b], size).astype(np.int32),
             "latency_ms": cat(7),
             "batch_size": np.repeat([x[8] for x in b], size).astype(np.int32),

@@ -89,7 +89,7 @@ class ReferenceSimulation(ShardSimulation):
         server = self.services[self.arms[arm]]
         latency = server.latency.latency_ms(_one(rid), _one(self.n_candidates[sc]))
         yield self.env.timeout(float(latency[0]) / 1000.0)
-        out = server.serve(_one(row), _one(n), _one(rid), sc, _one(self.env.now, np.float64),
+        out = server.serve(_one(row), _one(n), _one(rid), _one(sc), _one(self.env.now, np.float64),
                            _one(cat), _one(shop), latency)
         dwell = chain.scene_dwell(user, n, step)
         for pos in np.flatnonzero(out.clicked[0]):  # nothing is clicked on an abandoned request

@@ -105,6 +105,9 @@ class WaveSimulation(ShardSimulation):
         self.lat = np.zeros(n)
         self.buys = PendingPurchases(n)
         self.surface_kind = np.array([s for s in self.world.chain.surfaces])
+        specs = [self.world.spec.scenarios[n] for n in self.world.scenario_names]
+        shapes = [(s.n_candidates, s.slate_size) for s in specs]
+        self.shape_of_scenario = np.array([sorted(set(shapes)).index(x) for x in shapes], np.int64)
         self.waves = 0
         self.wave_rows = 0
         rows = np.flatnonzero(self.plan.arm >= 0)
@@ -219,17 +222,18 @@ class WaveSimulation(ShardSimulation):
         self.set_next(rows, t + lat / 1000.0, SERVE)
 
     def serve(self, rows: np.ndarray, t: np.ndarray) -> None:
-        """Every request of the wave, one call per (arm, scenario)."""
-        key = self.arm_now[rows] * len(self.n_candidates) + self.sc[rows]
+        """Every request of the wave, one call per (arm, shape): scenarios with the same
+        numbers of candidates and slate size share a call."""
+        n_shapes = int(self.shape_of_scenario.max()) + 1
+        key = self.arm_now[rows] * n_shapes + self.shape_of_scenario[self.sc[rows]]
         for k in np.unique(key):
             m = key == k
             r, tt = rows[m], t[m]
-            a, sc = divmod(int(k), len(self.n_candidates))
-            out = self.services[self.arms[a]].serve(r, self.sess[r], self.rid[r], sc, tt, self.q_cat[r],
-                                                     self.q_shop[r], self.lat[r])
-            self.react(r, tt, sc, out)
+            out = self.services[self.arms[int(k) // n_shapes]].serve(
+                r, self.sess[r], self.rid[r], self.sc[r], tt, self.q_cat[r], self.q_shop[r], self.lat[r])
+            self.react(r, tt, out)
 
-    def react(self, rows: np.ndarray, t: np.ndarray, sc: int, out) -> None:
+    def react(self, rows: np.ndarray, t: np.ndarray, out) -> None:
         """Clicks (in slate order per user): the item joins the short sequence (and the
         AISeq after a search / shop visit), item detail, sometimes the cart; conversions
         become pending purchases.  The scene ends after its dwell plus the items' dwell."""
@@ -243,7 +247,7 @@ class WaveSimulation(ShardSimulation):
             rc, tc = rows[ci], t[ci]
             items = out.items[ci, cp]
             cats, shops = c.category[items], c.shop[items]
-            st.click_batch(rc, items, cats, np.full(len(ci), self.scene_of_scenario[sc]), tc, c.latent[items])
+            st.click_batch(rc, items, cats, self.scene_of_scenario[self.sc[rc]], tc, c.latent[items])
             cart = chain.goes_to_cart_batch(users[ci], n[ci], s[ci], cp)
             # per click: item detail, then (sometimes) the cart
             idx = np.repeat(np.arange(len(ci)), 1 + cart)

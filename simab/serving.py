@@ -2,7 +2,7 @@
 
 Both engines (``simab/campaign.py``) serve through :class:`Server`: the reference engine one
 request at a time, the wave engine every due request of a wave at once (one call per arm
-and scenario).  A request's slate depends only on that request (its user's state, its
+and shape: scenarios with the same numbers of candidates and slate size share a call).  A request's slate depends only on that request (its user's state, its
 keyed draws), never on the requests it is served with:
 
 - retrieval, the policy's randomness and the responses are keyed by request id;
@@ -103,23 +103,27 @@ class Server:
             out.append(self.policy.score(part).numpy()[:n])
         return np.concatenate(out)
 
-    def serve(self, rows: np.ndarray, sessions: np.ndarray, rids: np.ndarray, scenario: int, t: np.ndarray,
+    def serve(self, rows: np.ndarray, sessions: np.ndarray, rids: np.ndarray, scenarios: np.ndarray, t: np.ndarray,
               query_cat: np.ndarray, query_shop: np.ndarray, latency_ms: np.ndarray) -> Outcome:
-        """Serve the requests ``rids`` (users at state ``rows``, all of ``scenario``) at
-        times ``t``: retrieval, features, scores, slates, the world's responses; logs
-        exposures and requests and applies the exposures' fatigue."""
+        """Serve the requests ``rids`` (users at state ``rows``, of ``scenarios``, which must
+        share their number of candidates and slate size) at times ``t``: retrieval,
+        features, scores, slates, the world's responses; logs exposures and requests and
+        applies the exposures' fatigue."""
         sh, w = self.sim, self.world
         st = sh.state
         B = len(rows)
-        name = w.scenario_names[scenario]
-        surface = w.chain.surfaces[scenario]
-        n_cand = w.spec.scenarios[name].n_candidates
+        sc = np.asarray(scenarios, np.int64)
+        spec = w.spec.scenarios[w.scenario_names[int(sc[0])]]
+        n_cand = spec.n_candidates
         t0 = time.perf_counter()
         ctx = sh.retrieval_context_batch(rows)
-        cand = sh.retriever.candidates_batch(surface, n_cand, rids, query_cat, query_shop, ctx)
+        cand = np.empty((B, n_cand), np.int64)
+        surfaces = sh.surface_of_scenario[sc]
+        for surface in np.unique(surfaces):  # retrieval differs by surface
+            m = surfaces == surface
+            cand[m] = sh.retriever.candidates_batch(str(surface), n_cand, rids[m], query_cat[m], query_shop[m], ctx[m])
         C = cand.shape[1]
-        K = min(w.spec.scenarios[name].slate_size, C)
-        sc = np.full(B, scenario, np.int64)
+        K = min(spec.slate_size, C)
         users = st.users
         intent = st.intent(rows, t)
         u = st.u[rows]
@@ -149,8 +153,8 @@ class Server:
         resp = w.oracle.respond(rids, u, intent, sc, slate, pen, users.price_sensitivity[rows],
                                 users.conversion_propensity[rows])
         keep = ~abandoned
-        sh.logs.exposures(self.arm, name, rows, sessions, rids, t, slate, slate_scores, resp, prop, keep)
-        sh.logs.requests(self.arm, name, rows, sessions, rids, t, C, latency_ms, B)
+        sh.logs.exposures(self.arm, sc, rows, sessions, rids, t, slate, slate_scores, resp, prop, keep)
+        sh.logs.requests(self.arm, sc, rows, sessions, rids, t, C, latency_ms, B)
         st.expose(rows[keep], slate_cat[keep], t[keep])
         self.compute_s += time.perf_counter() - t0
         self.calls += 1

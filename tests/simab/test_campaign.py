@@ -197,12 +197,13 @@ def test_exposure_log_drops_abandoned_requests_and_lays_out_rows_in_serving_orde
         return rows, rows * 10, (rows + 1) * 100
 
     slate = np.arange(6).reshape(2, 3)
-    log.exposures("control", "home", *ids([0, 1]), np.array([86400.0 * 1.5, 5.0]), slate, slate * 1.0,
+    home, search = np.array([0, 0]), np.array([1])
+    log.exposures("control", home, *ids([0, 1]), np.array([86400.0 * 1.5, 5.0]), slate, slate * 1.0,
                   resp(2, 3, 0), np.ones((2, 3)), np.array([True, False]))
     slate2 = np.arange(4).reshape(1, 4) + 50
-    log.exposures("treatment", "search", *ids([2]), np.array([10.0]), slate2, slate2 * 1.0, resp(1, 4, 100),
+    log.exposures("treatment", search, *ids([2]), np.array([10.0]), slate2, slate2 * 1.0, resp(1, 4, 100),
                   np.full((1, 4), 0.5), np.array([True]))
-    log.exposures("control", "home", *ids([3, 3]), np.array([20.0, 20.0]), slate, slate * 1.0, resp(2, 3, 0),
+    log.exposures("control", home, *ids([3, 3]), np.array([20.0, 20.0]), slate, slate * 1.0, resp(2, 3, 0),
                   np.ones((2, 3)), np.array([False, False]))  # all abandoned
     assert log.exposure_rows == 3 + 4
     t = log.drain()["exposures"]
