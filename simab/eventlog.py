@@ -196,7 +196,10 @@ class PartWriter:
             for old in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # left by a killed attempt
                 old.unlink(missing_ok=True)
             self.tmp = temp_beside(self.path)
-            self._writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+            # Parquet dictionary pages only for the categorical columns: trying them on ids and
+            # floats doubled the writing time for larger files (docs/benchmarks.md)
+            categorical = [f.name for f in self.schema if pa.types.is_dictionary(f.type)]
+            self._writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd", use_dictionary=categorical)
         except OSError as exc:
             raise _write_error(exc, self.path) from None
 
