@@ -7,8 +7,8 @@ figures all read this table, so adding or changing a metric is one edit here.
 Roles: *confirmatory* metrics form the multiple-testing family (their adjusted p-values
 decide "significant after correction"); *guardrail* metrics are reported apart, with their
 own unadjusted p-values, and never change the confirmatory family.  ``latency_p99_ms`` is
-a guardrail: it is measured wall-clock time, so it differs between identical-seed runs and
-must not move the other metrics' adjusted p-values.
+a guardrail: an operational metric (from the serving latency model) that must not move the
+other metrics' adjusted p-values.
 
 This module imports nothing heavy (no numpy, no pyarrow) so spec validation stays cheap.
 """
@@ -147,7 +147,7 @@ REGISTRY: dict[str, MetricDef] = {
         ),
         MetricDef(
             "latency_p99_ms",
-            "99th percentile of request latency (wall-clock, ms)",
+            "99th percentile of request latency (serving latency model, ms)",
             "request",
             "guardrail",
             False,

@@ -20,8 +20,8 @@ METHOD_NOTES = (
     "p tests the absolute difference; adj p is corrected over every confirmatory metric and "
     "arm. Guardrail metrics are outside that family (adjusted among themselves), so they "
     "never change a confirmatory adj p.",
-    "latency_p99_ms (guardrail, higher is worse): 99th percentile of request latency, measured "
-    "wall-clock time (it differs between identical-seed runs); interval by Woodruff's method on "
+    "latency_p99_ms (guardrail, higher is worse): 99th percentile of request latency from the "
+    "serving latency model (deterministic per request; docs/architecture.md); interval by Woodruff's method on "
     "the user-clustered CDF (Deng et al. 2018, section 4.2); relative CI on the log scale, so it "
     "stays above -100%.",
     "Sequential: mixture SPRT (Johari et al. 2017) over daily looks; always-valid p and "

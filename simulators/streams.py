@@ -228,17 +228,18 @@ LATENCY_JITTER = 1
 
 def session_ids(users: np.ndarray, n: np.ndarray) -> np.ndarray:
     """:func:`session_id` of arrays of users and session numbers."""
-    n = np.asarray(n, np.int64)
-    if n.size and n.max() >= MAX_SESSIONS_PER_USER:
-        i = int(np.argmax(n))
-        session_id(int(np.asarray(users)[i]), int(n[i]))  # raises the error naming duration_days
-    return (np.asarray(users, np.int64) << SESSION_BITS) | n
+    return _packed_ids(users, n, SESSION_BITS, session_id)
 
 
 def request_ids(users: np.ndarray, k: np.ndarray) -> np.ndarray:
     """:func:`request_id` of arrays of users and request numbers."""
+    return _packed_ids(users, k, REQUEST_BITS, request_id)
+
+
+def _packed_ids(users: np.ndarray, k: np.ndarray, bits: int, one) -> np.ndarray:
+    """``user << bits | k``; a ``k`` past its bits raises ``one``'s error (naming duration_days)."""
     k = np.asarray(k, np.int64)
-    if k.size and k.max() >= MAX_REQUESTS_PER_USER:
+    if k.size and k.max() >= 1 << bits:
         i = int(np.argmax(k))
-        request_id(int(np.asarray(users)[i]), int(k[i]))  # raises the error naming duration_days
-    return (np.asarray(users, np.int64) << REQUEST_BITS) | k
+        one(int(np.asarray(users)[i]), int(k[i]))
+    return (np.asarray(users, np.int64) << bits) | k

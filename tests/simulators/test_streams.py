@@ -139,3 +139,14 @@ def test_no_caller_packs_stream_counters_by_hand():
                 if packed.search(line):
                     offenders.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_vectorised_ids_pack_as_the_scalar_ones_and_refuse_overflow():
+    from simab.simulators.streams import request_id, request_ids, session_id, session_ids
+
+    users, k = np.array([0, 3, 70_000]), np.array([5, 0, 1_000])
+    assert session_ids(users, k).tolist() == [session_id(int(u), int(n)) for u, n in zip(users, k, strict=True)]
+    assert request_ids(users, k).tolist() == [request_id(int(u), int(n)) for u, n in zip(users, k, strict=True)]
+    for fn, limit in ((session_ids, 1 << 20), (request_ids, 1 << 24)):
+        with pytest.raises(SimabError, match="duration_days"):
+            fn(users, np.array([0, limit, 1]))
