@@ -88,7 +88,7 @@ def main() -> None:
                     a.json.write_text(json.dumps(rows, indent=1))
                 print(f"  {row['total_s']:.1f} s, {row['exposures']:,} exposures", file=sys.stderr, flush=True)
     print(f"default world, popularity vs popularity, pre-period {a.pre_days:g} d + campaign {a.days:g} d, "
-          f"{a.shards} campaign shards (4 pre-period shards)\n")
+          f"{a.shards} campaign shards (pre-period: preperiod.pre_period_shards)\n")
     print("| users | workers | exposures | pre-period s | campaign s | total s | exposures/s (campaign) | "
           "peak RSS main MB | peak RSS largest worker MB |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
