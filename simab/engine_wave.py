@@ -93,19 +93,21 @@ class PendingPurchases:
 class WaveSimulation(ShardSimulation):
     def run(self) -> None:
         n = len(self.plan.users)
+        # per user, in the smallest dtypes that hold the values (scene steps < 64, arms and
+        # scenarios < 32k; session numbers, ids, times in 64 bits)
         self.pc = np.full(n, DONE, np.int8)
         self.t_next = np.full(n, np.inf)
         self.sess = np.zeros(n, np.int64)
-        self.step = np.zeros(n, np.int64)
-        self.sc = np.zeros(n, np.int64)  # pending scene: scenario index, -1 content
-        self.arm_now = np.zeros(n, np.int64)
-        self.q_cat = np.full(n, -1, np.int64)
-        self.q_shop = np.full(n, -1, np.int64)
+        self.step = np.zeros(n, np.int8)
+        self.sc = np.zeros(n, np.int16)  # pending scene: scenario index, -1 content
+        self.arm_now = np.zeros(n, np.int16)
+        self.q_cat = np.full(n, -1, np.int32)
+        self.q_shop = np.full(n, -1, np.int32)
         self.rid = np.zeros(n, np.int64)
         self.lat = np.zeros(n)
         self.buys = PendingPurchases(n)
         self.surface_kind = np.array([s for s in self.world.chain.surfaces])
-        specs = [self.world.spec.scenarios[n] for n in self.world.scenario_names]
+        specs = [self.world.spec.scenarios[name] for name in self.world.scenario_names]
         shapes = [(s.n_candidates, s.slate_size) for s in specs]
         self.shape_of_scenario = np.array([sorted(set(shapes)).index(x) for x in shapes], np.int64)
         self.waves = 0
