@@ -32,6 +32,9 @@ from simab.simulators.scenes import CART, CONTENT, DETAIL
 from simab.simulators.streams import Decision, request_ids
 
 START, SCENE, SERVE, END, DONE = range(5)
+#: Requests per serving call at most: a wave of a large shard is served in slices so that the
+#: call's temporaries (candidates x latent dimensions per request) stay bounded.
+MAX_SERVE_ROWS = 8192
 SEARCH_SURFACES = ("search", "shop")
 
 
@@ -229,11 +232,13 @@ class WaveSimulation(ShardSimulation):
         n_shapes = int(self.shape_of_scenario.max()) + 1
         key = self.arm_now[rows] * n_shapes + self.shape_of_scenario[self.sc[rows]]
         for k in np.unique(key):
-            m = key == k
-            r, tt = rows[m], t[m]
-            out = self.services[self.arms[int(k) // n_shapes]].serve(
-                r, self.sess[r], self.rid[r], self.sc[r], tt, self.q_cat[r], self.q_shop[r], self.lat[r])
-            self.react(r, tt, out)
+            m = np.flatnonzero(key == k)
+            server = self.services[self.arms[int(k) // n_shapes]]
+            for lo in range(0, len(m), MAX_SERVE_ROWS):  # bounded temporaries ([B, C, d] in the oracle)
+                r, tt = rows[m[lo:lo + MAX_SERVE_ROWS]], t[m[lo:lo + MAX_SERVE_ROWS]]
+                out = server.serve(r, self.sess[r], self.rid[r], self.sc[r], tt, self.q_cat[r], self.q_shop[r],
+                                   self.lat[r])
+                self.react(r, tt, out)
 
     def react(self, rows: np.ndarray, t: np.ndarray, out) -> None:
         """Clicks (in slate order per user): the item joins the short sequence (and the
