@@ -2,11 +2,12 @@
 logged) serves the world over ``[-days, 0)``; its logs are the training data of the
 trainable arms and the source of the per-user CUPED covariates.
 
-Users are grouped into shards by the same hash as the campaign's (:func:`shard_of`).
-The cached tables are sorted by request id (then position), so their row order does not
-follow the shard parts, and their bytes do not depend on the number of workers.  What a
-user does does not depend on the shard grouping either (each draw is keyed per user and
-request; serving latency is a per-request model).
+Users are grouped into shards by the same hash as the campaign's (:func:`shard_of`), their
+number a function of the population (:func:`pre_period_shards`).  The cache keeps one part
+per shard and table, each sorted by request id (then position), never merged (the merge of
+every part in memory was the peak of a 1M-user run), so its bytes do not depend on the
+number of workers.  What a user does does not depend on the shard grouping (each draw is
+keyed per user and request; serving latency is a per-request model).
 """
 
 from __future__ import annotations
@@ -76,19 +77,12 @@ def pre_period_shard(world_spec: WorldSpec, seed: int, s: int, shards: int, tmp:
     sim = logging_simulation(world, pre_period_users(world, s, shards), world.spec.pre_period_days, s)
     sim.run()
     tables = sim.tables()
-    pq.write_table(tables["exposures"], Path(tmp) / f"exposures-{s:03d}.parquet")
-    pq.write_table(tables["features"], Path(tmp) / f"features-{s:03d}.parquet")
+    # each part sorted by request id (then position): its bytes do not depend on the order in
+    # which the engine served the shard's requests, and a user's rows are contiguous
+    pq.write_table(tables["exposures"].sort_by([("request", "ascending"), ("position", "ascending")]),
+                   Path(tmp) / f"exposures-{s:03d}.parquet")
+    pq.write_table(tables["features"].sort_by([("request", "ascending")]), Path(tmp) / f"features-{s:03d}.parquet")
     return tables["exposures"].num_rows
-
-
-def _sort_parts(tmp: Path, table: str, keys: list[str]) -> None:
-    """Replace the per-shard parts of ``table`` by one file sorted by ``keys`` (request
-    ids are globally unique, so the order does not depend on the shard partition)."""
-    parts = sorted(tmp.glob(f"{table}-*.parquet"))
-    t = pa.concat_tables([pq.read_table(p) for p in parts]).sort_by([(k, "ascending") for k in keys])
-    for p in parts:
-        p.unlink()
-    pq.write_table(t, tmp / f"{table}-000.parquet")
 
 
 #: Users per pre-period shard at most (a shard's memory grows with its users).
@@ -127,8 +121,6 @@ def pre_period(world: World, cache_dir: Path, shards: int | None = None, workers
     finally:
         if workers > 1:
             pool.shutdown()
-    _sort_parts(tmp, "exposures", ["request", "position"])
-    _sort_parts(tmp, "features", ["request"])
     (tmp / "COMPLETE").write_text(json.dumps({"wall_s": time.perf_counter() - started}))
     if out.exists():
         shutil.rmtree(tmp, ignore_errors=True)

@@ -110,9 +110,11 @@ def test_counts_are_consistent(tmp_path):
 
 def test_pre_period_is_identical_with_one_and_two_workers(tmp_path):
     """The pre-period's shards run in a process pool when workers > 1; each shard is a
-    pure function of (world, shard), so the cached logs are byte-identical; they are
-    sorted by (request, position), not laid out by shard."""
+    pure function of (world, shard), so the cached logs are byte-identical; each part is
+    sorted by (request, position) and holds whole users."""
     import hashlib
+
+    import pyarrow.parquet as pq
 
     from simab.preperiod import pre_period
     from simab.simulators.spec import world_spec
@@ -126,13 +128,14 @@ def test_pre_period_is_identical_with_one_and_two_workers(tmp_path):
 
     one, two = (digests(f) for f in folders)
     assert one == two
-    # one table each, in request order whatever the shard partition
-    assert set(one) == {"exposures-000.parquet", "features-000.parquet"}
-    import pyarrow.parquet as pq
-
-    e = pq.read_table(folders[0] / "exposures-000.parquet", columns=["request", "position"])
-    key = e.column("request").to_numpy() * 1000 + e.column("position").to_numpy()  # positions < 1000
-    assert len(key) > 0 and (np.diff(key) > 0).all()
+    assert set(one) == {f"{t}-{s:03d}.parquet" for t in ("exposures", "features") for s in range(3)}
+    users = []
+    for s in range(3):
+        e = pq.read_table(folders[0] / f"exposures-{s:03d}.parquet", columns=["request", "position", "user"])
+        key = e.column("request").to_numpy() * 1000 + e.column("position").to_numpy()  # positions < 1000
+        assert len(key) > 0 and (np.diff(key) > 0).all()
+        users.append(set(e.column("user").to_pylist()))
+    assert not (users[0] & users[1]) and not (users[0] & users[2]) and not (users[1] & users[2])
 
 
 def test_pre_period_and_campaign_draw_independently(tmp_path):
@@ -152,7 +155,7 @@ def test_pre_period_and_campaign_draw_independently(tmp_path):
     run = run_campaign(spec, out=tmp_path / "run", report=False)
     world = World.build(world_spec({"preset": "default", "n_users": 40, "pre_period_days": 1.0}), seed=3)
     pre = pq.read_table(pre_period(world, tmp_path / "cache", shards=1) / "exposures-000.parquet",
-                        columns=["user", "ts"])
+                        columns=["user", "ts"])  # one shard: one part
     camp = read_table(run.run_dir, "exposures").select(["user", "ts"])
     shifted = {(int(u), round(float(t) + 86400.0, 3)) for u, t in zip(pre["user"].to_numpy(), pre["ts"].to_numpy(), strict=True)}
     here = {(int(u), round(float(t), 3)) for u, t in zip(camp["user"].to_numpy(), camp["ts"].to_numpy(), strict=True)}
