@@ -39,9 +39,6 @@ from simab.simulators.units import DAY
 from simab.simulators.world import World
 
 DOMAINS = ("shop", "content")
-#: Simulated seconds per tick of the wave engine: a day (longer ticks make larger waves, hence
-#: fewer and larger serving calls; what is simulated does not depend on it).
-DEFAULT_TICK_S = 86400.0
 
 
 @dataclass
@@ -70,11 +67,10 @@ class ShardSimulation:
         unit: str = "user",
         session_arm=None,
         record_features: bool = False,
-        tick_s: float = DEFAULT_TICK_S,
     ):
         self.world, self.plan, self.arms, self.campaign = world, plan, arms, campaign
         self.unit, self.session_arm = unit, session_arm
-        self.tick_s = float(tick_s)
+        self.tick_s = float(serving.tick_s)  # the wave engine's tick (outputs do not depend on it)
         users = world.population.users(plan.users)
         self.state = UserState(world.spec, users, world.catalog.centroid, plan.t_begin)
         th = world.histories.target(users, max_len=world.spec.seq_len)

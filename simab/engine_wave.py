@@ -109,7 +109,6 @@ class WaveSimulation(ShardSimulation):
         self.rid = np.zeros(n, np.int64)
         self.lat = np.zeros(n)
         self.buys = PendingPurchases(n)
-        self.surface_kind = np.array([s for s in self.world.chain.surfaces])
         specs = [self.world.spec.scenarios[name] for name in self.world.scenario_names]
         shapes = [(s.n_candidates, s.slate_size) for s in specs]
         self.shape_of_scenario = np.array([sorted(set(shapes)).index(x) for x in shapes], np.int64)
@@ -201,7 +200,7 @@ class WaveSimulation(ShardSimulation):
         if not surf.any():
             return
         rows, t, users, n, s, sc = rows[surf], t[surf], users[surf], n[surf], s[surf], sc[surf]
-        kind = self.surface_kind[sc]
+        kind = self.surface_of_scenario[sc]
         cat = np.full(len(rows), -1, np.int64)
         shop = np.full(len(rows), -1, np.int64)
         q = np.isin(kind, SEARCH_SURFACES)

@@ -11,9 +11,8 @@ import numpy as np
 
 from simab.assignment import Allocation, buckets
 from simab.simulators import rng
+from simab.simulators.units import DAY
 from simab.spec import CampaignSpec
-
-DAY = 86400.0
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,21 +28,9 @@ import pyarrow.parquet as pq
 from simab.plan import shard_of
 from simab.progress import progress
 from simab.simulators.spec import WorldSpec
+from simab.simulators.units import DAY
 from simab.simulators.world import World
-
-DAY = 86400.0
-
-
-@dataclass(frozen=True)
-class LoggingServing:
-    """The pre-period's ranking service settings (no abandonment)."""
-
-    max_batch: int = 256
-    max_wait_ms: float = 5.0
-    base_ms: float = 2.0
-    jitter_sigma: float = 0.5
-    abandon_after_ms: float | None = None
-    tick_s: float = 86400.0
+from simab.spec import ServingSpec
 
 
 def logging_simulation(world: World, users: np.ndarray, days: float, shard: int = 0, engine: str = "wave"):
@@ -61,7 +48,7 @@ def logging_simulation(world: World, users: np.ndarray, days: float, shard: int 
     n = len(users)
     plan = ShardPlan(shard, users, np.zeros(n, np.int64), np.full(n, t0), np.zeros(n), t0, 0.0)
     return make_simulation(engine, world, plan, ["logging"], {"logging": policy}, campaign="preperiod",
-                           serving=LoggingServing(), record_features=True)
+                           serving=ServingSpec(), record_features=True)  # the default settings: no abandonment
 
 
 def pre_period_users(world: World, shard: int, shards: int) -> np.ndarray:

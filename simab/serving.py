@@ -56,8 +56,8 @@ class LatencyModel:
 
     def __init__(self, world, serving, policy):
         self.max_wait_ms = float(serving.max_wait_ms)
-        self.base_ms = float(getattr(serving, "base_ms", 2.0))
-        self.sigma = float(getattr(serving, "jitter_sigma", 0.5))
+        self.base_ms = float(serving.base_ms)
+        self.sigma = float(serving.jitter_sigma)
         self.us_per_candidate = float(getattr(policy, "service_us_per_candidate", DEFAULT_US_PER_CANDIDATE))
         self.key = rng.stream_key(world.seed, world.stream("serving/latency"))
 
@@ -76,7 +76,7 @@ class Server:
         self.sim, self.arm, self.policy = sim, arm, policy
         self.world = sim.world
         self.chunk = int(serving.max_batch)
-        self.abandon_after_ms = getattr(serving, "abandon_after_ms", None)
+        self.abandon_after_ms = serving.abandon_after_ms
         self.latency = LatencyModel(self.world, serving, policy)
         self.groups = tuple(policy.feature_groups)
         self.rings = tuple(dict.fromkeys(GROUP_RINGS[g] for g in self.groups if g in GROUP_RINGS))

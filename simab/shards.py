@@ -36,7 +36,7 @@ def run_shard(job: ShardJob) -> dict:
     out = Path(job.run_dir) / job.subdir if job.subdir else Path(job.run_dir)
     with ShardSink(out, job.shard) as sink:  # a part for each table of the event log
         sim = make_simulation(spec.engine, world, plan, arms, policies, campaign=spec.name, serving=spec.serving,
-                              unit=spec.unit, session_arm=session_arm, tick_s=spec.serving.tick_s)
+                              unit=spec.unit, session_arm=session_arm)
         sim.sink = sink  # the engine writes its logs per tick once they are large, and at the end
         sim.run()
         sink.write("assignments", sim.assignments_table())
