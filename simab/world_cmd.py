@@ -97,7 +97,7 @@ def run_world(preset: str, users: int | None = None, seed: int = 0, out: str | P
 
 def _print_summary(s: dict, out: str) -> None:
     t, sig = s["totals"], s["signals"]
-    print(f"world {s['preset']} (seed {s['seed']}): {s['n_users']:,} users, {s['sampled_users']:,} simulated for "
+    print(f"world {s['preset']} ({s.get('calibration', 'realistic')}, seed {s['seed']}): {s['n_users']:,} users, {s['sampled_users']:,} simulated for "
           f"{s['pre_period_days']:g} day(s); {t['exposures']:,} exposures, {t['sessions']:,} sessions, "
           f"CTR {t['ctr']:.4f}, CVR {t['cvr']:.3f}")
     print(f"  {'scenario':<20}{'traffic':>9}{'CTR':>9}{'P(click)':>10}{'decay':>8}{'fitted':>14}")
@@ -106,6 +106,13 @@ def _print_summary(s: dict, out: str) -> None:
               f"{v['position_decay_spec']:>8.2f}{v['position_decay_fitted']:>8.2f} ± {v['position_decay_se']:.2f}")
     print(f"  signals: moveline_ratio {sig['moveline_ratio']:.2f}  lifelong_ratio {sig['lifelong_ratio']:.2f}  "
           f"scenario_label_correlation {sig['scenario_label_correlation']:.2f}")
+    rows = s.get("realism", [])
+    if rows:
+        head = "realism targets" if s.get("calibration") == "realistic" else "realism (dense calibration: no targets)"
+        print(f"  {head}:")
+        for t in rows:
+            mark = {True: "met", False: "MISSED", None: ""}[t["met"]]
+            print(f"    {t['name']:<30}{t['measured']:>10.4g}   target {t['lo']:g} .. {t['hi']:g}   {mark}")
     r = s["runtime"]
     print(f"  {r['total_s']:.1f}s ({r['exposures_per_s']:,.0f} exposures/s); wrote {out}/world.json, index.html and figures")
 

@@ -1,8 +1,8 @@
 """Lifelong histories, generated on demand.
 
-A user's source-domain (content) history of ``source_length`` events over the last
-``span_days`` days before t = 0, and a target-domain (shop) history of
-``target_length`` events, are pure functions of (seed, stream, user): any user's history
+A user's source-domain (content) history of up to ``source_length`` events over the last
+``span_days`` days before t = 0, and a target-domain (shop) history of up to
+``target_length`` events (per-user lengths: :meth:`HistoryGenerator.lengths`), are pure functions of (seed, stream, user): any user's history
 is reproducible on its own, nothing is stored, and memory does not depend on the number
 of users.  Batches of histories are materialised when a policy needs them, vectorised
 over the batch with the counter-based draws of ``simulators/rng.py`` (slots:
@@ -65,14 +65,17 @@ class HistoryGenerator:
         self.spec, self.seed, self.catalog = spec, seed, catalog
         self._keys = {name: rng.stream_key(seed, name) for name in ("history/source", "history/target")}
 
-    def _events(self, users: Users, rows: slice, stream: str, length: int, n: int, groups: Csr, with_dormant: bool):
-        """The newest ``n`` of ``length`` events of users ``rows``, newest first:
-        (item, category, action, ts), each ``[b, n]``."""
+    def _events(self, users: Users, rows: slice, stream: str, length: np.ndarray | int, n: int, groups: Csr,
+                with_dormant: bool):
+        """The newest ``n`` events of users ``rows`` whose histories hold ``length`` events
+        (an int, or one per row), newest first: (item, category, action, ts), each ``[b, n]``;
+        slots at or beyond a row's length are drawn but are not events (the caller masks them)."""
         counters = history_counters(n)
         u = {d: rng.uniform(self._keys[stream], users.ids[rows, None], counters[None, :, d]) for d in HistoryDraw}
         lf = self.spec.lifelong
         # descending order statistics of `length` uniforms (module docstring)
-        ts = lf.span_days * DAY * np.expm1(np.cumsum(np.log(u[HistoryDraw.GAP]) / (length - np.arange(n)), axis=1))
+        left = np.maximum(np.asarray(length)[..., None] - np.arange(n), 1) if np.ndim(length) else length - np.arange(n)
+        ts = lf.span_days * DAY * np.expm1(np.cumsum(np.log(u[HistoryDraw.GAP]) / left, axis=1))
         # one uniform decides the category: below EXPLORATION it is a uniformly random
         # category (u / EXPLORATION is uniform there), above it picks an interest by weight
         # ((u - EXPLORATION) / (1 - EXPLORATION) is uniform there)
@@ -98,6 +101,17 @@ class HistoryGenerator:
         actions = 1 + np.searchsorted(np.cumsum(ACTION_P), u[HistoryDraw.ACTION] * 0.9999999)
         return items, self.catalog.category[items], actions, ts
 
+    def lengths(self, users: Users, cap: int) -> np.ndarray | int:
+        """Each user's number of history events when the cap is ``cap``: ``cap`` for every
+        user when ``lifelong.length_sigma`` is 0 and ``length_median_share`` is 1, else
+        ``cap * share * exp(sigma * z)`` rounded and clipped to [1, cap] (log-normal: a few
+        users have long histories, most have short ones; ``z`` is correlated with activity)."""
+        lf = self.spec.lifelong
+        if cap == 0 or (lf.length_sigma == 0.0 and lf.length_median_share == 1.0):
+            return cap
+        raw = np.rint(cap * lf.length_median_share * np.exp(lf.length_sigma * users.length_z))
+        return np.clip(raw, 1, cap).astype(np.int64)
+
     def _batch(self, users: Users, stream: str, length: int, groups: Csr, with_dormant: bool, max_len: int | None):
         n = len(users)
         L = length if max_len is None else min(length, max_len)
@@ -110,13 +124,22 @@ class HistoryGenerator:
         )
         if length == 0 or L == 0:
             return out
+        per_user = self.lengths(users, length)
         step = max(1, _CHUNK // L)
         for lo in range(0, n, step):
             rows = slice(lo, min(lo + step, n))
-            newest_first = self._events(users, rows, stream, length, L, groups, with_dormant)
+            mine = per_user[rows] if np.ndim(per_user) else per_user
+            newest_first = self._events(users, rows, stream, mine, L, groups, with_dormant)
             for dst, src in zip((out.item, out.category, out.action, out.ts), newest_first, strict=True):
                 dst[rows] = src[:, ::-1]  # oldest first
-        out.mask[:] = True
+            if np.ndim(per_user):
+                # a row's events are its newest `mine` slots: padding sits at the old end (left)
+                real = np.arange(L)[None, :] < np.asarray(mine)[:, None]
+                out.mask[rows] = real[:, ::-1]
+                for dst in (out.item, out.category, out.action, out.ts):
+                    dst[rows] = np.where(out.mask[rows], dst[rows], 0)
+        if not np.ndim(per_user):
+            out.mask[:] = True
         return out
 
     def source(self, users: Users, max_len: int | None = None) -> Histories:

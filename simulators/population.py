@@ -43,6 +43,7 @@ class Users:
     activity: np.ndarray  # [n] session-rate multiplier
     price_sensitivity: np.ndarray  # [n]
     conversion_propensity: np.ndarray  # [n] logit shift
+    length_z: np.ndarray  # [n] standard normal of the lifelong history length (correlated with activity)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -76,8 +77,11 @@ class Population:
         spec, cat = self.spec, self.catalog
         kp, kc, kw, ks = (self._k[s] for s in ("profile", "cats", "weights", "scalars"))
         n = ids.shape[0]
-        act = np.exp(0.5 * rng.normal(ks, ids, streams.ACTIVITY))
-        activity_bucket = np.clip(np.digitize(act, [0.7, 1.0, 1.4]), 0, 3)
+        sigma = spec.sessions.activity_sigma
+        z_act = rng.normal(ks, ids, streams.ACTIVITY)
+        act = np.exp(sigma * z_act)  # the median user has activity 1
+        # buckets at fixed quantiles of log activity (0.7 / 1.0 / 1.4 at sigma 0.5)
+        activity_bucket = np.clip(np.digitize(act, np.array([0.7, 1.0, 1.4]) ** (sigma / 0.5)), 0, 3)
         age = rng.integers(kp, ids, streams.PROFILE_AGE, PROFILE_SIZES[0])
         gender = rng.integers(kp, ids, streams.PROFILE_GENDER, PROFILE_SIZES[1])
         city = rng.integers(kp, ids, streams.PROFILE_CITY, PROFILE_SIZES[2])
@@ -131,4 +135,6 @@ class Population:
         u = u / np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
         price_s = spec.response.price_sensitivity * np.exp(0.3 * rng.normal(ks, ids, streams.PRICE_SENSITIVITY))
         conv = spec.response.conversion_propensity_sd * rng.normal(ks, ids, streams.CONVERSION_PROPENSITY)
-        return Users(ids, profile, active, wa, dormant, wd, u, act, price_s, conv)
+        rho = spec.lifelong.length_activity_corr
+        length_z = rho * z_act + np.sqrt(1.0 - rho**2) * rng.normal(ks, ids, streams.LIFELONG_LENGTH)
+        return Users(ids, profile, active, wa, dormant, wd, u, act, price_s, conv, length_z)

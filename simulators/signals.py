@@ -13,8 +13,10 @@
   (present in the lifelong source-domain history, absent from the recent target-domain
   sequence at request time) over the click rate on items of categories absent from both;
   Mantel-Haenszel over (user, scenario) strata.  "Present in the lifelong history" means
-  at least ``PRESENT_SHARE`` of its events, well above the exploration floor (15% of
-  events spread over all K categories, 0.4% each at K = 40).
+  at least ``PRESENT_SHARE`` of its events and at least ``PRESENT_MIN_EVENTS`` events,
+  well above the exploration floor (15% of events spread over all K categories, 0.4% each
+  at K = 40; in a short history of 150 events a random category has 0.56 expected events,
+  so one or two of them are noise, not an interest).
 - ``scenario_label_correlation`` (SSIM): mean Pearson correlation, across scenario
   pairs, of the true click logits of the same (user, item) pairs (random users, random
   target items, zero intent and no fatigue, so only the label functions differ).
@@ -36,6 +38,7 @@ from simab.simulators.scenes import SEARCH
 from simab.simulators.world import World
 
 PRESENT_SHARE = 0.01
+PRESENT_MIN_EVENTS = 3
 MOVELINE_WINDOW_S = 3600.0
 AFFINITY_BINS = 10
 CURRENT_SCENE_S = 1.0  # scenes this close to the request are the request's own scene
@@ -166,7 +169,7 @@ def lifelong_categories(world: World, users: Users) -> np.ndarray:
         return out
     for i in range(len(users)):
         counts = np.bincount(h.category[i][h.mask[i]], minlength=K)
-        out[i] = counts >= max(1.0, PRESENT_SHARE * counts.sum())
+        out[i] = counts >= max(PRESENT_MIN_EVENTS, PRESENT_SHARE * counts.sum())
     return out
 
 

@@ -57,6 +57,8 @@ class SessionSpec(_Strict):
     max_scenes: int = Field(8, ge=1, le=100)
     content_prob: float = Field(0.25, ge=0.0, le=1.0, description="P(a scene is a source-domain content visit)")
     cart_prob: float = Field(0.3, ge=0.0, le=1.0)
+    activity_sigma: float = Field(0.5, ge=0.0, le=3.0,
+                                  description="log-normal sigma of the per-user session rate (heavy tail of activity)")
 
 
 class LifelongSpec(_Strict):
@@ -65,6 +67,10 @@ class LifelongSpec(_Strict):
     target_length: int = Field(200, ge=0, le=100_000)
     span_days: float = Field(365.0, gt=0.0)
     dormant_recency_days: float = Field(120.0, ge=0.0, description="dormant interests appear only before this many days ago")
+    length_median_share: float = Field(1.0, gt=0.0, le=1.0,
+                                       description="median history length as a share of source_length / target_length (the caps)")
+    length_sigma: float = Field(0.0, ge=0.0, le=3.0, description="log-normal sigma of the per-user history length (0: every user at the cap)")
+    length_activity_corr: float = Field(0.5, ge=-1.0, le=1.0, description="correlation of the log length with the log activity")
 
 
 class ResponseSpec(_Strict):
@@ -100,8 +106,13 @@ class ScenarioSpec(_Strict):
         return self
 
 
+CALIBRATIONS = ("realistic", "dense")
+
+
 class WorldSpec(_Strict):
     preset: str = "default"
+    calibration: Literal["realistic", "dense"] = Field(
+        "realistic", description="base rates: realistic (published marketplace figures) or dense (clicks ~15%, CVR ~45%)")
     description: str = ""
     n_users: int = Field(2000, ge=2, le=100_000_000)
     dim: int = Field(16, ge=2, le=256)
@@ -144,12 +155,24 @@ class WorldSpec(_Strict):
 PRESETS = ("default", "moveline", "lifelong", "multiscenario3", "multiscenario4")
 
 
-def preset_table(name: str, *, source: str | None = None, key: str = "world.preset") -> dict[str, Any]:
-    """The raw TOML table of a shipped preset."""
+def _preset_doc(name: str, source: str | None, key: str) -> dict[str, Any]:
     if name not in PRESETS:
         raise SimabError(f"unknown preset {name!r}; allowed: {', '.join(PRESETS)}", source=source, key=key)
-    text = resources.files("simab.simulators").joinpath("presets", f"{name}.toml").read_text()
-    return tomllib.loads(text)["world"]
+    return tomllib.loads(resources.files("simab.simulators").joinpath("presets", f"{name}.toml").read_text())
+
+
+def preset_table(name: str, *, source: str | None = None, key: str = "world.preset",
+                 calibration: str = "realistic") -> dict[str, Any]:
+    """The raw TOML table of a shipped preset: its ``[world]`` table (the realistic
+    calibration), with its ``[dense]`` table merged over it for ``calibration = "dense"``."""
+    doc = _preset_doc(name, source, key)
+    if calibration not in CALIBRATIONS:
+        raise SimabError(f"unknown calibration {calibration!r}; allowed: {', '.join(CALIBRATIONS)}",
+                         source=source, key=key.rsplit(".", 1)[0] + ".calibration")
+    table = doc["world"]
+    if calibration == "dense":
+        table = deep_merge(table, doc.get("dense", {}))
+    return table
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -173,7 +196,10 @@ def world_spec(table: dict[str, Any] | str | None = None, *, source: str | None 
     name = table.get("preset", "default")
     if not isinstance(name, str):
         raise SimabError(f"must be a string, one of: {', '.join(PRESETS)}", source=source, key=f"{key}.preset")
-    base = preset_table(name, source=source, key=f"{key}.preset")
+    calibration = table.get("calibration", "realistic")
+    if not isinstance(calibration, str):
+        raise SimabError(f"must be a string, one of: {', '.join(CALIBRATIONS)}", source=source, key=f"{key}.calibration")
+    base = preset_table(name, source=source, key=f"{key}.preset", calibration=calibration)
     merged = deep_merge(base, table)
     merged["preset"] = name
     if "scenarios" in table and set(table["scenarios"]) - set(base.get("scenarios", {})):

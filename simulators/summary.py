@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from simab.simulators import signals
+from simab.simulators import realism, signals
 from simab.simulators.catalog import DOMAIN_CONTENT, DOMAIN_SHOP
 from simab.simulators.oracle import sigmoid
 from simab.simulators.world import World
@@ -109,6 +109,7 @@ def summarize(world: World, exposures: pa.Table, requests: pa.Table, features: p
     n_req_users = len(np.unique(ruser))
     return {
         "preset": spec.preset,
+        "calibration": spec.calibration,
         "description": spec.description,
         "seed": world.seed,
         "n_users": spec.n_users,
@@ -153,6 +154,7 @@ def summarize(world: World, exposures: pa.Table, requests: pa.Table, features: p
             "aiseq_len_hist": np.bincount(ais_len, minlength=spec.aiseq_len + 1).tolist(),
             "moveline_len_hist": np.bincount(ml_len, minlength=spec.moveline_len + 1).tolist(),
         },
+        "realism": realism.report(world, realism.measure(world, exposures, requests, n_sampled, days)),
         "signals": {
             "moveline_ratio": sig.moveline_ratio,
             "lifelong_ratio": sig.lifelong_ratio,

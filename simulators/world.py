@@ -26,7 +26,7 @@ from simab.simulators.spec import WorldSpec
 #: 4: lifelong histories are drawn counter-based, vectorised over users (same distributions);
 #: the wave engine's event semantics: serving latency is a per-request model, retrieval and
 #: ranking happen when the slate is served, purchases land before the user's next event.
-WORLD_VERSION = 4
+WORLD_VERSION = 5
 
 
 @dataclass

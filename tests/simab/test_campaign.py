@@ -63,10 +63,11 @@ def test_aa_campaign_runs(tmp_path):
                                 "treatment": {"policy": "popularity", "share": 0.5}})
     rep = json.loads((res.run_dir / "report.json").read_text())
     ctr = rep["metrics"]["ctr"]["comparisons"]["treatment_vs_control"]
-    # the same policy in both arms: at this seed the test does not reject and the interval
-    # covers 0 (a miscalibrated test would reject ~always with exposure-level variances)
-    assert ctr["p_value"] > rep["alpha"]
-    assert ctr["rel_ci"][0] < 0 < ctr["rel_ci"][1]
+    # the same policy in both arms.  A calibrated test gives p < 0.001 in one A/A seed in
+    # 1,000 (this check's false-alarm rate); a miscalibrated one (exposure-level variances
+    # on heavy-tailed users) rejects far more often.  Its rate at alpha = 0.05 is measured
+    # by the A/A calibration batteries (docs/calibration.md), not by one seed.
+    assert ctr["p_value"] > 0.001
     assert ctr["rel_ci"][0] < ctr["rel_lift"] < ctr["rel_ci"][1]
 
 

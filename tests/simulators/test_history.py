@@ -30,6 +30,9 @@ ALPHA = 1e-4
 
 @functools.cache
 def _world(**lifelong) -> World:
+    """The default world with every history at its full length (the per-event model is
+    checked here; per-user lengths in ``test_per_user_lengths_*``)."""
+    lifelong = {"length_median_share": 1.0, "length_sigma": 0.0, **lifelong}
     return World.build(world_spec({"preset": "default", "n_users": 100_000, "lifelong": lifelong}), 11)
 
 
@@ -200,3 +203,52 @@ def test_actions_and_item_popularity_follow_the_model():
         t = -(-s // 4)
         checks[f"{domain} top quarter by popularity"] = (rank[h.item] < t, np.sqrt(t / s))
     _check_rates(checks)
+
+
+# --------------------------------------------------------------------------- per-user lengths
+@functools.cache
+def _realistic() -> World:
+    return World.build(world_spec({"preset": "default", "n_users": 100_000}), 11)
+
+
+def test_per_user_lengths_follow_the_log_normal_law_and_activity():
+    """Lengths are ``cap * share * exp(sigma z)`` rounded and clipped to [1, cap], with
+    ``z`` correlated ``rho`` with log activity (HistoryGenerator.lengths)."""
+    w = _realistic()
+    lf = w.spec.lifelong
+    assert lf.length_sigma > 0 and lf.length_median_share < 1  # the realistic default preset
+    n = 20_000
+    users = w.population.users(np.arange(n))
+    cap = lf.source_length
+    L = w.histories.lengths(users, cap)
+    assert L.min() >= 1 and L.max() == cap
+    # the median: z's sample median has sd 1.2533 / sqrt(n) (asymptotic), so 4 sd in log length
+    tol = 4 * lf.length_sigma * 1.2533 / np.sqrt(n)
+    assert abs(np.log(np.median(L) / (cap * lf.length_median_share))) < tol + 1.0 / (cap * lf.length_median_share)
+    # share at the cap: P(z >= log(1 / share) / sigma), binomial sd; 4 sd
+    p_cap = stats.norm.sf(np.log(1.0 / lf.length_median_share) / lf.length_sigma)
+    assert abs((L == cap).mean() - p_cap) < 4 * np.sqrt(p_cap * (1 - p_cap) / n)
+    # correlation of z with log activity is rho (Fisher z: sd 1 / sqrt(n - 3); 4 sd)
+    z = users.length_z
+    r = np.corrcoef(z, np.log(users.activity))[0, 1]
+    assert abs(np.arctanh(r) - np.arctanh(lf.length_activity_corr)) < 4 / np.sqrt(n - 3)
+
+
+@pytest.mark.parametrize("domain", ["source", "target"])
+def test_per_user_lengths_mask_the_old_end_and_keep_the_newest_events(domain):
+    w = _realistic()
+    ids = np.arange(0, 3000, 29)
+    users = w.population.users(ids)
+    full = _histories(w, ids)[domain]
+    cap = full.item.shape[1]
+    L = w.histories.lengths(users, cap)
+    # each row holds exactly its length of events, padding (zeros) at the old end (left)
+    np.testing.assert_array_equal(full.mask.sum(1), L)
+    assert (full.mask[:, ::-1].cumprod(1).sum(1) == L).all()
+    assert (full.item[~full.mask] == 0).all() and (full.ts[~full.mask] == 0).all()
+    real = full.ts[full.mask]
+    assert (real < 0).all() and (real > -w.spec.lifelong.span_days * DAY).all()
+    assert all((np.diff(full.ts[i][full.mask[i]]) >= 0).all() for i in range(len(ids)))
+    for m in (1, 17, cap):
+        h = _histories(w, ids, max_len=m)[domain]
+        _assert_same(h, type(h)(*(getattr(full, f)[:, cap - m:] for f in FIELDS)), f"max_len={m}")
