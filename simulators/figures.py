@@ -107,8 +107,28 @@ def signal_bars(s: dict, out: Path) -> str:
         return _save(fig, out / "signals.png")
 
 
+def realism(s: dict, out: Path) -> str:
+    """Each realism target's range (log scale) and the measured value: green inside, red outside."""
+    rows = s.get("realism", [])
+    with plt.rc_context(_STYLE):
+        fig, ax = plt.subplots(figsize=(7.2, 0.32 * len(rows) + 1.2))
+        for i, r in enumerate(rows):
+            y = len(rows) - 1 - i
+            ax.plot([r["lo"], r["hi"]], [y, y], "-", color="0.7", lw=6, solid_capstyle="butt")
+            m = r["measured"]
+            if np.isfinite(m) and m > 0:
+                color = {True: "tab:green", False: "tab:red", None: "tab:blue"}[r["met"]]
+                ax.plot([m], [y], "o", color=color)
+        ax.set_xscale("log")
+        ax.set_yticks(range(len(rows)), [r["name"] for r in reversed(rows)], fontsize=7)
+        cal = s.get("calibration", "realistic")
+        ax.set_title(f"realism targets (grey: range) and measured values ({cal} calibration)", fontsize=9)
+        return _save(fig, out / "realism.png")
+
+
 def draw_all(s: dict, out: Path) -> list[str]:
-    return [signal_bars(s, out), ctr_by_position(s, out), ctr_by_scenario(s, out), sessions(s, out), histories(s, out)]
+    return [realism(s, out), signal_bars(s, out), ctr_by_position(s, out), ctr_by_scenario(s, out), sessions(s, out),
+            histories(s, out)]
 
 
 def _table(rows: list[list], head: list[str]) -> str:
@@ -149,6 +169,9 @@ def write_html(s: dict, pngs: list[str], out: Path) -> Path:
         ["sessions per user per day", _f(ss["per_user_per_day"], 2)],
         ["return time (h): median [p10, p90]", f"{_f(rq.get('0.5'), 1)} [{_f(rq.get('0.1'), 1)}, {_f(rq.get('0.9'), 1)}]"],
     ]
+    real_rows = [[r["name"], r["what"], _f(r["measured"], 4), f"{r['lo']:g} .. {r['hi']:g}",
+                  {True: "met", False: "MISSED", None: "n/a (dense)"}[r["met"]], r["source"]]
+                 for r in s.get("realism", [])]
     imgs = "".join(f'<figure><img src="{p}" alt="{p}"></figure>' for p in pngs)
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>world {html.escape(s['preset'])}</title>
@@ -162,6 +185,8 @@ code{{background:#f3f3f3;padding:0 .2em}}
 </style></head><body>
 <h1>World <code>{html.escape(s['preset'])}</code> (seed {s['seed']})</h1>
 <p class="sub">{html.escape(s['description'])}</p>
+<h2>Realism targets ({html.escape(s.get('calibration', 'realistic'))} calibration)</h2>
+{_table(real_rows, ["target", "what", "measured", "range", "", "source"])}
 <h2>Signals</h2>
 {_table(sig_rows, ["signal", "value (true P(click))", "from realised clicks", "exposures (signal / reference)", "what it compares"])}
 <h2>The world</h2>
