@@ -132,7 +132,7 @@ class Server:
             pen = st.penalty(rows, w.catalog.category[cand], t)
             p_click_top, _, _ = w.oracle.probabilities(
                 u, intent, sc, cand, np.zeros((B, C)), pen, users.price_sensitivity[rows],
-                users.conversion_propensity[rows])
+                users.conversion_propensity[rows], users.click_bias[rows])
         t_score = time.perf_counter()
         snap = Snapshot.from_state(st, rows, t, sc, self.rings)
         batch = sh.builder.build(snap, cand, self.groups, p_click=p_click_top)
@@ -151,7 +151,7 @@ class Server:
         slate_cat = w.catalog.category[slate]
         pen = st.penalty(rows, slate_cat, t)
         resp = w.oracle.respond(rids, u, intent, sc, slate, pen, users.price_sensitivity[rows],
-                                users.conversion_propensity[rows])
+                                users.conversion_propensity[rows], users.click_bias[rows])
         keep = ~abandoned
         sh.logs.exposures(self.arm, sc, rows, sessions, rids, t, slate, slate_scores, resp, prop, keep)
         sh.logs.requests(self.arm, sc, rows, sessions, rids, t, C, latency_ms, B)

@@ -4,14 +4,17 @@ For user u with long-term interest ``u``, current intent vector ``s(t)``, scenar
 and item ``i`` at position ``p`` (0-based):
 
     a        = <w_long(sc) u + w_intent(sc) s(t), v_i> + specific(sc) <P_sc u, v_i>
-    logit    = b_sc + beta a + gamma quality_i + pop_weight logpop_i - fatigue - satiation
+    logit    = b_sc + beta a + gamma quality_i + pop_weight logpop_i + bias_u - fatigue - satiation
     P(click) = (1 + p)^(-decay_sc) * sigmoid(logit)          (examination x attraction)
     P(conv | click) = sigmoid(b_cv + c_u + beta_cv a - price_sens_u price_i / 4) * (1 - exp(-W / D))
     delay ~ Exp(mean D hours), counted when delay <= W (attribution window)
     dwell | click ~ LogNormal(dwell_mu + dwell_slope a, dwell_sigma)
 
 ``P_sc`` is a fixed random d x d matrix per scenario: the scenario-specific part of the
-label function (SSIM's signal).  ``specific`` is 0 when ``scenario_specific`` is off.
+label function (SSIM's signal).  ``specific`` is 0 when ``scenario_specific`` is off, and
+only items of a fixed ``specific_share`` of the categories carry it (the others are
+"shareable": the same label function in every scenario up to the base rate).  ``bias_u``
+is a per-user click propensity (``response.user_click_bias_sd``, 0 by default).
 Every exposure logs its true P(click) and P(convert within window | click).
 """
 
@@ -54,6 +57,15 @@ class Oracle:
         g = rng.generator(seed, "oracle/specific", 0)
         d = spec.dim
         self.P = g.standard_normal((len(sc), d, d)) / np.sqrt(d)
+        K = catalog.n_categories
+        # the categories whose preference is scenario-specific: a fixed subset (own stream)
+        self.specific_categories = np.ones(K, bool)
+        if spec.specific_share < 1.0:
+            order = rng.generator(seed, "oracle/specific_categories", 0).permutation(K)
+            self.specific_categories = np.zeros(K, bool)
+            self.specific_categories[order[: int(round(spec.specific_share * K))]] = True
+        self._specific_item = (None if self.specific_categories.all()
+                               else self.specific_categories[catalog.category].astype(np.float64))
         r = spec.response
         self.window_factor = 1.0 - np.exp(-r.attribution_window_h / r.delay_mean_h)
         self._keys = {k: rng.stream_key(seed, rng.phase_stream(phase, f"response/{k}")) for k in ("click", "conv", "delay", "dwell")}
@@ -68,17 +80,21 @@ class Oracle:
         shared = np.einsum("bd,bcd->bc", pref, v)
         spec_u = np.einsum("bij,bj->bi", self.P[scenario], u)
         specific = self.specific[scenario][:, None] * np.einsum("bd,bcd->bc", spec_u, v)
+        if self._specific_item is not None:
+            specific = specific * self._specific_item[items]
         return shared + specific
 
-    def click_logit(self, affinity: np.ndarray, scenario: np.ndarray, items: np.ndarray, penalty: np.ndarray) -> np.ndarray:
+    def click_logit(self, affinity: np.ndarray, scenario: np.ndarray, items: np.ndarray, penalty: np.ndarray,
+                    click_bias: np.ndarray | None = None) -> np.ndarray:
         r, c = self.spec.response, self.catalog
-        return (
+        logit = (
             self.base[scenario][:, None]
             + r.beta * affinity
             + r.gamma * c.quality[items]
             + r.pop_weight * c.logpop[items]
             - penalty
         )
+        return logit if click_bias is None else logit + click_bias[:, None]
 
     def probabilities(
         self,
@@ -90,10 +106,11 @@ class Oracle:
         penalty: np.ndarray,
         price_sensitivity: np.ndarray,
         conversion_propensity: np.ndarray,
+        click_bias: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """True (P(click), P(convert within window | click), affinity) for any slate."""
         a = self.affinity(u, intent, scenario, items)
-        p_click = self.examination(scenario, positions) * sigmoid(self.click_logit(a, scenario, items, penalty))
+        p_click = self.examination(scenario, positions) * sigmoid(self.click_logit(a, scenario, items, penalty, click_bias))
         r = self.spec.response
         cv_logit = (
             r.b_cv
@@ -114,6 +131,7 @@ class Oracle:
         penalty: np.ndarray,
         price_sensitivity: np.ndarray,
         conversion_propensity: np.ndarray,
+        click_bias: np.ndarray | None = None,
     ) -> Response:
         """Draw the response to slates ``items`` [B, K] shown in order (position = column).
 
@@ -123,7 +141,7 @@ class Oracle:
         B, K = items.shape
         positions = np.broadcast_to(np.arange(K), (B, K))
         p_click, p_conv, a = self.probabilities(
-            u, intent, scenario, items, positions, penalty, price_sensitivity, conversion_propensity
+            u, intent, scenario, items, positions, penalty, price_sensitivity, conversion_propensity, click_bias
         )
         rid = request_ids[:, None]
         pos = positions

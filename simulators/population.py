@@ -44,6 +44,7 @@ class Users:
     price_sensitivity: np.ndarray  # [n]
     conversion_propensity: np.ndarray  # [n] logit shift
     length_z: np.ndarray  # [n] standard normal of the lifelong history length (correlated with activity)
+    click_bias: np.ndarray  # [n] click-logit shift (response.user_click_bias_sd; 0 by default)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -137,4 +138,10 @@ class Population:
         conv = spec.response.conversion_propensity_sd * rng.normal(ks, ids, streams.CONVERSION_PROPENSITY)
         rho = spec.lifelong.length_activity_corr
         length_z = rho * z_act + np.sqrt(1.0 - rho**2) * rng.normal(ks, ids, streams.LIFELONG_LENGTH)
-        return Users(ids, profile, active, wa, dormant, wd, u, act, price_s, conv, length_z)
+        r = spec.response
+        if r.user_click_bias_sd > 0:
+            c = r.user_click_bias_activity_corr
+            click_bias = r.user_click_bias_sd * (c * z_act + np.sqrt(1.0 - c**2) * rng.normal(ks, ids, streams.CLICK_BIAS))
+        else:
+            click_bias = np.zeros(n)
+        return Users(ids, profile, active, wa, dormant, wd, u, act, price_s, conv, length_z, click_bias)

@@ -63,6 +63,10 @@ class Signals:
     moveline: RatioEstimate
     lifelong: RatioEstimate
     scenario_pairs: dict[str, float]
+    # dials of issue #19: the user click propensity and the shareable / specific categories
+    user_click_icc: float = float("nan")
+    shareable_correlation: float = float("nan")
+    specific_correlation: float = float("nan")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -194,9 +198,12 @@ def lifelong_signal(world: World, exposures: pa.Table, features: pa.Table) -> Ra
     return _ratio(strata, dormant, dormant | absent, e)
 
 
-def scenario_label_correlation(world: World, n_users: int = 2000, n_items: int = 64, seed_unit: int = 0) -> tuple[float, dict[str, float]]:
+def scenario_label_correlation(world: World, n_users: int = 2000, n_items: int = 64, seed_unit: int = 0,
+                               subset: str = "all") -> tuple[float, dict[str, float]]:
     """Mean pairwise correlation of true click logits across scenarios for the same
-    (user, item) pairs; also each pair's correlation.  1.0 with a single scenario."""
+    (user, item) pairs; also each pair's correlation.  1.0 with a single scenario.
+    ``subset``: ``"all"`` items, or only those of the ``"shareable"`` / ``"specific"``
+    categories (``specific_share``; nan when there are none)."""
     names = list(world.scenario_names)
     g = np.random.default_rng([world.seed, 7919, seed_unit])
     n = min(n_users, world.spec.n_users)
@@ -209,6 +216,12 @@ def scenario_label_correlation(world: World, n_users: int = 2000, n_items: int =
         sc = np.full(n, s, np.int64)
         a = world.oracle.affinity(users.u, zero, sc, items)
         logits.append(world.oracle.click_logit(a, sc, items, np.zeros(items.shape)).ravel())
+    if subset != "all":
+        specific = world.oracle.specific_categories[world.catalog.category[items]].ravel()
+        keep = specific if subset == "specific" else ~specific
+        if keep.sum() < 100:
+            return float("nan"), {}
+        logits = [x[keep] for x in logits]
     pairs = {f"{names[i]}~{names[j]}": float(np.corrcoef(logits[i], logits[j])[0, 1]) for i, j in combinations(range(len(names)), 2)}
     return (float(np.mean(list(pairs.values()))) if pairs else 1.0), pairs
 
@@ -218,4 +231,29 @@ def measure(world: World, exposures: pa.Table, features: pa.Table) -> Signals:
     ml = moveline_signal(world, exposures, features)
     ll = lifelong_signal(world, exposures, features)
     corr, pairs = scenario_label_correlation(world)
-    return Signals(ml.ratio, ll.ratio, corr, ml, ll, pairs)
+    shareable, _ = scenario_label_correlation(world, subset="shareable")
+    specific, _ = scenario_label_correlation(world, subset="specific")
+    return Signals(ml.ratio, ll.ratio, corr, ml, ll, pairs, user_click_icc(world, exposures), shareable, specific)
+
+
+def user_click_icc(world: World, exposures: pa.Table) -> float:
+    """Intra-class correlation, by user, of the true attraction logit
+    ``logit(P(click) / P(examine | position))`` of the logged exposures (one-way ANOVA
+    estimator, ICC(1): Shrout & Fleiss 1979): the share of its variance that is between
+    users.  Interests alone make it positive; ``response.user_click_bias_sd`` raises it."""
+    e = _exposure_frame(world, exposures)
+    if e["user"].size < 10:
+        return float("nan")
+    pos = _col(exposures, "position").astype(np.int64)
+    exam = world.oracle.examination(e["scenario"], pos[:, None])[:, 0]
+    att = np.clip(e["p_click"] / exam, 1e-9, 1 - 1e-9)
+    y = np.log(att) - np.log1p(-att)
+    _, g, n = np.unique(e["user"], return_inverse=True, return_counts=True)
+    G, N = n.size, y.size
+    if G < 2 or N <= G:
+        return float("nan")
+    means = np.bincount(g, weights=y) / n
+    msb = (n * (means - y.mean()) ** 2).sum() / (G - 1)
+    msw = ((y - means[g]) ** 2).sum() / (N - G)
+    n0 = (N - (n**2).sum() / N) / (G - 1)
+    return float((msb - msw) / (msb + (n0 - 1) * msw))

@@ -86,6 +86,10 @@ class ResponseSpec(_Strict):
     dwell_mu: float = Field(3.0, description="log-seconds of dwell at zero affinity")
     dwell_sigma: float = Field(0.6, gt=0.0)
     dwell_slope: float = Field(0.5, ge=0.0)
+    user_click_bias_sd: float = Field(0.0, ge=0.0, le=5.0,
+                                      description="sd of a per-user click-logit shift (a click propensity that within-user pairs cancel)")
+    user_click_bias_activity_corr: float = Field(0.0, ge=-1.0, le=1.0,
+                                                 description="correlation of the per-user click bias with log activity")
 
 
 class ScenarioSpec(_Strict):
@@ -125,6 +129,8 @@ class WorldSpec(_Strict):
     category_spread: float = Field(0.35, ge=0.0, description="child centroid noise around the parent")
     item_spread: float = Field(0.45, ge=0.0, description="item latent noise around its category")
     scenario_specific: bool = Field(True, description="switch: scenario-specific label parts")
+    specific_share: float = Field(1.0, ge=0.0, le=1.0,
+                                  description="share of categories whose preference is scenario-specific; the others are shareable")
     interest: InterestSpec = InterestSpec()
     intent: IntentSpec = IntentSpec()
     sessions: SessionSpec = SessionSpec()

@@ -171,6 +171,7 @@ def response_counters(positions: np.ndarray) -> tuple:
 PROFILE_AGE, PROFILE_GENDER, PROFILE_CITY = 0, 1, 2  # population/profile
 ACTIVITY, PRICE_SENSITIVITY, CONVERSION_PROPENSITY = 1, 2, 3  # population/scalars (normal draws)
 LIFELONG_LENGTH = 4  # population/scalars: the user's own part of the lifelong history length
+CLICK_BIAS = 5  # population/scalars: the user's own part of the click-logit bias
 
 
 def interest_counters(j: int) -> tuple[int, int, int]:
