@@ -5,7 +5,10 @@ parent, so interest spills over to related categories).  Items of the target ``s
 domain (ids ``0 .. n_shop_items-1``) and of the source ``content`` domain (the ids after
 them) never overlap but share the category centroids, so cross-domain transfer is
 learnable.  Every item has a category, a shop (target domain only), a price bucket, a
-quality, a Zipf popularity and a latent vector near its category centroid.
+quality, a Zipf popularity and a latent vector near its category centroid.  With
+``n_topics`` > 0 every item also has a topic within its category, shared by both domains:
+its latent leans ``topic_spread`` towards the topic's direction, so a content item and a
+shop item of the same (category, topic) are closer than the category alone makes them.
 """
 
 from __future__ import annotations
@@ -63,6 +66,11 @@ class Catalog:
     content_by_category: Csr
     target_by_shop: Csr
     popular_target: np.ndarray  # target items by popularity, descending
+    n_topics: int = 0
+    topic: np.ndarray | None = None  # [I] topic within the category (n_topics > 0)
+    topic_vec: np.ndarray | None = None  # [K, T, d] unit topic directions
+    target_by_topic: Csr | None = None  # keyed category * T + topic
+    content_by_topic: Csr | None = None
 
     @property
     def n_items(self) -> int:
@@ -111,10 +119,24 @@ class Catalog:
         logpop = (logpop - logpop.mean()) / max(logpop.std(), 1e-9)
         quality = rng.standard_normal(n_t + n_c)
         price = rng.integers(0, N_PRICE_BUCKETS, n_t + n_c)
-        latent = _unit(centroid[category] + spec.item_spread * rng.standard_normal((n_t + n_c, d)) / np.sqrt(d) * 2)
+        noise = spec.item_spread * rng.standard_normal((n_t + n_c, d)) / np.sqrt(d) * 2
+        T = spec.n_topics
+        topic = topic_vec = by_topic_t = by_topic_c = None
+        if T:
+            # topics have their own generator: the other catalog draws do not depend on them
+            tg = generator(seed, "catalog/topics", 0)
+            topic_vec = _unit(tg.standard_normal((K, T, d)))
+            topic = tg.integers(0, T, n_t + n_c)
+            latent = _unit(centroid[category] + spec.topic_spread * topic_vec[category, topic] + noise)
+        else:
+            latent = _unit(centroid[category] + noise)
 
         ids_t = np.arange(n_t)
         ids_c = np.arange(n_t, n_t + n_c)
+        if T:
+            key = category * T + topic
+            by_topic_t = _csr(key[ids_t], ids_t, logpop, K * T)
+            by_topic_c = _csr(key[ids_c], ids_c, logpop, K * T)
         return cls(
             parent_of=parent_of,
             centroid=centroid,
@@ -131,4 +153,9 @@ class Catalog:
             content_by_category=_csr(category[ids_c], ids_c, logpop, K),
             target_by_shop=_csr(shop[ids_t], ids_t, logpop, S),
             popular_target=ids_t[np.argsort(-logpop[ids_t], kind="stable")],
+            n_topics=T,
+            topic=topic,
+            topic_vec=topic_vec,
+            target_by_topic=by_topic_t,
+            content_by_topic=by_topic_c,
         )

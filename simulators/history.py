@@ -97,7 +97,24 @@ class HistoryGenerator:
         cats_all = np.concatenate([users.active[rows], users.dormant[rows]], axis=1)
         cats = np.take_along_axis(cats_all, np.minimum(slot, cats_all.shape[1] - 1), axis=1)
         cats = np.where(explore, rng.scale(uc / EXPLORATION, self.catalog.n_categories), cats)
-        items = pick_items(groups, cats, u[HistoryDraw.ITEM])
+        ui = u[HistoryDraw.ITEM]
+        a = lf.item_affinity if self.catalog.n_topics else 0.0
+        if a > 0:
+            # with probability item_affinity an event about an interest is an item of the
+            # user's topic in it (the same uniform decides, then picks within the group)
+            topics_all = users.topics[rows]
+            topic = np.take_along_axis(topics_all, np.minimum(slot, topics_all.shape[1] - 1), axis=1)
+            interest = ~explore
+            own = interest & (ui < a)
+            # the uniform rescaled within its branch stays uniform there
+            u_pick = np.where(interest, np.where(own, ui / a, (ui - a) / max(1.0 - a, 1e-12)), ui)
+            by_topic = self.catalog.content_by_topic if groups is self.catalog.content_by_category \
+                else self.catalog.target_by_topic
+            key = cats * self.catalog.n_topics + topic
+            own &= by_topic.sizes()[key] > 0  # a (category, topic) with no item of this domain: by popularity
+            items = np.where(own, pick_items(by_topic, np.where(own, key, 0), u_pick), pick_items(groups, cats, u_pick))
+        else:
+            items = pick_items(groups, cats, ui)
         actions = 1 + np.searchsorted(np.cumsum(ACTION_P), u[HistoryDraw.ACTION] * 0.9999999)
         return items, self.catalog.category[items], actions, ts
 

@@ -45,6 +45,7 @@ class Users:
     conversion_propensity: np.ndarray  # [n] logit shift
     length_z: np.ndarray  # [n] standard normal of the lifelong history length (correlated with activity)
     click_bias: np.ndarray  # [n] click-logit shift (response.user_click_bias_sd; 0 by default)
+    topics: np.ndarray | None = None  # [n, n_active + n_dormant] the user's topic in each interest (n_topics > 0)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -55,7 +56,7 @@ class Population:
         self.spec = spec
         self.seed = seed
         self.catalog = catalog
-        self._k = {s: rng.stream_key(seed, f"population/{s}") for s in ("profile", "cats", "weights", "scalars")}
+        self._k = {s: rng.stream_key(seed, f"population/{s}") for s in ("profile", "cats", "weights", "scalars", "topics")}
         # categories of each parent, for related-interest draws
         self._by_parent = [np.flatnonzero(catalog.parent_of == p) for p in range(spec.n_parents)]
 
@@ -130,9 +131,16 @@ class Population:
             else np.zeros((n, 0))
         )
         active, dormant = cats[:, :ia], cats[:, ia:]
-        u = np.einsum("nk,nkd->nd", wa, cat.centroid[active])
+        # an interest's direction: its category centroid, leaning towards the user's topic in it
+        d_active, d_dormant = cat.centroid[active], cat.centroid[dormant]
+        topics = None
+        if cat.n_topics:
+            topics = rng.integers(self._k["topics"], ids[:, None], np.arange(n_int)[None, :], cat.n_topics)
+            d_active = d_active + spec.topic_spread * cat.topic_vec[active, topics[:, :ia]]
+            d_dormant = d_dormant + spec.topic_spread * cat.topic_vec[dormant, topics[:, ia:]]
+        u = np.einsum("nk,nkd->nd", wa, d_active)
         if idm and spec.interest.dormant_drives_clicks:
-            u = u + np.einsum("nk,nkd->nd", wd, cat.centroid[dormant])
+            u = u + np.einsum("nk,nkd->nd", wd, d_dormant)
         u = u / np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
         price_s = spec.response.price_sensitivity * np.exp(0.3 * rng.normal(ks, ids, streams.PRICE_SENSITIVITY))
         conv = spec.response.conversion_propensity_sd * rng.normal(ks, ids, streams.CONVERSION_PROPENSITY)
@@ -144,4 +152,4 @@ class Population:
             click_bias = r.user_click_bias_sd * (c * z_act + np.sqrt(1.0 - c**2) * rng.normal(ks, ids, streams.CLICK_BIAS))
         else:
             click_bias = np.zeros(n)
-        return Users(ids, profile, active, wa, dormant, wd, u, act, price_s, conv, length_z, click_bias)
+        return Users(ids, profile, active, wa, dormant, wd, u, act, price_s, conv, length_z, click_bias, topics)

@@ -67,6 +67,7 @@ class Signals:
     user_click_icc: float = float("nan")
     shareable_correlation: float = float("nan")
     specific_correlation: float = float("nan")
+    topic_ratio: float = float("nan")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -233,7 +234,46 @@ def measure(world: World, exposures: pa.Table, features: pa.Table) -> Signals:
     corr, pairs = scenario_label_correlation(world)
     shareable, _ = scenario_label_correlation(world, subset="shareable")
     specific, _ = scenario_label_correlation(world, subset="specific")
-    return Signals(ml.ratio, ll.ratio, corr, ml, ll, pairs, user_click_icc(world, exposures), shareable, specific)
+    topic = topic_signal(world, exposures)
+    return Signals(ml.ratio, ll.ratio, corr, ml, ll, pairs, user_click_icc(world, exposures), shareable, specific,
+                   topic.ratio if topic is not None else float("nan"))
+
+
+def history_topics(world: World, users: Users) -> np.ndarray:
+    """[n, K]: each user's most frequent topic among the lifelong source-history events of
+    each category with at least ``PRESENT_MIN_EVENTS`` of them (-1 elsewhere)."""
+    K, T = world.catalog.n_categories, world.catalog.n_topics
+    h = world.histories.source(users)
+    out = np.full((len(users), K), -1, np.int64)
+    if h.mask.shape[1] == 0:
+        return out
+    for i in range(len(users)):
+        m = h.mask[i]
+        key = h.category[i][m] * T + world.catalog.topic[h.item[i][m]]
+        counts = np.bincount(key, minlength=K * T).reshape(K, T)
+        ok = counts.sum(1) >= PRESENT_MIN_EVENTS
+        out[i, ok] = counts[ok].argmax(1)
+    return out
+
+
+def topic_signal(world: World, exposures: pa.Table) -> RatioEstimate | None:
+    """``topic_ratio`` (LCN below category level; ``n_topics`` > 0, else None): click rate on
+    shop items whose topic is the user's most frequent topic of their category in the
+    lifelong source history, over the other items of the same category; Mantel-Haenszel
+    over (user, scenario, category) strata.  ~1 when the history does not reveal the
+    user's topic (``lifelong.item_affinity`` = 0), above 1 when it does."""
+    if not world.catalog.n_topics:
+        return None
+    e = _exposure_frame(world, exposures)
+    uids, uinv = np.unique(e["user"], return_inverse=True)
+    top = np.zeros((len(uids), world.catalog.n_categories), np.int64)
+    for s in range(0, len(uids), 512):
+        top[s : s + 512] = history_topics(world, world.population.users(uids[s : s + 512]))
+    user_topic = top[uinv, e["cat"]]
+    keep = user_topic >= 0
+    group = keep & (world.catalog.topic[e["item"]] == user_topic)
+    strata = (e["user"] * len(world.scenario_names) + e["scenario"]) * world.catalog.n_categories + e["cat"]
+    return _ratio(strata, group, keep, e)
 
 
 def user_click_icc(world: World, exposures: pa.Table) -> float:

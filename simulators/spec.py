@@ -71,6 +71,8 @@ class LifelongSpec(_Strict):
                                        description="median history length as a share of source_length / target_length (the caps)")
     length_sigma: float = Field(0.0, ge=0.0, le=3.0, description="log-normal sigma of the per-user history length (0: every user at the cap)")
     length_activity_corr: float = Field(0.5, ge=-1.0, le=1.0, description="correlation of the log length with the log activity")
+    item_affinity: float = Field(0.0, ge=0.0, le=1.0,
+                                 description="P(a history event about an interest is an item of the user's topic) (needs n_topics)")
 
 
 class ResponseSpec(_Strict):
@@ -128,6 +130,8 @@ class WorldSpec(_Strict):
     zipf: float = Field(1.1, gt=0.0, description="popularity exponent")
     category_spread: float = Field(0.35, ge=0.0, description="child centroid noise around the parent")
     item_spread: float = Field(0.45, ge=0.0, description="item latent noise around its category")
+    n_topics: int = Field(0, ge=0, le=64, description="topics within each category, shared by both domains (0: none)")
+    topic_spread: float = Field(0.6, ge=0.0, description="weight of the topic direction in item latents and user interests")
     scenario_specific: bool = Field(True, description="switch: scenario-specific label parts")
     specific_share: float = Field(1.0, ge=0.0, le=1.0,
                                   description="share of categories whose preference is scenario-specific; the others are shareable")
