@@ -72,7 +72,7 @@ class ShardSimulation:
         self.unit, self.session_arm = unit, session_arm
         self.tick_s = float(serving.tick_s)  # the wave engine's tick (outputs do not depend on it)
         users = world.population.users(plan.users)
-        self.state = UserState(world.spec, users, world.catalog.centroid, plan.t_begin)
+        self.state = UserState(world.spec, users, world.catalog.centroid, plan.t_begin, world.catalog)
         th = world.histories.target(users, max_len=world.spec.seq_len)
         # the short sequence starts from the target-domain history, shifted to end at t_begin
         self.state.seed_history(np.arange(len(users)), th.item, th.category, th.ts + plan.t_begin, th.mask)

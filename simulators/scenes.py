@@ -42,7 +42,7 @@ class SceneChain:
         self.traffic_cdf = np.cumsum(traffic / traffic.sum())
         self.search_scenarios = [i for i, s in enumerate(self.surfaces) if s == "search"]
         self.shop_scenarios = [i for i, s in enumerate(self.surfaces) if s == "shop"]
-        self.k = {n: rng.stream_key(seed, phase_stream(phase, f"scenes/{n}")) for n in ("arrival", "need", "need_session", "step", "dwell")}
+        self.k = {n: rng.stream_key(seed, phase_stream(phase, f"scenes/{n}")) for n in ("arrival", "need", "need_session", "step", "dwell", "need_item")}
         s = spec.sessions
         self._rate = s.per_day / DAY
         self._amp = s.diurnal_amplitude
@@ -124,6 +124,15 @@ class SceneChain:
         old = ~novel
         out[old] = weighted_pick(np.asarray(active)[old], np.asarray(active_w)[old], (u[old] - q) / (1.0 - q))
         return out
+
+    def need_item_batch(self, users, j, cats: np.ndarray, catalog) -> np.ndarray:
+        """The wanted item of need ``j`` (category ``cats``): a popularity-skewed shop item of
+        the category (``history.pick_items``), drawn from its own stream (unit user, counter j)."""
+        from simab.simulators.history import pick_items
+
+        users, j = int_rows(users, j)
+        u = rng.uniform(self.k["need_item"], users, np.asarray(j, np.int64))
+        return pick_items(catalog.target_by_category, np.asarray(cats, np.int64), u)
 
     def need_category(self, user: int, n: int, active: np.ndarray, active_w: np.ndarray, n_categories: int) -> int:
         return int(self.need_category_batch(user, n, np.asarray(active)[None], np.asarray(active_w)[None],

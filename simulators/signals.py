@@ -68,6 +68,7 @@ class Signals:
     shareable_correlation: float = float("nan")
     specific_correlation: float = float("nan")
     topic_ratio: float = float("nan")
+    item_intent_ratio: float = float("nan")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -236,7 +237,27 @@ def measure(world: World, exposures: pa.Table, features: pa.Table) -> Signals:
     specific, _ = scenario_label_correlation(world, subset="specific")
     topic = topic_signal(world, exposures)
     return Signals(ml.ratio, ll.ratio, corr, ml, ll, pairs, user_click_icc(world, exposures), shareable, specific,
-                   topic.ratio if topic is not None else float("nan"))
+                   topic.ratio if topic is not None else float("nan"), item_intent_signal(world, exposures, features).ratio)
+
+
+def item_intent_signal(world: World, exposures: pa.Table, features: pa.Table) -> RatioEstimate:
+    """``item_intent_ratio`` (AMEN's item pathway): among exposures of a category the user
+    clicked in a search / shop scene (an item of the AISeq at request time), the click rate on items
+    closer (latent cosine at or above the median) to those clicked items over the farther
+    ones; Mantel-Haenszel over (user, scenario, category) strata.  ``intent.item_level``
+    raises it (a need pulls towards one wanted item, which the search clicks reveal)."""
+    e = _exposure_frame(world, exposures)
+    rows = _request_rows(exposures, features)
+    items, mask = _ring(features, "ais_item", "ais_len")
+    lat = world.catalog.latent
+    a_items = items[rows].astype(np.int64)
+    valid = mask[rows] & (world.catalog.category[a_items] == e["cat"][:, None])
+    keep = valid.any(1)
+    sim = np.where(valid, np.einsum("nd,nld->nl", lat[e["item"]], lat[a_items]), -np.inf).max(1)
+    thr = np.median(sim[keep]) if keep.any() else np.inf
+    group = keep & (sim >= thr)
+    strata = (e["user"] * len(world.scenario_names) + e["scenario"]) * world.catalog.n_categories + e["cat"]
+    return _ratio(strata, group, keep, e)
 
 
 def history_topics(world: World, users: Users) -> np.ndarray:

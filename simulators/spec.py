@@ -38,6 +38,8 @@ class IntentSpec(_Strict):
     pursuit: float = Field(0.4, ge=0.0, le=1.0, description="P(a scene of a session with a live need is a search/shop visit for it)")
     half_life_h: float = Field(3.0, gt=0.0)
     strength: float = Field(1.5, ge=0.0)
+    item_level: float = Field(0.0, ge=0.0, le=1.0,
+                              description="share of a need's pull towards one wanted item of its category (0: the category centroid)")
     scene_first: float = Field(0.8, ge=0.0, le=1.0, description="P(a new need opens a session that starts with a search/shop visit)")
     need_session_delay_min: float = Field(15.0, gt=0.0, description="mean minutes from a need to the session it opens")
     satiation: bool = True

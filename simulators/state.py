@@ -2,7 +2,8 @@
 the ring buffers that hold the recent target-domain clicks, the Active Intention
 Sequence (AISeq) and the moveline.
 
-Intent: one need at a time, s(t) = strength * 0.5^((t - t_need)/half_life) * c_k.
+Intent: one need at a time, s(t) = strength * 0.5^((t - t_need)/half_life) * c_k, or with
+``intent.item_level`` = l > 0, ``... * ((1 - l) c_k + l v_i)`` for the need's wanted item i.
 Satiation: after a purchase of category k, clicks on k are penalised by
 strength * 0.5^((t - t_buy)/satiation_h).  Fatigue: every exposure of category k adds
 ``fatigue_per_exposure`` to a per-(user, category) penalty that halves every
@@ -88,9 +89,14 @@ class Ring:
 
 
 class UserState:
-    def __init__(self, spec: WorldSpec, users: Users, centroids: np.ndarray, t0: float = 0.0):
+    def __init__(self, spec: WorldSpec, users: Users, centroids: np.ndarray, t0: float = 0.0, catalog=None):
         n, K = len(users), centroids.shape[0]
         self.spec, self.users, self.centroids = spec, users, centroids
+        # item-level intent (intent.item_level > 0) needs the catalog: the wanted item's latent
+        self.catalog = catalog if spec.intent.item_level > 0 else None
+        if spec.intent.item_level > 0 and catalog is None:
+            raise ValueError("intent.item_level > 0 needs the catalog")
+        self.need_item = np.full(n, -1, np.int64)
         self.index = {int(u): i for i, u in enumerate(users.ids)}
         self.u = users.u.copy()
         self.need_cat = np.full(n, -1, np.int64)
@@ -151,7 +157,12 @@ class UserState:
         if has.any():
             age = np.maximum(np.asarray(t)[has] - self.need_t[rows][has], 0.0)
             strength = it.strength * 0.5 ** (age / (it.half_life_h * H))
-            out[has] = strength[:, None] * self.centroids[cat[has]]
+            if self.catalog is None:
+                out[has] = strength[:, None] * self.centroids[cat[has]]
+            else:
+                lv = it.item_level
+                wanted = self.catalog.latent[self.need_item[rows][has]]
+                out[has] = strength[:, None] * ((1.0 - lv) * self.centroids[cat[has]] + lv * wanted)
         return out
 
     def penalty(self, rows: np.ndarray, items_cat: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -282,6 +293,8 @@ class UserState:
             j = self.needs[r]
             k = chain.need_category_batch(u, j, self.users.active[r], self.users.active_w[r], n_categories)
             self.set_need(r, k, self.next_need_t[r])
+            if self.catalog is not None:
+                self.need_item[r] = chain.need_item_batch(u, j, k, self.catalog)
             self.needs[r] += 1
             self.next_need_t[r] += chain.need_gap_batch(u, j + 1)
             fresh[due] = True

@@ -131,3 +131,36 @@ def test_topic_ratio_rises_when_the_history_reveals_the_users_topic():
     assert r[1].ratio > r[0].ratio + 0.15 and r[1].ratio > 1.1
     w0, log0 = logged_world("lifelong", 50, 0.5)
     assert signals.topic_signal(w0, log0.exposures) is None  # no topics: no signal
+
+
+def test_item_level_intent_pulls_towards_a_wanted_item_of_the_needs_category():
+    from simab.simulators.state import UserState
+
+    w = World.build(world_spec({"preset": "moveline", "intent": {"item_level": 0.7}}), 0)
+    users = w.population.users(np.arange(200))
+    st = UserState(w.spec, users, w.catalog.centroid, -86400.0, w.catalog)
+    rows = np.arange(200)
+    fresh = st.arrive_needs_batch(rows, users.ids, w.chain, np.zeros(200), w.catalog.n_categories)
+    assert fresh.sum() > 50
+    r = rows[fresh]
+    item = st.need_item[r]
+    assert (w.catalog.category[item] == st.need_cat[r]).all() and (w.catalog.domain[item] == 0).all()
+    # the intent vector is strength * decay * ((1 - l) c_k + l v_i): its cosine with the
+    # wanted item exceeds the centroid's own cosine with the item
+    s = st.intent(r, np.zeros(len(r)))
+    cos = lambda a, b: (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)  # noqa: E731
+    lat, cen = w.catalog.latent[item], w.catalog.centroid[st.need_cat[r]]
+    assert (cos(s, lat) > cos(cen, lat) + 1e-9).all()
+    with pytest.raises(ValueError):
+        UserState(w.spec, users, w.catalog.centroid)  # item-level intent needs the catalog
+
+
+def test_item_intent_ratio_rises_with_item_level():
+    """Measured 1.72 at item_level 0 (long-term preferences already favour items near the
+    clicked ones) and 2.02 at 0.9 (moveline preset, 500 users, 1 day)."""
+    r = []
+    for lv in (0.0, 0.9):
+        w, log = logged_world("moveline", 500, 1.0, f'{{"intent": {{"item_level": {lv}}}}}')
+        r.append(signals.item_intent_signal(w, log.exposures, log.features))
+    assert r[0].strata > 300 and r[1].strata > 300
+    assert r[1].ratio > r[0].ratio + 0.15
