@@ -106,6 +106,9 @@ def _print_summary(s: dict, out: str) -> None:
               f"{v['position_decay_spec']:>8.2f}{v['position_decay_fitted']:>8.2f} ± {v['position_decay_se']:.2f}")
     print(f"  signals: moveline_ratio {sig['moveline_ratio']:.2f}  lifelong_ratio {sig['lifelong_ratio']:.2f}  "
           f"scenario_label_correlation {sig['scenario_label_correlation']:.2f}")
+    dials = {k: sig.get(k) for k in ("item_intent_ratio", "user_click_icc", "topic_ratio", "shareable_correlation",
+                                     "specific_correlation")}
+    print("  dial signals: " + "  ".join(f"{k} {v:.2f}" for k, v in dials.items() if v is not None and v == v))
     rows = s.get("realism", [])
     if rows:
         head = "realism targets" if s.get("calibration") == "realistic" else "realism (dense calibration: no targets)"

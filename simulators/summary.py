@@ -159,6 +159,12 @@ def summarize(world: World, exposures: pa.Table, requests: pa.Table, features: p
             "moveline_ratio": sig.moveline_ratio,
             "lifelong_ratio": sig.lifelong_ratio,
             "scenario_label_correlation": sig.scenario_label_correlation,
+            # the dials' signals (issue #19; docs/world.md, "Dials")
+            "item_intent_ratio": sig.item_intent_ratio,
+            "user_click_icc": sig.user_click_icc,
+            "topic_ratio": sig.topic_ratio,
+            "shareable_correlation": sig.shareable_correlation,
+            "specific_correlation": sig.specific_correlation,
             "detail": {
                 "moveline": sig.moveline.__dict__,
                 "lifelong": sig.lifelong.__dict__,
