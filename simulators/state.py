@@ -86,6 +86,23 @@ class Ring:
         out = {k: np.where(mask, v[rows[:, None], idx], 0) for k, v in self.data.items()}
         return out, mask
 
+    def gather_as(self, rows: np.ndarray, dtypes: dict[str, type]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """:meth:`gather` of the fields named in ``dtypes`` only, each copied once out of
+        the ring straight into its dtype (0 where the row holds fewer entries), and each
+        row's number of real entries ``n`` (the mask is ``arange(length) >= length - n``)."""
+        rows = np.asarray(rows, np.int64)
+        count = self.count[rows]
+        pos = count[:, None] - self.length + np.arange(self.length)[None, :]
+        flat = rows[:, None] * self.length + pos % self.length  # into the row-major [n, length] data
+        hole = pos < 0
+        out = {}
+        for k, dtype in dtypes.items():
+            v = out[k] = np.empty(flat.shape, dtype)
+            # "wrap" (the indices are in range) takes straight into ``v``; "raise" would buffer
+            np.take(self.data[k].reshape(-1), flat, out=v, mode="wrap")
+            v[hole] = 0
+        return out, np.minimum(count, self.length)
+
 
 class UserState:
     def __init__(self, spec: WorldSpec, users: Users, centroids: np.ndarray, t0: float = 0.0):
