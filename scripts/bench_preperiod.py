@@ -8,10 +8,11 @@ them) over ``--days`` simulated days:
 (b) the same plan, policy and phase without feature recording (what a campaign shard
     with the logging policy as its only arm costs for the same simulated time).
 
-Each is the simulation's construction + ``run()`` + ``tables()`` (the Parquet write is
-timed apart for (a): it is the same for both except the ``features`` part).  A short
-warm-up of both runs first (imports, the world's lazily built tables); then (a) and (b)
-alternate ``--repeat`` times and the minimum of each is reported with the ratio a / b.
+Each is the simulation's construction + ``run()`` + ``tables()``.  A short warm-up of both
+runs first (imports, the world's lazily built tables); then (a) and (b) alternate
+``--repeat`` times and the minimum of each is reported with the ratio a / b.  Also timed:
+(a') :func:`~simab.preperiod.pre_period_shard` end to end for the same users (one shard):
+the world's build, (a), and the sorted Parquet parts of exposures and features.
 
     .venv/bin/python scripts/bench_preperiod.py [--users 2000] [--days 1] [--repeat 2] [--profile]
 
@@ -28,7 +29,6 @@ import os
 import pstats
 import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("SIMAB_QUIET", "1")
 
@@ -61,6 +61,17 @@ def timed(world, users, days: float, record_features: bool) -> tuple[float, dict
     return time.perf_counter() - t0, tables
 
 
+def shard_end_to_end(users: int, days: float, seed: int) -> float:
+    from simab.preperiod import pre_period_shard
+    from simab.simulators.spec import world_spec
+
+    spec = world_spec({"preset": "default", "n_users": users, "pre_period_days": days})
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        pre_period_shard(spec, seed, 0, 1, tmp)
+        return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--users", type=int, default=2_000)
@@ -71,7 +82,6 @@ def main() -> None:
     a = ap.parse_args()
 
     import numpy as np
-    import pyarrow.parquet as pq
 
     from simab.simulators.spec import world_spec
     from simab.simulators.world import World
@@ -82,23 +92,21 @@ def main() -> None:
     timed(world, warm, 0.1, True)
     timed(world, warm, 0.1, False)
 
-    pre, camp = [], []
+    pre, camp, shard = [], [], []
     for _ in range(a.repeat):
         s, tables = timed(world, users, a.days, True)
         pre.append(s)
         s, _ = timed(world, users, a.days, False)
         camp.append(s)
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        pq.write_table(tables["features"].sort_by([("request", "ascending")]), Path(tmp) / "f.parquet")
-        write_features_s = time.perf_counter() - t0
+        shard.append(shard_end_to_end(a.users, a.days, a.seed))
     n_exp, n_req = tables["exposures"].num_rows, tables["features"].num_rows
     print(f"default world, {a.users:,} users x {a.days:g} day(s), one shard, wave engine; "
           f"{n_exp:,} exposures, {n_req:,} requests (feature rows); best of {a.repeat}")
     print(f"(a) pre-period (record_features=True):  {min(pre):8.2f} s  (runs: {', '.join(f'{x:.2f}' for x in pre)})")
     print(f"(b) same simulation, no features:       {min(camp):8.2f} s  (runs: {', '.join(f'{x:.2f}' for x in camp)})")
     print(f"ratio a / b: {min(pre) / min(camp):.3f}")
-    print(f"(a) also sorts and writes the features part: {write_features_s:.2f} s (not in the figures above)")
+    print(f"(a') pre_period_shard end to end:         {min(shard):8.2f} s  (runs: {', '.join(f'{x:.2f}' for x in shard)});"
+          f" a' / b: {min(shard) / min(camp):.3f}")
 
     if a.profile:
         prof = cProfile.Profile()
