@@ -10,9 +10,11 @@ them) over ``--days`` simulated days:
 
 Each is the simulation's construction + ``run()`` + ``tables()``.  A short warm-up of both
 runs first (imports, the world's lazily built tables); then (a) and (b) alternate
-``--repeat`` times and the minimum of each is reported with the ratio a / b.  Also timed:
-(a') :func:`~simab.preperiod.pre_period_shard` end to end for the same users (one shard):
-the world's build, (a), and the sorted Parquet parts of exposures and features.
+``--repeat`` times and the minimum of each is reported with the ratio a / b, in CPU seconds
+of this process (single-threaded: less sensitive than wall time to other processes on a
+shared machine) and in wall seconds.  Also timed: (a') :func:`~simab.preperiod.pre_period_shard`
+end to end for the same users (one shard): the world's build, (a), and the sorted Parquet
+parts of exposures and features.
 
     .venv/bin/python scripts/bench_preperiod.py [--users 2000] [--days 1] [--repeat 2] [--profile]
 
@@ -31,6 +33,8 @@ import tempfile
 import time
 
 os.environ.setdefault("SIMAB_QUIET", "1")
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # one thread, as a pool worker: CPU time is the work done
 
 
 def simulation(world, users, days: float, record_features: bool):
@@ -53,23 +57,34 @@ def simulation(world, users, days: float, record_features: bool):
                            serving=ServingSpec(), record_features=record_features)
 
 
-def timed(world, users, days: float, record_features: bool) -> tuple[float, dict]:
-    t0 = time.perf_counter()
+def timed(world, users, days: float, record_features: bool) -> tuple[tuple[float, float], dict]:
+    """(CPU s, wall s) of one simulation, and its tables."""
+    c0, t0 = time.process_time(), time.perf_counter()
     sim = simulation(world, users, days, record_features)
     sim.run()
     tables = sim.tables()
-    return time.perf_counter() - t0, tables
+    return (time.process_time() - c0, time.perf_counter() - t0), tables
 
 
-def shard_end_to_end(users: int, days: float, seed: int) -> float:
+def shard_end_to_end(users: int, days: float, seed: int) -> tuple[float, float]:
     from simab.preperiod import pre_period_shard
     from simab.simulators.spec import world_spec
 
     spec = world_spec({"preset": "default", "n_users": users, "pre_period_days": days})
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         pre_period_shard(spec, seed, 0, 1, tmp)
-        return time.perf_counter() - t0
+        return time.process_time() - c0, time.perf_counter() - t0
+
+
+def _line(label: str, runs: list[tuple[float, float]]) -> str:
+    cpu, wall = (min(r[i] for r in runs) for i in (0, 1))
+    return (f"{label:<40} cpu {cpu:6.2f} s  wall {wall:6.2f} s  "
+            f"(cpu runs: {', '.join(f'{r[0]:.2f}' for r in runs)})")
+
+
+def _ratio(x: list[tuple[float, float]], y: list[tuple[float, float]]) -> str:
+    return " / ".join(f"{min(r[i] for r in x) / min(r[i] for r in y):.3f}" for i in (0, 1)) + "  (cpu / wall)"
 
 
 def main() -> None:
@@ -102,11 +117,11 @@ def main() -> None:
     n_exp, n_req = tables["exposures"].num_rows, tables["features"].num_rows
     print(f"default world, {a.users:,} users x {a.days:g} day(s), one shard, wave engine; "
           f"{n_exp:,} exposures, {n_req:,} requests (feature rows); best of {a.repeat}")
-    print(f"(a) pre-period (record_features=True):  {min(pre):8.2f} s  (runs: {', '.join(f'{x:.2f}' for x in pre)})")
-    print(f"(b) same simulation, no features:       {min(camp):8.2f} s  (runs: {', '.join(f'{x:.2f}' for x in camp)})")
-    print(f"ratio a / b: {min(pre) / min(camp):.3f}")
-    print(f"(a') pre_period_shard end to end:         {min(shard):8.2f} s  (runs: {', '.join(f'{x:.2f}' for x in shard)});"
-          f" a' / b: {min(shard) / min(camp):.3f}")
+    print(_line("(a) pre-period (record_features=True):", pre))
+    print(_line("(b) same simulation, no features:", camp))
+    print(_line("(a') pre_period_shard end to end:", shard))
+    print(f"ratio a / b:  {_ratio(pre, camp)}")
+    print(f"ratio a' / b: {_ratio(shard, camp)}")
 
     if a.profile:
         prof = cProfile.Profile()
