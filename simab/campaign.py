@@ -272,16 +272,17 @@ class ShardLogs:
 
     def _features_table(self) -> pa.Table:
         """The snapshots in request order (what the pre-period cache keeps; a numpy take
-        of the 2-D arrays costs far less than Arrow's take of fixed-size lists)."""
+        of the 2-D arrays costs far less than Arrow's take of fixed-size lists).  Each
+        batch's arrays are dropped once their column is built, so the batches and the table
+        are not both held in full."""
         b = self._feat
         schema = with_version(self.features_schema, "features")
         if not b:
             return schema.empty_table()
-        request = np.concatenate([x["request"] for x in b])
-        order = np.argsort(request, kind="stable")
+        order = np.argsort(np.concatenate([x["request"] for x in b]), kind="stable")
         arrays = []
         for f in schema:
-            col = np.concatenate([x[f.name] for x in b])[order]
+            col = np.concatenate([x.pop(f.name) for x in b])[order]
             if pa.types.is_fixed_size_list(f.type):
                 arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(col.reshape(-1), f.type.value_type),
                                                                 f.type.list_size))

@@ -91,17 +91,19 @@ class Ring:
         the ring straight into its dtype (0 where the row holds fewer entries), and each
         row's number of real entries ``n`` (the mask is ``arange(length) >= length - n``)."""
         rows = np.asarray(rows, np.int64)
+        L = self.length
         count = self.count[rows]
-        pos = count[:, None] - self.length + np.arange(self.length)[None, :]
-        flat = rows[:, None] * self.length + pos % self.length  # into the row-major [n, length] data
-        hole = pos < 0
+        # entry j (oldest first) of a row is in slot (count + j) % L; wrap[s, j] = (s + j) % L
+        wrap = np.add.outer(np.arange(L), np.arange(L)) % L
+        flat = (rows * L)[:, None] + wrap[count % L]  # into the row-major [n, L] data
+        hole = np.arange(L)[None, :] < (L - count)[:, None]
         out = {}
         for k, dtype in dtypes.items():
             v = out[k] = np.empty(flat.shape, dtype)
             # "wrap" (the indices are in range) takes straight into ``v``; "raise" would buffer
             np.take(self.data[k].reshape(-1), flat, out=v, mode="wrap")
-            v[hole] = 0
-        return out, np.minimum(count, self.length)
+            np.copyto(v, 0, where=hole)
+        return out, np.minimum(count, L)
 
 
 class UserState:
