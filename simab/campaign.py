@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from simab.eventlog import SCHEMAS, ColumnBuffer, with_version
-from simab.policies.world_features import SNAPSHOT_FIELDS, FeatureBuilder, Snapshot
+from simab.policies.world_features import SNAPSHOT_FIELDS, FeatureBuilder
 from simab.retrieval import Retriever
 from simab.serving import Server
 from simab.simulators.scenes import BUY, CONTENT, SCENE_NAMES, SURFACE_SCENE
@@ -180,13 +180,18 @@ class ShardLogs:
         self.scenarios = list(world.scenario_names)
         self.record_features = record_features
         self.features_schema = features_schema(world) if record_features else None
+        if record_features:  # ring -> {ring field: the features column's value dtype}
+            value_type = {f.name: f.type.value_type.to_pandas_dtype() for f in self.features_schema
+                          if pa.types.is_fixed_size_list(f.type)}
+            self._feature_dtypes = {ring: {rf: value_type[f] for f, (rn, rf) in SNAPSHOT_FIELDS.items() if rn == ring}
+                                    for ring in FEATURE_RINGS}
         self._reset()
 
     def _reset(self) -> None:
         self._exp: list[tuple] = []
         self._req: list[tuple] = []
         self._ml: list[tuple] = []
-        self._feat = ColumnBuffer("features", self.features_schema) if self.record_features else None
+        self._feat: list[dict[str, np.ndarray]] = []
         self.rows = 0
         self.exposure_rows = 0
 
@@ -195,7 +200,7 @@ class ShardLogs:
         """One served batch: ``scenario`` is each request's scenario index."""
         users = self._users(rows)
         if self.record_features:
-            self._features(rows, rids, t, scenario)
+            self._features(rows, rids)
         if not keep.any():
             return
         k = keep
@@ -218,19 +223,23 @@ class ShardLogs:
     def _users(self, rows):
         return self.users[rows]
 
-    def _features(self, rows, rids, t, scenario) -> None:
-        state = self.state
-        snap = Snapshot.from_state(state, rows, t, scenario)
-        cols = {f: snap.arrays[f] for f in SNAPSHOT_FIELDS}
-        cols.update({f"{r}_len": snap.masks[r].sum(axis=1).astype(np.int64) for r in ("seq", "ais", "moveline")})
-        self._feat.append(request=np.asarray(rids, np.int64), **cols)
+    def _features(self, rows, rids) -> None:
+        """One served batch's feature snapshots (the users' rings at request time), kept
+        as the features table's columns: one [B, width] array per snapshot field, copied
+        once out of the state in the column's dtype, and each ring's real length."""
+        cols = {"request": np.asarray(rids, np.int64)}
+        for ring, dtypes in self._feature_dtypes.items():
+            values, n = getattr(self.state, ring).gather_as(rows, dtypes)
+            cols.update({f: values[rf] for f, (rn, rf) in SNAPSHOT_FIELDS.items() if rn == ring})
+            cols[f"{ring}_len"] = n.astype(np.int32)
+        self._feat.append(cols)
 
     # --- tables -------------------------------------------------------------------------
     def drain(self) -> dict[str, pa.Table]:
         out = {"exposures": self._exposures_table(), "requests": self._requests_table(),
                "moveline": self._moveline_table()}
-        if self._feat is not None:
-            out["features"] = self._feat.to_table()
+        if self.record_features:
+            out["features"] = self._features_table()
         self._reset()
         return out
 
@@ -260,6 +269,26 @@ class ShardLogs:
             "dwell_s": flat(13), "expected_dwell_s": flat(14), "propensity": flat(15),
         }
         return _table(schema, cols)
+
+    def _features_table(self) -> pa.Table:
+        """The snapshots in request order (what the pre-period cache keeps; a numpy take
+        of the 2-D arrays costs far less than Arrow's take of fixed-size lists).  Each
+        batch's arrays are dropped once their column is built, so the batches and the table
+        are not both held in full."""
+        b = self._feat
+        schema = with_version(self.features_schema, "features")
+        if not b:
+            return schema.empty_table()
+        order = np.argsort(np.concatenate([x["request"] for x in b]), kind="stable")
+        arrays = []
+        for f in schema:
+            col = np.concatenate([x.pop(f.name) for x in b])[order]
+            if pa.types.is_fixed_size_list(f.type):
+                arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(col.reshape(-1), f.type.value_type),
+                                                                f.type.list_size))
+            else:
+                arrays.append(pa.array(col, f.type))
+        return pa.Table.from_arrays(arrays, schema=schema)
 
     def _requests_table(self) -> pa.Table:
         b = self._req
@@ -307,6 +336,10 @@ def _table(schema: pa.Schema, cols: dict) -> pa.Table:
                                  for f in schema], schema=schema)
 
 
+#: the user-state rings a feature snapshot copies (``<ring>_len`` columns)
+FEATURE_RINGS = ("seq", "ais", "moveline")
+
+
 def features_schema(world: World) -> pa.Schema:
     s = world.spec
     width = {"seq": s.seq_len, "ais": s.aiseq_len, "ml": s.moveline_len}
@@ -314,5 +347,5 @@ def features_schema(world: World) -> pa.Schema:
     for f in SNAPSHOT_FIELDS:
         w = width[f.split("_")[0]]
         fields.append((f, pa.list_(pa.float64() if f.endswith("_ts") else pa.int32(), w)))
-    fields += [(f"{r}_len", pa.int32()) for r in ("seq", "ais", "moveline")]
+    fields += [(f"{r}_len", pa.int32()) for r in FEATURE_RINGS]
     return pa.schema(fields)

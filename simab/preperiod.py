@@ -65,10 +65,11 @@ def pre_period_shard(world_spec: WorldSpec, seed: int, s: int, shards: int, tmp:
     sim.run()
     tables = sim.tables()
     # each part sorted by request id (then position): its bytes do not depend on the order in
-    # which the engine served the shard's requests, and a user's rows are contiguous
+    # which the engine served the shard's requests, and a user's rows are contiguous (the
+    # shard's logs lay the features out in request order already)
     pq.write_table(tables["exposures"].sort_by([("request", "ascending"), ("position", "ascending")]),
                    Path(tmp) / f"exposures-{s:03d}.parquet")
-    pq.write_table(tables["features"].sort_by([("request", "ascending")]), Path(tmp) / f"features-{s:03d}.parquet")
+    pq.write_table(tables["features"], Path(tmp) / f"features-{s:03d}.parquet")
     return tables["exposures"].num_rows
 
 

@@ -87,6 +87,25 @@ class Ring:
         out = {k: np.where(mask, v[rows[:, None], idx], 0) for k, v in self.data.items()}
         return out, mask
 
+    def gather_as(self, rows: np.ndarray, dtypes: dict[str, type]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """:meth:`gather` of the fields named in ``dtypes`` only, each copied once out of
+        the ring straight into its dtype (0 where the row holds fewer entries), and each
+        row's number of real entries ``n`` (the mask is ``arange(length) >= length - n``)."""
+        rows = np.asarray(rows, np.int64)
+        L = self.length
+        count = self.count[rows]
+        # entry j (oldest first) of a row is in slot (count + j) % L; wrap[s, j] = (s + j) % L
+        wrap = np.add.outer(np.arange(L), np.arange(L)) % L
+        flat = (rows * L)[:, None] + wrap[count % L]  # into the row-major [n, L] data
+        hole = np.arange(L)[None, :] < (L - count)[:, None]
+        out = {}
+        for k, dtype in dtypes.items():
+            v = out[k] = np.empty(flat.shape, dtype)
+            # "wrap" (the indices are in range) takes straight into ``v``; "raise" would buffer
+            np.take(self.data[k].reshape(-1), flat, out=v, mode="wrap")
+            np.copyto(v, 0, where=hole)
+        return out, np.minimum(count, L)
+
 
 class UserState:
     def __init__(self, spec: WorldSpec, users: Users, centroids: np.ndarray, t0: float = 0.0, catalog=None):
