@@ -164,7 +164,7 @@ class WorldSpec(_Strict):
         return tuple(self.scenarios)
 
 
-PRESETS = ("default", "moveline", "lifelong", "multiscenario3", "multiscenario4")
+PRESETS = ("default", "moveline", "lifelong", "multiscenario3", "multiscenario4", "sharing")
 
 
 def _preset_doc(name: str, source: str | None, key: str) -> dict[str, Any]:

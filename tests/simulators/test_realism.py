@@ -9,22 +9,27 @@ import pytest
 
 from simab.errors import SimabError
 from simab.simulators import realism
-from simab.simulators.spec import world_spec
+from simab.simulators.spec import PRESETS, world_spec
 
 from .conftest import logged_world
 
 
-def test_default_preset_meets_every_realism_target_on_a_small_sample():
-    # 1,000 users x 1 day: ~97k exposures, ~4k clicks, ~60 conversions.  The CVR target
-    # (0.5%..3%) is 3x wide on each side of the measured 1.5%: a binomial SE of ~0.2% at
-    # ~4k clicks is far inside it; the CTR's SE (~0.1% with clustering) likewise.
-    w, log = logged_world("default", 1000, 1.0)
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_meets_every_realism_target_on_a_small_sample(preset):
+    # 1,000 users x 1 day: 73-116k exposures, 2-6k clicks, 30-150 conversions.  Measured
+    # values sit inside their ranges by several sampling errors: e.g. the default's CVR 1.5%
+    # in 0.5%..3% has a binomial SE of ~0.2% at ~4k clicks; the tightest is moveline's CTR
+    # (5.1% in 2%..6%, SE ~0.2% with clustering by user: 4 SE below 6%).
+    w, log = logged_world(preset, 1000, 1.0)
     m = realism.measure(w, log.exposures, log.requests, 1000, 1.0)
     rows = realism.report(w, m)
     missed = [(r["name"], r["measured"], r["lo"], r["hi"]) for r in rows if not r["met"]]
     assert not missed, missed
     by = {r["name"]: r for r in rows}
     assert 0.02 <= by["ctr"]["measured"] <= 0.06 and 0.005 <= by["cvr"]["measured"] <= 0.03
+    # every preset has a dense calibration that restores the pre-#18 field defaults
+    dense = world_spec({"preset": preset, "calibration": "dense"})
+    assert (dense.response.beta, dense.response.b_cv, dense.sessions.activity_sigma) == (2.5, -1.5, 0.5)
 
 
 def test_dense_calibration_keeps_the_rates_from_before_issue_18():
