@@ -43,6 +43,7 @@ class LogDataset:
         self.label = col(exposures, "clicked").astype(np.float32)
         self.conv = col(exposures, "converted").astype(np.float32)
         self.propensity = col(exposures, "propensity").astype(np.float64)
+        self.position = col(exposures, "position").astype(np.int64)
         self.n_rows = len(self.user)
         freq = col(features, "request").astype(np.int64)
         order = np.argsort(freq)
@@ -92,7 +93,7 @@ class LogDataset:
     def subset(self, rows: np.ndarray) -> LogDataset:
         new = object.__new__(LogDataset)
         new.__dict__.update(self.__dict__)
-        for k in ("user", "request", "ts", "scenario", "item", "label", "conv", "propensity"):
+        for k in ("user", "request", "ts", "scenario", "item", "label", "conv", "propensity", "position"):
             setattr(new, k, getattr(self, k)[rows])
         new.n_rows = len(rows)
         new._pairs = None
@@ -114,6 +115,7 @@ class LogDataset:
         b = self.builder.build(self._snapshot(rows), self.item[rows][:, None], tuple(g for g in groups if g != "pairs"))
         b["label"] = torch.from_numpy(self.label[rows][:, None])
         b["conv"] = torch.from_numpy(self.conv[rows][:, None])
+        b["position"] = torch.from_numpy(self.position[rows][:, None])
         if "pairs" in groups:
             p = self.pairs[rows]
             ok = p >= 0

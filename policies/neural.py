@@ -38,7 +38,17 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "mlp_units": [128, 64],
     "activation": "relu",
     "dropout": 0.0,
+    # a position bias learned in training and left out at serving (issue #19): the logged
+    # clicks depend on the slate position, which no serving-time feature knows
+    "position_tower": False,
 }
+#: Slate positions the position tower has a bias for (larger positions share the last one).
+MAX_POSITIONS = 256
+#: The tower's bias is this constant times its weight: Adam moves a weight by about the
+#: learning rate per step (1e-3), so an unscaled bias could move only ~0.2 logit over the
+#: few hundred steps of a training run, far less than the log examination curve spans
+#: (-1.8 at position 10 for decay 0.8); measured on the default world (tests/policies/test_position_tower.py).
+POSITION_SCALE = 20.0
 #: Allowed values of the common hyper-parameters (types come from the defaults).
 COMMON_RULES: dict[str, Rule] = {
     "embedding_dim": in_range(1),
@@ -75,6 +85,21 @@ class NeuralPolicy(nn.Module):
         self.params: dict[str, Any] = check_params(self.name, params, self.DEFAULTS, rules=self.RULES)
         self.feature_spec = feature_spec
         self._input_keys = tuple(k for g in self.feature_groups for k in FEATURE_GROUPS[g])
+        # created only when asked for: its initialisation draws from torch's generator
+        self.position_bias = None
+        if self.params.get("position_tower"):
+            self.position_bias = nn.Embedding(MAX_POSITIONS, 1)
+            nn.init.zeros_(self.position_bias.weight)
+
+    def with_position(self, batch: Batch, logits: torch.Tensor) -> torch.Tensor:
+        """Training logits: ``logits`` plus the learned bias of each row's logged slate
+        position (``position_tower``); unchanged without the tower or a position.  Serving
+        scores leave it out: every candidate of a request gets the same (position-0)
+        treatment, as production rankers do with a position tower (PAL, Guo et al. 2019)."""
+        if self.position_bias is None or "position" not in batch:
+            return logits
+        pos = batch["position"].clamp(0, MAX_POSITIONS - 1)
+        return logits + POSITION_SCALE * self.position_bias(pos).squeeze(-1).to(logits.dtype)
 
     @property
     def device(self) -> torch.device:
@@ -86,7 +111,7 @@ class NeuralPolicy(nn.Module):
     def to_device(self, batch: Batch, device: torch.device | None = None) -> Batch:
         """The keys this policy reads (plus labels, user, scenario), on ``device``."""
         device = device or self.device
-        keys = (*self._input_keys, *LABEL_KEYS, "user", "scenario")
+        keys = (*self._input_keys, *LABEL_KEYS, "user", "scenario", "position")
         return {k: batch[k].to(device, non_blocking=True) for k in keys if k in batch}
 
     @torch.no_grad()
@@ -104,8 +129,10 @@ class NeuralPolicy(nn.Module):
         """Total training loss and its named parts (detached 0-dim tensors).
 
         Default: binary cross-entropy with logits on ``label``, each row weighted by
-        ``weight`` when the batch has one.
+        ``weight`` when the batch has one; with ``position_tower`` the logits get the
+        position bias first (:meth:`with_position`).
         """
+        logits = self.with_position(batch, logits)
         label = batch["label"].to(logits.dtype)
         per_row = F.binary_cross_entropy_with_logits(logits.float(), label.float(), reduction="none")
         if "weight" in batch:
