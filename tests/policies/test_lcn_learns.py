@@ -109,7 +109,7 @@ def test_csa_learns_the_category_match_in_one_epoch(fspec, params):
 
     Score margin: a gap of 2 between the mean same-category and other-category score
     gives a same-category event e^2 ≈ 7.4 times the softmax weight of another; with 1 in
-    8 events of the target's category (a non-interest target), that is about half of CSA's
+    8 events of the target's category (the average here), that is about half of CSA's
     attention mass (7.4 / (7.4 + 7) ≈ 0.51) instead of 1/8.  Selection: the share of
     same-category events in the top-k1 must cover at least half of the way from chance
     (a random selection, ≈ 0.125) to the best selection (≈ 0.72: every interest row can
