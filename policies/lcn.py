@@ -10,11 +10,27 @@ to bottom as the architecture:
    (seed), the scope narrowing towards the candidate:
 
    - **Complete-scope attention (CSA)**, over all N events.  *Assumed*: to stay cheap it
-     embeds only item ⊕ category of each event (no side information) and scores it
-     with one bilinear form ``s = (W q)·k / sqrt(2d)`` (no key projection, so the N
-     keys are never multiplied by a matrix).  Its output is the softmax-weighted sum of
-     the keys: differentiable, so the BCE gradient reaches ``W`` and the embeddings.
-     Keeps the ``k1`` highest-scoring real events.
+     embeds only item ⊕ category of each event (no side information, no key projection:
+     the N keys are never multiplied by a matrix) and scores it with a cosine
+     ``s = scale · cos(W (q - m), k - m)`` (``csa_score="cosine"``), ``m`` the mean key
+     of the user's real events, ``W`` identity-initialised (``csa_init``), ``scale``
+     learnable (initial ``csa_scale = 5``); the score reads the embeddings detached, so
+     it trains ``W`` and the scale only.  Its output is the softmax-weighted sum of the
+     keys (not detached).  Keeps the ``k1`` highest-scoring real events.  The selection
+     has no gradient, so an auxiliary *category-match* loss trains the score as well
+     (``csa_match_weight = 0.1``): on each clicked candidate, ``-log`` of CSA's softmax
+     mass on the history events of the candidate's category.
+     Why (numbers in ``docs/models.md``): the embeddings start at std 1e-2, so a raw
+     bilinear score ``(W q)·k / sqrt(2d)`` is ~1e-4, its softmax over N events uniform
+     and its gradient vanishing (``csa_score="bilinear"`` keeps that form); a cosine does
+     not depend on the norms.  The identity ``W`` starts at "similar embedding =
+     relevant".  The shared tables drift in a common direction in training, which would
+     make every pair look alike to a cosine: ``m`` removes it.  A cosine's gradient grows
+     as 1/norm, enough to take the shared tables over from their other consumers: hence
+     the detached read.  The pooled output and score mass, CSA's BCE gradient paths,
+     inform the MLP as well when matching events score *low*: the auxiliary loss fixes
+     the sign with SIM's prior (a clicked target's category marks its relevant history)
+     as a soft target, leaving ``W`` free to weigh the item half of the key.
    - **Median-scope attention (MSA)**, a target attention with side information over
      those ``k1`` events.  *Assumed*: keys are item ⊕ category ⊕ action ⊕ time-gap
      bucket embeddings; single-head bilinear score ``(W q)·k / sqrt(4d)`` (the query is
@@ -41,19 +57,23 @@ to bottom as the architecture:
 
 2. **Cross Representation Production (CRP)**, training only.  An InfoNCE loss
    (van den Oord et al. 2018, eq. 4) aligning target-domain and source-domain item
-   representations.  *Assumed* pairs: the anchor is the row's target item (a shop
-   item); its positive is the mean representation of the events in the same user's
-   lifelong sequence (content items, whose ids never overlap shop items) that share the
-   target's category; rows with no such event are skipped.  Negatives are the positives
-   of the other rows of the batch whose target category differs (same-category rows
-   are masked out: they are not negatives).  Representations (``crp_features``):
-   ``"item"`` = the shared item-id embeddings (default, so the alignment acts on the
-   id embeddings that no category feature already ties together); ``"item_cat"`` =
-   item ⊕ category.  ``crp_projection = "mlp"`` passes both through a shared two-layer
-   projection head first (as in SimCLR, Chen et al. 2020), so the contrastive term shapes
-   the embeddings only through the head; ``"none"`` (default) compares them directly.
-   Similarity is cosine / ``crp_temperature``;
-   ``L = BCE + crp_weight · L_crp``.
+   representations.  *Assumed* pairs: the anchors are the row's *clicked* candidates
+   (an unclicked exposure says nothing about what the user wants); the positive is
+   picked among the same user's lifelong events (content items, whose ids never
+   overlap shop items) by ``crp_positive``, a pluggable selector (:data:`CRP_POSITIVES`):
+   ``"recent_same_category"`` (default) = the most recent event of the anchor's
+   category, one item, so below category level; ``"category_mean"`` = the mean of all
+   of them (a category-level positive, which can teach no more than "item ~ category",
+   what the category table already carries).  Anchors without a positive are skipped.
+   Negatives are the positives of the other anchors whose category differs
+   (same-category ones are masked out: they are not negatives).  Representations
+   (``crp_features``): ``"item"`` = the shared item-id embeddings (default, so the
+   alignment acts on the id embeddings that no category feature already ties
+   together); ``"item_cat"`` = item ⊕ category.  ``crp_projection = "mlp"`` passes both
+   through a shared two-layer projection head first (as in SimCLR, Chen et al. 2020),
+   so the contrastive term shapes the embeddings only through the head; ``"none"``
+   (default) compares them directly.  Similarity is cosine / ``crp_temperature``;
+   ``L = BCE + crp_weight · L_crp + csa_match_weight · L_match``.
 """
 
 from __future__ import annotations
@@ -122,17 +142,63 @@ def gather_events(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return x.gather(1, flat.unsqueeze(-1).expand(-1, -1, x.shape[-1])).reshape(b, c, k, x.shape[-1])
 
 
-class CompleteScopeAttention(nn.Module):
-    """CSA: ``scores [B, C, N] = (W q)·k / sqrt(dk)`` and the softmax-pooled keys
-    ``[B, C, dk]`` over every real event; see the module docstring."""
+def recent_same_category(batch: Batch, rows: torch.Tensor, cats: torch.Tensor) -> torch.Tensor:
+    """CRP positive: one-hot ``[R, N]`` weights on the most recent real source event of
+    user ``rows`` whose category is ``cats`` (all zero when there is none).  Lifelong
+    sequences are oldest first, so it is the last matching position."""
+    match = (batch["ll_cat"][rows] == cats.unsqueeze(1)) & batch["ll_mask"][rows]
+    n = match.shape[-1]
+    last = (match * torch.arange(1, n + 1, device=match.device)).argmax(-1)
+    return F.one_hot(last, n) * match.any(-1, keepdim=True)
 
-    def __init__(self, query_dim: int, key_dim: int):
+
+def category_mean(batch: Batch, rows: torch.Tensor, cats: torch.Tensor) -> torch.Tensor:
+    """CRP positive: equal ``[R, N]`` weights on every real source event of user ``rows``
+    whose category is ``cats`` (a category-level positive; all zero when there is none)."""
+    match = ((batch["ll_cat"][rows] == cats.unsqueeze(1)) & batch["ll_mask"][rows]).float()
+    return match / match.sum(-1, keepdim=True).clamp_min(1.0)
+
+
+#: ``crp_positive`` -> ``f(batch, rows [R], categories [R]) -> weights [R, N]`` over the
+#: lifelong events of the anchors' users; a world that exposes finer item groups (topics)
+#: adds its selector here.
+CRP_POSITIVES = {"recent_same_category": recent_same_category, "category_mean": category_mean}
+
+
+class CompleteScopeAttention(nn.Module):
+    """CSA: ``scores [B, C, N]`` between each candidate and every event, and the
+    softmax-pooled keys ``[B, C, dk]`` over every real event; see the module docstring.
+
+    ``score="cosine"``: ``s = exp(log_scale) · cos(W (q - m), k - m)`` with ``m`` the
+    mean key of the row's real events, computed on detached embeddings (the score trains
+    ``W`` and the scale only).  ``score="bilinear"``: ``s = (W q)·k / sqrt(dk)``.
+    ``init="identity"`` starts ``W`` at the identity (``query_dim == key_dim``),
+    ``"random"`` at PyTorch's default uniform init."""
+
+    def __init__(self, query_dim: int, key_dim: int, score: str = "cosine", init: str = "identity",
+                 scale: float = 5.0):
         super().__init__()
         self.query = nn.Linear(query_dim, key_dim, bias=False)
-        self.scale = 1.0 / math.sqrt(key_dim)
+        if init == "identity":
+            nn.init.eye_(self.query.weight)
+        self.cosine = score == "cosine"
+        if self.cosine:
+            self.log_scale = nn.Parameter(torch.tensor(math.log(scale)))
+        else:
+            self.scale = 1.0 / math.sqrt(key_dim)
 
     def forward(self, target: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = torch.einsum("bcd,bnd->bcn", self.query(target), keys) * self.scale
+        if self.cosine:
+            # Detached: a cosine's gradient grows as 1/|embedding| (std 1e-2 here), enough
+            # to take the shared tables over from the other consumers.  Centred: the tables
+            # drift in a common direction, which would make every pair look alike.
+            k = keys.detach()
+            w = mask.unsqueeze(-1).to(k.dtype)
+            centre = (k * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1.0)  # [B, 1, dk]
+            query = F.normalize(self.query(target.detach() - centre), dim=-1) * self.log_scale.exp()
+            scores = torch.einsum("bcd,bnd->bcn", query, F.normalize(k - centre, dim=-1))
+        else:
+            scores = torch.einsum("bcd,bnd->bcn", self.query(target), keys) * self.scale
         weights = masked_softmax(scores, mask.unsqueeze(1).expand_as(scores))
         return scores, torch.einsum("bcn,bnd->bcd", weights, keys)
 
@@ -176,6 +242,11 @@ class LCN(NeuralPolicy):
         "crp_temperature": 0.1,
         "crp_features": "item",
         "crp_projection": "none",
+        "csa_score": "cosine",
+        "csa_init": "identity",
+        "csa_scale": 5.0,
+        "csa_match_weight": 0.1,
+        "crp_positive": "recent_same_category",
     }
     RULES = {
         **COMMON_RULES,
@@ -189,6 +260,11 @@ class LCN(NeuralPolicy):
         "crp_temperature": in_range(0.0, lo_open=True),
         "crp_features": one_of("item", "item_cat"),
         "crp_projection": one_of("none", "mlp"),
+        "csa_score": one_of("cosine", "bilinear"),
+        "csa_init": one_of("identity", "random"),
+        "csa_scale": in_range(0.0, lo_open=True),
+        "csa_match_weight": in_range(0.0),
+        "crp_positive": one_of(*CRP_POSITIVES),
     }
 
     def __init__(self, params: dict, feature_spec: FeatureSpec):
@@ -203,7 +279,7 @@ class LCN(NeuralPolicy):
             in_dim += 2 * d
         if p["pyramid"]:
             if p["use_csa"]:
-                self.csa = CompleteScopeAttention(2 * d, 2 * d)
+                self.csa = CompleteScopeAttention(2 * d, 2 * d, p["csa_score"], p["csa_init"], p["csa_scale"])
                 in_dim += 2 * d + int(p["score_mass"])
             if p["use_msa"]:
                 self.msa = MedianScopeAttention(2 * d, 4 * d)
@@ -217,6 +293,7 @@ class LCN(NeuralPolicy):
             self.crp_head = MLP(crp_dim, [crp_dim], out_dim=crp_dim, activation=p["activation"])
         self._crp: tuple[torch.Tensor, ...] | None = None
         self._csa_keys: torch.Tensor | None = None
+        self._csa_scores: torch.Tensor | None = None
 
     # Lifelong event representations -------------------------------------------------
     def _events_full(self, batch: Batch, idx: torch.Tensor | None = None) -> torch.Tensor:
@@ -240,6 +317,8 @@ class LCN(NeuralPolicy):
             keys = self.bank.item_key(batch["ll_item"], batch["ll_cat"])  # [B, N, 2d]
             self._csa_keys = keys  # CRP reuses these lookups (the first d columns are the item)
             scores, pooled = self.csa(target, keys, mask)
+            if self.training and p["csa_match_weight"] > 0:
+                self._csa_scores = scores
             outputs.append(pooled)
             if p["score_mass"]:
                 outputs.append(score_mass(scores, mask))
@@ -269,10 +348,11 @@ class LCN(NeuralPolicy):
         if self.params["short_seq"] == "din":
             short = self.bank.item_key(batch["seq_item"], batch["seq_cat"])
             parts.append(self.short_attention(target, short, batch["seq_mask"]))
-        self._csa_keys = None
+        self._csa_keys = self._csa_scores = None
         parts += self.lifelong_interest(batch, target)
         parts.append(batch["item_pop"].unsqueeze(-1))
-        self._crp = self.crp_pairs(batch) if self.training and self.params["crp_weight"] > 0 else None
+        use_crp = self.training and self.params["crp_weight"] > 0 and "label" in batch
+        self._crp = self.crp_pairs(batch) if use_crp else None
         self._csa_keys = None
         return self.mlp(torch.cat(parts, dim=-1)).squeeze(-1)
 
@@ -283,20 +363,22 @@ class LCN(NeuralPolicy):
         return self.bank.item_key(items, cats)
 
     def crp_pairs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Anchors ``[R, D]`` (target items of the first candidate), positives ``[R, D]``
-        (mean representation of the same user's same-category source events) and the
-        anchors' categories ``[R]``, for the ``R`` rows that have such events."""
-        item, cat = batch["item"][:, 0], batch["item_cat"][:, 0]
-        match = (batch["ll_cat"] == cat.unsqueeze(1)) & batch["ll_mask"]  # [B, N]
-        has = match.any(1)
-        item, cat, match = item[has], cat[has], match[has]
+        """Anchors ``[R, D]`` (the clicked candidates: ``label > 0``), positives ``[R, D]``
+        (the representation of the same user's source events that ``crp_positive``
+        weights) and the anchors' categories ``[R]``, for the ``R`` clicked candidates
+        that have a positive."""
+        clicked = batch["label"] > 0  # [B, C]
+        rows, cand = clicked.nonzero(as_tuple=True)
+        item, cat = batch["item"][rows, cand], batch["item_cat"][rows, cand]
+        weights = CRP_POSITIVES[self.params["crp_positive"]](batch, rows, cat)  # [R, N]
+        has = weights.sum(-1) > 0
+        rows, item, cat, weights = rows[has], item[has], cat[has], weights[has]
         keys = self._csa_keys
         if keys is not None:  # reuse CSA's lookups: item ⊕ category of every event
-            source = keys[has] if self.params["crp_features"] == "item_cat" else keys[has][..., : self.bank.dim]
+            source = keys[rows] if self.params["crp_features"] == "item_cat" else keys[rows][..., : self.bank.dim]
         else:
-            source = self._item_repr(batch["ll_item"][has], batch["ll_cat"][has])  # [R, N, D]
-        w = match.unsqueeze(-1).to(source.dtype)
-        positive = (source * w).sum(1) / w.sum(1)
+            source = self._item_repr(batch["ll_item"][rows], batch["ll_cat"][rows])  # [R, N, D]
+        positive = torch.einsum("rn,rnd->rd", weights.to(source.dtype), source)
         return self._item_repr(item, cat), positive, cat
 
     def crp_loss(self, anchor: torch.Tensor, positive: torch.Tensor, cats: torch.Tensor) -> torch.Tensor:
@@ -311,9 +393,27 @@ class LCN(NeuralPolicy):
         target = torch.arange(len(cats), device=cats.device)
         return F.cross_entropy(logits, target)
 
+    def csa_match_loss(self, scores: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """``-mean log(CSA attention mass on the events of the target's category)`` over
+        the clicked candidates that have such events (0 when there is none)."""
+        mask = batch["ll_mask"].unsqueeze(1).expand_as(scores)
+        match = (batch["ll_cat"].unsqueeze(1) == batch["item_cat"].unsqueeze(-1)) & mask  # [B, C, N]
+        rows = (batch["label"] > 0) & match.any(-1)
+        if not rows.any():
+            return scores.sum() * 0.0
+        all_lse = torch.logsumexp(scores.masked_fill(~mask, -math.inf)[rows], dim=-1)
+        match_lse = torch.logsumexp(scores.masked_fill(~match, -math.inf)[rows], dim=-1)
+        return (all_lse - match_lse).mean()
+
     def loss(self, batch: Batch, logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``BCE + crp_weight · L_crp`` (the CRP term only on training forwards)."""
+        """``BCE + crp_weight · L_crp + csa_match_weight · L_match`` (the extra terms only
+        on training forwards)."""
         bce, parts = super().loss(batch, logits)
+        if self._csa_scores is not None:
+            match = self.csa_match_loss(self._csa_scores, batch)
+            self._csa_scores = None
+            parts["csa_match"] = match.detach()
+            bce = bce + self.params["csa_match_weight"] * match
         if self._crp is None:
             return bce, parts
         anchor, positive, cats = self._crp

@@ -147,6 +147,7 @@ def test_crp_loss_decreases_and_aligns_paired_items(fspec):
         batch = make_batch(fspec, b=32, c=1, seed=step)
         batch["item_cat"] = batch["item"] % 4 + 1
         batch["ll_cat"] = torch.where(batch["ll_mask"], batch["ll_item"] % 4 + 1, 0)
+        batch["label"] = torch.ones(32, 1)  # every row an anchor (CRP anchors are the clicked ones)
         policy.train()
         policy(batch)
         crp = policy.crp_loss(*policy.crp_pairs(batch))
@@ -160,17 +161,18 @@ def test_crp_loss_decreases_and_aligns_paired_items(fspec):
     assert after > before + 0.3  # cosine gap; a margin far above the init noise
 
 
-def test_crp_enters_training_loss_only(fspec):
-    policy = lcn(fspec, crp_weight=0.5)
+def test_auxiliary_losses_enter_training_loss_only(fspec):
+    policy = lcn(fspec, crp_weight=0.5, csa_match_weight=0.25)
     batch = make_batch(fspec, c=1)
     batch["label"] = torch.ones(4, 1)
     policy.train()
     total, parts = policy.loss(batch, policy(batch))
-    assert "crp" in parts
-    torch.testing.assert_close(total.detach(), parts["bce"] + 0.5 * parts["crp"])
+    assert "crp" in parts and "csa_match" in parts
+    # the same sum in another order: equal up to float rounding
+    torch.testing.assert_close(total.detach(), parts["bce"] + 0.5 * parts["crp"] + 0.25 * parts["csa_match"])
     policy.eval()
     total, parts = policy.loss(batch, policy(batch))
-    assert "crp" not in parts
+    assert "crp" not in parts and "csa_match" not in parts
 
 
 def test_invalid_params_name_the_parameter(fspec):
