@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from simab.policies import trainer as trainer_mod
 from simab.policies.base import build_policy
 from simab.policies.ssim import RowSource
 from simab.policies.synthetic import SyntheticWorld, synthetic_spec
@@ -54,7 +55,7 @@ def known():
     return known_world()
 
 
-def test_search_shares_some_rows_and_prefers_the_shareable_ones(known):
+def test_search_shares_some_rows_and_prefers_the_shareable_ones(known, monkeypatch):
     """After ``SSIM.fit`` (defaults; small layers), the selector's own decision ``p > eps``
     marks more than none and fewer than all rows, and mostly shareable ones.
 
@@ -65,11 +66,30 @@ def test_search_shares_some_rows_and_prefers_the_shareable_ones(known):
     at least ~240 rows, so the rate below is measured on enough rows (binomial sd
     <= 0.5 / sqrt(240) = 0.032 under no preference).  ``rate >= share0 + 0.3``: about nine
     such sd above no preference, and still 0.2 below the perfect 1.0.  The retrain's
-    top-``share_ratio`` rows per scenario must clear the same bar.
+    top-``share_ratio`` rows per scenario must clear the same bar, and the scenario towers
+    must still differ where the world's scenarios do (no collapse onto one function).
     """
     spec, src, shareable = known
     pol = build_policy("ssim", {**SMALL, "kl_weight": KL}, spec, seed=0)
+    spread = {}
+    real_fit = trainer_mod.fit
+
+    def fit_then_measure(model, train, val, config):
+        out = real_fit(model, train, val, config)
+        if model.phase == "search":  # the towers as the search left them
+            b = next(RowSource(src).batches(2000, groups=model.feature_groups))
+            model.eval()
+            with torch.no_grad():
+                spread["search"] = float(model.all_towers(b, torch.arange(2000)).std(1).mean())
+        return out
+
+    monkeypatch.setattr(trainer_mod, "fit", fit_then_measure)
     pol.fit(src, None, **TRAIN)
+    # The true logits differ across scenarios only on the specific half: there the three
+    # scenarios' logits are (a, -a, +-a) with |a| = 2, whose sd (n - 1) is 2.31, so the mean
+    # over rows is ~0.5 * 2.31 = 1.15.  Towers that collapsed onto one function have ~0;
+    # half the true spread is the bar.
+    assert spread["search"] > 0.58, f"tower spread after the search {spread['search']:.3f}"
     table = pol.shared_table
     chosen = table.column("score").to_numpy() > pol.params["epsilon"]  # p at tau_end above eps
     share0 = shareable.mean()
