@@ -43,7 +43,10 @@ docs/models.md lists them):
   ``scenario_heads = false``, the backbone evaluated with the row's scenario id replaced
   by ``s``.
 * Instance embedding = the backbone's own profile + target field embeddings, detached
-  (``selector_detach``), so the selector does not move the backbone's embeddings.
+  (``selector_detach``), so the selector does not move the backbone's embeddings.  The
+  popularity prior is left out (``selector_pop = false``): a non-negative input lets the
+  KL term raise every logit through its weight, which made the ranking follow popularity
+  (docs/models.md, multiscenario3).
 * Retrain: the top ``share_ratio`` of each scenario's training rows (``ratio_scope =
   "per_scenario"``; ``"global"`` ranks all rows together) by the frozen selector's logit
   (monotone in ``p``, which saturates); ``selection = "random"`` draws the shared rows
@@ -198,6 +201,7 @@ class SSIM(NeuralPolicy):
         "backbone_params": {},
         "selector_units": [64, 32],
         "selector_detach": True,
+        "selector_pop": False,
         "scenario_heads": True,
         "tower_units": 32,
         "warm_start": True,
@@ -246,7 +250,7 @@ class SSIM(NeuralPolicy):
             raise SimabError(exc.message, key=key) from None
         self.n_scenarios = max(feature_spec.n_scenarios, len(feature_spec.scenario_names))
         d = p["embedding_dim"]
-        in_dim = feature_spec.input_width(d, scenario=False)
+        in_dim = feature_spec.input_width(d, scenario=False, item_pop=p["selector_pop"])
         self.selector = SelectionNetwork(in_dim, list(p["selector_units"]), self.n_scenarios, p["activation"])
         #: The backbone's weights at construction: retrain starts from them (seed: retrain phase).
         self.initial_backbone_state = copy.deepcopy(self.backbone.state_dict())
@@ -270,7 +274,8 @@ class SSIM(NeuralPolicy):
     def selector_logit(self, batch: Batch) -> torch.Tensor:
         """Selector logit ``[B]`` of each (C = 1) training row, before the temperature."""
         x = candidate_fields(self.backbone.bank, batch, scenario=False)[:, 0].flatten(1)
-        x = torch.cat([x, batch["item_pop"][:, :1]], dim=-1)
+        if self.params["selector_pop"]:
+            x = torch.cat([x, batch["item_pop"][:, :1]], dim=-1)
         if self.params["selector_detach"]:
             x = x.detach()
         return self.selector(x, batch["scenario"])

@@ -220,3 +220,12 @@ def test_campaign_training_path_runs_both_phases(spec, small_source, tmp_path):
                                          0, small_source, None, config)
     assert not cached and pol.phase == "retrain"
     assert "search" in metrics and metrics["shared_frac"] == pytest.approx(0.3, abs=0.01)
+
+
+@pytest.mark.parametrize("with_pop", [False, True])
+def test_selector_reads_popularity_only_when_asked(spec, small_source, with_pop):
+    pol = policy(spec, selector_pop=with_pop)
+    b = batch_of(small_source, 16)
+    moved = {**b, "item_pop": b["item_pop"] + 3.0}
+    changed = not torch.equal(pol.selector_logit(b), pol.selector_logit(moved))
+    assert changed == with_pop
