@@ -170,6 +170,31 @@ class MLP(nn.Module):
         return self.net(x)
 
 
+class ScenarioHeads(nn.Module):
+    """One tower per scenario on a shared bottom, all evaluated at once: ``x [..., D]`` ->
+    logits ``[..., S]``.  Tower ``s`` is ``w2_s · act(W1_s x + b1_s) + b2_s`` (one hidden
+    layer of ``hidden`` units), the per-scenario parameters ``θ_s`` of a multi-task
+    backbone ``f(x | θ, {θ_s})``."""
+
+    def __init__(self, n_scenarios: int, in_dim: int, hidden: int, activation: str = "relu"):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.randn(n_scenarios, in_dim, hidden) * in_dim ** -0.5)
+        self.b1 = nn.Parameter(torch.zeros(n_scenarios, hidden))
+        self.w2 = nn.Parameter(torch.randn(n_scenarios, hidden) * hidden ** -0.5)
+        self.b2 = nn.Parameter(torch.zeros(n_scenarios))
+        self.act = activation_layer(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(torch.einsum("...d,sdh->...sh", x, self.w1) + self.b1)
+        return (h * self.w2).sum(-1) + self.b2
+
+
+def own_scenario(logits: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
+    """Each request's own scenario column: ``logits [B, C, S]``, ``scenario [B]`` -> ``[B, C]``."""
+    index = scenario.view(-1, 1, 1).expand(logits.shape[0], logits.shape[1], 1)
+    return logits.gather(-1, index).squeeze(-1)
+
+
 class FactorizationMachine(nn.Module):
     """Second-order FM interaction (Rendle 2010, eq. 1 rewritten as in lemma 3.1):
     ``sum_{i<j} <v_i, v_j> = 0.5 * sum_f ((sum_i v_if)^2 - sum_i v_if^2)``.

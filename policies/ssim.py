@@ -1,46 +1,57 @@
 """SSIM (seed 002, Liu et al., "Scenario Shared Instance Modeling for Click-through Rate
 Prediction"): explicit, data-level sharing of training instances across scenarios.
 
-A backbone multi-scenario model (``dnn``, ``deepfm``, ``dcn``, ``star``, ``hmoe``) is
-trained with an adaptive selection network (seed eq. 2)::
+A multi-task backbone ``f(x | θ, {θ_s})`` (``dnn``, ``deepfm``, ``dcn`` with one tower per
+scenario on a shared bottom; ``star``, ``hmoe``) is trained with an adaptive selection
+network (seed eq. 2)::
 
     h^l = ReLU(W^l h^{l-1} + b^l)              (MLP over the instance embedding)
     p   = sigmoid((W^k h^L + b^k) / tau)       (hyper-network head of the row's scenario k)
     g   = S(relu(p - epsilon))                 (S: straight-through hard mask)
 
-and the loss of eq. 3: ``L_msr = L(D \\ B_sh) + L_sh(B_sh)`` plus ``lambda * KL(1 || G)``.
-A shared instance (g = 1) is trained against every scenario tower (the mean of the
-towers' cross-entropies), the others against their own scenario's tower.  Two phases
-(seed "ARCHITECTURE"/"REUSE"): *search* trains backbone and selector together; *retrain*
-restores the backbone's initial weights, freezes the selector, marks the top
-``share_ratio`` of training instances by selector score as shared (eq. 4) and trains
-the backbone again.  The shared instances are saved (Parquet: instance id = row index
-in the training source, its scenario, score, and the source's fingerprint) and can
-train any other backbone (``shared_in``), the seed's model-free reuse.
+and the loss of eq. 3, ``L_msr = L(D \\ B_sh) + L_sh(B_sh)`` plus ``lambda * KL(1 || G)``.
+Two phases (seed "ARCHITECTURE"/"REUSE"): *search* trains backbone and selector together
+(optionally from a backbone first trained as a plain multi-task model, ``warm_start``);
+*retrain* restores the backbone's initial weights, freezes the selector, marks the top
+``share_ratio`` of training instances by selector score as shared (eq. 4) and trains the
+backbone again.  The shared instances are saved (Parquet: instance id = row index in the
+training source, its scenario, score, and the source's fingerprint) and can train any
+other backbone (``shared_in``), the seed's model-free reuse.
 
 Assumptions (the seed is silent; each is a parameter in ``DEFAULTS``, and
 docs/models.md lists them):
 
-* Tower of scenario ``s`` = the backbone evaluated with the row's scenario id replaced
-  by ``s`` (STAR: scenario-``s`` star weights and auxiliary net; HMoE: scenario-``s``
-  gate, tower and label-space row; DNN/DeepFM/DCN: scenario-``s`` embedding).  No
-  backbone file is changed.
-* Instance embedding = the backbone's own profile + target field embeddings, detached
-  (``selector_detach``), so the selector does not move the backbone's embeddings.
-* ``KL(1 || G)`` = mean over rows of ``KL(Bernoulli(1) || Bernoulli(p)) = -log p``
-  (on the soft score ``p``: it pushes ``G`` up).
-* STE: forward ``1[relu(p - eps) > 0]``, backward the gradient of ``relu(p - eps)``
-  (so instances below the threshold only feel the KL term).  ``ste = False`` (the
-  "no STE" ablation) uses the soft mask ``g = p``.
-* Temperature ``tau`` anneals geometrically from ``tau_start`` to ``tau_end`` over
+* ``L_sh``: a shared instance of scenario ``k`` stays a training instance of its own
+  tower (weight 1, as if unshared) and is *added* as one more training instance to every
+  other scenario's tower: per row ``BCE_k + g * sum_{s != k} BCE_s``, averaged over the
+  batch's rows.  So ``share_ratio = 0`` is exactly the plain multi-task backbone.
+* Selector signal: the gradient reaching ``g`` is the mean excess cross-entropy of the
+  other towers over the own tower on that row, ``delta = mean_{s != k} BCE_s - BCE_k``
+  (detached; the own-tower baseline keeps rows that every tower fits cheaply, e.g. easy
+  negatives, from being preferred for being cheap).  With ``KL(1 || G) = -log p`` the
+  selector's per-row fixed point is ``p* = lambda / E[delta | x]``: a row is shared
+  (``p > eps``) when sharing it costs the other towers less than ``lambda / eps`` nats.
+* Gate: forward ``1[p > eps]`` (= ``S(relu(p - eps))``), backward the identity to ``p``
+  on both sides of the threshold (``gate_grad = "straight"``), so an unshared row can
+  become shared again; ``"relu"`` is the literal STE through the ReLU (no gradient below
+  ``eps``), ``ste = False`` the soft mask ``g = p``.
+* ``lambda`` ramps linearly from 0 over ``kl_warmup_steps`` search steps; the
+  temperature ``tau`` anneals geometrically from ``tau_start`` to ``tau_end`` over
   ``anneal_steps`` search steps.
+* Tower of scenario ``s``: the backbone's own per-scenario tower (DNN/DeepFM/DCN with
+  ``scenario_heads``; HMoE's towers through its forward) or, for STAR and for
+  ``scenario_heads = false``, the backbone evaluated with the row's scenario id replaced
+  by ``s``.
+* Instance embedding = the backbone's own profile + target field embeddings, detached
+  (``selector_detach``), so the selector does not move the backbone's embeddings.  The
+  popularity prior is left out (``selector_pop = false``): a non-negative input lets the
+  KL term raise every logit through its weight, which made the ranking follow popularity
+  (docs/models.md, multiscenario3).
 * Retrain: the top ``share_ratio`` of each scenario's training rows (``ratio_scope =
   "per_scenario"``; ``"global"`` ranks all rows together) by the frozen selector's logit
-  (monotone in ``p``; ``p`` itself saturates).  Per scenario because the KL term raises
-  each scenario's head bias in proportion to its traffic, so a global ranking favours
-  the largest scenario (measured in docs/results/ssim.md); ``selection = "random"`` draws the
-  shared rows uniformly (the MT-Backbone-S row and the SSIM-R ablation) and skips the
-  search.  Both phases use the trainer options given to :meth:`SSIM.fit`.
+  (monotone in ``p``, which saturates); ``selection = "random"`` draws the shared rows
+  uniformly (the MT-Backbone-S row and the SSIM-R ablation) and skips the search.  All
+  phases use the trainer options given to :meth:`SSIM.fit`.
 """
 
 from __future__ import annotations
@@ -74,6 +85,8 @@ from simab.policies.layers import MLP, candidate_fields
 from simab.policies.neural import COMMON_DEFAULTS, COMMON_RULES, NeuralPolicy
 
 BACKBONES = ("dnn", "deepfm", "dcn", "star", "hmoe")
+#: Backbones whose ``scenario_heads`` parameter gives them one tower per scenario.
+HEADED = ("dnn", "deepfm", "dcn")
 #: Batch key carrying the fixed shared mask during retrain.
 SHARED_KEY = "ssim_shared"
 SHARED_FILE = "shared_instances.parquet"
@@ -92,6 +105,12 @@ class _StraightThrough(torch.autograd.Function):
 def straight_through(x: torch.Tensor) -> torch.Tensor:
     """``S(x)``: forward exactly ``1[x > 0]``, backward the identity (Bengio et al. 2013)."""
     return _StraightThrough.apply(x)
+
+
+def hard_gate(p: torch.Tensor, eps: float) -> torch.Tensor:
+    """Forward ``1[p > eps]`` (the value of ``S(relu(p - eps))``), backward ``dg/dp = 1``
+    everywhere, also below the threshold."""
+    return straight_through(p - eps)
 
 
 class SelectionNetwork(nn.Module):
@@ -182,9 +201,16 @@ class SSIM(NeuralPolicy):
         "backbone_params": {},
         "selector_units": [64, 32],
         "selector_detach": True,
+        "selector_pop": False,
+        "scenario_heads": True,
+        "tower_units": 32,
+        "warm_start": True,
         "epsilon": 0.5,
         "kl_weight": 0.01,
+        "kl_warmup_steps": 0,
         "ste": True,
+        "gate_grad": "straight",
+        "selector_baseline": True,
         "tau_start": 1.0,
         "tau_end": 0.2,
         "anneal_steps": 2000,
@@ -199,7 +225,10 @@ class SSIM(NeuralPolicy):
         "backbone": one_of(*BACKBONES),
         "selector_units": layer_sizes(),
         "epsilon": in_range(0.0, 1.0, hi_open=True),
+        "tower_units": in_range(1),
         "kl_weight": in_range(0.0),
+        "kl_warmup_steps": in_range(0),
+        "gate_grad": one_of("straight", "relu"),
         "tau_start": in_range(0.0, lo_open=True),
         "tau_end": in_range(0.0, lo_open=True),
         "anneal_steps": in_range(0),
@@ -212,6 +241,8 @@ class SSIM(NeuralPolicy):
         super().__init__(params, feature_spec)
         p = self.params
         common = {k: p[k] for k in COMMON_DEFAULTS}
+        if p["backbone"] in HEADED:
+            common.update(scenario_heads=p["scenario_heads"], tower_units=p["tower_units"])
         try:
             self.backbone: NeuralPolicy = make_policy(p["backbone"], {**common, **p["backbone_params"]}, feature_spec)
         except SimabError as exc:  # the common parameters passed the rules above: the culprit is backbone_params
@@ -219,7 +250,7 @@ class SSIM(NeuralPolicy):
             raise SimabError(exc.message, key=key) from None
         self.n_scenarios = max(feature_spec.n_scenarios, len(feature_spec.scenario_names))
         d = p["embedding_dim"]
-        in_dim = feature_spec.input_width(d, scenario=False)
+        in_dim = feature_spec.input_width(d, scenario=False, item_pop=p["selector_pop"])
         self.selector = SelectionNetwork(in_dim, list(p["selector_units"]), self.n_scenarios, p["activation"])
         #: The backbone's weights at construction: retrain starts from them (seed: retrain phase).
         self.initial_backbone_state = copy.deepcopy(self.backbone.state_dict())
@@ -234,10 +265,17 @@ class SSIM(NeuralPolicy):
         frac = min(self.search_step / max(p["anneal_steps"], 1), 1.0)
         return p["tau_start"] * (p["tau_end"] / p["tau_start"]) ** frac
 
+    def kl_weight(self) -> float:
+        """``lambda`` at the current search step: a linear ramp from 0 over ``kl_warmup_steps``."""
+        p = self.params
+        return p["kl_weight"] * min(self.search_step / p["kl_warmup_steps"], 1.0) if p["kl_warmup_steps"] \
+            else p["kl_weight"]
+
     def selector_logit(self, batch: Batch) -> torch.Tensor:
         """Selector logit ``[B]`` of each (C = 1) training row, before the temperature."""
         x = candidate_fields(self.backbone.bank, batch, scenario=False)[:, 0].flatten(1)
-        x = torch.cat([x, batch["item_pop"][:, :1]], dim=-1)
+        if self.params["selector_pop"]:
+            x = torch.cat([x, batch["item_pop"][:, :1]], dim=-1)
         if self.params["selector_detach"]:
             x = x.detach()
         return self.selector(x, batch["scenario"])
@@ -247,59 +285,95 @@ class SSIM(NeuralPolicy):
         return torch.sigmoid(self.selector_logit(batch) / (self.tau() if tau is None else tau))
 
     def mask(self, p: torch.Tensor) -> torch.Tensor:
-        """Seed eq. 2's ``g = S(relu(p - eps))`` (or the soft ``p`` without STE)."""
+        """Seed eq. 2's ``g = S(relu(p - eps))``: the hard gate with the gradient of
+        ``gate_grad`` (or the soft ``p`` without STE)."""
         if not self.params["ste"]:
             return p
-        return straight_through(F.relu(p - self.params["epsilon"]))
+        if self.params["gate_grad"] == "relu":
+            return straight_through(F.relu(p - self.params["epsilon"]))
+        return hard_gate(p, self.params["epsilon"])
 
     # -- towers -------------------------------------------------------------------
+    @property
+    def has_heads(self) -> bool:
+        """The backbone computes every scenario tower in one pass (``scenario_logits``)."""
+        return bool(getattr(self.backbone, "heads_on", False))
+
     def all_towers(self, batch: Batch, rows: torch.Tensor) -> torch.Tensor:
         """Logits ``[len(rows), S]`` of every scenario tower for the chosen rows."""
         n_s = self.n_scenarios
-        sub = {k: v[rows].repeat_interleave(n_s, dim=0) for k, v in batch.items()
+        sub = {k: v[rows] for k, v in batch.items()
                if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == batch["label"].shape[0]}
+        if self.has_heads:
+            return self.backbone.scenario_logits(sub)[:, 0]
+        sub = {k: v.repeat_interleave(n_s, dim=0) for k, v in sub.items()}
         sub["scenario"] = torch.arange(n_s, device=rows.device).repeat(len(rows))
         return self.backbone(sub)[:, 0].view(len(rows), n_s)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        own = self.backbone(batch)
-        if not self.training:
-            return own
+        if not self.training or self.phase == "mt":
+            self._stash = {}
+            return self.backbone(batch)
+        n = batch["label"].shape[0]
+        if self.has_heads:  # every tower in one pass: the own column is the backbone's logit
+            towers = self.backbone.scenario_logits(batch)[:, 0]
+            own = towers.gather(1, batch["scenario"].unsqueeze(1))
+        else:
+            own = self.backbone(batch)
+            towers = None
         if self.phase == "search":
             p = self.selector_score(batch)
             g = self.mask(p)
             self.search_step += 1
             self._stash = {"p": p, "g": g}
+            rows = torch.arange(n, device=own.device)  # the selector's signal needs every row's towers
         else:
             g = batch[SHARED_KEY].to(own.dtype)
             self._stash = {"g": g}
-        rows = torch.nonzero(g.detach() > 0).squeeze(1)
-        self._stash["rows"] = rows
-        self._stash["towers"] = self.all_towers(batch, rows) if len(rows) else own.new_zeros(0, self.n_scenarios)
+            rows = torch.nonzero(g.detach() > 0).squeeze(1)
+        if towers is not None:
+            towers = towers[rows]
+        elif len(rows):
+            towers = self.all_towers(batch, rows)
+        else:
+            towers = own.new_zeros(0, self.n_scenarios)
+        self._stash.update(rows=rows, towers=towers)
         return own
 
     def loss(self, batch: Batch, logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Seed eq. 3 (search) / eq. 4 (retrain); plain BCE outside training."""
+        """Seed eq. 3 (search) / eq. 4 (retrain); plain BCE outside training.
+
+        Backbone: ``mean_i [BCE_own(i) + g_i * sum_{s != k_i} BCE_s(i)]`` (own-tower weight 1,
+        a shared row is one more instance of every other tower).  Selector (search):
+        ``mean_i [g_i * delta_i] + lambda * mean_i [-log p_i]`` with the detached
+        ``delta_i = mean_{s != k_i} BCE_s(i) - BCE_own(i)`` (``selector_baseline``; without
+        it the own term is dropped)."""
         if not self.training or not self._stash:
             return super().loss(batch, logits)
         y = batch["label"][:, 0].float()
         own = F.binary_cross_entropy_with_logits(logits[:, 0].float(), y, reduction="none")
         st = self._stash
-        shared = torch.zeros_like(own)
-        if len(st["rows"]):
+        self._stash = {}
+        rows, g = st["rows"], st["g"].float()
+        n_s = self.n_scenarios
+        other = torch.zeros_like(own)  # sum over the other towers' BCE, per row
+        if len(rows) and n_s > 1:
             towers = st["towers"].float()
-            per_tower = F.binary_cross_entropy_with_logits(towers, y[st["rows"]].unsqueeze(1).expand_as(towers),
+            per_tower = F.binary_cross_entropy_with_logits(towers, y[rows].unsqueeze(1).expand_as(towers),
                                                            reduction="none")
-            shared = shared.index_put((st["rows"],), per_tower.mean(1))
-        g = st["g"].float()
-        msr = ((1 - g) * own + g * shared).mean()
+            not_own = 1.0 - F.one_hot(batch["scenario"][rows], n_s).to(per_tower.dtype)
+            other = other.index_put((rows,), (per_tower * not_own).sum(1))
+        msr = (own + g.detach() * other).mean()
         parts = {"bce": own.mean().detach(), "msr": msr.detach(), "shared_frac": (g.detach() > 0).float().mean()}
         total = msr
         if "p" in st:
+            delta = other / max(n_s - 1, 1)
+            if self.params["selector_baseline"]:
+                delta = delta - own
+            delta = delta.detach()
             kl = -torch.log(st["p"].float().clamp_min(1e-6)).mean()
-            total = total + self.params["kl_weight"] * kl
-            parts["kl"] = kl.detach()
-        self._stash = {}
+            total = total + (g * delta).mean() + self.kl_weight() * kl
+            parts.update(kl=kl.detach(), delta=delta.mean())
         return total, parts
 
     def to_device(self, batch: Batch, device: torch.device | None = None) -> Batch:
@@ -363,6 +437,9 @@ class SSIM(NeuralPolicy):
             mask = load_shared(self.params["shared_in"], base)
         else:
             if self.params["selection"] == "learned":
+                if self.params["warm_start"]:
+                    self.phase = "mt"
+                    metrics["warm_start"] = trainer.fit(self, RowSource(base), val, config)
                 self.phase = "search"
                 for prm in self.selector.parameters():
                     prm.requires_grad_(True)

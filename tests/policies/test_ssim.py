@@ -34,14 +34,17 @@ def test_ste_forward_is_hard_and_backward_is_identity():
 
 
 @pytest.mark.parametrize("eps", [0.2, 0.5, 0.8])
-def test_mask_respects_epsilon_and_passes_gradient_above_it(spec, eps):
-    pol = policy(spec, epsilon=eps)
+@pytest.mark.parametrize("gate_grad", ["straight", "relu"])
+def test_mask_respects_epsilon_and_gate_gradient(spec, eps, gate_grad):
+    pol = policy(spec, epsilon=eps, gate_grad=gate_grad)
     p = torch.linspace(0.01, 0.99, 50, requires_grad=True)
     g = pol.mask(p)
     assert torch.equal(g.detach(), (p > eps).float())
     g.sum().backward()
-    # gradient of relu(p - eps) through the STE: 1 above the threshold, 0 below
-    assert torch.equal(p.grad, (p > eps).float())
+    if gate_grad == "straight":  # dg/dp = 1 on both sides: a row below eps still gets the MSR gradient
+        assert torch.equal(p.grad, torch.ones_like(p))
+    else:  # gradient of relu(p - eps) through the STE: 1 above the threshold, 0 below
+        assert torch.equal(p.grad, (p > eps).float())
 
 
 def test_soft_mask_without_ste_is_the_score(spec):
@@ -55,7 +58,7 @@ def test_kl_term_pushes_selector_scores_up(spec, small_source):
     lambda = 0 (KL(1||G) = -log p has gradient -1/p < 0 everywhere)."""
     means = {}
     for lam in (0.0, 1.0):
-        pol = policy(spec, kl_weight=lam)
+        pol = policy(spec, kl_weight=lam, kl_warmup_steps=0)
         pol.train()
         opt = torch.optim.SGD(pol.selector.parameters(), lr=0.5)
         b = batch_of(small_source, 200)
@@ -69,10 +72,22 @@ def test_kl_term_pushes_selector_scores_up(spec, small_source):
     assert means[1.0] > means[0.0] + 0.05  # 0.05: well above float noise, well below the observed gap
 
 
-def test_towers_and_loss_forms(spec, small_source):
-    """Own column of the towers = the backbone's logit; with every row shared the loss is
-    the mean over towers of the cross-entropy; with none it is the own-tower BCE."""
-    pol = policy(spec, backbone="star")
+def test_kl_weight_warms_up_linearly(spec):
+    pol = policy(spec, kl_weight=0.2, kl_warmup_steps=100)
+    got = []
+    for step in (0, 25, 100, 400):
+        pol.search_step = step
+        got.append(pol.kl_weight())
+    assert got == pytest.approx([0.0, 0.05, 0.2, 0.2])  # 0.2 * min(step / 100, 1)
+    assert policy(spec, kl_weight=0.2, kl_warmup_steps=0).kl_weight() == 0.2
+
+
+@pytest.mark.parametrize("backbone", ["star", "dnn", "hmoe"])
+def test_towers_and_loss_forms(spec, small_source, backbone):
+    """Own column of the towers = the backbone's logit; a shared row keeps its own tower's
+    cross-entropy at weight 1 and adds every other tower's (one more training instance
+    each); an unshared row is the own-tower BCE.  Tolerances: float32 sums in another order."""
+    pol = policy(spec, backbone=backbone)
     b = batch_of(small_source, 32)
     pol.eval()
     rows = torch.arange(32)
@@ -82,14 +97,23 @@ def test_towers_and_loss_forms(spec, small_source):
     pol.train()
     pol.phase = "retrain"
     y = b["label"][:, 0].float()
-    for flag in (True, False):
-        b2 = {**b, SHARED_KEY: torch.full((32,), flag)}
-        logits = pol(b2)
-        loss, parts = pol.loss(b2, logits)
-        towers = pol.all_towers(b2, rows) if flag else logits
-        want = F.binary_cross_entropy_with_logits(towers, y.unsqueeze(1).expand_as(towers))
-        assert torch.allclose(loss, want, atol=1e-5)
-        assert float(parts["shared_frac"]) == float(flag)
+    shared = torch.arange(32) % 3 == 0
+    b2 = {**b, SHARED_KEY: shared}
+    logits = pol(b2)
+    loss, parts = pol.loss(b2, logits)
+    # STAR normalises with the statistics of the rows evaluated together, so the towers are
+    # computed on the shared rows only, as the loss does
+    srows = torch.nonzero(shared).squeeze(1)
+    towers = pol.all_towers(b2, srows)
+    per = F.binary_cross_entropy_with_logits(towers, y[srows].unsqueeze(1).expand_as(towers), reduction="none")
+    own_bce = F.binary_cross_entropy_with_logits(logits[:, 0], y, reduction="none")
+    other = torch.zeros(32).index_put((srows,), per.sum(1) - per.gather(1, b["scenario"][srows, None]).squeeze(1))
+    want = (own_bce + other).mean()
+    assert torch.allclose(loss, want, atol=1e-5)
+    assert float(parts["shared_frac"]) == pytest.approx(float(shared.float().mean()))
+    b0 = {**b, SHARED_KEY: torch.zeros(32, dtype=torch.bool)}  # nothing shared: the plain MT loss
+    loss0, _ = pol.loss(b0, pol(b0))
+    assert torch.allclose(loss0, own_bce.mean(), atol=1e-5)
 
 
 def test_eval_scores_are_the_backbone(spec, small_source):
@@ -98,8 +122,11 @@ def test_eval_scores_are_the_backbone(spec, small_source):
     assert torch.equal(pol.score(b), pol.backbone.score(b))
 
 
-def test_retrain_starts_from_initial_weights(spec, small_source, monkeypatch):
-    pol = policy(spec)
+@pytest.mark.parametrize("warm_start", [True, False])
+def test_retrain_starts_from_initial_weights(spec, small_source, monkeypatch, warm_start):
+    """Warm start: a plain multi-task pass from the initial weights, then the search from
+    its result; the retrain always restarts from the initial weights."""
+    pol = policy(spec, warm_start=warm_start)
     init = {k: v.clone() for k, v in pol.backbone.state_dict().items()}
     seen = []
     real_fit = trainer_mod.fit
@@ -110,8 +137,13 @@ def test_retrain_starts_from_initial_weights(spec, small_source, monkeypatch):
 
     monkeypatch.setattr(trainer_mod, "fit", spy)
     pol.fit(small_source, None, **FAST)
-    assert [s[0] for s in seen] == ["search", "retrain"]
-    assert all(torch.equal(seen[1][1][k], init[k]) for k in init)
+    phases = [s[0] for s in seen]
+    assert phases == (["mt", "search", "retrain"] if warm_start else ["search", "retrain"])
+    starts = {phase: state for phase, state in seen}
+    assert all(torch.equal(starts["retrain"][k], init[k]) for k in init)
+    assert all(torch.equal(seen[0][1][k], init[k]) for k in init)
+    if warm_start:  # the search starts where the multi-task pass ended, not from the initial weights
+        assert not all(torch.equal(starts["search"][k], init[k]) for k in init)
     # the search phase really changed the weights, so the reset is not vacuous
     assert not all(torch.equal(pol.initial_backbone_state[k], pol.backbone.state_dict()[k]) for k in init)
     assert not any(p.requires_grad for p in pol.selector.parameters())
@@ -188,3 +220,12 @@ def test_campaign_training_path_runs_both_phases(spec, small_source, tmp_path):
                                          0, small_source, None, config)
     assert not cached and pol.phase == "retrain"
     assert "search" in metrics and metrics["shared_frac"] == pytest.approx(0.3, abs=0.01)
+
+
+@pytest.mark.parametrize("with_pop", [False, True])
+def test_selector_reads_popularity_only_when_asked(spec, small_source, with_pop):
+    pol = policy(spec, selector_pop=with_pop)
+    b = batch_of(small_source, 16)
+    moved = {**b, "item_pop": b["item_pop"] + 3.0}
+    changed = not torch.equal(pol.selector_logit(b), pol.selector_logit(moved))
+    assert changed == with_pop
