@@ -351,7 +351,11 @@ class SSIM(NeuralPolicy):
         if not self.training or not self._stash:
             return super().loss(batch, logits)
         y = batch["label"][:, 0].float()
-        own = F.binary_cross_entropy_with_logits(logits[:, 0].float(), y, reduction="none")
+        # the position tower's bias (position_tower) is the logged row's: the same for every tower
+        pos_bias = (self.with_position(batch, torch.zeros_like(logits)).float()[:, 0]
+                    if self.position_bias is not None else None)
+        own_logits = logits[:, 0].float() if pos_bias is None else logits[:, 0].float() + pos_bias
+        own = F.binary_cross_entropy_with_logits(own_logits, y, reduction="none")
         st = self._stash
         self._stash = {}
         rows, g = st["rows"], st["g"].float()
@@ -359,6 +363,8 @@ class SSIM(NeuralPolicy):
         other = torch.zeros_like(own)  # sum over the other towers' BCE, per row
         if len(rows) and n_s > 1:
             towers = st["towers"].float()
+            if pos_bias is not None:
+                towers = towers + pos_bias[rows].unsqueeze(1)
             per_tower = F.binary_cross_entropy_with_logits(towers, y[rows].unsqueeze(1).expand_as(towers),
                                                            reduction="none")
             not_own = 1.0 - F.one_hot(batch["scenario"][rows], n_s).to(per_tower.dtype)
