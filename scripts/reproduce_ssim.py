@@ -68,7 +68,10 @@ def experiments(args: argparse.Namespace, preset: str, backbones: list[str], sha
     for bb in backbones:
         if not args.skip_st:
             out.append(kit.Model(f"ST-Backbone|{bb}", "st", {"backbone": bb}))
-        out += [kit.Model(f"MT-Backbone|{bb}", bb),
+        # MT-Backbone: the same backbone as SSIM's, with its per-scenario towers where the
+        # backbone has the option (dnn / deepfm / dcn: ``scenario_heads``; star / hmoe have towers)
+        mt = {"scenario_heads": True} if bb in ("dnn", "deepfm", "dcn") else {}
+        out += [kit.Model(f"MT-Backbone|{bb}", bb, mt),
                 kit.Model(f"MT-Backbone-S|{bb}", "ssim", {"backbone": bb, "selection": "random", "share_ratio": r}),
                 kit.Model(f"SSIM|{bb}", "ssim", {"backbone": bb, "share_ratio": r, "shared_out": shared_path(bb)})]
     if preset == "multiscenario4" and not args.skip_ablations and "dnn" in backbones:
