@@ -18,7 +18,7 @@ from simab.policies.features import FeatureSpec
 from simab.policies.layers import (
     MLP,
     EmbeddingBank,
-    activation_layer,
+    ScenarioHeads,
     broadcast_candidates,
     candidate_fields,
     masked_mean,
@@ -26,17 +26,10 @@ from simab.policies.layers import (
 from simab.policies.neural import COMMON_DEFAULTS, COMMON_RULES, NeuralPolicy
 
 
-class ScenarioTowers(nn.Module):
-    """One MLP (one hidden layer) per scenario, all evaluated at once: ``[..., S, h]`` ->
-    logits ``[..., S]``."""
-
-    def __init__(self, n_scenarios: int, in_dim: int, hidden: int, activation: str):
-        super().__init__()
-        self.w1 = nn.Parameter(torch.randn(n_scenarios, in_dim, hidden) * in_dim ** -0.5)
-        self.b1 = nn.Parameter(torch.zeros(n_scenarios, hidden))
-        self.w2 = nn.Parameter(torch.randn(n_scenarios, hidden) * hidden ** -0.5)
-        self.b2 = nn.Parameter(torch.zeros(n_scenarios))
-        self.act = activation_layer(activation)
+class ScenarioTowers(ScenarioHeads):
+    """One MLP (one hidden layer) per scenario, each on its own input: ``[..., S, h]`` ->
+    logits ``[..., S]`` (the parameters and their initialisation of
+    :class:`~simab.policies.layers.ScenarioHeads`, whose towers share one input)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.act(torch.einsum("...si,sih->...sh", x, self.w1) + self.b1)
