@@ -34,6 +34,8 @@ from simab.simulators.world import World
 
 #: Logging modes whose marginal propensities are exact (the only ones ``simab ope`` reads).
 OPE_LOGGING_MODES = ("uniform",)
+#: Requests a neural target policy scores at once (bounds the memory of a large wave).
+SCORE_CHUNK = 256
 
 
 class OpeRecorder:
@@ -49,12 +51,14 @@ class OpeRecorder:
         rings = tuple(dict.fromkeys(GROUP_RINGS[g] for g in groups if g in GROUP_RINGS))
         snap = Snapshot.from_state(self.sim.state, rows, t, sc, rings)
         batch = self.sim.builder.build(snap, cand, groups, p_click=attraction if "oracle" in groups else None)
-        if hasattr(policy, "parameters"):
-            import torch
+        if not hasattr(policy, "parameters"):
+            return policy.score(batch).numpy()
+        import torch
 
-            with torch.inference_mode():
-                return policy.score(batch).numpy()
-        return policy.score(batch).numpy()
+        B = len(rows)
+        with torch.inference_mode():  # in chunks: a wave may hold thousands of requests x C candidates
+            return np.concatenate([policy.score({k: v[lo:lo + SCORE_CHUNK] for k, v in batch.items()}).numpy()
+                                   for lo in range(0, B, SCORE_CHUNK)])
 
     def record(self, rows: np.ndarray, rids: np.ndarray, sc: np.ndarray, t: np.ndarray, cand: np.ndarray,
                K: int) -> None:
