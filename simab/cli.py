@@ -7,7 +7,7 @@
     simab world PRESET [--users N] [--seed N] [--out DIR]
     simab train --world PRESET --policy NAME [--set key=value ...] [--epochs N] [--device D] --out DIR
     simab power ...
-    simab ope CAMPAIGN.toml [--out DIR] [--logging uniform] [--seed N] [--workers N] [--set KEY=VALUE ...]
+    simab ope CAMPAIGN.toml [--out DIR] [--logging uniform] [--online] [--seed N] [--workers N] [--set KEY=VALUE ...]
     simab sweep [CAMPAIGN.toml] --grid KEY=V1,V2,... [--replicates N] [--workers N] [--backend local|ray] [--out DIR]
     simab calibrate --battery aa|known-effect|peeking|naive|all --runs N [--workers N] [--users N] [--backend local|ray] [--out DIR]
 
@@ -263,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--out", help="output folder (default: <output>/<name>-ope, i.e. runs/<name>-ope)")
     op.add_argument("--logging", choices=["uniform"], default="uniform",
                     help="the logging policy of the evaluated pre-period: uniformly random slates (default uniform)")
+    op.add_argument("--online", action="store_true",
+                    help="also run the campaign (into OUT/campaign) and show its A/B estimate and true lift "
+                    "beside the off-policy ones (default: off)")
     op.add_argument("--seed", type=int, help="override the spec's seed, >= 0 (default: the spec's)")
     op.add_argument("--workers", type=workers, default=1,
                     help="processes for the training pre-period, >= 1 (default 1)")

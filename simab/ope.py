@@ -31,6 +31,7 @@ accounts for their correlation.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,7 +138,8 @@ def estimate(log: SlateLog, target: TargetPolicy, estimator: str, alpha: float =
 def lift(log: SlateLog, control: TargetPolicy, treatment: TargetPolicy, estimator: str,
          alpha: float = 0.05) -> tuple[Estimate, Estimate]:
     """Absolute (treatment - control) and relative (treatment / control - 1) lift of two
-    policies evaluated on the same log, with paired delta-method intervals."""
+    policies evaluated on the same log, with paired delta-method intervals (the relative
+    one NaN when the control's estimate is 0)."""
     sc, stt = _stats(log, control, estimator), _stats(log, treatment, estimator)
     m = sc.z.shape[1]
     z = np.column_stack([sc.z, stt.z])
@@ -145,6 +147,8 @@ def lift(log: SlateLog, control: TargetPolicy, treatment: TargetPolicy, estimato
     vc, gc = sc.f(mean[:m])
     vt, gt = stt.f(mean[m:])
     absolute = _interval(vt - vc, np.concatenate([-gc, gt]), z, alpha)
+    if vc == 0:  # no control reward matched: the relative lift is undefined
+        return absolute, Estimate(math.nan, math.nan, (math.nan, math.nan))
     relative = _interval(vt / vc - 1.0, np.concatenate([-vt * gc / vc**2, gt / vc]), z, alpha)
     return absolute, relative
 

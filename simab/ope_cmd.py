@@ -7,13 +7,15 @@ Steps: the campaign's arms are prepared as a campaign prepares them
 logging run with uniformly random slates serves the pre-period's users and days, recording
 every arm's top-K on each request and its truth (``simab.ope_log``); a reward model is
 fitted on the log for the direct method; IPS, SNIPS, DM and DR estimate each arm and each
-treatment-vs-control lift (``simab.ope``).  Writes ``ope.json``, ``ope.md``, ``ope.png`` and
-the joined log ``ope_log.parquet`` into the output folder.
+treatment-vs-control lift (``simab.ope``); with ``--online`` the campaign also runs (into
+``<out>/campaign``) and its A/B estimate and true lift sit beside them.  Writes ``ope.json``,
+``ope.md``, ``ope.png`` and the joined log ``ope_log.parquet`` into the output folder.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -71,7 +73,7 @@ def analyze(log: OpeLog, logpop: np.ndarray, n_scenarios: int, alpha: float = 0.
             for e in ESTIMATORS:
                 a, r = lift(slate_log, targets[control], targets[arm], e, alpha)
                 ests[e] = {"abs_lift": a.value, "abs_ci": list(a.ci), "rel_lift": r.value, "rel_ci": list(r.ci),
-                           "covers_truth": r.ci[0] <= true_rel <= r.ci[1]}
+                           "covers_truth": None if math.isnan(r.value) else r.ci[0] <= true_rel <= r.ci[1]}
             m["comparisons"][f"{arm}_vs_{control}"] = {"true_abs_lift": true_abs, "true_rel_lift": true_rel,
                                                         "estimates": ests}
         out[metric] = m
@@ -80,6 +82,10 @@ def analyze(log: OpeLog, logpop: np.ndarray, n_scenarios: int, alpha: float = 0.
 
 def _fmt(x: float) -> str:
     return f"{x:.4g}"
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{x:+.2%}"
 
 
 def render_md(data: dict) -> str:
@@ -107,8 +113,18 @@ def render_md(data: dict) -> str:
         for name, c in m["comparisons"].items():
             lines += ["", f"Relative lift {name}: truth {c['true_rel_lift']:+.2%}", "",
                       "| estimator | rel lift | CI | covers truth |", "|---|---|---|---|"]
-            lines += [f"| {e} | {r['rel_lift']:+.2%} | [{r['rel_ci'][0]:+.2%}, {r['rel_ci'][1]:+.2%}] | "
-                      f"{'yes' if r['covers_truth'] else 'no'} |" for e, r in c["estimates"].items()]
+            lines += [f"| {e} | {_pct(r['rel_lift'])} | [{_pct(r['rel_ci'][0])}, {_pct(r['rel_ci'][1])}] | "
+                      f"{ {True: 'yes', False: 'no'}.get(r['covers_truth'], 'n/a')} |" for e, r in c["estimates"].items()]
+            o = c.get("online")
+            if o and o["rel_lift"] is not None and None not in o["rel_ci"]:
+                covers = {True: "yes", False: "no"}.get(o["ci_covers_truth"], "n/a")
+                true = "n/a" if o["true_rel_lift"] is None else f"{o['true_rel_lift']:+.2%}"
+                lines += ["", f"Online A/B (the campaign): {o['rel_lift']:+.2%} [{o['rel_ci'][0]:+.2%}, "
+                          f"{o['rel_ci'][1]:+.2%}]; the campaign's true lift {true} (covered: {covers})"]
+            d = c.get("offline_difference")
+            if d:
+                lines += ["", "Offline difference (treatment - control, validation): "
+                          + ", ".join(f"{k} {v:+.4f}" for k, v in d.items() if v is not None)]
         lines.append("")
     return "\n".join(lines)
 
@@ -141,12 +157,24 @@ def render_png(data: dict) -> bytes:
         ax = axes[row][1]
         for i, c in enumerate(m["comparisons"].values()):
             for j, r in enumerate(c["estimates"].values()):
+                if math.isnan(r["rel_lift"]):
+                    continue
                 x = i + (j - 1.5) * 0.15
                 ax.errorbar([x], [r["rel_lift"]], yerr=[[r["rel_lift"] - r["rel_ci"][0]], [r["rel_ci"][1] - r["rel_lift"]]],
                             fmt="o", color=f"C{j}", capsize=3)
             ax.hlines(c["true_rel_lift"], i - 0.35, i + 0.35, colors="k", linestyles="--")
+            o = c.get("online")
+            if o and o["rel_lift"] is not None and None not in o["rel_ci"]:
+                ax.errorbar([i + 0.45], [o["rel_lift"]], yerr=[[o["rel_lift"] - o["rel_ci"][0]],
+                            [o["rel_ci"][1] - o["rel_lift"]]], fmt="s", color="k", capsize=3,
+                            label="online A/B" if i == 0 else None)
+                if o["true_rel_lift"] is not None:
+                    ax.hlines(o["true_rel_lift"], i + 0.3, i + 0.6, colors="k", linestyles=":",
+                              label="online truth" if i == 0 else None)
         ax.set_xticks(range(len(m["comparisons"])), list(m["comparisons"]))
-        ax.set_title(f"{metric}: relative lift")
+        ax.set_title(f"{metric}: relative lift (dashed: truth on the logged requests)")
+        if any(c.get("online") for c in m["comparisons"].values()):
+            ax.legend(fontsize=7)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -154,9 +182,48 @@ def render_png(data: dict) -> bytes:
     return buf.getvalue()
 
 
-def run_ope(spec, out: Path, *, mode: str = "uniform", workers: int = 1) -> dict:
+def add_offline_differences(data: dict) -> None:
+    """Each comparison's offline (validation) metric differences, treatment - control,
+    where both arms were trained (``offline`` of ``ope.json``)."""
+    off = data["offline"]
+    for m in data["metrics"].values():
+        for name, c in m["comparisons"].items():
+            treatment, control = name.split("_vs_", 1)
+            if off.get(treatment) and off.get(control):
+                c["offline_difference"] = {k: _diff(off[treatment].get(k), off[control].get(k)) for k in OFFLINE_KEYS}
+            else:
+                c["offline_difference"] = None
+
+
+def _diff(a, b):
+    return None if a is None or b is None else a - b
+
+
+def _online_report(spec, run_dir: Path, workers: int) -> dict:
+    """Run the campaign online into ``run_dir`` and return its ``report.json``."""
+    from simab.runner import run_campaign
+
+    progress(f"ope {spec.name!r}: the campaign online -> {run_dir}")
+    res = run_campaign(spec, out=run_dir, workers=workers, overwrite=True)
+    return json.loads((res.run_dir / "report.json").read_text())
+
+
+def add_online(data: dict, report: dict) -> None:
+    """The online A/B estimate (relative lift, its CI) and the campaign's true lift beside
+    each comparison's off-policy estimates."""
+    for metric, m in data["metrics"].items():
+        online = report["metrics"].get(metric, {}).get("comparisons", {})
+        for name, c in m["comparisons"].items():
+            o = online.get(name)
+            c["online"] = None if o is None else {
+                "rel_lift": o["rel_lift"], "rel_ci": o["rel_ci"], "true_rel_lift": o.get("true_rel_lift"),
+                "ci_covers_truth": o.get("ci_covers_truth")}
+
+
+def run_ope(spec, out: Path, *, mode: str = "uniform", workers: int = 1, online: bool = False) -> dict:
     """Prepare the arms, run the logging policy, estimate and write the outputs into
-    ``out``; returns ``ope.json``'s content."""
+    ``out``; with ``online``, also run the campaign (into ``out/campaign``) and put its A/B
+    estimates and true lifts beside the off-policy ones.  Returns ``ope.json``'s content."""
     from simab.arm_policies import build_policy, prepare_policies
     from simab.run_folder import cache_dir
     from simab.simulators.world import World
@@ -193,8 +260,11 @@ def run_ope(spec, out: Path, *, mode: str = "uniform", workers: int = 1) -> dict
         "offline": {arm: ({k: d["metrics"].get(k) for k in OFFLINE_KEYS} if "metrics" in d else None)
                     for arm, d in descs.items()},
         "metrics": analyze(log, world.catalog.logpop, len(world.scenario_names), spec.alpha),
-        "runtime": {"wall_s": time.perf_counter() - started},
     }
+    add_offline_differences(data)
+    if online:
+        add_online(data, _online_report(spec, out / "campaign", workers))
+    data["runtime"] = {"wall_s": time.perf_counter() - started}
     from simab.reports.json_numbers import json_safe
 
     write_atomic(out / "ope.json", json.dumps(json_safe(data), indent=2, allow_nan=False))
@@ -220,7 +290,7 @@ def ope_main(args) -> int:
         overrides, flags = {"seed": args.seed}, {**flags, "seed": "--seed"}
     spec = load_campaign(args.spec, overrides=overrides, set_values=values, flags=flags)
     out = Path(args.out) if args.out else Path(spec.output) / f"{spec.name}-ope"
-    data = run_ope(spec, out, mode=args.logging, workers=args.workers)
+    data = run_ope(spec, out, mode=args.logging, workers=args.workers, online=args.online)
     print(render_md(data))
     print(f"\nwrote {out / 'ope.json'}, {out / 'ope.md'}, {out / 'ope.png'}, {out / 'ope_log.parquet'}")
     return 0

@@ -171,3 +171,22 @@ def test_simab_ope_din_vs_amen(tmp_path, monkeypatch):
     for metric in ("ctr", "ctcvr"):
         c = next(iter(data["metrics"][metric]["comparisons"].values()))
         assert set(c["estimates"]) == {"ips", "snips", "dm", "dr"}
+
+
+def test_simab_ope_online_puts_the_campaign_beside_the_estimates(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMAB_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "ope"
+    small = ["world.n_users=240", "world.pre_period_days=0.5", "world.n_shop_items=600", "world.n_content_items=400",
+             "world.n_shops=40", "duration_days=0.5", "shards=2"]
+    argv = ["ope", str(DEFAULT_SPEC), "--online", "--out", str(out)]
+    for kv in small:
+        argv += ["--set", kv]
+    assert main(argv) == 0
+    data = json.loads((out / "ope.json").read_text())
+    report = json.loads((out / "campaign" / "report.json").read_text())
+    for metric in ("ctr", "ctcvr"):
+        online = data["metrics"][metric]["comparisons"]["treatment_vs_control"]["online"]
+        ab = report["metrics"][metric]["comparisons"]["treatment_vs_control"]
+        assert online["rel_lift"] == ab["rel_lift"] and online["rel_ci"] == ab["rel_ci"]  # copied, not recomputed
+        assert online["true_rel_lift"] == ab["true_rel_lift"]
+    assert "Online A/B (the campaign)" in (out / "ope.md").read_text()
