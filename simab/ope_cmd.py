@@ -172,7 +172,7 @@ def render_png(data: dict) -> bytes:
                     ax.hlines(o["true_rel_lift"], i + 0.3, i + 0.6, colors="k", linestyles=":",
                               label="online truth" if i == 0 else None)
         ax.set_xticks(range(len(m["comparisons"])), list(m["comparisons"]))
-        ax.set_title(f"{metric}: relative lift (dashed: truth on the logged requests)")
+        ax.set_title(f"{metric}: relative lift (dashed: truth)")
         if any(c.get("online") for c in m["comparisons"].values()):
             ax.legend(fontsize=7)
     fig.tight_layout()
