@@ -57,10 +57,16 @@ class RandomPolicy(_Fixed):
         return h.to(torch.float32) / 1000003.0
 
     def slate(self, batch, k, uniforms):
-        C = uniforms.shape[1] // 2
-        idx = np.argsort(uniforms[:, :C], axis=1, kind="stable")[:, :k]
-        prop = np.ones(idx.shape) / (C - np.arange(idx.shape[1]))[None, :]
-        return idx, prop
+        return uniform_slate(k, uniforms)
+
+
+def uniform_slate(k: int, uniforms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A uniformly random ordered ``k`` of the ``C`` candidates (``uniforms`` [B, 2C]: the
+    first C sorted) and each pick's probability given the earlier ones, 1 / (C - position)."""
+    C = uniforms.shape[1] // 2
+    idx = np.argsort(uniforms[:, :C], axis=1, kind="stable")[:, :k]
+    prop = np.ones(idx.shape) / (C - np.arange(idx.shape[1]))[None, :]
+    return idx, prop
 
 
 class PopularityPolicy(_Fixed):
@@ -107,7 +113,7 @@ class LoggingPolicy(_Fixed):
 
     The logged propensity of each pick is its probability *given the earlier picks* (the
     Plackett-Luce factor); the marginal P(item at position) that off-policy evaluation needs
-    is 1 / C under ``uniform`` and is estimated by simulation otherwise (``simab.ope_log``).
+    is 1 / C under ``uniform`` and has no closed form otherwise (docs/ope.md).
     """
 
     name = "logging"
@@ -122,7 +128,7 @@ class LoggingPolicy(_Fixed):
     def slate(self, batch, k, uniforms):
         mode = self.params["mode"]
         if mode == "uniform":
-            return RandomPolicy.slate(self, batch, k, uniforms)
+            return uniform_slate(k, uniforms)
         if mode == "plackett_luce":
             return self._plackett_luce(batch["item_pop"].numpy().astype(np.float64), k, uniforms)
         eps = self.params["epsilon"]

@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "beside the off-policy ones (default: off)")
     op.add_argument("--seed", type=int, help="override the spec's seed, >= 0 (default: the spec's)")
     op.add_argument("--workers", type=workers, default=1,
-                    help="processes for the training pre-period, >= 1 (default 1)")
+                    help="processes for the training pre-period and the --online campaign, >= 1 (default 1)")
     op.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="override a spec key, e.g. world.n_users=500 (repeatable; default: none)")
     op.set_defaults(func=cmd_ope)
