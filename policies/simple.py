@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from simab.policies.base import Rule, check_params, in_range, register_policy
+from simab.policies.base import Rule, check_params, in_range, one_of, register_policy
 from simab.policies.features import FeatureSpec
 
 
@@ -57,10 +57,16 @@ class RandomPolicy(_Fixed):
         return h.to(torch.float32) / 1000003.0
 
     def slate(self, batch, k, uniforms):
-        C = uniforms.shape[1] // 2
-        idx = np.argsort(uniforms[:, :C], axis=1, kind="stable")[:, :k]
-        prop = np.ones(idx.shape) / (C - np.arange(idx.shape[1]))[None, :]
-        return idx, prop
+        return uniform_slate(k, uniforms)
+
+
+def uniform_slate(k: int, uniforms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A uniformly random ordered ``k`` of the ``C`` candidates (``uniforms`` [B, 2C]: the
+    first C sorted) and each pick's probability given the earlier ones, 1 / (C - position)."""
+    C = uniforms.shape[1] // 2
+    idx = np.argsort(uniforms[:, :C], axis=1, kind="stable")[:, :k]
+    prop = np.ones(idx.shape) / (C - np.arange(idx.shape[1]))[None, :]
+    return idx, prop
 
 
 class PopularityPolicy(_Fixed):
@@ -95,19 +101,36 @@ class OraclePolicy(_Fixed):
 
 
 class LoggingPolicy(_Fixed):
-    """Pre-period logging policy: position by position, with probability 1 - epsilon the
-    most popular remaining candidate, otherwise a uniformly random remaining one.  The
-    propensity of the chosen item at each position is logged."""
+    """Pre-period logging policy.  ``mode``:
+
+    - ``epsilon`` (the default, what the pre-period serves): position by position, with
+      probability 1 - epsilon the most popular remaining candidate, otherwise a uniformly
+      random remaining one;
+    - ``uniform``: a uniformly random slate of distinct candidates (off-policy evaluation's
+      easy case: every item is at every position with marginal probability 1 / C);
+    - ``plackett_luce``: candidates drawn without replacement with probability proportional
+      to ``exp(log popularity / temperature)`` (Gumbel top-k on the same uniforms).
+
+    The logged propensity of each pick is its probability *given the earlier picks* (the
+    Plackett-Luce factor); the marginal P(item at position) that off-policy evaluation needs
+    is 1 / C under ``uniform`` and has no closed form otherwise (docs/ope.md).
+    """
 
     name = "logging"
     stochastic = True
-    DEFAULTS = {"epsilon": 0.3}
-    RULES = {"epsilon": in_range(0.0, 1.0)}
+    DEFAULTS = {"epsilon": 0.3, "mode": "epsilon", "temperature": 1.0}
+    RULES = {"epsilon": in_range(0.0, 1.0), "mode": one_of("epsilon", "uniform", "plackett_luce"),
+             "temperature": in_range(0.0, lo_open=True)}
 
     def score(self, batch):
         return batch["item_pop"].to(torch.float32)
 
     def slate(self, batch, k, uniforms):
+        mode = self.params["mode"]
+        if mode == "uniform":
+            return uniform_slate(k, uniforms)
+        if mode == "plackett_luce":
+            return self._plackett_luce(batch["item_pop"].numpy().astype(np.float64), k, uniforms)
         eps = self.params["epsilon"]
         pop = batch["item_pop"].numpy()
         B, C = pop.shape
@@ -129,6 +152,19 @@ class LoggingPolicy(_Fixed):
             prop[:, p] = (1 - eps) * (choice == best) + eps / remaining
             taken[rows, choice] = True
         return idx, prop
+
+    def _plackett_luce(self, pop: np.ndarray, k: int, uniforms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Gumbel top-k: sorting ``s / T + Gumbel`` draws a Plackett-Luce ranking (Yellott
+        1977); the propensity of the pick at position p is ``exp(s_a / T)`` over the sum
+        of the remaining candidates' ``exp(s / T)``."""
+        C = pop.shape[1]
+        logits = pop / self.params["temperature"]
+        gumbel = -np.log(-np.log(uniforms[:, :C]))
+        idx = np.argsort(-(logits + gumbel), axis=1, kind="stable")[:, :k]
+        w = np.exp(logits - logits.max(axis=1, keepdims=True))
+        picked = np.take_along_axis(w, idx, axis=1)
+        before = np.concatenate([np.zeros((len(w), 1)), np.cumsum(picked, axis=1)[:, :-1]], axis=1)
+        return idx, picked / (w.sum(axis=1, keepdims=True) - before)
 
 
 for _cls in (RandomPolicy, PopularityPolicy, OraclePolicy, LoggingPolicy):

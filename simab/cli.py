@@ -7,6 +7,7 @@
     simab world PRESET [--users N] [--seed N] [--out DIR]
     simab train --world PRESET --policy NAME [--set key=value ...] [--epochs N] [--device D] --out DIR
     simab power ...
+    simab ope CAMPAIGN.toml [--out DIR] [--logging uniform] [--online] [--seed N] [--workers N] [--set KEY=VALUE ...]
     simab sweep [CAMPAIGN.toml] --grid KEY=V1,V2,... [--replicates N] [--workers N] [--backend local|ray] [--out DIR]
     simab calibrate --battery aa|known-effect|peeking|naive|all --runs N [--workers N] [--users N] [--backend local|ray] [--out DIR]
 
@@ -111,6 +112,12 @@ def cmd_power(args) -> int:
     from simab.power_cmd import power_cli
 
     return power_cli(args.rest)
+
+
+def cmd_ope(args) -> int:
+    from simab.ope_cmd import ope_main
+
+    return ope_main(args)
 
 
 def cmd_train(args) -> int:
@@ -249,6 +256,22 @@ def build_parser() -> argparse.ArgumentParser:
     cb.add_argument("--out", default="runs/calibration",
                     help="output folder; its .cache holds the batteries' pre-period (default runs/calibration)")
     cb.set_defaults(func=cmd_calibrate)
+
+    op = sub.add_parser("ope", help="off-policy estimates of each arm's CTR / CTCVR and lift from a randomised "
+                        "pre-period, beside the truth (docs/ope.md)")
+    op.add_argument("spec", help="campaign TOML file (its world and arms)")
+    op.add_argument("--out", help="output folder (default: <output>/<name>-ope, i.e. runs/<name>-ope)")
+    op.add_argument("--logging", choices=["uniform"], default="uniform",
+                    help="the logging policy of the evaluated pre-period: uniformly random slates (default uniform)")
+    op.add_argument("--online", action="store_true",
+                    help="also run the campaign (into OUT/campaign) and show its A/B estimate and true lift "
+                    "beside the off-policy ones (default: off)")
+    op.add_argument("--seed", type=int, help="override the spec's seed, >= 0 (default: the spec's)")
+    op.add_argument("--workers", type=workers, default=1,
+                    help="processes for the training pre-period and the --online campaign, >= 1 (default 1)")
+    op.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a spec key, e.g. world.n_users=500 (repeatable; default: none)")
+    op.set_defaults(func=cmd_ope)
 
     pw = sub.add_parser("power", help="minimum detectable effect / sample size", add_help=False)
     pw.add_argument("rest", nargs=argparse.REMAINDER)

@@ -33,17 +33,20 @@ from simab.simulators.world import World
 from simab.spec import ServingSpec
 
 
-def logging_simulation(world: World, users: np.ndarray, days: float, shard: int = 0, engine: str = "wave"):
+def logging_simulation(world: World, users: np.ndarray, days: float, shard: int = 0, engine: str = "wave",
+                       logging: dict | None = None):
     """A shard simulation (not yet run) of the logging policy over ``[-days, 0)`` for
     ``users`` (sorted global ids) in the pre-period phase of ``world``, recording each
-    request's feature snapshot."""
+    request's feature snapshot.  ``logging``: parameters of the logging policy over the
+    world's (``mode``, ``temperature``: see ``LoggingPolicy``; off-policy evaluation's
+    opt-in, the pre-period itself never passes any)."""
     from simab.campaign import ShardPlan
     from simab.engines import make_simulation
     from simab.policies.simple import LoggingPolicy
     from simab.policies.world_features import feature_spec_of
 
     world = world.with_phase("preperiod")
-    policy = LoggingPolicy({"epsilon": world.spec.logging_epsilon}, feature_spec_of(world.spec))
+    policy = LoggingPolicy({"epsilon": world.spec.logging_epsilon, **(logging or {})}, feature_spec_of(world.spec))
     t0 = -days * DAY
     n = len(users)
     plan = ShardPlan(shard, users, np.zeros(n, np.int64), np.full(n, t0), np.zeros(n), t0, 0.0)

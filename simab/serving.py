@@ -124,6 +124,9 @@ class Server:
             cand[m] = sh.retriever.candidates_batch(str(surface), n_cand, rids[m], query_cat[m], query_shop[m], ctx[m])
         C = cand.shape[1]
         K = min(spec.slate_size, C)
+        ope = getattr(sh, "ope_recorder", None)
+        if ope is not None:  # opt-in (simab ope): candidates and truth before the state changes
+            ope.record(rows, rids, sc, t, cand, K)
         users = st.users
         intent = st.intent(rows, t)
         u = st.u[rows]
