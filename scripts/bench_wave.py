@@ -33,12 +33,13 @@ from pathlib import Path
 os.environ.setdefault("SIMAB_QUIET", "1")
 
 
-def campaign(users: int, days: float, workers: int, engine: str, cache: str, out: Path, shards: int) -> dict:
+def campaign(users: int, days: float, workers: int, engine: str, cache: str, out: Path, shards: int,
+             calibration: str = "realistic") -> dict:
     import simab
 
     spec = simab.load_campaign(overrides={
         "duration_days": days, "shards": shards, "engine": engine,
-        "world": {"preset": "default", "n_users": users, "pre_period_days": 0.05},
+        "world": {"preset": "default", "calibration": calibration, "n_users": users, "pre_period_days": 0.05},
         "training": {"cache_dir": cache},
     })
     t0 = time.perf_counter()
@@ -70,15 +71,17 @@ def main() -> None:
     ap.add_argument("--reference-users", type=int, default=2_000)
     ap.add_argument("--sardine", default="/tmp/sardine-venv/bin/python")
     ap.add_argument("--sardine-steps", type=int, default=100_000)
+    ap.add_argument("--calibration", default="realistic", choices=("realistic", "dense"),
+                    help="the default world's calibration (docs/world.md)")
     a = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         cache = str(Path(tmp) / "cache")
-        campaign(a.reference_users, 0.05, 1, "wave", cache, Path(tmp) / "warm", a.shards)  # imports, caches
-        rows.append(campaign(a.reference_users, a.days, 1, "reference", cache, Path(tmp) / "ref", a.shards))
-        rows.append(campaign(a.reference_users, a.days, 1, "wave", cache, Path(tmp) / "wave-small", a.shards))
+        campaign(a.reference_users, 0.05, 1, "wave", cache, Path(tmp) / "warm", a.shards, a.calibration)  # imports, caches
+        rows.append(campaign(a.reference_users, a.days, 1, "reference", cache, Path(tmp) / "ref", a.shards, a.calibration))
+        rows.append(campaign(a.reference_users, a.days, 1, "wave", cache, Path(tmp) / "wave-small", a.shards, a.calibration))
         for w in (1, 2):
-            rows.append(campaign(a.users, a.days, w, "wave", cache, Path(tmp) / f"wave-{w}", a.shards))
+            rows.append(campaign(a.users, a.days, w, "wave", cache, Path(tmp) / f"wave-{w}", a.shards, a.calibration))
     peer = sardine(a.sardine, a.sardine_steps)
     print("| simulator | users x days | workers | exposures | wall s | exposures/s |")
     print("|---|---|---:|---:|---:|---:|")
