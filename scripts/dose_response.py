@@ -49,12 +49,6 @@ SEEDS: dict[str, dict] = {
 }
 
 
-def _nest(path: tuple[str, ...], value) -> dict:
-    out: dict = value
-    for k in reversed(path):
-        out = {k: out}
-    return out
-
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -74,7 +68,7 @@ def main(argv: list[str]) -> int:
     seeds = kit.model_seeds(args)
     results = []
     for v in values:
-        table = {"preset": cfg["preset"], "n_users": args.users, **cfg["base"], **_nest(cfg["dial"], v)}
+        table = {"preset": cfg["preset"], "n_users": args.users, **cfg["base"], **kit.nest(cfg["dial"], v)}
         data = kit.load_world(table, args.seed, args.cache)
         print(f"{dial} = {v:g}: {data.train.n_rows:,} training rows", flush=True)
         grid = kit.train_grid(cfg["models"], seeds, kit.checkpoint_trainer(data, args.cache),

@@ -84,6 +84,14 @@ def trainer_config(args: argparse.Namespace, seed: int):
                          seed=seed, progress=False)
 
 
+def nest(path: Sequence[str], value: Any) -> dict:
+    """``("a", "b"), v`` -> ``{"a": {"b": v}}``: a spec override at a dotted key path."""
+    out: Any = value
+    for k in reversed(path):
+        out = {k: out}
+    return out
+
+
 def split_list(text: str) -> list[str]:
     """Comma-separated flag value -> stripped non-empty items."""
     return [x.strip() for x in text.split(",") if x.strip()]

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import experiment_kit as kit
 import numpy as np
 
 from simab.simulators import signals
@@ -37,12 +38,6 @@ DIALS = [
      ["shareable_correlation", "specific_correlation", "scenario_label_correlation"]),
 ]
 
-
-def _nest(path: tuple[str, ...], value) -> dict:
-    out: dict = value
-    for k in reversed(path):
-        out = {k: out}
-    return out
 
 
 def measure(preset: str, table: dict, users: int, days: float, seed: int) -> dict:
@@ -74,7 +69,7 @@ def main(argv: list[str]) -> int:
     for name, preset, path, values, base, sig in DIALS:
         rows = []
         for v in values:
-            m = measure(preset, deep_merge(base, _nest(path, v)), args.users, args.days, args.seed)
+            m = measure(preset, deep_merge(base, kit.nest(path, v)), args.users, args.days, args.seed)
             rows.append({"value": v, **m})
             print(f"  {name} = {v:g} ({preset}): " + ", ".join(f"{k} {m[k]:.3f}" for k in sig)
                   + f"; ctr {m['ctr']:.4f} ({time.perf_counter() - started:.0f}s)", file=sys.stderr, flush=True)
