@@ -24,6 +24,13 @@ import numpy as np
 # seed -> (preset, dial path, dial values, extra world keys, baseline labels, model rows)
 SEEDS: dict[str, dict] = {
     "amen": {
+        "preset": "moveline", "dial": ("intent", "strength"), "values": [0.0, 1.0, 2.0, 3.0], "base": {},
+        "baselines": ["DIN"],
+        "models": [kit.Model("DIN", "din"), kit.Model("AMEN", "amen"),
+                   kit.Model("AMEN no TSP", "amen", {"tsp_weight": 0.0})],
+        "campaign": ("DIN", "AMEN", ["ctr", "ctcvr"]),
+    },
+    "amen-item": {
         "preset": "moveline", "dial": ("intent", "item_level"), "values": [0.0, 0.3, 0.6, 0.9], "base": {},
         "baselines": ["DIN"],
         "models": [kit.Model("DIN", "din"), kit.Model("AMEN", "amen"),
@@ -39,15 +46,72 @@ SEEDS: dict[str, dict] = {
         "base": {"n_topics": 4}, "baselines": ["DIN", "SIM"],
         "models": [kit.Model("DIN", "din"), kit.Model("SIM", "sim"), kit.Model("LCN", "lcn"),
                    kit.Model("LCN no CRP", "lcn", {"crp_weight": 0.0})],
+        "campaign": ("DIN", "LCN", ["ctr", "stay_time"]),
     },
     "ssim": {
         "preset": "sharing", "dial": ("specific_share",), "values": [0.0, 0.33, 0.67, 1.0], "base": {},
-        "baselines": ["MT-Backbone"],
+        "baselines": ["MT-Backbone", "MT-Backbone-S"],
         "models": [kit.Model("MT-Backbone", "dnn", {"scenario_heads": True}), kit.Model("SSIM", "ssim"),
                    kit.Model("MT-Backbone-S", "ssim", {"selection": "random"})],
+        "campaign": ("MT-Backbone", "SSIM", ["ctr"]),
     },
 }
 
+
+
+def campaign(args: argparse.Namespace, cfg: dict, shared: dict, value: float) -> dict:
+    """The seed's A/B campaign (baseline control, model treatment) at one dial value, with
+    ``simab power``'s sizing of each metric: the users per arm that detect the campaign's
+    TRUE relative lift with 80% power at alpha 0.05, given the control's per-user sd here."""
+    from simab.reports.analysis import control_baseline
+    from simab.reports.power import sample_size
+    from simab.truth import users_per_arm
+
+    control, treatment, metrics = cfg["campaign"]
+    models = {m.label: m for m in cfg["models"]}
+    table = {"preset": cfg["preset"], "n_users": args.users, **cfg["base"], **kit.nest(cfg["dial"], value)}
+    arm = lambda label: (models[label].policy, {**shared, **models[label].params})  # noqa: E731
+    c = kit.ab_campaign(args, f"dose_{args.seed_model}_campaign", table, arm(control), arm(treatment))
+    users = users_per_arm(c.run_dir, ["control", "treatment"])
+    report = c.report.to_json_dict()
+    out = {"value": value, "control": control, "treatment": treatment, "days": args.campaign_days,
+           "users": users, "exposures": c.exposures, "seconds": round(c.seconds, 1), "metrics": {}}
+    for name in metrics:
+        f = kit.comparison_fields(c.report, name, ["rel_lift", "rel_ci", "true_rel_lift", "ci_covers_truth", "p_value"])
+        base, sd = control_baseline(c.run_dir, name)
+        truth = f["true_rel_lift"]
+        # sizing needs a non-zero truth, baseline and sd (a tiny run can have none)
+        need = sample_size(abs(truth), base, sd).n_control if truth and base > 0 and sd > 0 else None
+        f.update(baseline=base, unit_sd=sd, users_needed=need)
+        per = report["metrics"][name].get("per_scenario") or {}
+        f["per_scenario"] = {sc: {k: v["treatment_vs_control"][k] for k in ("rel_lift", "rel_ci")}
+                             for sc, v in per.items() if "treatment_vs_control" in v}
+        out["metrics"][name] = f
+    return out
+
+
+def campaign_lines(cmp: dict, dial: str) -> list[str]:
+    """The campaign section of the page."""
+    n = cmp["users"]["control"]
+    lines = ["", f"## Online: {cmp['control']} (control) vs {cmp['treatment']} (treatment) at {dial} = {cmp['value']:g}", "",
+             f"{cmp['days']:g} day(s), {n:,} / {cmp['users']['treatment']:,} users, {cmp['exposures']:,} exposures "
+             f"({cmp['seconds']:.0f} s). 'users needed' is `simab power` for the true lift (80% power, alpha 0.05) "
+             "with this run's control baseline and per-user sd.", ""]
+    rows = []
+    for name, f in cmp["metrics"].items():
+        need = f["users_needed"]
+        powered = "n/a" if need is None else ("yes" if n >= need else "no")
+        rows.append([name, kit.pct(f["rel_lift"]), f"[{kit.pct(f['rel_ci'][0])}, {kit.pct(f['rel_ci'][1])}]",
+                     kit.pct(f["true_rel_lift"]), "yes" if f["ci_covers_truth"] else "no",
+                     f"{f['p_value']:.3g}", "n/a" if need is None else f"{need:,}", powered])
+    lines += kit.md_table(["metric", "rel. lift", "95% CI", "true rel. lift", "CI covers truth", "p",
+                           "users needed per arm", "powered"], rows)
+    scen = [[name, sc, kit.pct(v["rel_lift"]), f"[{kit.pct(v['rel_ci'][0])}, {kit.pct(v['rel_ci'][1])}]"]
+            for name, f in cmp["metrics"].items() if name == "ctr" for sc, v in f["per_scenario"].items()]
+    if scen:
+        lines += ["", "Per scenario (the report's per-scenario estimates; the truth is per campaign):", ""]
+        lines += kit.md_table(["metric", "scenario", "rel. lift", "95% CI"], scen)
+    return lines
 
 
 def main(argv: list[str]) -> int:
@@ -56,6 +120,8 @@ def main(argv: list[str]) -> int:
     kit.add_common_args(ap, users=5000, campaign_days=0.0)
     ap.add_argument("--values", help="dial values, comma-separated (default: the seed's four)")
     ap.add_argument("--position-tower", action="store_true", help="train every model with position_tower = true")
+    ap.add_argument("--campaign-at", type=float, default=None,
+                    help="dial value of the online campaign (default: the largest; --campaign-days > 0 runs it)")
     args = kit.apply_quick(ap.parse_args(argv), {"seeds": 2})
     cfg = SEEDS[args.seed_model]
     values = [float(v) for v in kit.split_list(args.values)] if args.values else cfg["values"]
@@ -78,59 +144,83 @@ def main(argv: list[str]) -> int:
         edges = {}
         for label in rows:
             for b in cfg["baselines"]:
-                if label == b:
-                    continue
+                if label == b or (label in cfg["baselines"] and cfg["baselines"].index(label) < cfg["baselines"].index(b)):
+                    continue  # each pair of baselines once (the later minus the earlier)
                 e = [r["auc"] - q["auc"] for r, q in zip(rows[label], rows[b], strict=True)]
                 edges[f"{label} - {b}"] = e
         results.append({"value": v, "rows": rows, "edges": edges})
+    online = None
+    if args.campaign_days > 0 and "campaign" in cfg:
+        at = args.campaign_at if args.campaign_at is not None else max(values)
+        online = campaign(args, cfg, shared, at)
+    stem = f"dose_{args.seed_model}"
     summary = {"seed_model": args.seed_model, "preset": cfg["preset"], "dial": dial, "base": cfg["base"],
-               "users": args.users, "epochs": args.epochs, "seeds": seeds, "position_tower": args.position_tower,
-               "results": results}
-    lines = [f"# Dose-response: {args.seed_model} over `{dial}` ({cfg['preset']} preset)", "",
-             "Generated by `scripts/dose_response.py " + " ".join(argv) + "`.", "",
-             f"{args.users:,} users, {args.epochs} epoch(s), model seeds {seeds}"
-             + (", position tower on" if args.position_tower else "") + ". Validation AUC per model (mean ± sd over "
+               "command": "scripts/dose_response.py " + " ".join(a for a in argv),
+               "users": args.users, "epochs": args.epochs, "max_steps": args.max_steps,
+               "batch_size": args.batch_size, "seeds": seeds, "position_tower": args.position_tower,
+               "models": [m.label for m in cfg["models"]], "results": results, "campaign": online}
+    out = Path(args.out)
+    plot(summary, out / f"{stem}.png")
+    page = out / f"{stem}.md"
+    kit.write_page(out, stem, summary, kit.keep_notes(page, render(summary)))
+    print(render(summary))
+    return 0
+
+
+def edge_verdict(edge: list[float]) -> tuple[float, float, str]:
+    """Mean and sample sd of an edge over seeds, and whether it is beyond the seed spread
+    (|mean| > 2 sd, with at least two seeds)."""
+    m, s = float(np.mean(edge)), kit.sample_std(edge)
+    return m, s, "yes" if len(edge) > 1 and abs(m) > 2 * s else "no"
+
+
+def render(summary: dict) -> str:
+    """The page of a summary (its JSON), without the hand-written notes."""
+    s = summary
+    steps = f", at most {s['max_steps']:,} steps of {s['batch_size']}" if s.get("max_steps") else ""
+    lines = [f"# Dose-response: {s['seed_model']} over `{s['dial']}` ({s['preset']} preset)", "",
+             f"Generated by `.venv/bin/python {s['command']}`.", "",
+             f"{s['users']:,} users, {s['epochs']} epoch(s){steps}, model seeds {s['seeds']}"
+             + (f", extra world keys {s['base']}" if s["base"] else "")
+             + (", position tower on" if s["position_tower"] else "") + ". Validation AUC per model (mean ± sd over "
              "seeds); edge = model AUC - baseline AUC per seed; 'beyond spread' when |mean edge| > 2 sd of the edge.", ""]
-    header = ["dial", *[m.label for m in cfg["models"]]]
-    lines += kit.md_table(header, [[f"{r['value']:g}", *[kit.mean_std([x["auc"] for x in r["rows"][m.label]])
-                                                        for m in cfg["models"]]] for r in results])
+    lines += kit.md_table(["dial", *s["models"]], [[f"{r['value']:g}", *[kit.mean_std([x["auc"] for x in r["rows"][m]])
+                                                                       for m in s["models"]]] for r in s["results"]])
     lines.append("")
     edge_rows = []
-    for r in results:
+    for r in s["results"]:
         for name, e in r["edges"].items():
-            m, s = float(np.mean(e)), kit.sample_std(e)
-            beyond = "yes" if len(e) > 1 and abs(m) > 2 * s else "no"
-            edge_rows.append([f"{r['value']:g}", name, f"{m:+.4f}", f"{s:.4f}", beyond])
+            m, sd, beyond = edge_verdict(e)
+            edge_rows.append([f"{r['value']:g}", name, f"{m:+.4f}", f"{sd:.4f}", beyond])
     lines += kit.md_table(["dial", "edge", "mean", "sd", "beyond spread"], edge_rows)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    lines += ["", f"![edge over the dial](dose_{s['seed_model']}.png)"]
+    if s.get("campaign"):
+        lines += campaign_lines(s["campaign"], s["dial"])
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict, path: Path) -> None:
+    """The edges against the dial: mean over seeds, band = the seeds' range."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    results = summary["results"]
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(5.0, 3.4), dpi=110)
-    names = list(results[0]["edges"])
-    for name in names:
+    for name in results[0]["edges"]:
         xs = [r["value"] for r in results]
-        mean = [float(np.mean(r["edges"][name])) for r in results]
-        lo = [min(r["edges"][name]) for r in results]
-        hi = [max(r["edges"][name]) for r in results]
-        ax.plot(xs, mean, "o-", label=name)
-        ax.fill_between(xs, lo, hi, alpha=0.2)
+        ax.plot(xs, [float(np.mean(r["edges"][name])) for r in results], "o-", label=name)
+        ax.fill_between(xs, [min(r["edges"][name]) for r in results], [max(r["edges"][name]) for r in results], alpha=0.2)
     ax.axhline(0, color="0.5", lw=0.8)
-    ax.set_xlabel(dial)
+    ax.set_xlabel(summary["dial"])
     ax.set_ylabel("AUC edge (mean; band: seeds' range)")
-    ax.set_title(f"{args.seed_model} on {cfg['preset']}: {args.users} users", fontsize=8)
+    ax.set_title(f"{summary['seed_model']} on {summary['preset']}: {summary['users']:,} users", fontsize=8)
     ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
-    stem = f"dose_{args.seed_model}"
-    fig.savefig(out / f"{stem}.png")
+    fig.savefig(path)
     plt.close(fig)
-    lines += ["", f"![edge over the dial]({stem}.png)"]
-    kit.write_page(out, stem, summary, "\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
 
 
 if __name__ == "__main__":

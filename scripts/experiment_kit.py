@@ -77,9 +77,14 @@ def model_seeds(args: argparse.Namespace) -> list[int]:
 
 
 def trainer_config(args: argparse.Namespace, seed: int):
-    """The offline trainer settings of the common flags for one model seed."""
+    """The offline trainer settings of the common flags for one model seed; applies
+    ``--threads`` to torch (two processes with torch's default of one thread per core
+    oversubscribe a small machine, and its spinning threads then waste most of the time)."""
+    import torch
+
     from simab.policies.trainer import TrainerConfig
 
+    torch.set_num_threads(args.threads)
     return TrainerConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_steps=args.max_steps,
                          seed=seed, progress=False)
 

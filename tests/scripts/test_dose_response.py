@@ -1,0 +1,72 @@
+"""scripts/dose_response.py on a tiny world: the dial sweep, the edges, the campaign with its
+``simab power`` sizing, and the page (the render of its JSON followed by kept notes)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import dose_response as dose  # noqa: E402
+import experiment_kit as kit  # noqa: E402
+
+#: The sizes of tests/scripts/test_experiment_kit.py's TINY world (without preset and users).
+TINY_BASE = {"pre_period_days": 0.5, "n_shop_items": 600, "n_content_items": 400, "n_shops": 40}
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch):
+    monkeypatch.setenv("SIMAB_QUIET", "1")
+
+
+def test_edge_verdict_is_beyond_the_spread_only_past_two_sd():
+    assert dose.edge_verdict([0.010, 0.012, 0.011])[2] == "yes"  # mean 0.011, sd 0.001
+    assert dose.edge_verdict([0.010, -0.002, 0.004])[2] == "no"  # mean 0.004, sd 0.006
+    assert dose.edge_verdict([0.5])[2] == "no"  # one seed has no spread to compare with
+    m, s, _ = dose.edge_verdict([1.0, 3.0])
+    assert (m, s) == (2.0, pytest.approx(2 ** 0.5))  # sample sd (ddof 1) of 1 and 3
+
+
+def test_every_seed_entry_names_known_models_and_a_dial_with_four_values():
+    for name, cfg in dose.SEEDS.items():
+        labels = [m.label for m in cfg["models"]]
+        assert set(cfg["baselines"]) <= set(labels), name
+        assert len(cfg["values"]) >= 4 and cfg["values"][0] == 0.0, name  # the issue: >= 4 values including 0
+        if "campaign" in cfg:
+            control, treatment, _ = cfg["campaign"]
+            assert {control, treatment} <= set(labels), name
+
+
+def test_a_tiny_sweep_writes_the_page_json_figure_and_campaign(tmp_path, monkeypatch):
+    cfg = {"preset": "default", "dial": ("intent", "strength"), "values": [0.0, 2.0], "base": TINY_BASE,
+           "baselines": ["DNN"], "models": [kit.Model("DNN", "dnn"), kit.Model("DIN", "din")],
+           "campaign": ("DNN", "DIN", ["ctr", "ctcvr"])}
+    monkeypatch.setitem(dose.SEEDS, "amen", cfg)
+    out = tmp_path / "out"
+    argv = ["amen", "--users", "240", "--seeds", "2", "--max-steps", "2", "--batch-size", "256",
+            "--campaign-days", "0.25", "--cache", str(tmp_path / "cache"), "--out", str(out)]
+    assert dose.main(argv) == 0
+    summary = json.loads((out / "dose_amen.json").read_text())
+    assert [r["value"] for r in summary["results"]] == [0.0, 2.0]
+    for r in summary["results"]:
+        assert sorted(r["edges"]) == ["DIN - DNN"]
+        edge = [a["auc"] - b["auc"] for a, b in zip(r["rows"]["DIN"], r["rows"]["DNN"], strict=True)]
+        assert r["edges"]["DIN - DNN"] == pytest.approx(edge)  # the same subtraction, serialised through JSON
+    c = summary["campaign"]
+    assert c["value"] == 2.0 and c["control"] == "DNN" and c["treatment"] == "DIN"
+    assert sum(c["users"].values()) > 0 and set(c["metrics"]) == {"ctr", "ctcvr"}
+    assert c["metrics"]["ctr"]["unit_sd"] > 0
+    assert (out / "dose_amen.png").stat().st_size > 0
+    page = (out / "dose_amen.md").read_text()
+    text = dose.render(summary)
+    assert page.startswith(text) and page[len(text):].lstrip("\n").startswith(kit.NOTES_START)
+    # a second run keeps what was written between the notes markers
+    notes = page.replace("(no notes yet)", "a kept note")
+    (out / "dose_amen.md").write_text(notes)
+    assert dose.main(argv) == 0
+    assert "a kept note" in (out / "dose_amen.md").read_text()
