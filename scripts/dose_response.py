@@ -26,8 +26,7 @@ SEEDS: dict[str, dict] = {
     "amen": {
         "preset": "moveline", "dial": ("intent", "strength"), "values": [0.0, 1.0, 2.0, 3.0], "base": {},
         "baselines": ["DIN"],
-        "models": [kit.Model("DIN", "din"), kit.Model("AMEN", "amen"),
-                   kit.Model("AMEN no TSP", "amen", {"tsp_weight": 0.0})],
+        "models": [kit.Model("DIN", "din"), kit.Model("AMEN", "amen")],  # TSP's ablation: amen-tsp
         "campaign": ("DIN", "AMEN", ["ctr", "ctcvr"]),
     },
     "amen-item": {
@@ -39,13 +38,14 @@ SEEDS: dict[str, dict] = {
     "amen-tsp": {
         "preset": "moveline", "dial": ("response", "user_click_bias_sd"), "values": [0.0, 0.5, 1.0, 1.5],
         "base": {}, "baselines": ["AMEN no TSP"],
-        "models": [kit.Model("AMEN no TSP", "amen", {"tsp_weight": 0.0}), kit.Model("AMEN", "amen")],
+        # TSP scores the diff item in its own row's moveline: the mechanism is the moveline's change
+        "models": [kit.Model("AMEN no TSP", "amen", {"tsp_weight": 0.0}),
+                   kit.Model("AMEN", "amen", {"tsp_context": "own"})],
     },
     "lcn": {
         "preset": "lifelong", "dial": ("lifelong", "item_affinity"), "values": [0.0, 0.3, 0.6, 0.9],
         "base": {"n_topics": 4}, "baselines": ["DIN", "SIM"],
-        "models": [kit.Model("DIN", "din"), kit.Model("SIM", "sim"), kit.Model("LCN", "lcn"),
-                   kit.Model("LCN no CRP", "lcn", {"crp_weight": 0.0})],
+        "models": [kit.Model("DIN", "din"), kit.Model("SIM", "sim"), kit.Model("LCN", "lcn")],
         "campaign": ("DIN", "LCN", ["ctr", "stay_time"]),
     },
     "ssim": {
