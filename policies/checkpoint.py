@@ -87,6 +87,9 @@ def save_checkpoint(policy: nn.Module, directory: str | Path, metrics: Mapping[s
     })
     if metrics is not None or not (directory / METRICS_FILE).exists():
         _write_json(directory / METRICS_FILE, metrics or {})
+    save_extras = getattr(policy, "save_extras", None)  # files a policy keeps beside its weights
+    if save_extras is not None:
+        save_extras(directory)
 
 
 def read_spec(directory: str | Path) -> dict:
@@ -159,6 +162,9 @@ def load_checkpoint(
     except (RuntimeError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SimabError(f"weights do not fit policy {policy.name!r}: {first}", source=str(weights_path)) from None
+    load_extras = getattr(policy, "load_extras", None)  # files a policy saves beside its weights
+    if load_extras is not None:
+        load_extras(directory)
     return policy
 
 

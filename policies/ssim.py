@@ -463,10 +463,18 @@ class SSIM(NeuralPolicy):
         metrics["shared_frac"] = float(mask.mean()) if len(mask) else 0.0
         return metrics
 
-    def save(self, directory: str | Path, metrics: dict | None = None) -> None:
-        super().save(directory, metrics)
+    def save_extras(self, directory: str | Path) -> None:
+        """Beside the weights: the selection of the search (``shared_instances.parquet``)."""
         if self.shared_table is not None:
             save_shared(Path(directory) / SHARED_FILE, self.shared_table)
+
+    def load_extras(self, directory: str | Path) -> None:
+        """After the weights: the selection the search made (``save_extras`` wrote it), so a
+        loaded SSIM says which training rows it shared (the frozen selector after the
+        retrain phase would not select the same rows again: its input moved)."""
+        path = Path(directory) / SHARED_FILE
+        if path.exists():
+            self.shared_table = pq.read_table(str(path))
 
 
 register_policy("ssim", SSIM, SSIM.load)

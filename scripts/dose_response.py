@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import experiment_kit as kit
 import numpy as np
@@ -57,6 +58,24 @@ SEEDS: dict[str, dict] = {
     },
 }
 
+
+
+def sharing_probe(policy: Any, data: kit.WorldData, seed: int) -> dict:
+    """What an SSIM selected on the training rows: the share of rows marked shared, and
+    among them and among all rows the share whose item's category is shareable (not
+    scenario-specific in the oracle); the selector prefers shareable rows when the first
+    exceeds the second."""
+    table, source = getattr(policy, "shared_table", None), "search"
+    if table is None:
+        # a checkpoint written before selections were saved with it: the frozen selector's
+        # own top rows now (its inputs moved in the retrain phase, so not exactly those rows)
+        table, source = policy.select(data.train, seed=seed), "reselected"  # the trainer's seed, as in SSIM.fit
+    shared = table.column("shared").to_numpy(zero_copy_only=False)
+    world = data.world
+    shareable = ~world.oracle.specific_categories[world.catalog.category[data.train.item]]
+    return {"source": source, "shared_frac": float(shared.mean()),
+            "shareable_among_shared": float(shareable[shared].mean()) if shared.any() else None,
+            "shareable_among_all": float(shareable.mean())}
 
 
 def campaign(args: argparse.Namespace, cfg: dict, shared: dict, value: float) -> dict:
@@ -139,8 +158,10 @@ def main(argv: list[str]) -> int:
         print(f"{dial} = {v:g}: {data.train.n_rows:,} training rows", flush=True)
         grid = kit.train_grid(cfg["models"], seeds, kit.checkpoint_trainer(data, args.cache),
                               lambda s: kit.trainer_config(args, s),
-                              params_for=lambda m: {**shared, **m.params})
+                              params_for=lambda m: {**shared, **m.params}, keep_policies=True)
         rows = {label: grid.rows[label] for label in grid.rows}
+        probes = {f"{label} seed {seed}": sharing_probe(policy, data, seed)
+                  for (label, seed), policy in grid.policies.items() if hasattr(policy, "select")}
         edges = {}
         for label in rows:
             for b in cfg["baselines"]:
@@ -148,7 +169,7 @@ def main(argv: list[str]) -> int:
                     continue  # each pair of baselines once (the later minus the earlier)
                 e = [r["auc"] - q["auc"] for r, q in zip(rows[label], rows[b], strict=True)]
                 edges[f"{label} - {b}"] = e
-        results.append({"value": v, "rows": rows, "edges": edges})
+        results.append({"value": v, "rows": rows, "edges": edges, **({"selection": probes} if probes else {})})
     online = None
     if args.campaign_days > 0 and "campaign" in cfg:
         at = args.campaign_at if args.campaign_at is not None else max(values)
@@ -194,6 +215,15 @@ def render(summary: dict) -> str:
             edge_rows.append([f"{r['value']:g}", name, f"{m:+.4f}", f"{sd:.4f}", beyond])
     lines += kit.md_table(["dial", "edge", "mean", "sd", "beyond spread"], edge_rows)
     lines += ["", f"![edge over the dial](dose_{s['seed_model']}.png)"]
+    probe_rows = [[f"{r['value']:g}", who, f"{p['shared_frac']:.3f}",
+                   "n/a" if p["shareable_among_shared"] is None else f"{p['shareable_among_shared']:.3f}",
+                   f"{p['shareable_among_all']:.3f}"]
+                  for r in s["results"] for who, p in r.get("selection", {}).items()]
+    if probe_rows:
+        lines += ["", "What the selection marked shared on the training rows (a category is shareable when the oracle "
+                  "gives it no scenario-specific part):", ""]
+        lines += kit.md_table(["dial", "model", "share of rows shared", "shareable among shared",
+                               "shareable among all"], probe_rows)
     if s.get("campaign"):
         lines += campaign_lines(s["campaign"], s["dial"])
     return "\n".join(lines) + "\n"

@@ -207,6 +207,8 @@ def test_checkpoint_round_trip_keeps_scores_and_shared_instances(spec, small_sou
     assert torch.equal(back.score(b), pol.score(b))
     assert np.array_equal(load_shared(tmp_path / "ckpt" / ssim_mod.SHARED_FILE, small_source),
                           pol.shared_table.column("shared").to_numpy(zero_copy_only=False))
+    # the loaded policy carries the selection of its search (read back from the same file)
+    assert back.shared_table.equals(pol.shared_table)
 
 
 def test_campaign_training_path_runs_both_phases(spec, small_source, tmp_path):
@@ -220,6 +222,10 @@ def test_campaign_training_path_runs_both_phases(spec, small_source, tmp_path):
                                          0, small_source, None, config)
     assert not cached and pol.phase == "retrain"
     assert "search" in metrics and metrics["shared_frac"] == pytest.approx(0.3, abs=0.01)
+    # the cache entry keeps the selection: a cached load says which rows the search shared
+    again, _, cached = load_or_train(tmp_path, {"w": 1}, "ssim", {**TINY, "share_ratio": 0.3}, spec,
+                                     0, small_source, None, config)
+    assert cached and again.shared_table.equals(pol.shared_table)
 
 
 @pytest.mark.parametrize("with_pop", [False, True])

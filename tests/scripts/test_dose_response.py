@@ -70,3 +70,18 @@ def test_a_tiny_sweep_writes_the_page_json_figure_and_campaign(tmp_path, monkeyp
     (out / "dose_amen.md").write_text(notes)
     assert dose.main(argv) == 0
     assert "a kept note" in (out / "dose_amen.md").read_text()
+
+
+@pytest.mark.parametrize("stem", sorted(p.stem for p in (ROOT / "docs" / "results").glob("dose_*.json")))
+def test_recorded_page_is_the_render_of_its_json(stem):
+    summary = json.loads((ROOT / "docs" / "results" / f"{stem}.json").read_text())
+    page = (ROOT / "docs" / "results" / f"{stem}.md").read_text()
+    text = dose.render(summary)
+    assert page.startswith(text)
+    assert page[len(text):].lstrip("\n").startswith(kit.NOTES_START)  # only the kept notes follow
+
+
+def test_the_issue_pages_are_recorded():
+    """The three seeds' pages exist (docs/results/README.md and README.md link them)."""
+    for seed in ("amen", "lcn", "ssim"):
+        assert (ROOT / "docs" / "results" / f"dose_{seed}.md").exists(), seed
