@@ -25,32 +25,32 @@ import numpy as np
 # seed -> (preset, dial path, dial values, extra world keys, baseline labels, model rows)
 SEEDS: dict[str, dict] = {
     "amen": {
-        "preset": "moveline", "dial": ("intent", "strength"), "values": [0.0, 1.0, 2.0, 3.0], "base": {},
+        "preset": "moveline", "focus": "marketing_channel", "dial": ("intent", "strength"), "values": [0.0, 1.0, 2.0, 3.0], "base": {},
         "baselines": ["DIN"],
         "models": [kit.Model("DIN", "din"), kit.Model("AMEN", "amen")],  # TSP's ablation: amen-tsp
         "campaign": ("DIN", "AMEN", ["ctr", "ctcvr"]),
     },
     "amen-item": {
-        "preset": "moveline", "dial": ("intent", "item_level"), "values": [0.0, 0.3, 0.6, 0.9], "base": {},
+        "preset": "moveline", "focus": "marketing_channel", "dial": ("intent", "item_level"), "values": [0.0, 0.3, 0.6, 0.9], "base": {},
         "baselines": ["DIN"],
         "models": [kit.Model("DIN", "din"), kit.Model("AMEN", "amen"),
                    kit.Model("AMEN no TSP", "amen", {"tsp_weight": 0.0})],
     },
     "amen-tsp": {
-        "preset": "moveline", "dial": ("response", "user_click_bias_sd"), "values": [0.0, 0.5, 1.0, 1.5],
+        "preset": "moveline", "focus": "marketing_channel", "dial": ("response", "user_click_bias_sd"), "values": [0.0, 0.5, 1.0, 1.5],
         "base": {}, "baselines": ["AMEN no TSP"],
         # TSP scores the diff item in its own row's moveline: the mechanism is the moveline's change
         "models": [kit.Model("AMEN no TSP", "amen", {"tsp_weight": 0.0}),
                    kit.Model("AMEN", "amen", {"tsp_context": "own"})],
     },
     "lcn": {
-        "preset": "lifelong", "dial": ("lifelong", "item_affinity"), "values": [0.0, 0.3, 0.6, 0.9],
+        "preset": "lifelong", "focus": "channel_feed", "dial": ("lifelong", "item_affinity"), "values": [0.0, 0.3, 0.6, 0.9],
         "base": {"n_topics": 4}, "baselines": ["DIN", "SIM"],
         "models": [kit.Model("DIN", "din"), kit.Model("SIM", "sim"), kit.Model("LCN", "lcn")],
         "campaign": ("DIN", "LCN", ["ctr", "stay_time"]),
     },
     "ssim": {
-        "preset": "sharing", "dial": ("specific_share",), "values": [0.0, 0.33, 0.67, 1.0], "base": {},
+        "preset": "sharing", "focus": "s3", "dial": ("specific_share",), "values": [0.0, 0.33, 0.67, 1.0], "base": {},
         "baselines": ["MT-Backbone", "MT-Backbone-S"],
         "models": [kit.Model("MT-Backbone", "dnn", {"scenario_heads": True}), kit.Model("SSIM", "ssim"),
                    kit.Model("MT-Backbone-S", "ssim", {"selection": "random"})],
@@ -58,6 +58,12 @@ SEEDS: dict[str, dict] = {
     },
 }
 
+
+
+def scenario_row(seed: int, metrics: dict, cached: bool) -> dict:
+    """The offline row with each scenario's validation AUC (``auc_<scenario>``)."""
+    return kit.offline_row(seed, metrics, cached,
+                           **{f"auc_{k}": v["auc"] for k, v in metrics.get("per_scenario", {}).items()})
 
 
 def sharing_probe(policy: Any, data: kit.WorldData, seed: int) -> dict:
@@ -158,24 +164,27 @@ def main(argv: list[str]) -> int:
         print(f"{dial} = {v:g}: {data.train.n_rows:,} training rows", flush=True)
         grid = kit.train_grid(cfg["models"], seeds, kit.checkpoint_trainer(data, args.cache),
                               lambda s: kit.trainer_config(args, s),
-                              params_for=lambda m: {**shared, **m.params}, keep_policies=True)
+                              params_for=lambda m: {**shared, **m.params}, keep_policies=True, row=scenario_row)
         rows = {label: grid.rows[label] for label in grid.rows}
         probes = {f"{label} seed {seed}": sharing_probe(policy, data, seed)
                   for (label, seed), policy in grid.policies.items() if hasattr(policy, "select")}
-        edges = {}
+        edges, focus = {}, {}
         for label in rows:
             for b in cfg["baselines"]:
                 if label == b or (label in cfg["baselines"] and cfg["baselines"].index(label) < cfg["baselines"].index(b)):
                     continue  # each pair of baselines once (the later minus the earlier)
                 e = [r["auc"] - q["auc"] for r, q in zip(rows[label], rows[b], strict=True)]
                 edges[f"{label} - {b}"] = e
-        results.append({"value": v, "rows": rows, "edges": edges, **({"selection": probes} if probes else {})})
+                focus[f"{label} - {b}"] = [r.get(f"auc_{cfg['focus']}", np.nan) - q.get(f"auc_{cfg['focus']}", np.nan)
+                                           for r, q in zip(rows[label], rows[b], strict=True)]
+        results.append({"value": v, "rows": rows, "edges": edges, "focus_edges": focus, **({"selection": probes} if probes else {})})
     online = None
     if args.campaign_days > 0 and "campaign" in cfg:
         at = args.campaign_at if args.campaign_at is not None else max(values)
         online = campaign(args, cfg, shared, at)
     stem = f"dose_{args.seed_model}"
     summary = {"seed_model": args.seed_model, "preset": cfg["preset"], "dial": dial, "base": cfg["base"],
+               "focus": cfg["focus"],
                "command": "scripts/dose_response.py " + " ".join(a for a in argv),
                "users": args.users, "epochs": args.epochs, "max_steps": args.max_steps,
                "batch_size": args.batch_size, "seeds": seeds, "position_tower": args.position_tower,
@@ -214,6 +223,14 @@ def render(summary: dict) -> str:
             m, sd, beyond = edge_verdict(e)
             edge_rows.append([f"{r['value']:g}", name, f"{m:+.4f}", f"{sd:.4f}", beyond])
     lines += kit.md_table(["dial", "edge", "mean", "sd", "beyond spread"], edge_rows)
+    focus_rows = []
+    for r in s["results"]:
+        for name, e in r.get("focus_edges", {}).items():
+            m, sd, beyond = edge_verdict(e)
+            focus_rows.append([f"{r['value']:g}", name, f"{m:+.4f}", f"{sd:.4f}", beyond])
+    if focus_rows:
+        lines += ["", f"The same edges on the validation rows of the `{s['focus']}` scenario alone:", ""]
+        lines += kit.md_table(["dial", "edge", "mean", "sd", "beyond spread"], focus_rows)
     lines += ["", f"![edge over the dial](dose_{s['seed_model']}.png)"]
     probe_rows = [[f"{r['value']:g}", who, f"{p['shared_frac']:.3f}",
                    "n/a" if p["shareable_among_shared"] is None else f"{p['shareable_among_shared']:.3f}",
@@ -238,16 +255,20 @@ def plot(summary: dict, path: Path) -> None:
 
     results = summary["results"]
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(5.0, 3.4), dpi=110)
-    for name in results[0]["edges"]:
-        xs = [r["value"] for r in results]
-        ax.plot(xs, [float(np.mean(r["edges"][name])) for r in results], "o-", label=name)
-        ax.fill_between(xs, [min(r["edges"][name]) for r in results], [max(r["edges"][name]) for r in results], alpha=0.2)
-    ax.axhline(0, color="0.5", lw=0.8)
-    ax.set_xlabel(summary["dial"])
-    ax.set_ylabel("AUC edge (mean; band: seeds' range)")
-    ax.set_title(f"{summary['seed_model']} on {summary['preset']}: {summary['users']:,} users", fontsize=8)
-    ax.legend(fontsize=7, frameon=False)
+    panels = [("edges", "all validation rows")]
+    if results[0].get("focus_edges"):
+        panels.append(("focus_edges", f"scenario {summary['focus']}"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 3.4), dpi=110, squeeze=False)
+    xs = [r["value"] for r in results]
+    for ax, (key, title) in zip(axes[0], panels, strict=True):
+        for name in results[0][key]:
+            ax.plot(xs, [float(np.mean(r[key][name])) for r in results], "o-", label=name)
+            ax.fill_between(xs, [min(r[key][name]) for r in results], [max(r[key][name]) for r in results], alpha=0.2)
+        ax.axhline(0, color="0.5", lw=0.8)
+        ax.set_xlabel(summary["dial"])
+        ax.set_ylabel("AUC edge (mean; band: seeds' range)")
+        ax.set_title(f"{summary['seed_model']} on {summary['preset']}, {summary['users']:,} users: {title}", fontsize=8)
+        ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -43,7 +43,7 @@ def test_every_seed_entry_names_known_models_and_a_dial_with_four_values():
 
 
 def test_a_tiny_sweep_writes_the_page_json_figure_and_campaign(tmp_path, monkeypatch):
-    cfg = {"preset": "default", "dial": ("intent", "strength"), "values": [0.0, 2.0], "base": TINY_BASE,
+    cfg = {"preset": "default", "focus": "home_feed", "dial": ("intent", "strength"), "values": [0.0, 2.0], "base": TINY_BASE,
            "baselines": ["DNN"], "models": [kit.Model("DNN", "dnn"), kit.Model("DIN", "din")],
            "campaign": ("DNN", "DIN", ["ctr", "ctcvr"])}
     monkeypatch.setitem(dose.SEEDS, "amen", cfg)
