@@ -60,7 +60,7 @@ def campaigns(args: argparse.Namespace) -> list[dict]:
     for i, w in enumerate(world_list(args)):
         arms = {"popularity": ("popularity", {})}
         arms.update({f"oracle_b{b:g}": ("oracle", {"blend": b}) for b in blends})
-        tag = f"s{w['seed']}" + (f"-{w['dial']}" if w["dial"] else "")
+        tag = f"s{w['seed']}" + ("-" + w["dial"].replace("=", "-") if w["dial"] else "")  # a run-folder name
         out.append({"name": f"fixed-{tag}", "world": w, "arms": arms})
         if i < args.trained_worlds and not w["dial"] and args.trained:
             models = kit.split_list(args.trained)
@@ -86,19 +86,25 @@ def run_one(args: argparse.Namespace, camp: dict, root: Path) -> list[dict]:
         "truth": "counterfactual",
         "arms": {a: {"policy": p, "share": 1.0 / n, "params": dict(params)} for a, (p, params) in camp["arms"].items()},
     })
-    datas = {}
-    for j, logger in enumerate(kit.split_list(args.loggers)):
-        t = time.perf_counter()
-        datas[logger] = run_ope(spec, root / camp["name"] / logger, mode=logger, workers=args.workers, online=j == 0)
-        print(f"{camp['name']} ({logger}{', online' if j == 0 else ''}): {time.perf_counter() - t:.0f}s", flush=True)
+    loggers = kit.split_list(args.loggers)
+    datas = finished(spec, root / camp["name"], loggers) if args.resume else None
+    if datas is not None:
+        print(f"{camp['name']}: reusing the finished runs under {root / camp['name']}", flush=True)
+    else:
+        datas = {}
+        for j, logger in enumerate(loggers):
+            t = time.perf_counter()
+            datas[logger] = run_ope(spec, root / camp["name"] / logger, mode=logger, workers=args.workers, online=j == 0)
+            print(f"{camp['name']} ({logger}{', online' if j == 0 else ''}): {time.perf_counter() - t:.0f}s", flush=True)
     first = next(iter(datas.values()))
     rows = []
+    seconds = sum(d["runtime"]["wall_s"] for d in datas.values())
     for name in first["metrics"]["ctr"]["comparisons"]:
         treatment, control = name.split("_vs_", 1)
         row = {"campaign": camp["name"], "seed": camp["world"]["seed"], "dial": camp["world"]["dial"],
                "pair": name, "treatment": camp["arms"][treatment], "control": camp["arms"][control],
                "offline_difference": first["metrics"]["ctr"]["comparisons"][name].get("offline_difference"),
-               "users": first["logging"]["users"], "metrics": {}}
+               "users": first["logging"]["users"], "campaign_seconds": seconds, "metrics": {}}
         for metric in METRICS:
             online = first["metrics"][metric]["comparisons"][name]["online"]
             m = {"online": online, "ope": {}}
@@ -112,6 +118,22 @@ def run_one(args: argparse.Namespace, camp: dict, root: Path) -> list[dict]:
     return rows
 
 
+def finished(spec, folder: Path, loggers: list[str]) -> dict | None:
+    """``--resume``: the ``ope.json`` of every logger of a campaign whose online run (under
+    the first logger) has the same spec as ``spec``; None when anything is missing or differs."""
+    import json
+
+    stored = folder / loggers[0] / "campaign" / "spec.json"
+    paths = [folder / lg / "ope.json" for lg in loggers]
+    if not stored.exists() or not all(p.exists() for p in paths):
+        return None
+    old = json.loads(stored.read_text())
+    old.pop("_simab", None)  # the versions the runner adds
+    if old != json.loads(spec.model_dump_json()):
+        return None
+    return {lg: json.loads(p.read_text()) for lg, p in zip(loggers, paths, strict=True)}
+
+
 def _finite(x) -> bool:
     return x is not None and not (isinstance(x, float) and math.isnan(x))
 
@@ -123,6 +145,21 @@ def spearman(x: list[float], y: list[float]) -> float | None:
     if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
         return None
     return float(spearmanr(x, y).statistic)
+
+
+def same_slates(row: dict, loggers: list[str]) -> bool:
+    """An A/A pair: the two arms show the same slates on every logged request (blend 0
+    ranks by popularity), so every off-policy estimate of the lift is exactly 0."""
+    return all(row["metrics"]["ctr"]["ope"][lg]["logged_truth"] == 0.0 for lg in loggers)
+
+
+#: The subsets of pairs each predictor is scored on: key -> (page heading, row filter).
+SUBSETS = {
+    "all": ("all pairs", lambda r, loggers: True),
+    "without_aa": ("without the A/A pairs", lambda r, loggers: not same_slates(r, loggers)),
+    "trained": ("trained pairs only (both arms trained: offline differences known)",
+                lambda r, loggers: bool(r["offline_difference"])),
+}
 
 
 def predictors(rows: list[dict], metric: str, loggers: list[str]) -> dict[str, list[dict]]:
@@ -149,10 +186,14 @@ def predictors(rows: list[dict], metric: str, loggers: list[str]) -> dict[str, l
             for k in OFFLINE:
                 if _finite(d.get(k)):
                     # lower logloss is better: its difference enters with the sign flipped
-                    out.setdefault(f"offline {k} diff", []).append({**base, "pred": -d[k] if k == "logloss" else d[k]})
+                    out.setdefault(_offline_name(k), []).append({**base, "pred": -d[k] if k == "logloss" else d[k]})
     order = ["online A/B", *[f"{e.upper()} ({lg})" for lg in loggers for e in ESTIMATORS],
-             *[f"offline {k} diff" for k in OFFLINE]]
+             *[_offline_name(k) for k in OFFLINE]]
     return {k: out[k] for k in order if k in out}
+
+
+def _offline_name(key: str) -> str:
+    return f"offline -{key} diff" if key == "logloss" else f"offline {key} diff"
 
 
 def score(points: list[dict]) -> dict:
@@ -181,7 +222,9 @@ def render(summary: dict) -> str:
     s = summary["settings"]
     lines = ["# Offline to online: which offline signal predicts the true online lift?", "",
              "Generated by `scripts/offline_online.py " + " ".join(summary["argv"]) + "` "
-             f"({summary['wall_s'] / 60:.0f} min on a loaded 2-core machine, one process).", "",
+             f"({summary['wall_s'] / 60:.0f} min of OPE runs and campaigns, one process at a time with 2 campaign "
+             "workers, on a loaded 2-core machine; `--resume` reuses the finished campaigns of an earlier run "
+             "under `<cache>/../offline-online` when their spec is the same).", "",
              f"Worlds: the `default` preset at {s['users']:,} users, seeds {s['seeds']}"
              + (f", dials {s['dials']}" if s["dials"] else "") + f"; campaigns of {s['campaign_days']:g} day(s); "
              f"oracle blends {s['blends']} against popularity on every world; trained models "
@@ -192,18 +235,22 @@ def render(summary: dict) -> str:
              "whose truth is counterfactual (each arm also serves every user alone: the policies' lift on "
              f"the campaign's users and days) ({1 - s['alpha']:.0%} intervals). {len(summary['rows'])} pairs.", ""]
     for metric in METRICS:
-        lines += [f"## {metric.upper()} relative lift", "",
-                  "Per predictor over the pairs: Spearman rank correlation with the true online lift, mean "
-                  "bias and mean absolute error (prediction - true online lift; n/a for offline metric "
-                  "differences, which are not lifts), and the share of pairs whose interval covers the true "
-                  "online lift / the truth on the logged requests.", ""]
-        lines += kit.md_table(["predictor", "pairs", "Spearman", "mean bias", "mean abs error", "covers online truth",
-                               "covers logged truth"],
-                              [[k, v["n"], _num(v["spearman"], "+.2f"), _num(v["mean_bias"], "+.1%"),
-                                _num(v["mean_abs_error"], ".1%"), _num(v["covers_online_truth"], ".0%"),
-                                _num(v["covers_logged_truth"], ".0%")]
-                               for k, v in summary["scores"][metric].items()])
-        lines.append("")
+        for key, (what, _) in SUBSETS.items():
+            lines += [f"## {metric.upper()} relative lift: {what}", "",
+                      "Per predictor: Spearman rank correlation with the true online lift, mean bias and mean "
+                      "absolute error (prediction - true online lift; n/a for offline metric differences, which "
+                      "are not lifts), and the share of pairs whose interval covers the true online lift / the "
+                      "truth on the logged requests."
+                      + (" An A/A pair (blend 0: the control's slates) has every off-policy estimate exactly 0 "
+                         "with a zero-width interval and a true lift of 0, so it is covered trivially."
+                         if key == "all" else ""), ""]
+            lines += kit.md_table(["predictor", "pairs", "Spearman", "mean bias", "mean abs error",
+                                   "covers online truth", "covers logged truth"],
+                                  [[k, v["n"], _num(v["spearman"], "+.2f"), _num(v["mean_bias"], "+.1%"),
+                                    _num(v["mean_abs_error"], ".1%"), _num(v["covers_online_truth"], ".0%"),
+                                    _num(v["covers_logged_truth"], ".0%")]
+                                   for k, v in summary["scores"][key][metric].items()])
+            lines.append("")
     loggers = s["loggers"]
     header = ["pair", "offline AUC diff", "true online", "online A/B [CI]",
               *[f"logged truth ({lg})" for lg in loggers],
@@ -248,7 +295,7 @@ def figure(summary: dict, path: Path) -> None:
         if not name.startswith("offline"):
             span = [min(x.min(), y.min()), max(x.max(), y.max())]
             ax.plot(span, span, "k--", lw=0.8)
-        rho = summary["scores"]["ctr"][name]["spearman"]
+        rho = summary["scores"]["all"]["ctr"][name]["spearman"]
         ax.set_title(f"{name}: rho {_num(rho, '+.2f')}", fontsize=8)
         ax.set_xlabel("true online CTR lift", fontsize=7)
         ax.tick_params(labelsize=7)
@@ -259,21 +306,28 @@ def figure(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str]) -> int:
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The flags (``--quick``: one world of 150 users, blends 0 and 1, DNN against DIN)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     kit.add_common_args(ap, users=1500, campaign_days=1.0, users_help="world n_users (the preset has 2000)",
                         seeds_help=None)
     ap.add_argument("--worlds", type=int, default=4, help="default-world seeds of the fixed pairs (from --seed)")
-    ap.add_argument("--dials", default="response.user_click_bias_sd=1.5", help="extra worlds of the fixed pairs, KEY=VALUE comma-separated "
-                    "(e.g. response.user_click_bias_sd=1.5)")
+    ap.add_argument("--dials", default="response.user_click_bias_sd=1.5",
+                    help="extra worlds of the fixed pairs on the first seed, KEY=VALUE comma-separated")
     ap.add_argument("--blends", default="0,0.05,0.1,0.2,0.4,1", help="oracle blends against popularity")
     ap.add_argument("--trained", default="din,dnn,amen,deepfm,dcn",
                     help="trained arms (the first is the control); '' for none")
     ap.add_argument("--trained-worlds", type=int, default=2, help="worlds (the first seeds) with the trained arms")
     ap.add_argument("--loggers", default="uniform,epsilon", help="logging policies of the OPE pre-period")
     ap.add_argument("--workers", type=int, default=2, help="campaign / pre-period processes")
-    args = kit.apply_quick(ap.parse_args(argv), {"users": 150, "worlds": 1, "blends": "0,1", "trained": "dnn,din",
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse the finished OPE runs and campaigns under <cache>/../offline-online whose spec is the same")
+    return kit.apply_quick(ap.parse_args(argv), {"users": 150, "worlds": 1, "blends": "0,1", "trained": "dnn,din",
                                                     "trained_worlds": 1, "dials": "", "workers": 1})
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -288,13 +342,16 @@ def main(argv: list[str]) -> int:
     from simab.spec import load_campaign
 
     summary = json_safe({
-        "argv": argv, "wall_s": time.perf_counter() - started,
+        "argv": argv, "wall_s": sum(r["campaign_seconds"] for r in {r["campaign"]: r for r in rows}.values()),
+        "script_s": time.perf_counter() - started,
         "settings": {"users": args.users, "seeds": [w["seed"] for w in world_list(args) if not w["dial"]],
                      "dials": kit.split_list(args.dials), "campaign_days": args.campaign_days,
                      "blends": [float(b) for b in kit.split_list(args.blends)], "trained": kit.split_list(args.trained),
                      "trained_worlds": args.trained_worlds, "epochs": args.epochs, "max_steps": args.max_steps, "loggers": loggers,
                      "alpha": load_campaign(None).alpha},
-        "scores": {m: {k: score(v) for k, v in points[m].items()} for m in METRICS},
+        "scores": {key: {m: {k: score(v) for k, v in predictors([r for r in rows if keep(r, loggers)], m,
+                                                                 loggers).items()} for m in METRICS}
+                   for key, (_, keep) in SUBSETS.items()},
         "points": points, "rows": rows,
     })
     out = Path(args.out)

@@ -60,9 +60,21 @@ def test_quick_run_writes_the_page_and_the_pairs(tmp_path, monkeypatch):
         assert all(e["rel_lift"] == 0.0 for e in aa["ope"][logger]["estimates"].values())
     for r in summary["rows"]:
         assert set(r["metrics"]["ctr"]["online"]) == {"rel_lift", "rel_ci", "true_rel_lift", "ci_covers_truth"}
-    assert "online A/B" in summary["scores"]["ctr"] and "IPS (epsilon)" in summary["scores"]["ctr"]
+    assert "online A/B" in summary["scores"]["all"]["ctr"] and "IPS (epsilon)" in summary["scores"]["all"]["ctr"]
+    assert summary["scores"]["trained"]["ctr"]["online A/B"]["n"] == 1  # din vs dnn
+    assert summary["scores"]["without_aa"]["ctr"]["online A/B"]["n"] == 3
     page = (out / "offline_online.md").read_text()
     assert page.startswith(oo.render(summary))
+    # --resume reuses the finished campaigns (same specs): the same rows without running them
+    # again; another world size is another spec, so nothing would be reused
+    assert oo.main(["--quick", "--resume", "--cache", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    again = json.loads((out / "offline_online.json").read_text())
+    assert again["rows"] == summary["rows"] and again["script_s"] < summary["script_s"]
+    camp = oo.campaigns(oo.parse_args(["--quick"]))[0]
+    import simab
+
+    spec = simab.load_campaign(None, overrides={"name": camp["name"], "arms": {"a": {"policy": "popularity"}}})
+    assert oo.finished(spec, tmp_path / "offline-online" / camp["name"], ["uniform", "epsilon"]) is None
 
 
 def test_recorded_page_is_the_render_of_its_json():
