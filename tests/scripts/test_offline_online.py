@@ -66,14 +66,14 @@ def test_quick_run_writes_the_page_and_the_pairs(tmp_path, monkeypatch):
     page = (out / "offline_online.md").read_text()
     assert page.startswith(oo.render(summary))
     # --resume reuses the finished campaigns (same specs): the same rows without running them
-    # again; another world size is another spec, so nothing would be reused
+    # again; another spec (here another seed) is not reused
     assert oo.main(["--quick", "--resume", "--cache", str(tmp_path / "cache"), "--out", str(out)]) == 0
     again = json.loads((out / "offline_online.json").read_text())
     assert again["rows"] == summary["rows"] and again["script_s"] < summary["script_s"]
     camp = oo.campaigns(oo.parse_args(["--quick"]))[0]
     import simab
 
-    spec = simab.load_campaign(None, overrides={"name": camp["name"], "arms": {"a": {"policy": "popularity"}}})
+    spec = simab.load_campaign(None, overrides={"name": camp["name"], "seed": 99})
     assert oo.finished(spec, tmp_path / "offline-online" / camp["name"], ["uniform", "epsilon"]) is None
 
 
