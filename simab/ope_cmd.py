@@ -164,12 +164,12 @@ def render_png(data: dict) -> bytes:
         ax.legend(fontsize=7)
         ax = axes[row][1]
         for i, c in enumerate(m["comparisons"].values()):
-            for j, r in enumerate(c["estimates"].values()):
+            for j, (e, r) in enumerate(c["estimates"].items()):
                 if math.isnan(r["rel_lift"]):
                     continue
                 x = i + (j - 1.5) * 0.15
                 ax.errorbar([x], [r["rel_lift"]], yerr=[[r["rel_lift"] - r["rel_ci"][0]], [r["rel_ci"][1] - r["rel_lift"]]],
-                            fmt="o", color=f"C{j}", capsize=3)
+                            fmt="o", color=f"C{j}", capsize=3, label=e if i == 0 else None)
             ax.hlines(c["true_rel_lift"], i - 0.35, i + 0.35, colors="k", linestyles="--")
             o = c.get("online")
             if o and o["rel_lift"] is not None and None not in o["rel_ci"]:
@@ -181,8 +181,7 @@ def render_png(data: dict) -> bytes:
                               label="online truth" if i == 0 else None)
         ax.set_xticks(range(len(m["comparisons"])), list(m["comparisons"]))
         ax.set_title(f"{metric}: relative lift (dashed: truth)")
-        if any(c.get("online") for c in m["comparisons"].values()):
-            ax.legend(fontsize=7)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
