@@ -277,7 +277,7 @@ def figure(summary: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    preds = summary["points"]["ctr"]
+    preds = predictors(summary["rows"], "ctr", summary["settings"]["loggers"])
     names = list(preds)
     cols = 4
     rows_n = math.ceil(len(names) / cols)
@@ -337,7 +337,6 @@ def main(argv: list[str]) -> int:
     for camp in campaigns(args):
         rows += run_one(args, camp, root)
     loggers = kit.split_list(args.loggers)
-    points = {m: predictors(rows, m, loggers) for m in METRICS}
     from simab.reports.json_numbers import json_safe
     from simab.spec import load_campaign
 
@@ -352,7 +351,7 @@ def main(argv: list[str]) -> int:
         "scores": {key: {m: {k: score(v) for k, v in predictors([r for r in rows if keep(r, loggers)], m,
                                                                  loggers).items()} for m in METRICS}
                    for key, (_, keep) in SUBSETS.items()},
-        "points": points, "rows": rows,
+        "rows": rows,
     })
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
