@@ -113,7 +113,8 @@ class LoggingPolicy(_Fixed):
 
     The logged propensity of each pick is its probability *given the earlier picks* (the
     Plackett-Luce factor); the marginal P(item at position) that off-policy evaluation needs
-    is 1 / C under ``uniform`` and has no closed form otherwise (docs/ope.md).
+    is 1 / C under ``uniform``, an exact recursion under ``epsilon`` and a Monte-Carlo
+    estimate under ``plackett_luce`` (simab/ope_marginal.py, docs/ope.md).
     """
 
     name = "logging"

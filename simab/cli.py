@@ -7,7 +7,8 @@
     simab world PRESET [--users N] [--seed N] [--out DIR]
     simab train --world PRESET --policy NAME [--set key=value ...] [--epochs N] [--device D] --out DIR
     simab power ...
-    simab ope CAMPAIGN.toml [--out DIR] [--logging uniform] [--online] [--seed N] [--workers N] [--set KEY=VALUE ...]
+    simab ope CAMPAIGN.toml [--out DIR] [--logging uniform|epsilon|plackett_luce] [--temperature T] [--online]
+              [--seed N] [--workers N] [--set KEY=VALUE ...]
     simab sweep [CAMPAIGN.toml] --grid KEY=V1,V2,... [--replicates N] [--workers N] [--backend local|ray] [--out DIR]
     simab calibrate --battery aa|known-effect|peeking|naive|all --runs N [--workers N] [--users N] [--backend local|ray] [--out DIR]
 
@@ -261,8 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "pre-period, beside the truth (docs/ope.md)")
     op.add_argument("spec", help="campaign TOML file (its world and arms)")
     op.add_argument("--out", help="output folder (default: <output>/<name>-ope, i.e. runs/<name>-ope)")
-    op.add_argument("--logging", choices=["uniform"], default="uniform",
-                    help="the logging policy of the evaluated pre-period: uniformly random slates (default uniform)")
+    op.add_argument("--logging", choices=["uniform", "epsilon", "plackett_luce"], default="uniform",
+                    help="the logging policy of the evaluated pre-period: uniformly random slates, the pre-period's "
+                    "epsilon-greedy popularity, or Plackett-Luce over popularity (default uniform)")
+    op.add_argument("--temperature", type=finite_float(positive=True), default=1.0,
+                    help="Plackett-Luce temperature of --logging plackett_luce, > 0 (default 1.0)")
     op.add_argument("--online", action="store_true",
                     help="also run the campaign (into OUT/campaign) and show its A/B estimate and true lift "
                     "beside the off-policy ones (default: off)")

@@ -4,8 +4,10 @@ the arms' slates on the same requests (docs/ope.md).
 
 Steps: the campaign's arms are prepared as a campaign prepares them
 (``arm_policies.prepare_policies``: trainable arms train on the cached pre-period); a
-logging run with uniformly random slates serves the pre-period's users and days, recording
-every arm's top-K on each request and its truth (``simab.ope_log``); a reward model is
+logging run (uniformly random slates, the pre-period's own epsilon-greedy logger or
+Plackett-Luce over popularity) serves the pre-period's users and days, recording every
+arm's top-K on each request, its truth and the logger's marginal propensities
+(``simab.ope_log``, ``simab.ope_marginal``); a reward model is
 fitted on the log for the direct method; IPS, SNIPS, DM and DR estimate each arm and each
 treatment-vs-control lift (``simab.ope``); with ``--online`` the campaign also runs (into
 ``<out>/campaign``) and its A/B estimate and true lift sit beside them.  Writes ``ope.json``,
@@ -131,7 +133,9 @@ def render_md(data: dict) -> str:
 
 def render_png(data: dict) -> bytes:
     """Per metric: each arm's estimates with intervals and its truth (dashed), and each
-    relative lift's estimates with intervals and its truth."""
+    relative lift's estimates with intervals, its truth and (with --online) the A/B
+    estimate and the online truth; beside them, each comparison's offline (validation)
+    AUC / GAUC / logloss difference where both arms are trained."""
     import io
 
     import matplotlib
@@ -140,7 +144,11 @@ def render_png(data: dict) -> bytes:
     import matplotlib.pyplot as plt
 
     metrics = list(data["metrics"])
-    fig, axes = plt.subplots(len(metrics), 2, figsize=(10, 3.2 * len(metrics)), squeeze=False)
+    fig, axes = plt.subplots(len(metrics), 3, figsize=(14, 3.2 * len(metrics)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1.2, 0.8]})
+    _offline_panel(axes[0][2], data["metrics"][metrics[0]]["comparisons"])
+    for row in range(1, len(metrics)):
+        axes[row][2].axis("off")
     for row, metric in enumerate(metrics):
         m = data["metrics"][metric]
         ax = axes[row][0]
@@ -156,12 +164,12 @@ def render_png(data: dict) -> bytes:
         ax.legend(fontsize=7)
         ax = axes[row][1]
         for i, c in enumerate(m["comparisons"].values()):
-            for j, r in enumerate(c["estimates"].values()):
+            for j, (e, r) in enumerate(c["estimates"].items()):
                 if math.isnan(r["rel_lift"]):
                     continue
                 x = i + (j - 1.5) * 0.15
                 ax.errorbar([x], [r["rel_lift"]], yerr=[[r["rel_lift"] - r["rel_ci"][0]], [r["rel_ci"][1] - r["rel_lift"]]],
-                            fmt="o", color=f"C{j}", capsize=3)
+                            fmt="o", color=f"C{j}", capsize=3, label=e if i == 0 else None)
             ax.hlines(c["true_rel_lift"], i - 0.35, i + 0.35, colors="k", linestyles="--")
             o = c.get("online")
             if o and o["rel_lift"] is not None and None not in o["rel_ci"]:
@@ -173,13 +181,36 @@ def render_png(data: dict) -> bytes:
                               label="online truth" if i == 0 else None)
         ax.set_xticks(range(len(m["comparisons"])), list(m["comparisons"]))
         ax.set_title(f"{metric}: relative lift (dashed: truth)")
-        if any(c.get("online") for c in m["comparisons"].values()):
-            ax.legend(fontsize=7)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     return buf.getvalue()
+
+
+def _offline_panel(ax, comparisons: dict) -> None:
+    """Grouped bars: each comparison's validation AUC / GAUC / logloss difference
+    (treatment - control); a note where no comparison has both arms trained."""
+    diffs = {name: c.get("offline_difference") for name, c in comparisons.items()}
+    diffs = {n: d for n, d in diffs.items() if d}
+    ax.set_title("offline difference (validation)")
+    if not diffs:
+        ax.text(0.5, 0.5, "no offline metrics:\nan arm is a fixed policy", ha="center", va="center",
+                transform=ax.transAxes, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return
+    for j, key in enumerate(OFFLINE_KEYS):
+        for i, d in enumerate(diffs.values()):
+            v = d.get(key)
+            if v is not None:
+                ax.bar(i + (j - 1) * 0.25, v, width=0.25, color=f"C{j + 4}", label=key if i == 0 else None)
+                ax.annotate(f"{v:+.4f}", (i + (j - 1) * 0.25, v), ha="center", fontsize=7,
+                            va="bottom" if v >= 0 else "top")
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.set_xticks(range(len(diffs)), list(diffs))
+    ax.legend(fontsize=7)
 
 
 def add_offline_differences(data: dict) -> None:
@@ -220,7 +251,15 @@ def add_online(data: dict, report: dict) -> None:
                 "ci_covers_truth": o.get("ci_covers_truth")}
 
 
-def run_ope(spec, out: Path, *, mode: str = "uniform", workers: int = 1, online: bool = False) -> dict:
+#: What each logging mode's marginal propensities are (ope.json ``assumptions``).
+MARGINALS = {"uniform": "1 / C, exact (uniform logging)",
+             "epsilon": "exact, by a Markov chain over the epsilon-greedy logger's picks (simab/ope_marginal.py)",
+             "plackett_luce": "Monte-Carlo (importance-sampled Rao-Blackwell average over prefixes, "
+                              "simab/ope_marginal.py); ``logging.marginal_rel_se`` is its relative error"}
+
+
+def run_ope(spec, out: Path, *, mode: str = "uniform", temperature: float = 1.0, workers: int = 1,
+            online: bool = False) -> dict:
     """Prepare the arms, run the logging policy, estimate and write the outputs into
     ``out``; with ``online``, also run the campaign (into ``out/campaign``) and put its A/B
     estimates and true lifts beside the off-policy ones.  Returns ``ope.json``'s content."""
@@ -249,14 +288,23 @@ def run_ope(spec, out: Path, *, mode: str = "uniform", workers: int = 1, online:
                              "deterministic rankings (any other policy)", key=f"arms.{arm}.policy")
         policies[arm] = p
     progress(f"ope {spec.name!r}: logging policy {mode!r} over the pre-period ({spec.world.n_users:,} users) ...")
-    log = collect(world, policies, mode)
+    log = collect(world, policies, mode, temperature)
     t = log.table
+    logging = {"mode": mode, "users": len(np.unique(t.column("user").to_numpy())),
+               "requests": len(np.unique(t.column("request").to_numpy())), "exposures": t.num_rows}
+    if mode == "epsilon":
+        logging["epsilon"] = spec.world.logging_epsilon
+    if mode == "plackett_luce":
+        rel = t.column("marginal_se").to_numpy() / t.column("marginal_propensity").to_numpy()
+        logging.update(temperature=temperature, marginal_rel_se={"median": float(np.median(rel)),
+                                                                 "p99": float(np.quantile(rel, 0.99))})
+    p0 = t.column("marginal_propensity").to_numpy()
+    logging["marginal_propensity"] = {"min": float(p0.min()), "median": float(np.median(p0)), "max": float(p0.max())}
     data = {
         "schema": 1, "campaign": spec.name, "seed": spec.seed, "alpha": spec.alpha,
-        "logging": {"mode": mode, "users": len(np.unique(t.column("user").to_numpy())),
-                    "requests": len(np.unique(t.column("request").to_numpy())), "exposures": t.num_rows},
+        "logging": logging,
         "assumptions": "item-position model: the reward of an item at a position does not depend on the rest "
-                       "of the slate; marginal propensities 1 / C (uniform logging)",
+                       f"of the slate; marginal propensities {MARGINALS[mode]}",
         "offline": {arm: ({k: d["metrics"].get(k) for k in OFFLINE_KEYS} if "metrics" in d else None)
                     for arm, d in descs.items()},
         "metrics": analyze(log, world.catalog.logpop, len(world.scenario_names), spec.alpha),
@@ -290,7 +338,8 @@ def ope_main(args) -> int:
         overrides, flags = {"seed": args.seed}, {**flags, "seed": "--seed"}
     spec = load_campaign(args.spec, overrides=overrides, set_values=values, flags=flags)
     out = Path(args.out) if args.out else Path(spec.output) / f"{spec.name}-ope"
-    data = run_ope(spec, out, mode=args.logging, workers=args.workers, online=args.online)
+    data = run_ope(spec, out, mode=args.logging, temperature=args.temperature, workers=args.workers,
+                   online=args.online)
     print(render_md(data))
     print(f"\nwrote {out / 'ope.json'}, {out / 'ope.md'}, {out / 'ope.png'}, {out / 'ope_log.parquet'}")
     return 0

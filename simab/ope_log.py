@@ -15,8 +15,10 @@ one the request is served in), which records:
   ``examination(k) * attraction(a)`` with the attraction at the request's state, and
   P(conversion) multiplies by P(convert | click); so the truth is exact for the logged
   requests;
-- the logging policy's marginal propensity of every (item, position): ``1 / C`` under
-  ``uniform`` logging.
+- the logging policy's slate, replayed from the same request-keyed uniforms the service
+  draws it from (``collect`` checks it is the logged one), and the logger's marginal
+  propensity of each of its (item, position): ``1 / C`` under ``uniform``, exact under
+  ``epsilon``, a Monte-Carlo estimate under ``plackett_luce`` (``simab.ope_marginal``).
 """
 
 from __future__ import annotations
@@ -27,13 +29,15 @@ import numpy as np
 import pyarrow as pa
 
 from simab.errors import SimabError
+from simab.ope_marginal import MC_DRAWS, epsilon_marginal, plackett_luce_marginal
 from simab.policies.world_features import GROUP_RINGS, Snapshot
 from simab.preperiod import logging_simulation, pre_period_shards, pre_period_users
 from simab.progress import progress
+from simab.simulators import rng, streams
 from simab.simulators.world import World
 
-#: Logging modes whose marginal propensities are exact (the only ones ``simab ope`` reads).
-OPE_LOGGING_MODES = ("uniform",)
+#: Logging modes whose marginal propensities ``simab ope`` computes (simab/ope_marginal.py).
+OPE_LOGGING_MODES = ("uniform", "epsilon", "plackett_luce")
 #: Requests a neural target policy scores at once (bounds the memory of a large wave).
 SCORE_CHUNK = 256
 
@@ -42,15 +46,41 @@ class OpeRecorder:
     """Per request of a logging simulation: the target policies' slates and their truth
     (module docstring).  ``policies``: arm -> a deterministic ranking policy."""
 
-    def __init__(self, sim, policies: dict):
+    def __init__(self, sim, policies: dict, logger_arm: str = "logging"):
         self.sim, self.policies = sim, policies
+        server = sim.services[logger_arm]
+        self.logger, self.logger_key = server.policy, server.ukey
+        self.mc_key = rng.stream_key(sim.world.seed, sim.world.stream(f"ope-marginal/{logger_arm}"))
         self.parts: list[dict[str, np.ndarray]] = []
 
-    def _scores(self, policy, rows, t, sc, cand, attraction) -> np.ndarray:
+    def _batch(self, policy, rows, t, sc, cand, attraction) -> dict:
         groups = tuple(policy.feature_groups)
         rings = tuple(dict.fromkeys(GROUP_RINGS[g] for g in groups if g in GROUP_RINGS))
         snap = Snapshot.from_state(self.sim.state, rows, t, sc, rings)
-        batch = self.sim.builder.build(snap, cand, groups, p_click=attraction if "oracle" in groups else None)
+        return self.sim.builder.build(snap, cand, groups, p_click=attraction if "oracle" in groups else None)
+
+    def _logged(self, rows, rids, t, sc, cand, attraction, K) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The logger's slate [B, K] (candidate indices) from the uniforms the service draws
+        it from, each pick's marginal propensity and its Monte-Carlo standard error (0 where
+        exact)."""
+        B, C = cand.shape
+        batch = self._batch(self.logger, rows, t, sc, cand, attraction)
+        uniforms = rng.uniform(self.logger_key, rids[:, None], streams.policy_uniform_counters(C)[None, :])
+        idx, _ = self.logger.slate(batch, K, uniforms)
+        mode = self.logger.params["mode"]
+        se = np.zeros((B, K))
+        if mode == "uniform":
+            marginal = np.full((B, K), 1.0 / C)
+        elif mode == "epsilon":
+            marginal = epsilon_marginal(batch["item_pop"].numpy(), idx, self.logger.params["epsilon"])
+        else:
+            logits = batch["item_pop"].numpy().astype(np.float64) / self.logger.params["temperature"]
+            mc = rng.uniform(self.mc_key, rids[:, None], np.arange(MC_DRAWS * C)[None, :])
+            marginal, se = plackett_luce_marginal(logits, idx, mc)
+        return idx, marginal, se
+
+    def _scores(self, policy, rows, t, sc, cand, attraction) -> np.ndarray:
+        batch = self._batch(policy, rows, t, sc, cand, attraction)
         if not hasattr(policy, "parameters"):
             return policy.score(batch).numpy()
         import torch
@@ -75,6 +105,10 @@ class OpeRecorder:
         part = {"request": np.repeat(rids, K), "user": np.repeat(users.ids[rows], K),
                 "scenario": np.repeat(sc, K), "position": np.tile(np.arange(K), B),
                 "n_candidates": np.full(B * K, C), "examination": exam.reshape(-1)}
+        idx, marginal, se = self._logged(rows, rids, t, sc, cand, attraction, K)
+        part["replayed_item"] = np.take_along_axis(cand, idx, axis=1).reshape(-1)
+        part["marginal_propensity"] = marginal.reshape(-1)
+        part["marginal_se"] = se.reshape(-1)
         for arm, policy in self.policies.items():
             idx = np.argsort(-self._scores(policy, rows, t, sc, cand, attraction), axis=1, kind="stable")[:, :K]
             a = np.take_along_axis(attraction, idx, axis=1)
@@ -101,19 +135,20 @@ class OpeLog:
     arms: tuple[str, ...]
 
 
-def collect(world: World, policies: dict, mode: str = "uniform") -> OpeLog:
-    """Run the logging policy in ``mode`` over the pre-period's users and days, shard by
-    shard, recording the target ``policies``' slates and truth; returns the joined log."""
+def collect(world: World, policies: dict, mode: str = "uniform", temperature: float = 1.0) -> OpeLog:
+    """Run the logging policy in ``mode`` (``temperature``: Plackett-Luce's) over the
+    pre-period's users and days, shard by shard, recording the target ``policies``' slates
+    and truth and the logger's marginal propensities; returns the joined log."""
     if mode not in OPE_LOGGING_MODES:
-        raise SimabError(f"logging mode {mode!r} has no exact marginal propensities; one of "
-                         f"{list(OPE_LOGGING_MODES)}", key="--logging")
+        raise SimabError(f"logging mode {mode!r} is not one of {list(OPE_LOGGING_MODES)}", key="--logging")
+    logging = {"mode": mode, "temperature": temperature} if mode == "plackett_luce" else {"mode": mode}
     shards = pre_period_shards(world.spec.n_users)
     tables = []
     for s in range(shards):
         users = pre_period_users(world, s, shards)
         if len(users) == 0:
             continue
-        sim = logging_simulation(world, users, world.spec.pre_period_days, s, logging={"mode": mode})
+        sim = logging_simulation(world, users, world.spec.pre_period_days, s, logging=logging)
         rec = OpeRecorder(sim, policies)
         sim.ope_recorder = rec
         sim.run()
@@ -124,11 +159,11 @@ def collect(world: World, policies: dict, mode: str = "uniform") -> OpeLog:
         for col in ("request", "position"):
             if not np.array_equal(exp.column(col).to_numpy(), rt.column(col).to_numpy().astype(exp.column(col).type.to_pandas_dtype())):
                 raise RuntimeError(f"ope log: recorded requests differ from the logged exposures ({col})")
-        joined = rt
+        if not np.array_equal(exp.column("item").to_numpy(), rt.column("replayed_item").to_numpy()):
+            raise RuntimeError("ope log: the replayed logging slates differ from the logged ones")
+        joined = rt.drop_columns(["replayed_item"])
         for col in ("item", "clicked", "converted", "p_click", "p_convert", "propensity"):
             joined = joined.append_column(f"logged_{col}" if col in ("item", "propensity") else col, exp.column(col))
-        n_cand = joined.column("n_candidates").to_numpy()
-        joined = joined.append_column("marginal_propensity", pa.array(1.0 / n_cand))
         tables.append(joined)
         progress(f"  ope logging shard {s + 1}/{shards}: {exp.num_rows:,} exposures")
     if not tables:
