@@ -84,6 +84,29 @@ def sharing_probe(policy: Any, data: kit.WorldData, seed: int) -> dict:
             "shareable_among_all": float(shareable.mean())}
 
 
+def csa_probe(policy: Any, data: kit.WorldData, rows: int = 2048) -> dict:
+    """What LCN's complete-scope attention selects on the first ``rows`` validation rows:
+    the share of events of the target's category among its top-``k1`` events, and among all
+    real events of the history (what a random selection gets)."""
+    import torch
+
+    batch = next(iter(data.val.batches(rows, shuffle=False, groups=policy.feature_groups)))
+    policy.eval()
+    with torch.no_grad():
+        b = policy.to_device(batch)
+        target = policy.bank.item_key(b["item"], b["item_cat"])  # [B, 1, 2d]
+        keys = policy.bank.item_key(b["ll_item"], b["ll_cat"])
+        scores, _ = policy.csa(target, keys, b["ll_mask"])
+    from simab.policies.lcn import top_k_positions
+
+    same = (b["ll_cat"] == b["item_cat"]) & b["ll_mask"]  # [B, N]: one candidate per row
+    idx, sel = top_k_positions(scores, b["ll_mask"], policy.params["k1"])
+    picked = same.gather(1, idx[:, 0]) & sel[:, 0]
+    return {"k1": int(policy.params["k1"]),
+            "same_category_in_top_k": float(picked.sum() / sel[:, 0].sum().clamp(min=1)),
+            "same_category_in_history": float(same.sum() / b["ll_mask"].sum().clamp(min=1))}
+
+
 def campaign(args: argparse.Namespace, cfg: dict, shared: dict, value: float) -> dict:
     """The seed's A/B campaign (baseline control, model treatment) at one dial value, with
     ``simab power``'s sizing of each metric: the users per arm that detect the campaign's
@@ -168,6 +191,8 @@ def main(argv: list[str]) -> int:
         rows = {label: grid.rows[label] for label in grid.rows}
         probes = {f"{label} seed {seed}": sharing_probe(policy, data, seed)
                   for (label, seed), policy in grid.policies.items() if hasattr(policy, "select")}
+        attention = {f"{label} seed {seed}": csa_probe(policy, data)
+                     for (label, seed), policy in grid.policies.items() if hasattr(policy, "csa")}
         edges, focus = {}, {}
         for label in rows:
             for b in cfg["baselines"]:
@@ -177,7 +202,8 @@ def main(argv: list[str]) -> int:
                 edges[f"{label} - {b}"] = e
                 focus[f"{label} - {b}"] = [r.get(f"auc_{cfg['focus']}", np.nan) - q.get(f"auc_{cfg['focus']}", np.nan)
                                            for r, q in zip(rows[label], rows[b], strict=True)]
-        results.append({"value": v, "rows": rows, "edges": edges, "focus_edges": focus, **({"selection": probes} if probes else {})})
+        results.append({"value": v, "rows": rows, "edges": edges, "focus_edges": focus, **({"selection": probes} if probes else {}),
+                        **({"csa": attention} if attention else {})})
     online = None
     if args.campaign_days > 0 and "campaign" in cfg:
         at = args.campaign_at if args.campaign_at is not None else max(values)
@@ -236,6 +262,12 @@ def render(summary: dict) -> str:
                    "n/a" if p["shareable_among_shared"] is None else f"{p['shareable_among_shared']:.3f}",
                    f"{p['shareable_among_all']:.3f}"]
                   for r in s["results"] for who, p in r.get("selection", {}).items()]
+    csa_rows = [[f"{r['value']:g}", who, str(p["k1"]), f"{p['same_category_in_top_k']:.3f}",
+                 f"{p['same_category_in_history']:.3f}"] for r in s["results"] for who, p in r.get("csa", {}).items()]
+    if csa_rows:
+        lines += ["", "What LCN's complete-scope attention selects on 2,048 validation rows: the share of lifelong "
+                  "events of the target's category among its top-k1 events and among all events (a random selection):", ""]
+        lines += kit.md_table(["dial", "model", "k1", "target's category in top-k1", "in the whole history"], csa_rows)
     if probe_rows:
         lines += ["", "What the selection marked shared on the training rows (a category is shareable when the oracle "
                   "gives it no scenario-specific part):", ""]
