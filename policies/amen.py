@@ -8,14 +8,17 @@ The paper's full text is not available to us; this module follows the seed summa
    search-result and shop scenes of the moveline, ``ais_*``) is attended by the target
    item with an item-level multi-head target attention (MHTA).
    *Assumed*: keys are item ⊕ category ⊕ scene-type embeddings, the query is item ⊕
-   category of the target; ``n_heads`` heads, width ``attention_dim``.
+   category of the target; ``n_heads`` heads, width ``attention_dim``; query and keys
+   are layer-normed (as in both pathways), so the score does not start as small as the
+   product of two std-1e-2 embeddings.
 2. **Scene-to-item pathway.**  ``Prompting()`` maps the target item to a *virtual
    scene-level target* that lives in the space of the moveline's scene tokens (scene
    type ⊕ category ⊕ shop ⊕ time-gap bucket), and a scene-level MHTA lets it attend
    over the moveline.  *Assumed* (``prompt``): ``"aligned"`` fills the category and
    shop slots with the target's own (shared) embeddings and the scene-type and gap
    slots with learned prompt vectors per scenario, then adds a linear map of the
-   target's fields; ``"mlp"`` maps the target's fields with an MLP.
+   target's fields (initialised at zero, so the virtual target starts aligned);
+   ``"mlp"`` maps the target's fields with an MLP.
 3. **Main net** over profile, scenario, target fields, the popularity prior and both
    pathways -> main logit.  *Assumed*: an MLP (``mlp_units``); the short click
    sequence is not an input unless ``short_seq`` is ``"mean"``.
@@ -83,6 +86,12 @@ class Prompting(nn.Module):
             for table in (self.scene_prompt, self.gap_prompt):
                 nn.init.normal_(table.weight, std=1e-2)
             self.proj = nn.Linear(4 * dim, 4 * dim)
+            # Zero: the virtual target starts exactly aligned (the target's own category
+            # and shop in their slots); a default-initialised bias (about ±1/sqrt(4d)) is
+            # ten times the embeddings (std 1e-2) and made the query nearly the same
+            # vector for every target (tests/policies/test_amen_learns.py).
+            nn.init.zeros_(self.proj.weight)
+            nn.init.zeros_(self.proj.bias)
         else:
             self.proj = MLP(4 * dim, [4 * dim], out_dim=4 * dim, activation=activation)
 
@@ -154,6 +163,14 @@ class AMEN(NeuralPolicy):
         if p["use_scene_pathway"]:
             self.scene_mhta = MultiHeadTargetAttention(4 * d, 4 * d, att, p["n_heads"], p["dropout"])
             path_dims.append(att)
+        # Layer norm on each MHTA's query and keys: the dot-product score is bilinear in
+        # embeddings that start at std 1e-2, so unnormalised it starts ~1e-4 times its
+        # unit-scale size with a gradient as small, and neither pathway left uniform
+        # attention in training (tests/policies/test_amen_learns.py has the figures).
+        if p["use_item_pathway"]:
+            self.item_norm_q, self.item_norm_k = nn.LayerNorm(2 * d), nn.LayerNorm(3 * d)
+        if p["use_scene_pathway"]:
+            self.scene_norm_q, self.scene_norm_k = nn.LayerNorm(4 * d), nn.LayerNorm(4 * d)
         self.prompting = Prompting(d, max(feature_spec.n_scenarios, len(feature_spec.scenario_names)),
                                    p["prompt"], p["activation"])
         if p["short_seq"] == "mean":
@@ -175,15 +192,44 @@ class AMEN(NeuralPolicy):
         """``target [B, C, 4, d]`` -> (pathway outputs, each ``[B, C, att]``; prompt ``[B, C, 4d]``)."""
         outs = []
         if self.params["use_item_pathway"]:
-            query = torch.cat([target[..., 0, :], target[..., 1, :]], dim=-1)
-            keys = torch.cat([self.bank.item_key(batch["ais_item"], batch["ais_cat"]),
-                              self.bank("scene", batch["ais_scene"])], dim=-1)
-            outs.append(self.item_mhta(query, keys, batch["ais_mask"]))
+            outs.append(self.item_mhta(*self._item_attention_inputs(batch, target)))
         prompt = self.prompting(target, batch["scenario"])
         if self.params["use_scene_pathway"]:
-            tokens = self.scene_tokens(batch)
-            outs.append(self.scene_mhta(prompt, tokens, batch["ml_mask"]))
+            outs.append(self.scene_mhta(*self._scene_attention_inputs(batch, prompt)))
         return outs, prompt
+
+    def _item_attention_inputs(self, batch: Batch, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Item-level MHTA's query (target item ⊕ category), keys (AISeq item ⊕ category ⊕
+        scene type), each layer-normed, and mask."""
+        query = torch.cat([target[..., 0, :], target[..., 1, :]], dim=-1)
+        keys = torch.cat([self.bank.item_key(batch["ais_item"], batch["ais_cat"]),
+                          self.bank("scene", batch["ais_scene"])], dim=-1)
+        return self.item_norm_q(query), self.item_norm_k(keys), batch["ais_mask"]
+
+    def _scene_attention_inputs(self, batch: Batch, prompt: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Scene-level MHTA's query (the virtual scene token), keys (moveline scene tokens),
+        each layer-normed, and mask."""
+        return self.scene_norm_q(prompt), self.scene_norm_k(self.scene_tokens(batch)), batch["ml_mask"]
+
+    @torch.no_grad()
+    def attention_weights(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """What each pathway attends to, per head, in eval mode on CPU: ``"item"``
+        ``[B, C, H, L_ais]`` over the AISeq and ``"scene"`` ``[B, C, H, L_ml]`` over the
+        moveline (only the pathways that are on)."""
+        was = self.training
+        self.eval()
+        try:
+            b = self.to_device(batch)
+            target = self.bank.target(b)
+            out = {}
+            if self.params["use_item_pathway"]:
+                out["item"] = self.item_mhta.attention_weights(*self._item_attention_inputs(b, target))
+            if self.params["use_scene_pathway"]:
+                prompt = self.prompting(target, b["scenario"])
+                out["scene"] = self.scene_mhta.attention_weights(*self._scene_attention_inputs(b, prompt))
+            return {k: v.float().cpu() for k, v in out.items()}
+        finally:
+            self.train(was)
 
     def scene_tokens(self, batch: Batch) -> torch.Tensor:
         """Moveline scene tokens: scene type ⊕ category ⊕ shop ⊕ time-gap bucket ``[B, M, 4d]``."""
