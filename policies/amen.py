@@ -9,16 +9,16 @@ The paper's full text is not available to us; this module follows the seed summa
    item with an item-level multi-head target attention (MHTA).
    *Assumed*: keys are item ⊕ category ⊕ scene-type embeddings, the query is item ⊕
    category of the target; ``n_heads`` heads, width ``attention_dim``; query and keys
-   are layer-normed (as in both pathways), so the score does not start as small as the
-   product of two std-1e-2 embeddings.
+   are layer-normed (``attention_norm``, in both pathways), so the score does not start
+   as small as the product of two std-1e-2 embeddings.
 2. **Scene-to-item pathway.**  ``Prompting()`` maps the target item to a *virtual
    scene-level target* that lives in the space of the moveline's scene tokens (scene
    type ⊕ category ⊕ shop ⊕ time-gap bucket), and a scene-level MHTA lets it attend
    over the moveline.  *Assumed* (``prompt``): ``"aligned"`` fills the category and
    shop slots with the target's own (shared) embeddings and the scene-type and gap
    slots with learned prompt vectors per scenario, then adds a linear map of the
-   target's fields (initialised at zero, so the virtual target starts aligned);
-   ``"mlp"`` maps the target's fields with an MLP.
+   target's fields (initialised at zero, ``prompt_init``, so the virtual target starts
+   aligned); ``"mlp"`` maps the target's fields with an MLP.
 3. **Main net** over profile, scenario, target fields, the popularity prior and both
    pathways -> main logit.  *Assumed*: an MLP (``mlp_units``); the short click
    sequence is not an input unless ``short_seq`` is ``"mean"``.
@@ -41,7 +41,9 @@ The paper's full text is not available to us; this module follows the seed summa
    ``L = BCE + tsp_weight·L_tsp``.
 
 Every component can be switched off for ablations: ``use_item_pathway``,
-``use_scene_pathway``, ``reward_combine="off"``, ``tsp_weight=0``.
+``use_scene_pathway``, ``reward_combine="off"``, ``tsp_weight=0``; ``attention_norm=False``
+with ``prompt_init="default"`` is the model before both pathways were made to learn
+(issue #19), at chance attention on the worlds of ``tests/policies/test_amen_learns.py``.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ class Prompting(nn.Module):
     scenario ``[B]`` to a virtual scene token ``[B, C, 4d]`` in the moveline's
     token space (scene type ⊕ category ⊕ shop ⊕ gap).  See the module docstring."""
 
-    def __init__(self, dim: int, n_scenarios: int, mode: str, activation: str):
+    def __init__(self, dim: int, n_scenarios: int, mode: str, activation: str, init: str = "zero"):
         super().__init__()
         self.mode = mode
         self.dim = dim
@@ -86,12 +88,13 @@ class Prompting(nn.Module):
             for table in (self.scene_prompt, self.gap_prompt):
                 nn.init.normal_(table.weight, std=1e-2)
             self.proj = nn.Linear(4 * dim, 4 * dim)
-            # Zero: the virtual target starts exactly aligned (the target's own category
-            # and shop in their slots); a default-initialised bias (about ±1/sqrt(4d)) is
-            # ten times the embeddings (std 1e-2) and made the query nearly the same
-            # vector for every target (tests/policies/test_amen_learns.py).
-            nn.init.zeros_(self.proj.weight)
-            nn.init.zeros_(self.proj.bias)
+            if init == "zero":
+                # the virtual target starts exactly aligned (the target's own category and
+                # shop in their slots); PyTorch's default bias (about ±1/sqrt(4d)) is ten
+                # times the embeddings (std 1e-2), so the query hardly depended on the
+                # target (tests/policies/test_amen_learns.py)
+                nn.init.zeros_(self.proj.weight)
+                nn.init.zeros_(self.proj.bias)
         else:
             self.proj = MLP(4 * dim, [4 * dim], out_dim=4 * dim, activation=activation)
 
@@ -116,6 +119,8 @@ class AMEN(NeuralPolicy):
         "use_item_pathway": True,
         "use_scene_pathway": True,
         "prompt": "aligned",
+        "prompt_init": "zero",
+        "attention_norm": True,
         "short_seq": "none",
         "reward_units": [32],
         "reward_combine": "add",
@@ -134,6 +139,7 @@ class AMEN(NeuralPolicy):
         "attention_dim": in_range(1),
         "n_heads": in_range(1),
         "prompt": one_of("aligned", "mlp"),
+        "prompt_init": one_of("zero", "default"),
         "short_seq": one_of("none", "mean"),
         "reward_units": layer_sizes(),
         "reward_combine": one_of("add", "scaled", "off"),
@@ -167,12 +173,15 @@ class AMEN(NeuralPolicy):
         # embeddings that start at std 1e-2, so unnormalised it starts ~1e-4 times its
         # unit-scale size with a gradient as small, and neither pathway left uniform
         # attention in training (tests/policies/test_amen_learns.py has the figures).
+        def norm(width: int) -> nn.Module:
+            return nn.LayerNorm(width) if p["attention_norm"] else nn.Identity()
+
         if p["use_item_pathway"]:
-            self.item_norm_q, self.item_norm_k = nn.LayerNorm(2 * d), nn.LayerNorm(3 * d)
+            self.item_norm_q, self.item_norm_k = norm(2 * d), norm(3 * d)
         if p["use_scene_pathway"]:
-            self.scene_norm_q, self.scene_norm_k = nn.LayerNorm(4 * d), nn.LayerNorm(4 * d)
+            self.scene_norm_q, self.scene_norm_k = norm(4 * d), norm(4 * d)
         self.prompting = Prompting(d, max(feature_spec.n_scenarios, len(feature_spec.scenario_names)),
-                                   p["prompt"], p["activation"])
+                                   p["prompt"], p["activation"], p["prompt_init"])
         if p["short_seq"] == "mean":
             main_in += 2 * d
         main_in += sum(path_dims)

@@ -176,14 +176,15 @@ def test_scene_pathway_attends_to_the_targets_category_in_the_moveline(fspec):
     nats above the others.  The oracle's AUC is 0.847 (``oracle_auc(0.551)``); without
     the pathway nothing carries the signal (0.5).
     Measured: at init heads 0.230 and 0.230 (chance 0.228); after the epoch 0.594 and
-    0.560, AUC 0.859 against 0.519 without the pathway (seeds 1 and 2 of model and data:
-    best heads 0.548 and 0.511, AUC 0.795 and 0.818 against 0.515 and 0.510).  On the code before this test
-    (query and keys not layer-normed, the prompt's linear map at PyTorch's default init)
-    the heads ended at 0.227 and 0.226, below chance, with AUC 0.485: the score is
-    bilinear in std-1e-2 embeddings, ~1e-4 of unit size, and so is its gradient.  With
-    the layer norm alone the best head reached 0.39-0.65 over three seeds: the default
-    bias of the prompt's map (±1/sqrt(4d) ≈ 0.18) outweighs the target's own category
-    embedding in the query, which then hardly depends on the target.
+    0.560, AUC 0.859 against 0.519 without the pathway (seeds 1 and 2 of model and
+    data: best heads 0.548 and 0.511, AUC 0.795 and 0.818 against 0.515 and 0.510).
+    On the code before this test (``attention_norm=False, prompt_init="default"``: query
+    and keys not layer-normed, the prompt's linear map at PyTorch's default init) the
+    heads ended at 0.227 and 0.226, below chance, with AUC 0.485: the score is bilinear
+    in std-1e-2 embeddings, ~1e-4 of unit size, and so is its gradient.  With the layer
+    norm alone the best head reached 0.39-0.65 over three seeds: the default bias of
+    the prompt's map (±1/sqrt(4d) ≈ 0.18) outweighs the target's own category embedding
+    in the query, which then hardly depends on the target.
     """
     batch = probe_batch(fspec, "scene")
     policy = amen(fspec)
@@ -213,9 +214,9 @@ def test_item_pathway_attends_to_the_target_item_not_its_category(fspec):
     0.604, the best head's weight 0.599 per match against 0.080 per distractor, AUC 0.659
     against 0.496 without the pathway (seeds 1 and 2 of model and data: best heads 0.751
     and 0.735, 0.746 and 0.730 per match against 0.057 and 0.052, AUC 0.713 and 0.732
-    against 0.486 and 0.510).  On the code before this test (query and keys not
-    layer-normed) both heads ended at 0.169, chance to four digits, 0.167 per match and
-    0.165 per distractor, AUC 0.498.
+    against 0.486 and 0.510).  On the code before this test (``attention_norm=False,
+    prompt_init="default"``) both heads ended at 0.169, chance to four digits, with
+    0.167 per match and 0.165 per distractor and AUC 0.498.
     """
     batch = probe_batch(fspec, "item")
     policy = amen(fspec)
