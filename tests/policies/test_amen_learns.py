@@ -29,6 +29,7 @@ import torch
 from simab.policies.amen import AMEN
 from simab.policies.base import make_policy
 from simab.policies.features import FeatureSpec
+from simab.policies.layers import MultiHeadTargetAttention
 from simab.policies.metrics import auc
 from simab.policies.synthetic import random_request_batch
 
@@ -247,3 +248,18 @@ def test_attention_weights_are_a_distribution_over_the_real_positions(fspec):
         assert bool((w[..., ~mask[0]] == 0).all())
         # a softmax's sum differs from 1 by float rounding only
         torch.testing.assert_close(w.sum(-1), torch.ones(8, 1, PARAMS["n_heads"]))
+
+
+def test_target_attention_weights_agree_for_shared_and_per_candidate_keys():
+    """``MultiHeadTargetAttention.attention_weights`` gives ``[B, C, H, L]`` whether the
+    sequence is shared by the candidates (``[B, L, dk]``) or given per candidate
+    (``[B, C, L, dk]``); the same sequence both ways gives the same weights (two matmul
+    layouts: float rounding)."""
+    torch.manual_seed(0)
+    mhta = MultiHeadTargetAttention(6, 5, 8, n_heads=2)
+    target, keys = torch.randn(3, 4, 6), torch.randn(3, 7, 5)
+    mask = torch.rand(3, 7) < 0.7
+    shared = mhta.attention_weights(target, keys, mask)
+    per_candidate = mhta.attention_weights(target, keys[:, None].expand(3, 4, 7, 5), mask[:, None].expand(3, 4, 7))
+    assert shared.shape == (3, 4, 2, 7)
+    torch.testing.assert_close(per_candidate, shared)
