@@ -19,10 +19,11 @@ rate), probes the pathway's attention weights on a fresh batch, and compares the
 with that of an AMEN trained the same way with the pathway switched off.
 
 The tests train AMEN with ``attention_norm=True, prompt_init="zero"`` (``LEARNING``):
-with the defaults neither pathway moves off uniform attention (the figures are in each
-test).  The defaults stay as they were because on the ``moveline`` world the learning
-configuration costs validation AUC after one epoch (``policies/amen.py``, module
-docstring).
+with the defaults neither pathway moves off uniform attention in the epoch (the
+figures are in each test), since here nothing but the match grows the embeddings.  The
+defaults stay as they were: on the ``moveline`` world the default scene MHTA does learn
+its match and the learning configuration costs validation AUC after one epoch
+(``policies/amen.py``, module docstring).
 """
 
 from __future__ import annotations
