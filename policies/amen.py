@@ -39,6 +39,21 @@ The paper's full text is not available to us; this module follows the seed summa
 
 Every component can be switched off for ablations: ``use_item_pathway``,
 ``use_scene_pathway``, ``reward_combine="off"``, ``tsp_weight=0``.
+
+**Attention that learns** (issue #19, ``tests/policies/test_amen_learns.py``).  The
+dot-product score is bilinear in embeddings that start at std 1e-2 (~1e-4 of unit size,
+and so is its gradient): uniform attention is a saddle.  On a world where the match the
+attention should find is the only signal, nothing else grows the embeddings and with
+the defaults neither MHTA leaves it in one epoch (the scene one not in three).
+``attention_norm=True`` layer-norms each MHTA's query and keys (the keys are also its
+values) and ``prompt_init="zero"`` starts the aligned prompt's linear map at zero (its
+default bias, about ±1/sqrt(4d), is ten times the embeddings, so the virtual target
+hardly depends on the target); with both, each pathway finds its match in one epoch.
+They are off by default: on the ``moveline`` world (1000 users, one epoch), where other
+signals grow the embeddings, the default scene MHTA does learn (seed 7: per row the
+larger head puts 0.63 of its mass on moveline tokens of the target's category, 0.23
+uniform; the learning configuration 0.56), and the learning configuration costs validation AUC
+(0.786/0.785 -> 0.757/0.774, seeds 7/8).
 """
 
 from __future__ import annotations
@@ -73,7 +88,7 @@ class Prompting(nn.Module):
     scenario ``[B]`` to a virtual scene token ``[B, C, 4d]`` in the moveline's
     token space (scene type ⊕ category ⊕ shop ⊕ gap).  See the module docstring."""
 
-    def __init__(self, dim: int, n_scenarios: int, mode: str, activation: str):
+    def __init__(self, dim: int, n_scenarios: int, mode: str, activation: str, init: str = "default"):
         super().__init__()
         self.mode = mode
         self.dim = dim
@@ -83,6 +98,12 @@ class Prompting(nn.Module):
             for table in (self.scene_prompt, self.gap_prompt):
                 nn.init.normal_(table.weight, std=1e-2)
             self.proj = nn.Linear(4 * dim, 4 * dim)
+            if init == "zero":
+                # the virtual target starts exactly aligned (the target's own category and
+                # shop in their slots); PyTorch's default bias (about ±1/sqrt(4d)) is ten
+                # times the embeddings (std 1e-2), so the query hardly depends on the target
+                nn.init.zeros_(self.proj.weight)
+                nn.init.zeros_(self.proj.bias)
         else:
             self.proj = MLP(4 * dim, [4 * dim], out_dim=4 * dim, activation=activation)
 
@@ -107,6 +128,8 @@ class AMEN(NeuralPolicy):
         "use_item_pathway": True,
         "use_scene_pathway": True,
         "prompt": "aligned",
+        "attention_norm": False,
+        "prompt_init": "default",
         "short_seq": "none",
         "reward_units": [32],
         "reward_combine": "add",
@@ -125,6 +148,7 @@ class AMEN(NeuralPolicy):
         "attention_dim": in_range(1),
         "n_heads": in_range(1),
         "prompt": one_of("aligned", "mlp"),
+        "prompt_init": one_of("zero", "default"),
         "short_seq": one_of("none", "mean"),
         "reward_units": layer_sizes(),
         "reward_combine": one_of("add", "scaled", "off"),
@@ -154,8 +178,17 @@ class AMEN(NeuralPolicy):
         if p["use_scene_pathway"]:
             self.scene_mhta = MultiHeadTargetAttention(4 * d, 4 * d, att, p["n_heads"], p["dropout"])
             path_dims.append(att)
+        # ``attention_norm``: layer norm on each MHTA's query and keys (see the module
+        # docstring); identities, without parameters, otherwise
+        def norm(width: int) -> nn.Module:
+            return nn.LayerNorm(width) if p["attention_norm"] else nn.Identity()
+
+        if p["use_item_pathway"]:
+            self.item_norm_q, self.item_norm_k = norm(2 * d), norm(3 * d)
+        if p["use_scene_pathway"]:
+            self.scene_norm_q, self.scene_norm_k = norm(4 * d), norm(4 * d)
         self.prompting = Prompting(d, max(feature_spec.n_scenarios, len(feature_spec.scenario_names)),
-                                   p["prompt"], p["activation"])
+                                   p["prompt"], p["activation"], p["prompt_init"])
         if p["short_seq"] == "mean":
             main_in += 2 * d
         main_in += sum(path_dims)
@@ -175,15 +208,44 @@ class AMEN(NeuralPolicy):
         """``target [B, C, 4, d]`` -> (pathway outputs, each ``[B, C, att]``; prompt ``[B, C, 4d]``)."""
         outs = []
         if self.params["use_item_pathway"]:
-            query = torch.cat([target[..., 0, :], target[..., 1, :]], dim=-1)
-            keys = torch.cat([self.bank.item_key(batch["ais_item"], batch["ais_cat"]),
-                              self.bank("scene", batch["ais_scene"])], dim=-1)
-            outs.append(self.item_mhta(query, keys, batch["ais_mask"]))
+            outs.append(self.item_mhta(*self._item_attention_inputs(batch, target)))
         prompt = self.prompting(target, batch["scenario"])
         if self.params["use_scene_pathway"]:
-            tokens = self.scene_tokens(batch)
-            outs.append(self.scene_mhta(prompt, tokens, batch["ml_mask"]))
+            outs.append(self.scene_mhta(*self._scene_attention_inputs(batch, prompt)))
         return outs, prompt
+
+    def _item_attention_inputs(self, batch: Batch, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Item-level MHTA's query (target item ⊕ category), keys (AISeq item ⊕ category ⊕
+        scene type), each layer-normed, and mask."""
+        query = torch.cat([target[..., 0, :], target[..., 1, :]], dim=-1)
+        keys = torch.cat([self.bank.item_key(batch["ais_item"], batch["ais_cat"]),
+                          self.bank("scene", batch["ais_scene"])], dim=-1)
+        return self.item_norm_q(query), self.item_norm_k(keys), batch["ais_mask"]
+
+    def _scene_attention_inputs(self, batch: Batch, prompt: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Scene-level MHTA's query (the virtual scene token), keys (moveline scene tokens),
+        each layer-normed, and mask."""
+        return self.scene_norm_q(prompt), self.scene_norm_k(self.scene_tokens(batch)), batch["ml_mask"]
+
+    @torch.no_grad()
+    def attention_weights(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """What each pathway attends to, per head, in eval mode on CPU: ``"item"``
+        ``[B, C, H, L_ais]`` over the AISeq and ``"scene"`` ``[B, C, H, L_ml]`` over the
+        moveline (only the pathways that are on)."""
+        was = self.training
+        self.eval()
+        try:
+            b = self.to_device(batch)
+            target = self.bank.target(b)
+            out = {}
+            if self.params["use_item_pathway"]:
+                out["item"] = self.item_mhta.attention_weights(*self._item_attention_inputs(b, target))
+            if self.params["use_scene_pathway"]:
+                prompt = self.prompting(target, b["scenario"])
+                out["scene"] = self.scene_mhta.attention_weights(*self._scene_attention_inputs(b, prompt))
+            return {k: v.float().cpu() for k, v in out.items()}
+        finally:
+            self.train(was)
 
     def scene_tokens(self, batch: Batch) -> torch.Tensor:
         """Moveline scene tokens: scene type ⊕ category ⊕ shop ⊕ time-gap bucket ``[B, M, 4d]``."""

@@ -287,10 +287,15 @@ class MultiHeadAttention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.n_heads, self.d_head)).transpose(-3, -2)  # [..., H, T, dh]
 
-    def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        q, k, v = self._heads(self.q(query)), self._heads(self.k(keys)), self._heads(self.v(keys))
+    def attention_weights(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The softmax weights of :meth:`forward` (before dropout) ``[..., H, Q, L]``."""
+        q, k = self._heads(self.q(query)), self._heads(self.k(keys))
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.d_head)  # [..., H, Q, L]
-        weights = self.dropout(masked_softmax(scores, mask.unsqueeze(-2).unsqueeze(-2).expand_as(scores)))
+        return masked_softmax(scores, mask.unsqueeze(-2).unsqueeze(-2).expand_as(scores))
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        weights = self.dropout(self.attention_weights(query, keys, mask))
+        v = self._heads(self.v(keys))
         out = (weights @ v).transpose(-3, -2).flatten(-2)  # [..., Q, d_model]
         return self.out(out)
 
@@ -309,6 +314,12 @@ class MultiHeadTargetAttention(nn.Module):
         if keys.dim() == 4:  # per-candidate sequences: each candidate is its own query
             return self.attention(target.unsqueeze(-2), keys, mask).squeeze(-2)
         return self.attention(target, keys, mask)
+
+    def attention_weights(self, target: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Each candidate's weights over the sequence, per head: ``[B, C, H, L]``."""
+        if keys.dim() == 4:
+            return self.attention.attention_weights(target.unsqueeze(-2), keys, mask).squeeze(-2)
+        return self.attention.attention_weights(target, keys, mask).transpose(-3, -2)
 
 
 class TransformerBlock(nn.Module):
