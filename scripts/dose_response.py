@@ -3,13 +3,20 @@
 seed model, its ablations and its baselines on the same pre-period for every model seed,
 and record the validation AUC / GAUC / logloss and the edge (model - baseline, per seed).
 
-    .venv/bin/python scripts/dose_response.py amen --users 5000 --seeds 3        # preset size
+    # the recorded pages (docs/results/dose_*.md name their exact commands)
+    .venv/bin/python scripts/dose_response.py amen --users 5000 --seeds 3 --max-steps 600 \
+        --campaign-days 1 --out docs/results
     .venv/bin/python scripts/dose_response.py lcn --quick --out runs/dose        # a smoke run
 
-Writes ``OUT/dose_<seed>.json``, ``OUT/dose_<seed>.md`` and ``OUT/dose_<seed>.png`` (edge
-against the dial, mean and the seeds' range).  The expected shape is an edge ~0 at dial 0
-that grows with the dial; the page reports, per dial value, whether the edge is beyond the
-seed spread (the mean edge larger than twice the seeds' standard deviation of the edge).
+Writes ``OUT/dose_<seed>.json``, ``OUT/dose_<seed>.md`` (the render of the JSON followed by
+the hand-written notes of an existing page, which are kept) and ``OUT/dose_<seed>.png`` (edge
+against the dial, mean and the seeds' range; overall and on the seed's focus scenario).  The
+expected shape is an edge ~0 at dial 0 that grows with the dial; the page reports, per dial
+value, whether the edge is beyond the seed spread (the mean edge larger than twice the seeds'
+standard deviation of the edge), what the mechanism selected (SSIM's shared rows, LCN's
+complete-scope attention), and with ``--campaign-days`` an online campaign at the top value
+(or ``--campaign-at``) with ``simab power``'s users per arm for its true lift.  Checkpoints
+and pre-periods are cached (``--cache``), so a rerun with the campaign reuses every training.
 """
 
 from __future__ import annotations
