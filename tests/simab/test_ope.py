@@ -84,11 +84,11 @@ def test_reward_model_matches_statsmodels_logit():
     assert predict(x[:3], beta) == pytest.approx(1 / (1 + np.exp(-(x[:3] @ ref))), abs=1e-5)
 
 
-def _synthetic_world(rng, users=300, C=10, K=4):
-    """One log of the item-position model under uniformly random slates: requests of
-    users with a per-user click propensity (so rows of a user are correlated), true
-    P(click of a at k) = exam(k) * attraction(a); a deterministic target ranks by a noisy
-    score; returns the log, the target and its true value on these requests."""
+def synthetic_requests(rng, users=300, C=10, K=4):
+    """Requests of the item-position model: users with a per-user click propensity (so rows
+    of a user are correlated), true P(click of a at k) = exam(k) * attraction(a), and a
+    deterministic target that ranks by a noisy score; returns (request's user, attraction
+    [R, C], exam [K], target [R, K])."""
     n_req = 1 + rng.poisson(4, size=users)
     req_user = np.repeat(np.arange(users), n_req)
     R = len(req_user)
@@ -96,6 +96,14 @@ def _synthetic_world(rng, users=300, C=10, K=4):
     attraction = np.clip(rng.uniform(0.02, 0.25, size=(R, C)) * user_effect[:, None], 0, 1)
     exam = (1.0 + np.arange(K)) ** -0.8
     target = np.argsort(-(attraction + rng.normal(0, 0.05, size=(R, C))), axis=1)[:, :K]
+    return req_user, attraction, exam, target
+
+
+def _synthetic_world(rng, users=300, C=10, K=4):
+    """One log of :func:`synthetic_requests` under uniformly random slates; returns the log,
+    the target and its true value on these requests."""
+    req_user, attraction, exam, target = synthetic_requests(rng, users, C, K)
+    R = len(req_user)
     logged = np.argsort(rng.random((R, C)), axis=1)[:, :K]
     p_logged = exam * np.take_along_axis(attraction, logged, axis=1)
     clicks = (rng.random((R, K)) < p_logged).astype(float)

@@ -17,6 +17,8 @@ from simab.policies.simple import LoggingPolicy
 from simab.policies.world_features import feature_spec_of
 from simab.simulators.spec import world_spec
 
+from .test_ope import synthetic_requests
+
 
 def _logger(**params):
     return LoggingPolicy(params, feature_spec_of(world_spec({"preset": "default"})))
@@ -124,13 +126,8 @@ def _logged_world(rng, mode: str, users=300, C=10, K=4, M=64):
     """The item-position model of test_ope.py's synthetic world, logged by the logging
     policy in ``mode`` (epsilon-greedy or Plackett-Luce over a per-request popularity) and
     weighted by the estimated / exact marginals; returns the log, the target, the truth."""
-    n_req = 1 + rng.poisson(4, size=users)
-    req_user = np.repeat(np.arange(users), n_req)
+    req_user, attraction, exam, target = synthetic_requests(rng, users, C, K)
     R = len(req_user)
-    user_effect = np.exp(rng.normal(0, 0.5, size=users))[req_user]
-    attraction = np.clip(rng.uniform(0.02, 0.25, size=(R, C)) * user_effect[:, None], 0, 1)
-    exam = (1.0 + np.arange(K)) ** -0.8
-    target = np.argsort(-(attraction + rng.normal(0, 0.05, size=(R, C))), axis=1)[:, :K]
     pop = (np.log(attraction) + rng.normal(0, 0.5, size=(R, C))).astype(np.float32)  # the logger's popularity
     logger = _logger(mode=mode, epsilon=0.3, temperature=1.0)
     logged, _ = logger.slate({"item_pop": torch.tensor(pop)}, K, rng.random((R, 2 * C)))
