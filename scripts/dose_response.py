@@ -29,7 +29,8 @@ from typing import Any
 import experiment_kit as kit
 import numpy as np
 
-# seed -> (preset, dial path, dial values, extra world keys, baseline labels, model rows)
+# seed -> preset, focus scenario, dial key path, dial values, extra world keys, baseline labels,
+# model rows, and the online campaign (control label, treatment label, metrics)
 SEEDS: dict[str, dict] = {
     "amen": {
         "preset": "moveline", "focus": "marketing_channel", "dial": ("intent", "strength"), "values": [0.0, 1.0, 2.0, 3.0], "base": {},
@@ -65,6 +66,15 @@ SEEDS: dict[str, dict] = {
     },
 }
 
+
+def world_table(cfg: dict, users: int, value: float) -> dict:
+    """The ``[world]`` table of a seed's preset at one dial value."""
+    return {"preset": cfg["preset"], "n_users": users, **cfg["base"], **kit.nest(cfg["dial"], value)}
+
+
+def paired(rows: dict, label: str, base: str, key: str) -> list[float]:
+    """``rows[label][key] - rows[base][key]`` per model seed (NaN where a row lacks the key)."""
+    return [r.get(key, np.nan) - q.get(key, np.nan) for r, q in zip(rows[label], rows[base], strict=True)]
 
 
 def scenario_row(seed: int, metrics: dict, cached: bool) -> dict:
@@ -124,7 +134,7 @@ def campaign(args: argparse.Namespace, cfg: dict, shared: dict, value: float) ->
 
     control, treatment, metrics = cfg["campaign"]
     models = {m.label: m for m in cfg["models"]}
-    table = {"preset": cfg["preset"], "n_users": args.users, **cfg["base"], **kit.nest(cfg["dial"], value)}
+    table = world_table(cfg, args.users, value)
     arm = lambda label: (models[label].policy, {**shared, **models[label].params})  # noqa: E731
     c = kit.ab_campaign(args, f"dose_{args.seed_model}_campaign", table, arm(control), arm(treatment))
     users = users_per_arm(c.run_dir, ["control", "treatment"])
@@ -192,13 +202,12 @@ def main(argv: list[str]) -> int:
     seeds = kit.model_seeds(args)
     results = []
     for v in values:
-        table = {"preset": cfg["preset"], "n_users": args.users, **cfg["base"], **kit.nest(cfg["dial"], v)}
-        data = kit.load_world(table, args.seed, args.cache)
+        data = kit.load_world(world_table(cfg, args.users, v), args.seed, args.cache)
         print(f"{dial} = {v:g}: {data.train.n_rows:,} training rows", flush=True)
         grid = kit.train_grid(models, seeds, kit.checkpoint_trainer(data, args.cache),
                               lambda s: kit.trainer_config(args, s),
                               params_for=lambda m: {**shared, **m.params}, keep_policies=True, row=scenario_row)
-        rows = {label: grid.rows[label] for label in grid.rows}
+        rows = dict(grid.rows)
         probes = {f"{label} seed {seed}": sharing_probe(policy, data, seed)
                   for (label, seed), policy in grid.policies.items() if hasattr(policy, "select")}
         attention = {f"{label} seed {seed}": csa_probe(policy, data)
@@ -208,24 +217,21 @@ def main(argv: list[str]) -> int:
             for b in baselines:
                 if label == b or (label in baselines and baselines.index(label) < baselines.index(b)):
                     continue  # each pair of baselines once (the later minus the earlier)
-                e = [r["auc"] - q["auc"] for r, q in zip(rows[label], rows[b], strict=True)]
-                edges[f"{label} - {b}"] = e
-                focus[f"{label} - {b}"] = [r.get(f"auc_{cfg['focus']}", np.nan) - q.get(f"auc_{cfg['focus']}", np.nan)
-                                           for r, q in zip(rows[label], rows[b], strict=True)]
+                edges[f"{label} - {b}"] = paired(rows, label, b, "auc")
+                focus[f"{label} - {b}"] = paired(rows, label, b, f"auc_{cfg['focus']}")
         results.append({"value": v, "rows": rows, "edges": edges, "focus_edges": focus, **({"selection": probes} if probes else {}),
                         **({"csa": attention} if attention else {})})
     online = None
     if args.campaign_days > 0 and "campaign" in cfg:
         at = args.campaign_at if args.campaign_at is not None else max(values)
         online = campaign(args, cfg, shared, at)
-    stem = f"dose_{args.seed_model}" + ("_position" if args.position_tower else "")
     summary = {"seed_model": args.seed_model, "preset": cfg["preset"], "dial": dial, "base": cfg["base"],
                "focus": cfg["focus"],
-               "command": "scripts/dose_response.py " + " ".join(a for a in argv),
+               "command": "scripts/dose_response.py " + " ".join(argv),
                "users": args.users, "epochs": args.epochs, "max_steps": args.max_steps,
                "batch_size": args.batch_size, "seeds": seeds, "position_tower": args.position_tower,
                "models": [m.label for m in models], "results": results, "campaign": online}
-    out = Path(args.out)
+    out, stem = Path(args.out), page_stem(summary)
     plot(summary, out / f"{stem}.png")
     page = out / f"{stem}.md"
     kit.write_page(out, stem, summary, kit.keep_notes(page, render(summary)))
@@ -238,6 +244,21 @@ def edge_verdict(edge: list[float]) -> tuple[float, float, str]:
     (|mean| > 2 sd, with at least two seeds)."""
     m, s = float(np.mean(edge)), kit.sample_std(edge)
     return m, s, "yes" if len(edge) > 1 and abs(m) > 2 * s else "no"
+
+
+def page_stem(summary: dict) -> str:
+    """``dose_<seed>``, with ``_position`` for a run with the position-tower variants."""
+    return f"dose_{summary['seed_model']}" + ("_position" if summary["position_tower"] else "")
+
+
+def edge_table(results: list[dict], key: str) -> list[str]:
+    """The edges under ``key`` of every dial value: mean, sd and the spread verdict."""
+    rows = []
+    for r in results:
+        for name, e in r.get(key, {}).items():
+            m, sd, beyond = edge_verdict(e)
+            rows.append([f"{r['value']:g}", name, f"{m:+.4f}", f"{sd:.4f}", beyond])
+    return kit.md_table(["dial", "edge", "mean", "sd", "beyond spread"], rows)
 
 
 def render(summary: dict) -> str:
@@ -254,22 +275,11 @@ def render(summary: dict) -> str:
     lines += kit.md_table(["dial", *s["models"]], [[f"{r['value']:g}", *[kit.mean_std([x["auc"] for x in r["rows"][m]])
                                                                        for m in s["models"]]] for r in s["results"]])
     lines.append("")
-    edge_rows = []
-    for r in s["results"]:
-        for name, e in r["edges"].items():
-            m, sd, beyond = edge_verdict(e)
-            edge_rows.append([f"{r['value']:g}", name, f"{m:+.4f}", f"{sd:.4f}", beyond])
-    lines += kit.md_table(["dial", "edge", "mean", "sd", "beyond spread"], edge_rows)
-    focus_rows = []
-    for r in s["results"]:
-        for name, e in r.get("focus_edges", {}).items():
-            m, sd, beyond = edge_verdict(e)
-            focus_rows.append([f"{r['value']:g}", name, f"{m:+.4f}", f"{sd:.4f}", beyond])
-    if focus_rows:
+    lines += edge_table(s["results"], "edges")
+    if any(r.get("focus_edges") for r in s["results"]):
         lines += ["", f"The same edges on the validation rows of the `{s['focus']}` scenario alone:", ""]
-        lines += kit.md_table(["dial", "edge", "mean", "sd", "beyond spread"], focus_rows)
-    stem = f"dose_{s['seed_model']}" + ("_position" if s["position_tower"] else "")
-    lines += ["", f"![edge over the dial]({stem}.png)"]
+        lines += edge_table(s["results"], "focus_edges")
+    lines += ["", f"![edge over the dial]({page_stem(s)}.png)"]
     probe_rows = [[f"{r['value']:g}", who, f"{p['shared_frac']:.3f}",
                    "n/a" if p["shareable_among_shared"] is None else f"{p['shareable_among_shared']:.3f}",
                    f"{p['shareable_among_all']:.3f}"]
