@@ -76,7 +76,7 @@ class NeuralPolicy(nn.Module):
     DEFAULTS: ClassVar[dict[str, Any]] = COMMON_DEFAULTS
     #: Value rules checked with the defaults' types when the policy is built (spec validation).
     RULES: ClassVar[dict[str, Rule]] = COMMON_RULES
-    #: Service time per candidate in the latency model (simab/serving.py), microseconds:
+    #: Service time per candidate in the latency model (simab/engine/serving.py), microseconds:
     #: about 100k candidates/s per core for DIN on CPU (docs/benchmarks.md, serving costs).
     service_us_per_candidate: ClassVar[float] = 10.0
 

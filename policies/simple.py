@@ -20,7 +20,7 @@ from simab.policies.features import FeatureSpec
 class _Fixed:
     trainable = False
     feature_groups: tuple[str, ...] = ("target",)
-    #: Service time per candidate in the latency model (simab/serving.py), microseconds; a
+    #: Service time per candidate in the latency model (simab/engine/serving.py), microseconds; a
     #: fixed policy costs a feature lookup and a sort (docs/benchmarks.md, serving costs).
     service_us_per_candidate = 1.0
     DEFAULTS: dict[str, Any] = {}
@@ -114,7 +114,7 @@ class LoggingPolicy(_Fixed):
     The logged propensity of each pick is its probability *given the earlier picks* (the
     Plackett-Luce factor); the marginal P(item at position) that off-policy evaluation needs
     is 1 / C under ``uniform``, an exact recursion under ``epsilon`` and a Monte-Carlo
-    estimate under ``plackett_luce`` (simab/ope_marginal.py, docs/ope.md).
+    estimate under ``plackett_luce`` (simab/ope/marginal.py, docs/ope.md).
     """
 
     name = "logging"

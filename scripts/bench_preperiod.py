@@ -3,7 +3,7 @@
 In ONE process, on the default world with ``--users`` users (one shard holding all of
 them) over ``--days`` simulated days:
 
-(a) the pre-period, as :func:`simab.preperiod.pre_period_shard` runs it: the logging
+(a) the pre-period, as :func:`simab.run.preperiod.pre_period_shard` runs it: the logging
     policy on the wave engine with ``record_features=True``, then the shard's tables;
 (b) the same plan, policy and phase without feature recording (what a campaign shard
     with the logging policy as its only arm costs for the same simulated time).
@@ -12,7 +12,7 @@ Each is the simulation's construction + ``run()`` + ``tables()``.  A short warm-
 runs first (imports, the world's lazily built tables); then (a) and (b) alternate
 ``--repeat`` times and the minimum of each is reported with the ratio a / b, in CPU seconds
 of this process (single-threaded: less sensitive than wall time to other processes on a
-shared machine) and in wall seconds.  Also timed: (a') :func:`~simab.preperiod.pre_period_shard`
+shared machine) and in wall seconds.  Also timed: (a') :func:`~simab.run.preperiod.pre_period_shard`
 end to end for the same users (one shard): the world's build, (a), and the sorted Parquet
 parts of exposures and features.
 
@@ -38,11 +38,11 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 
 def simulation(world, users, days: float, record_features: bool):
-    """:func:`simab.preperiod.logging_simulation` with ``record_features`` chosen."""
+    """:func:`simab.run.preperiod.logging_simulation` with ``record_features`` chosen."""
     import numpy as np
 
-    from simab.campaign import ShardPlan
-    from simab.engines import make_simulation
+    from simab.engine.engines import make_simulation
+    from simab.engine.shard import ShardPlan
     from simab.policies.simple import LoggingPolicy
     from simab.policies.world_features import feature_spec_of
     from simab.simulators.units import DAY
@@ -67,7 +67,7 @@ def timed(world, users, days: float, record_features: bool) -> tuple[tuple[float
 
 
 def shard_end_to_end(users: int, days: float, seed: int) -> tuple[float, float]:
-    from simab.preperiod import pre_period_shard
+    from simab.run.preperiod import pre_period_shard
     from simab.simulators.spec import world_spec
 
     spec = world_spec({"preset": "default", "n_users": users, "pre_period_days": days})

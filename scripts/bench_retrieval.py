@@ -3,7 +3,7 @@
     .venv/bin/python scripts/bench_retrieval.py [--preset default] [--n 60] [--requests 4096]
 
 It imports the pre-batch scalar retrieval kept as the oracle in
-tests/simab/test_retrieval_batch.py).  For home and search, in one process: the old scalar
+tests/simab/engine/test_retrieval_batch.py).  For home and search, in one process: the old scalar
 loop, ``Retriever.candidates`` (now a batch of one) in a loop, and ``candidates_batch`` at
 B = 1 and B = 1024; the same random requests for all (the best of ``--repeat`` timings).
 """
@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from simab.retrieval import Retriever
+from simab.engine.retrieval import Retriever
 from simab.simulators.spec import world_spec
 from simab.simulators.world import World
 

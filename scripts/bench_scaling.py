@@ -30,7 +30,7 @@ os.environ.setdefault("SIMAB_QUIET", "1")
 
 def child(users: int, workers: int, days: float, shards: int, out: Path, pre_days: float) -> dict:
     import simab
-    from simab.preperiod import pre_period
+    from simab.run.preperiod import pre_period
     from simab.simulators.world import World
 
     arms = {"control": {"policy": "popularity", "share": 0.5}, "treatment": {"policy": "popularity", "share": 0.5}}

@@ -27,10 +27,10 @@ import time
 def _child(preset: str, users: int, sample: int, days: float) -> dict:
     import numpy as np
 
+    from simab.cli.world import sample_pre_period
     from simab.policies.world_features import FeatureBuilder, Snapshot
     from simab.simulators.spec import world_spec
     from simab.simulators.world import World
-    from simab.world_cmd import sample_pre_period
 
     t0 = time.perf_counter()
     w = World.build(world_spec({"preset": preset, "n_users": users}), 0)
@@ -82,7 +82,7 @@ def main() -> int:
     n = max(a.users)
     with tempfile.TemporaryDirectory() as tmp:
         argv = ["world", a.preset, "--users", str(n), "--sample", str(a.sample), "--days", str(a.days), "--out", tmp]
-        code = ("import resource, sys; from simab.cli import main; rc = main(sys.argv[1:]); "
+        code = ("import resource, sys; from simab.cli.main import main; rc = main(sys.argv[1:]); "
                 "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
         t0 = time.perf_counter()
         out = subprocess.run([sys.executable, "-c", code, *argv], check=True, capture_output=True, text=True,

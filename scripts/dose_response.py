@@ -130,7 +130,7 @@ def campaign(args: argparse.Namespace, cfg: dict, shared: dict, value: float) ->
     TRUE relative lift with 80% power at alpha 0.05, given the control's per-user sd here."""
     from simab.reports.analysis import control_baseline
     from simab.reports.power import sample_size
-    from simab.truth import users_per_arm
+    from simab.run.truth import users_per_arm
 
     control, treatment, metrics = cfg["campaign"]
     models = {m.label: m for m in cfg["models"]}

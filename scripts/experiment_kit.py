@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from simab.policies.world_features import feature_spec_of
-from simab.run_folder import cache_root
+from simab.run.folder import cache_root
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,7 +120,7 @@ class WorldData:
 def load_world(table: dict, seed: int, cache: str | Path) -> WorldData:
     """Build the world of a ``[world]`` table and read its training data from the pre-period
     cached under ``cache`` (simulated once per world fingerprint)."""
-    from simab.preperiod import pre_period, training_data
+    from simab.run.preperiod import pre_period, training_data
     from simab.simulators.spec import world_spec
     from simab.simulators.world import World
 

@@ -8,7 +8,7 @@ models (DNN, AMEN, DeepFM, DCN) and popularity against DIN (control), whose offl
 validation AUC / GAUC / logloss differences are known.  Every campaign has ``truth =
 "counterfactual"``: each arm also serves the whole population alone, so the true online
 lift is the policies' lift on these users and days, not the realised arms' (whose users
-differ).  Each campaign goes through ``simab ope`` (``simab.ope_cmd.run_ope``)
+differ).  Each campaign goes through ``simab ope`` (``simab.cli.ope.run_ope``)
 once per logging policy (uniform, and the pre-period's own epsilon-greedy logger) with
 ``--online`` on the first: every pair gets each OPE estimate (IPS, SNIPS, DM, DR) of its
 CTR and CTCVR relative lift with its interval, the truth on the logged requests, the
@@ -74,7 +74,7 @@ def run_one(args: argparse.Namespace, camp: dict, root: Path) -> list[dict]:
     """``simab ope`` of one campaign under every logger (online with the first); one row per
     treatment-vs-control pair."""
     import simab
-    from simab.ope_cmd import run_ope
+    from simab.cli.ope import run_ope
 
     training = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "cache_dir": args.cache}
     if args.max_steps is not None:

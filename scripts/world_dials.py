@@ -19,10 +19,10 @@ from pathlib import Path
 import experiment_kit as kit
 import numpy as np
 
+from simab.cli.world import sample_pre_period
 from simab.simulators import signals
 from simab.simulators.spec import deep_merge, world_spec
 from simab.simulators.world import World
-from simab.world_cmd import sample_pre_period
 
 # dial name, preset, spec path of the dial, its values, base overrides, signal(s) it moves
 DIALS = [

@@ -17,7 +17,7 @@ def load_campaign(path=None, *, overrides=None):
 
 
 def run_campaign(spec, **kwargs):
-    from simab.runner import run_campaign as _run
+    from simab.run.runner import run_campaign as _run
 
     return _run(spec, **kwargs)
 

@@ -25,6 +25,18 @@ METRICS = METRIC_NAMES  # the report metrics a spec may name (defined in the met
 DEFAULT_SOURCE = "<default campaign>"
 
 
+
+def check_name(name: str, *, source: str | None = None, key: str = "name") -> str:
+    """A campaign name must be a plain folder name: no separators, not '.' or '..'."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name or ""):
+        raise SimabError("must use only letters, digits, '_', '.', '-' (it names the run folder)",
+                         source=source, key=key)
+    if set(name) == {"."}:
+        raise SimabError(f"{name!r} is not a plain folder name (it names the run folder)",
+                         source=source, key=key)
+    return name
+
+
 class _Strict(BaseModel):
     # strict: a number given as a string (duration_days = "0.2") is refused, not coerced
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
@@ -88,8 +100,6 @@ class CampaignSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name_ok(cls, v: str) -> str:
-        from simab.run_folder import check_name
-
         try:
             return check_name(v)
         except SimabError as e:

@@ -38,6 +38,9 @@ def _modules() -> dict[str, Path]:
     for package, folder in mapping.items():
         for path in sorted((ROOT / folder).glob("*.py")):
             out[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
+    for path in sorted((ROOT / "simab").glob("*/*.py")):  # simab's subpackages (engine/, run/, ...)
+        sub = f"simab.{path.parent.name}"
+        out[sub if path.stem == "__init__" else f"{sub}.{path.stem}"] = path
     return out
 
 
@@ -99,6 +102,45 @@ def test_layers_import_only_downwards():
         bad += [f"{module} -> {t}" for t in targets
                 if t not in LEAVES and not any(t == a or t.startswith(a + ".") for a in allowed)]
     assert not bad, "imports against the layer direction:\n" + "\n".join(sorted(bad))
+
+
+#: simab's subpackages, lowest floor first: a module imports only folders on lower floors
+#: (and the top-level shared modules and the three layers), never one above its own.
+FLOORS = ("simab.engine", "simab.run", "simab.ope", "simab.batteries", "simab.cli")
+#: Top-level modules that start things (the package's API and the pytest plugin): they may
+#: import any floor.  Every other top-level module is shared by the floors and imports none.
+ENTRIES = frozenset({"simab", "simab.pytest_plugin"})
+
+
+def _floor(module: str) -> int | None:
+    """Index in :data:`FLOORS` of the subpackage holding ``module``; None for the top level
+    of simab and for the layers."""
+    return next((i for i, f in enumerate(FLOORS) if module == f or module.startswith(f + ".")), None)
+
+
+def test_simab_folders_import_only_downwards():
+    """engine <- run <- ope <- batteries <- cli, and the shared top-level modules (spec,
+    event log, progress, ...) import no folder: the folders are floors (docs/architecture.md)."""
+    bad = []
+    for module, targets in import_graph().items():
+        if _layer(module) != "simab" or module in ENTRIES:
+            continue
+        mine = _floor(module)
+        for t in targets:
+            theirs = _floor(t)
+            if theirs is None:
+                continue
+            if mine is None:
+                bad.append(f"{module} -> {t} (a shared top-level module imports no folder)")
+            elif theirs > mine:
+                bad.append(f"{module} -> {t} ({FLOORS[mine]} is below {FLOORS[theirs]})")
+    assert not bad, "imports against the folder floors:\n" + "\n".join(sorted(bad))
+
+
+def test_simab_keeps_few_top_level_modules():
+    """At most 14 modules at simab's top level (docs/architecture.md): the rest live in folders."""
+    top = sorted(p.name for p in (ROOT / "simab").glob("*.py"))
+    assert len(top) <= 14, top
 
 
 def test_the_world_does_not_import_torch():
@@ -221,4 +263,4 @@ def test_lazy_and_module_imports_are_edges():
     """A function-level ``from simab.policies import trainer`` is an edge to the module."""
     graph = import_graph()
     assert "simab.policies.trainer" in graph["simab.policies.ssim"]
-    assert "simab.runner" in graph["simab"]  # ``simab.run_campaign`` imports it lazily
+    assert "simab.run.runner" in graph["simab"]  # ``simab.run_campaign`` imports it lazily

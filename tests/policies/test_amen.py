@@ -184,7 +184,7 @@ def test_mine_pairs_takes_the_nearest_diff_row_in_either_direction():
 @pytest.fixture(scope="module")
 def tiny_world_data(tmp_path_factory):
     """The moveline preset at 40 users and 1 pre-period day (a few seconds)."""
-    from simab.preperiod import pre_period, training_data
+    from simab.run.preperiod import pre_period, training_data
     from simab.simulators.spec import world_spec
     from simab.simulators.world import World
 

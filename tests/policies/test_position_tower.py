@@ -18,7 +18,7 @@ from simab.policies.world_features import feature_spec_of
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory):
     """The dense default world with every scenario's position decay 0.8, 200 users x 1 day."""
-    from simab.preperiod import pre_period, training_data
+    from simab.run.preperiod import pre_period, training_data
     from simab.simulators.spec import world_spec
     from simab.simulators.world import World
 

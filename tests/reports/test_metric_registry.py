@@ -6,10 +6,11 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from simab import calibration_stats, spec
+from simab import spec
 from simab.reports import analysis, figures
+from simab.reports import calibration as calibration_stats
 from simab.reports.metric_registry import REGISTRY, TruthSums, truth_values
-from simab.truth import oracle_truth
+from simab.run.truth import oracle_truth
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,8 +35,8 @@ def test_consumers_read_the_registry():
     "path",
     [
         "simab/spec.py",
-        "simab/calibration_stats.py",
-        "simab/runner.py",
+        "reports/calibration.py",
+        "simab/run/runner.py",
         "reports/analysis.py",
         "reports/figures.py",
         "reports/render_markdown.py",

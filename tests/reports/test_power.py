@@ -3,8 +3,8 @@ import math
 import pytest
 from scipy import stats
 
+from simab.cli.power import power_cli
 from simab.errors import SimabError
-from simab.power_cmd import power_cli
 from simab.reports.power import mde, sample_size
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from simab.cli import main
+from simab.cli.main import main
 
 from .conftest import campaign_toml
 

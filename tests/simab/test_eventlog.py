@@ -29,7 +29,7 @@ from simab.eventlog import (
 )
 from simab.reports import analyze
 from simab.reports.run_data import decode_dictionaries, read_run
-from simab.runner import run_campaign
+from simab.run.runner import run_campaign
 from simab.spec import load_campaign
 
 from .conftest import tiny
@@ -209,7 +209,7 @@ def test_closing_the_sink_puts_every_part_in_place(tmp_path):
 _KILL_WHILE_CLOSING = """
 import os, signal, sys
 from simab import eventlog
-from simab.runner import run_campaign
+from simab.run.runner import run_campaign
 from simab.spec import load_campaign
 
 close = eventlog.PartWriter.close

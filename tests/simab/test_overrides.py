@@ -2,9 +2,9 @@
 
 import pytest
 
+from simab.batteries.sweep import parse_grid
 from simab.errors import SimabError
 from simab.overrides import nest, parse_overrides, parse_value, split_assignment
-from simab.sweep import parse_grid
 
 
 def test_values_are_toml_else_the_raw_string():

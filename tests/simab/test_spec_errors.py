@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from simab.cli import main
+from simab.cli.main import main
 
 from .conftest import campaign_toml
 
@@ -55,7 +55,7 @@ def test_missing_file(tmp_path, capsys):
 def test_no_traceback_from_the_console_script(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text(CASES["unknown_policy"][0])
-    proc = subprocess.run([sys.executable, "-m", "simab.cli", "run", str(path)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "simab.cli.main", "run", str(path)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1

@@ -7,9 +7,9 @@ import functools
 import numpy as np
 import pytest
 
+from simab.cli.world import sample_pre_period
 from simab.simulators.spec import world_spec
 from simab.simulators.world import World
-from simab.world_cmd import sample_pre_period
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,7 @@
 one-at-a-time code they replaced.
 
 The oracle below is the scalar code of ``simulators/scenes.py`` and ``simulators/state.py``
-(and ``ShardSimulation.interest_category`` of ``simab/campaign.py``) as it was before the
+(and ``ShardSimulation.interest_category`` of ``simab/engine/shard.py``) as it was before the
 batch versions, pasted here: the library's scalar methods are now thin wrappers over the
 batch ones, so comparing against them would compare the batch code with itself.  The
 oracle reads the stream keys and the spec of the objects under test, nothing else.
@@ -201,7 +201,7 @@ class OldState:
         return bool(st.need_cat[row] >= 0 and t - st.need_t[row] < 2 * st.spec.intent.half_life_h * 3600.0)
 
     def interest_category(self, row, user, n, step, now, chain) -> int:
-        """``ShardSimulation.interest_category`` (simab/campaign.py) with ``env.now = now``."""
+        """``ShardSimulation.interest_category`` (simab/engine/shard.py) with ``env.now = now``."""
         st = self.st
         if self.need_live(row, now):
             return int(st.need_cat[row])

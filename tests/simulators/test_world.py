@@ -7,12 +7,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from simab.cli.world import sample_pre_period
 from simab.errors import SimabError
 from simab.simulators.oracle import sigmoid
 from simab.simulators.spec import world_spec
 from simab.simulators.summary import position_curve
 from simab.simulators.world import World
-from simab.world_cmd import sample_pre_period
 
 from .conftest import logged_world
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from simab.cli.world import world_main
 from simab.simulators.realism import TARGETS
-from simab.world_cmd import world_main
 
 
 def test_world_command_writes_json_figures_and_page(tmp_path, capsys):

@@ -1,0 +1,165 @@
+"""Serving: the latency model and the ranking of a batch of requests of one arm.
+
+Both engines (``simab/engine/shard.py``) serve through :class:`Server`: the reference engine one
+request at a time, the wave engine every due request of a wave at once (one call per arm
+and shape: scenarios with the same numbers of candidates and slate size share a call).  A request's slate depends only on that request (its user's state, its
+keyed draws), never on the requests it is served with:
+
+- retrieval, the policy's randomness and the responses are keyed by request id;
+- neural policies score in fixed-size chunks of ``max_batch`` rows, zero-padded, so the
+  floating-point work of each row is the same whichever rows share its chunk.
+
+Latency model (deterministic, per request; see docs/architecture.md):
+
+    latency_ms = wait_ms + service_ms
+    wait_ms    = max_wait_ms * U1                  (where the request fell in the batching window)
+    service_ms = (base_ms + us_per_candidate * C / 1000) * exp(jitter_sigma * Z - jitter_sigma^2 / 2)
+
+with ``U1``, ``Z`` drawn from the ``serving/latency`` stream keyed by request id (common to
+the arms), ``C`` the number of candidates and ``us_per_candidate`` the policy's service cost
+(``Policy.service_us_per_candidate``; measured by ``scripts/bench_serving.py``, recorded in
+docs/benchmarks.md).  The user sees the slate ``latency_ms`` after sending the request; a
+request slower than ``abandon_after_ms`` is abandoned (logged, no exposures).  The measured
+compute time of each call is kept per arm (``compute_s`` in the manifest) to compare the
+model with the machine.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from simab.policies.world_features import GROUP_RINGS, Snapshot
+from simab.simulators import rng, streams
+
+#: Service cost per candidate (microseconds) of a policy that does not declare one.
+DEFAULT_US_PER_CANDIDATE = 1.0
+
+
+@dataclass
+class Outcome:
+    """What the users of one served batch see and do: slates [B, K] and their responses
+    (all False / 0 for abandoned requests)."""
+
+    items: np.ndarray
+    clicked: np.ndarray
+    converted: np.ndarray
+    delay_s: np.ndarray
+    dwell_s: np.ndarray
+    abandoned: np.ndarray  # [B] bool
+
+
+class LatencyModel:
+    """The deterministic latency of each request of one arm (module docstring)."""
+
+    def __init__(self, world, serving, policy):
+        self.max_wait_ms = float(serving.max_wait_ms)
+        self.base_ms = float(serving.base_ms)
+        self.sigma = float(serving.jitter_sigma)
+        self.us_per_candidate = float(getattr(policy, "service_us_per_candidate", DEFAULT_US_PER_CANDIDATE))
+        self.key = rng.stream_key(world.seed, world.stream("serving/latency"))
+
+    def latency_ms(self, rids: np.ndarray, n_candidates: np.ndarray) -> np.ndarray:
+        c_wait, c_jitter = streams.LATENCY_WAIT, streams.LATENCY_JITTER
+        wait = self.max_wait_ms * rng.uniform(self.key, rids, c_wait)
+        z = rng.normal(self.key, rids, c_jitter)
+        service = (self.base_ms + self.us_per_candidate * np.asarray(n_candidates, np.float64) / 1000.0)
+        return wait + service * np.exp(self.sigma * z - 0.5 * self.sigma**2)
+
+
+class Server:
+    """The ranking service of one arm."""
+
+    def __init__(self, sim, arm: str, policy, serving):
+        self.sim, self.arm, self.policy = sim, arm, policy
+        self.world = sim.world
+        self.chunk = int(serving.max_batch)
+        self.abandon_after_ms = serving.abandon_after_ms
+        self.latency = LatencyModel(self.world, serving, policy)
+        self.groups = tuple(policy.feature_groups)
+        self.rings = tuple(dict.fromkeys(GROUP_RINGS[g] for g in self.groups if g in GROUP_RINGS))
+        self.ukey = rng.stream_key(self.world.seed, self.world.stream(f"policy-uniforms/{arm}"))
+        self.neural = hasattr(policy, "parameters")
+        self.compute_s = 0.0  # whole serving calls (retrieval, features, scores, slates, responses, logs)
+        self.score_s = 0.0  # the bare batched scoring: feature snapshots and batches, policy scores
+        self.calls = 0
+
+    def _scores(self, batch: dict) -> np.ndarray:
+        """Scores [B, C]; neural policies in zero-padded chunks of ``chunk`` rows."""
+        if not self.neural:
+            return self.policy.score(batch).numpy()
+        import torch
+
+        B = next(iter(batch.values())).shape[0]
+        out = []
+        for lo in range(0, B, self.chunk):
+            part = {k: v[lo:lo + self.chunk] for k, v in batch.items()}
+            n = next(iter(part.values())).shape[0]
+            if n < self.chunk:
+                part = {k: torch.cat([v, torch.zeros((self.chunk - n, *v.shape[1:]), dtype=v.dtype)])
+                        for k, v in part.items()}
+            out.append(self.policy.score(part).numpy()[:n])
+        return np.concatenate(out)
+
+    def serve(self, rows: np.ndarray, sessions: np.ndarray, rids: np.ndarray, scenarios: np.ndarray, t: np.ndarray,
+              query_cat: np.ndarray, query_shop: np.ndarray, latency_ms: np.ndarray) -> Outcome:
+        """Serve the requests ``rids`` (users at state ``rows``, of ``scenarios``, which must
+        share their number of candidates and slate size) at times ``t``: retrieval,
+        features, scores, slates, the world's responses; logs exposures and requests and
+        applies the exposures' fatigue."""
+        sh, w = self.sim, self.world
+        st = sh.state
+        B = len(rows)
+        sc = np.asarray(scenarios, np.int64)
+        spec = w.spec.scenarios[w.scenario_names[int(sc[0])]]
+        n_cand = spec.n_candidates
+        t0 = time.perf_counter()
+        ctx = sh.retrieval_context_batch(rows)
+        cand = np.empty((B, n_cand), np.int64)
+        surfaces = sh.surface_of_scenario[sc]
+        for surface in np.unique(surfaces):  # retrieval differs by surface
+            m = surfaces == surface
+            cand[m] = sh.retriever.candidates_batch(str(surface), n_cand, rids[m], query_cat[m], query_shop[m], ctx[m])
+        C = cand.shape[1]
+        K = min(spec.slate_size, C)
+        ope = getattr(sh, "ope_recorder", None)
+        if ope is not None:  # opt-in (simab ope): candidates and truth before the state changes
+            ope.record(rows, rids, sc, t, cand, K)
+        users = st.users
+        intent = st.intent(rows, t)
+        u = st.u[rows]
+        p_click_top = None
+        if "oracle" in self.groups:
+            pen = st.penalty(rows, w.catalog.category[cand], t)
+            p_click_top, _, _ = w.oracle.probabilities(
+                u, intent, sc, cand, np.zeros((B, C)), pen, users.price_sensitivity[rows],
+                users.conversion_propensity[rows], users.click_bias[rows])
+        t_score = time.perf_counter()
+        snap = Snapshot.from_state(st, rows, t, sc, self.rings)
+        batch = sh.builder.build(snap, cand, self.groups, p_click=p_click_top)
+        scores = self._scores(batch)
+        self.score_s += time.perf_counter() - t_score
+        if getattr(self.policy, "stochastic", False):
+            uniforms = rng.uniform(self.ukey, rids[:, None], streams.policy_uniform_counters(C)[None, :])
+            idx, prop = self.policy.slate(batch, K, uniforms)
+        else:  # deterministic top-K; ties broken by candidate order
+            idx = np.argsort(-scores, axis=1, kind="stable")[:, :K]
+            prop = np.ones(idx.shape)
+        slate = np.take_along_axis(cand, idx, axis=1)
+        slate_scores = np.take_along_axis(scores, idx, axis=1)
+        abandoned = (latency_ms > self.abandon_after_ms if self.abandon_after_ms is not None
+                     else np.zeros(B, bool))
+        slate_cat = w.catalog.category[slate]
+        pen = st.penalty(rows, slate_cat, t)
+        resp = w.oracle.respond(rids, u, intent, sc, slate, pen, users.price_sensitivity[rows],
+                                users.conversion_propensity[rows], users.click_bias[rows])
+        keep = ~abandoned
+        sh.logs.exposures(self.arm, sc, rows, sessions, rids, t, slate, slate_scores, resp, prop, keep)
+        sh.logs.requests(self.arm, sc, rows, sessions, rids, t, C, latency_ms, B)
+        st.expose(rows[keep], slate_cat[keep], t[keep])
+        self.compute_s += time.perf_counter() - t0
+        self.calls += 1
+        return Outcome(slate, resp.clicked & keep[:, None], resp.converted & keep[:, None],
+                       resp.delay_s, np.where(keep[:, None], resp.dwell_s, 0.0), abandoned)

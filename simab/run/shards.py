@@ -1,0 +1,89 @@
+"""Running shards: one shard is a deterministic unit of work (its own SimPy Environment;
+every random draw is keyed by user, session or request), simulated in this process, a
+local process pool (``workers``) or on Ray; each streams its Parquet parts through a
+:class:`~simab.eventlog.ShardSink`, puts them in place atomically when it ends, and is
+then listed in the manifest."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from simab.errors import SimabError
+from simab.eventlog import Manifest, ShardSink
+from simab.progress import progress
+from simab.run.arm_policies import build_policy
+from simab.run.plan import ShardJob, plan_shard
+from simab.simulators.world import World
+from simab.spec import CampaignSpec
+
+
+def run_shard(job: ShardJob) -> dict:
+    """Simulate one shard and write its parts; returns the manifest entry."""
+    import torch
+
+    from simab.engine.engines import make_simulation
+
+    torch.set_num_threads(1)
+    spec = CampaignSpec.model_validate_json(job.spec_json)
+    world = World.build(spec.world, spec.seed)
+    arms = list(spec.arms)
+    plan, session_arm = plan_shard(spec, job.shard, job.force_arm)
+    policies = {a: build_policy(job.policies[a], world) for a in arms}
+    started = time.perf_counter()
+    out = Path(job.run_dir) / job.subdir if job.subdir else Path(job.run_dir)
+    with ShardSink(out, job.shard) as sink:  # a part for each table of the event log
+        sim = make_simulation(spec.engine, world, plan, arms, policies, campaign=spec.name, serving=spec.serving,
+                              unit=spec.unit, session_arm=session_arm)
+        sim.sink = sink  # the engine writes its logs per tick once they are large, and at the end
+        sim.run()
+        sink.write("assignments", sim.assignments_table())
+        parts = sink.close()
+    compute = {a: s.compute_s for a, s in sim.services.items()}
+    score = {a: s.score_s for a, s in sim.services.items()}
+    return {"shard": job.shard, "parts": parts, "wall_s": time.perf_counter() - started, "compute_s": compute,
+            "score_s": score}
+
+
+def execute(jobs: list[ShardJob], workers: int, backend: str, label: str, manifest: Manifest) -> None:
+    """Run ``jobs`` and record each finished shard in ``manifest``."""
+    done = 0
+    total = len(jobs)
+
+    def record(entry: dict) -> None:
+        nonlocal done
+        done += 1
+        manifest.add(entry["shard"], entry["parts"], {k: entry[k] for k in ("wall_s", "compute_s", "score_s")})
+        rows = entry["parts"]["exposures"]["rows"]
+        progress(f"  {label}: shard {done}/{total} done ({rows:,} exposures, {entry['wall_s']:.1f}s)")
+
+    if not jobs:
+        return
+    if backend == "ray":
+        ray = start_ray(workers)
+        remote = ray.remote(run_shard)
+        pending = [remote.remote(j) for j in jobs]
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            record(ray.get(ready[0]))
+        return
+    if workers <= 1:
+        for j in jobs:
+            record(run_shard(j))
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        for entry in pool.map(run_shard, jobs):
+            record(entry)
+
+
+def start_ray(workers: int):
+    """The ``ray`` module, with a local Ray started on ``workers`` CPUs if none is running."""
+    try:
+        import ray
+    except ImportError:
+        raise SimabError("the ray backend needs the 'ray' extra: pip install 'simab[ray]'", key="--backend") from None
+    if not ray.is_initialized():
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    return ray
