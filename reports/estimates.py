@@ -64,6 +64,28 @@ def _quadratic(a: np.ndarray, cov: np.ndarray, b: np.ndarray) -> float:
     return float(a @ cov @ b)
 
 
+#: Relative size below which a variance g'Σg is rounding noise: the sum of k² products
+#: |g_i Σ_ij g_j| carries an error of at most ~k²·eps of its absolute scale (Higham 2002,
+#: "Accuracy and Stability of Numerical Algorithms", §3.1); 64·eps covers k <= 8 columns.
+_VARIANCE_NOISE = 64 * np.finfo(np.float64).eps
+
+
+def variance_form(g: np.ndarray, cov: np.ndarray) -> float:
+    """g'Σg, the delta-method variance, exactly 0 when it is 0 up to rounding.
+
+    A metric whose linearisation is constant across units (every exposure clicked: the
+    per-unit ratio num/den is 1 everywhere) has g'Σg = 0 in exact arithmetic, but the
+    floating-point sum of its terms cancels to some ±1e-17 that depends on the library's
+    summation order.  A value within the rounding bound of the terms' absolute scale is
+    set to 0 (and a negative one, impossible in exact arithmetic, is clipped), so a
+    degenerate arm gives exact point intervals by construction, not by luck."""
+    q = _quadratic(g, cov, g)
+    scale = float(np.abs(g) @ np.abs(cov) @ np.abs(g))
+    if q != q:
+        return q
+    return 0.0 if q <= _VARIANCE_NOISE * scale else q
+
+
 def estimate(arm: str, m: Moments, metric: Functional) -> ArmEstimate:
     """Delta-method estimate of ``metric`` for one arm (Deng et al. 2018, eq. 2-4)."""
     if m.n == 0:
@@ -74,7 +96,7 @@ def estimate(arm: str, m: Moments, metric: Functional) -> ArmEstimate:
         return ArmEstimate(
             arm, value, float("nan"), m.n, (*flags, messages.ONE_UNIT.format(arm=arm))
         )
-    unit_var = max(_quadratic(grad, m.cov_matrix(), grad), 0.0) if value == value else float("nan")
+    unit_var = variance_form(grad, m.cov_matrix()) if value == value else float("nan")
     return ArmEstimate(arm, value, unit_var, m.n, flags)
 
 
@@ -115,7 +137,7 @@ def cuped_fit(
         cov = m.cov_matrix()
         parts[arm] = (f, g, h, k, cov)
         cross += m.n * _quadratic(g, cov, k)
-        cov_var += m.n * _quadratic(k, cov, k)
+        cov_var += m.n * variance_form(k, cov)
     if not cov_var > 0:
         reason = messages.CUPED_NO_VARIANCE if parts else messages.CUPED_TOO_FEW
         plain = {arm: estimate(arm, m, metric) for arm, m in moments.items()}
@@ -129,7 +151,7 @@ def cuped_fit(
         f, g, h, k, cov = parts[arm]
         lin = g - theta * k
         out[arm] = ArmEstimate(
-            arm, f - theta * (h - h_pooled), max(_quadratic(lin, cov, lin), 0.0), m.n
+            arm, f - theta * (h - h_pooled), variance_form(lin, cov), m.n
         )
     return CupedFit(out, float(theta), frozenset(parts), None)
 
