@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
+from simab.engine.serving import Requests
 from simab.engine.shard import ShardSimulation
 from simab.simulators.scenes import CART, CONTENT, DETAIL
 from simab.simulators.streams import Decision, request_id
@@ -89,8 +90,9 @@ class ReferenceSimulation(ShardSimulation):
         server = self.services[self.arms[arm]]
         latency = server.latency.latency_ms(_one(rid), _one(self.n_candidates[sc]))
         yield self.env.timeout(float(latency[0]) / 1000.0)
-        out = server.serve(_one(row), _one(n), _one(rid), _one(sc), _one(self.env.now, np.float64),
-                           _one(cat), _one(shop), latency)
+        out = self.serve_requests(self.arms[arm], Requests(_one(row), _one(n), _one(rid), _one(sc),
+                                                           _one(self.env.now, np.float64), _one(cat), _one(shop),
+                                                           latency))
         dwell = chain.scene_dwell(user, n, step)
         for pos in np.flatnonzero(out.clicked[0]):  # nothing is clicked on an abandoned request
             dwell += self.react(row, user, n, step, sc, int(pos), out)

@@ -157,6 +157,29 @@ def _feed_counters(n: int) -> np.ndarray:
     return counters
 
 
+def retrieval_contexts(ml_cat: np.ndarray, ml_real: np.ndarray, seq_cat: np.ndarray,
+                       seq_real: np.ndarray) -> np.ndarray:
+    """Categories that steer home/channel retrieval, [B, L_ml + L_seq], -1 where none: the
+    real slots of the moveline's and the short sequence's last events, in that order;
+    scene-level events without a category (-1) stay -1.  An empty slot is no event: it must
+    not read as category 0, a real category (world v2 did, over-weighting category 0 for
+    users with few target-history events)."""
+    return np.concatenate([np.where(ml_real, ml_cat, -1), np.where(seq_real, seq_cat, -1)], axis=-1)
+
+
+def retrieval_context(ml_cat: np.ndarray, ml_real: np.ndarray, seq_cat: np.ndarray,
+                      seq_real: np.ndarray) -> np.ndarray:
+    """:func:`retrieval_contexts` of one request, absent entries dropped."""
+    ctx = retrieval_contexts(ml_cat, ml_real, seq_cat, seq_real)
+    return ctx[ctx >= 0]
+
+
+def user_contexts(state, rows: np.ndarray) -> np.ndarray:
+    """[B, 20] retrieval contexts of the users at ``rows`` of a ``UserState``: their last 10
+    moveline and last 10 short-sequence categories (:func:`retrieval_contexts`)."""
+    return retrieval_contexts(*state.moveline.tail_rows(rows, "cat", 10), *state.seq.tail_rows(rows, "cat", 10))
+
+
 def _padded(groups: list[np.ndarray]) -> np.ndarray:
     """Arrays of different lengths as the rows of one matrix, padded with ``-1``."""
     out = np.full((len(groups), max((len(g) for g in groups), default=0)), _MISSING, np.int64)

@@ -27,19 +27,34 @@ model with the machine.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-from simab.policies.world_features import GROUP_RINGS, Snapshot
+from simab.engine.retrieval import user_contexts
+from simab.policies.world_features import GROUP_RINGS, FeatureBuilder, Snapshot
 from simab.simulators import rng, streams
+from simab.simulators.oracle import Response
+from simab.simulators.world import World
 
 #: Service cost per candidate (microseconds) of a policy that does not declare one.
 DEFAULT_US_PER_CANDIDATE = 1.0
 
 
-@dataclass
-class Outcome:
+class Requests(NamedTuple):
+    """The requests of one serving call, one entry per request (users distinct)."""
+
+    rows: np.ndarray  # [B] the users' rows in the shard's state
+    sessions: np.ndarray  # [B] each user's session number
+    rids: np.ndarray  # [B] request ids
+    scenarios: np.ndarray  # [B] scenario index (scenarios of one call share candidates and slate size)
+    t: np.ndarray  # [B] serving time (s)
+    query_cat: np.ndarray  # [B] search's category (-1 elsewhere)
+    query_shop: np.ndarray  # [B] shop visit's shop (-1 elsewhere)
+    latency_ms: np.ndarray  # [B] the latency model's latency of each request
+
+
+class Outcome(NamedTuple):
     """What the users of one served batch see and do: slates [B, K] and their responses
     (all False / 0 for abandoned requests)."""
 
@@ -49,6 +64,50 @@ class Outcome:
     delay_s: np.ndarray
     dwell_s: np.ndarray
     abandoned: np.ndarray  # [B] bool
+
+
+class ExposureRows(NamedTuple):
+    """The exposure log rows of one served batch: every request's slate [B, K], with
+    ``keep`` False where the request was abandoned (those rows are not logged)."""
+
+    scenarios: np.ndarray  # [B]
+    rows: np.ndarray  # [B] state rows
+    sessions: np.ndarray  # [B]
+    rids: np.ndarray  # [B]
+    t: np.ndarray  # [B]
+    slate: np.ndarray  # [B, K] items
+    scores: np.ndarray  # [B, K] the policy's scores of the slate's items
+    response: Response  # [B, K] the world's response to the slate
+    propensity: np.ndarray  # [B, K]
+    keep: np.ndarray  # [B] bool
+
+
+class RequestRows(NamedTuple):
+    """The request log rows of one served batch (abandoned requests included)."""
+
+    scenarios: np.ndarray  # [B]
+    rows: np.ndarray  # [B]
+    sessions: np.ndarray  # [B]
+    rids: np.ndarray  # [B]
+    t: np.ndarray  # [B]
+    n_candidates: int
+    latency_ms: np.ndarray  # [B]
+    batch_size: int
+
+
+class Served(NamedTuple):
+    """What :meth:`Server.serve` returns: the users' outcome, the log rows, and the
+    candidates [B, C] the slates were drawn from (for off-policy recording)."""
+
+    outcome: Outcome
+    exposures: ExposureRows
+    requests: RequestRows
+    candidates: np.ndarray
+
+
+def policy_uniform_key(world: World, arm: str) -> np.ndarray:
+    """The stream key of the uniforms a stochastic policy of ``arm`` draws its slates from."""
+    return rng.stream_key(world.seed, world.stream(f"policy-uniforms/{arm}"))
 
 
 class LatencyModel:
@@ -70,19 +129,23 @@ class LatencyModel:
 
 
 class Server:
-    """The ranking service of one arm."""
+    """The ranking service of one arm.  :meth:`serve` takes a batch of requests and the
+    users' state (read, never written) and returns the outcome and the log rows; the
+    shard logs them and applies the exposures to the state.  Its collaborators (the
+    world, the retriever, the feature builder) come in through the constructor."""
 
-    def __init__(self, sim, arm: str, policy, serving):
-        self.sim, self.arm, self.policy = sim, arm, policy
-        self.world = sim.world
+    def __init__(self, world: World, arm: str, policy, serving, retriever, builder: FeatureBuilder):
+        self.world, self.arm, self.policy = world, arm, policy
+        self.retriever, self.builder = retriever, builder
         self.chunk = int(serving.max_batch)
         self.abandon_after_ms = serving.abandon_after_ms
-        self.latency = LatencyModel(self.world, serving, policy)
+        self.latency = LatencyModel(world, serving, policy)
         self.groups = tuple(policy.feature_groups)
         self.rings = tuple(dict.fromkeys(GROUP_RINGS[g] for g in self.groups if g in GROUP_RINGS))
-        self.ukey = rng.stream_key(self.world.seed, self.world.stream(f"policy-uniforms/{arm}"))
+        self.ukey = policy_uniform_key(world, arm)
         self.neural = hasattr(policy, "parameters")
-        self.compute_s = 0.0  # whole serving calls (retrieval, features, scores, slates, responses, logs)
+        self.surface_of_scenario = np.array(world.chain.surfaces)
+        self.compute_s = 0.0  # whole serving calls (retrieval, features, scores, slates, responses)
         self.score_s = 0.0  # the bare batched scoring: feature snapshots and batches, policy scores
         self.calls = 0
 
@@ -103,30 +166,26 @@ class Server:
             out.append(self.policy.score(part).numpy()[:n])
         return np.concatenate(out)
 
-    def serve(self, rows: np.ndarray, sessions: np.ndarray, rids: np.ndarray, scenarios: np.ndarray, t: np.ndarray,
-              query_cat: np.ndarray, query_shop: np.ndarray, latency_ms: np.ndarray) -> Outcome:
-        """Serve the requests ``rids`` (users at state ``rows``, of ``scenarios``, which must
-        share their number of candidates and slate size) at times ``t``: retrieval,
-        features, scores, slates, the world's responses; logs exposures and requests and
-        applies the exposures' fatigue."""
-        sh, w = self.sim, self.world
-        st = sh.state
+    def serve(self, req: Requests, state) -> Served:
+        """Serve ``req`` (users at ``state`` rows ``req.rows``): retrieval, features, scores,
+        slates, the world's responses."""
+        w = self.world
+        st = state
+        rows, rids, t = req.rows, req.rids, req.t
         B = len(rows)
-        sc = np.asarray(scenarios, np.int64)
+        sc = np.asarray(req.scenarios, np.int64)
         spec = w.spec.scenarios[w.scenario_names[int(sc[0])]]
         n_cand = spec.n_candidates
         t0 = time.perf_counter()
-        ctx = sh.retrieval_context_batch(rows)
+        ctx = user_contexts(st, rows)
         cand = np.empty((B, n_cand), np.int64)
-        surfaces = sh.surface_of_scenario[sc]
+        surfaces = self.surface_of_scenario[sc]
         for surface in np.unique(surfaces):  # retrieval differs by surface
             m = surfaces == surface
-            cand[m] = sh.retriever.candidates_batch(str(surface), n_cand, rids[m], query_cat[m], query_shop[m], ctx[m])
+            cand[m] = self.retriever.candidates_batch(str(surface), n_cand, rids[m], req.query_cat[m],
+                                                      req.query_shop[m], ctx[m])
         C = cand.shape[1]
         K = min(spec.slate_size, C)
-        ope = getattr(sh, "ope_recorder", None)
-        if ope is not None:  # opt-in (simab ope): candidates and truth before the state changes
-            ope.record(rows, rids, sc, t, cand, K)
         users = st.users
         intent = st.intent(rows, t)
         u = st.u[rows]
@@ -138,7 +197,7 @@ class Server:
                 users.conversion_propensity[rows], users.click_bias[rows])
         t_score = time.perf_counter()
         snap = Snapshot.from_state(st, rows, t, sc, self.rings)
-        batch = sh.builder.build(snap, cand, self.groups, p_click=p_click_top)
+        batch = self.builder.build(snap, cand, self.groups, p_click=p_click_top)
         scores = self._scores(batch)
         self.score_s += time.perf_counter() - t_score
         if getattr(self.policy, "stochastic", False):
@@ -149,17 +208,16 @@ class Server:
             prop = np.ones(idx.shape)
         slate = np.take_along_axis(cand, idx, axis=1)
         slate_scores = np.take_along_axis(scores, idx, axis=1)
-        abandoned = (latency_ms > self.abandon_after_ms if self.abandon_after_ms is not None
+        abandoned = (req.latency_ms > self.abandon_after_ms if self.abandon_after_ms is not None
                      else np.zeros(B, bool))
-        slate_cat = w.catalog.category[slate]
-        pen = st.penalty(rows, slate_cat, t)
+        pen = st.penalty(rows, w.catalog.category[slate], t)
         resp = w.oracle.respond(rids, u, intent, sc, slate, pen, users.price_sensitivity[rows],
                                 users.conversion_propensity[rows], users.click_bias[rows])
         keep = ~abandoned
-        sh.logs.exposures(self.arm, sc, rows, sessions, rids, t, slate, slate_scores, resp, prop, keep)
-        sh.logs.requests(self.arm, sc, rows, sessions, rids, t, C, latency_ms, B)
-        st.expose(rows[keep], slate_cat[keep], t[keep])
         self.compute_s += time.perf_counter() - t0
         self.calls += 1
-        return Outcome(slate, resp.clicked & keep[:, None], resp.converted & keep[:, None],
-                       resp.delay_s, np.where(keep[:, None], resp.dwell_s, 0.0), abandoned)
+        outcome = Outcome(slate, resp.clicked & keep[:, None], resp.converted & keep[:, None],
+                          resp.delay_s, np.where(keep[:, None], resp.dwell_s, 0.0), abandoned)
+        exposures = ExposureRows(sc, rows, req.sessions, rids, t, slate, slate_scores, resp, prop, keep)
+        requests = RequestRows(sc, rows, req.sessions, rids, t, C, req.latency_ms, B)
+        return Served(outcome, exposures, requests, cand)

@@ -24,12 +24,13 @@ both engines give the same exposures and moveline (tested).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
 
 from simab.engine.retrieval import Retriever
-from simab.engine.serving import Server
+from simab.engine.serving import ExposureRows, Outcome, RequestRows, Requests, Server
 from simab.eventlog import SCHEMAS, ColumnBuffer, with_version
 from simab.policies.world_features import SNAPSHOT_FIELDS, FeatureBuilder
 from simab.simulators.scenes import BUY, CONTENT, SCENE_NAMES, SURFACE_SCENE
@@ -67,8 +68,14 @@ class ShardSimulation:
         unit: str = "user",
         session_arm=None,
         record_features: bool = False,
+        sink=None,
+        ope_recorder=None,
     ):
+        """``sink``: where the logs go during the run (``sink.write(table, pa.Table)``, e.g. a
+        ``ShardSink``); without one they stay in memory (:meth:`tables`).  ``ope_recorder``:
+        called with every served batch before the state changes (``simab ope``)."""
         self.world, self.plan, self.arms, self.campaign = world, plan, arms, campaign
+        self.sink, self.ope_recorder = sink, ope_recorder
         self.unit, self.session_arm = unit, session_arm
         self.tick_s = float(serving.tick_s)  # the wave engine's tick (outputs do not depend on it)
         users = world.population.users(plan.users)
@@ -80,14 +87,13 @@ class ShardSimulation:
         self.retriever = Retriever(world)
         self.record_features = record_features
         self.logs = ShardLogs(world, arms, campaign, plan.shard, plan.users, self.state, record_features)
-        self.services = {a: Server(self, a, policies[a], serving) for a in arms}
+        self.services = {a: Server(world, a, policies[a], serving, self.retriever, self.builder) for a in arms}
         self.first_exposure = np.full(len(users), np.nan)
         self.first_arm = np.full(len(users), -1, np.int64)
         surfaces = world.chain.surfaces
         self.scene_of_scenario = np.array([SURFACE_SCENE[s] for s in surfaces], np.int64)
         self.surface_of_scenario = np.array(surfaces)
         self.n_candidates = np.array([world.spec.scenarios[n].n_candidates for n in world.scenario_names], np.int64)
-        self.sink = None
 
     def run(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -101,11 +107,19 @@ class ShardSimulation:
             return self.session_arm(session_ids(self.plan.users[rows], sessions), t)
         return self.plan.arm[rows].astype(np.int64)
 
-    def retrieval_context_batch(self, rows: np.ndarray) -> np.ndarray:
-        """[B, 20] categories steering home/channel retrieval (-1: none), see
-        :func:`retrieval_contexts`."""
-        st = self.state
-        return retrieval_contexts(*st.moveline.tail_rows(rows, "cat", 10), *st.seq.tail_rows(rows, "cat", 10))
+    def serve_requests(self, arm: str, req: Requests) -> Outcome:
+        """Serve ``req`` by ``arm``'s service; log the requests and exposures and apply the
+        exposures' fatigue; returns what the users see."""
+        served = self.services[arm].serve(req, self.state)
+        if self.ope_recorder is not None:  # opt-in (simab ope): candidates and truth before the state changes
+            self.ope_recorder.record(self.state, req.rows, req.rids, req.scenarios, req.t, served.candidates,
+                                     served.outcome.items.shape[1])
+        exp = served.exposures
+        self.logs.exposures(arm, exp)
+        self.logs.requests(arm, served.requests)
+        keep = exp.keep
+        self.state.expose(req.rows[keep], self.world.catalog.category[exp.slate[keep]], req.t[keep])
+        return served.outcome
 
     def scene(self, rows: np.ndarray, scenes: np.ndarray, cats: np.ndarray, shops: np.ndarray,
               t: np.ndarray) -> None:
@@ -149,21 +163,39 @@ class ShardSimulation:
         return out
 
 
-def retrieval_contexts(ml_cat: np.ndarray, ml_real: np.ndarray, seq_cat: np.ndarray,
-                       seq_real: np.ndarray) -> np.ndarray:
-    """Categories that steer home/channel retrieval, [B, L_ml + L_seq], -1 where none: the
-    real slots of the moveline's and the short sequence's last events, in that order;
-    scene-level events without a category (-1) stay -1.  An empty slot is no event: it must
-    not read as category 0, a real category (world v2 did, over-weighting category 0 for
-    users with few target-history events)."""
-    return np.concatenate([np.where(ml_real, ml_cat, -1), np.where(seq_real, seq_cat, -1)], axis=-1)
+class _ExposureBatch(NamedTuple):
+    """The kept exposures of one served batch, as the logs hold them until a drain."""
+
+    arm: int
+    scenario: np.ndarray  # [B]
+    user: np.ndarray  # [B]
+    session: np.ndarray  # [B] session ids
+    request: np.ndarray  # [B]
+    ts: np.ndarray  # [B]
+    item: np.ndarray  # [B, K]
+    score: np.ndarray  # [B, K]
+    p_click: np.ndarray  # [B, K]
+    clicked: np.ndarray
+    p_convert: np.ndarray
+    converted: np.ndarray
+    delay_s: np.ndarray
+    dwell_s: np.ndarray
+    expected_dwell_s: np.ndarray
+    propensity: np.ndarray
 
 
-def retrieval_context(ml_cat: np.ndarray, ml_real: np.ndarray, seq_cat: np.ndarray,
-                      seq_real: np.ndarray) -> np.ndarray:
-    """:func:`retrieval_contexts` of one request, absent entries dropped."""
-    ctx = retrieval_contexts(ml_cat, ml_real, seq_cat, seq_real)
-    return ctx[ctx >= 0]
+class _RequestBatch(NamedTuple):
+    """The requests of one served batch, as the logs hold them until a drain."""
+
+    arm: int
+    scenario: np.ndarray
+    user: np.ndarray
+    session: np.ndarray
+    request: np.ndarray
+    ts: np.ndarray
+    n_candidates: int
+    latency_ms: np.ndarray
+    batch_size: int
 
 
 class ShardLogs:
@@ -188,33 +220,38 @@ class ShardLogs:
         self._reset()
 
     def _reset(self) -> None:
-        self._exp: list[tuple] = []
-        self._req: list[tuple] = []
+        self._exp: list[_ExposureBatch] = []
+        self._req: list[_RequestBatch] = []
         self._ml: list[tuple] = []
         self._feat: list[dict[str, np.ndarray]] = []
         self.rows = 0
         self.exposure_rows = 0
 
     # --- appends ------------------------------------------------------------------------
-    def exposures(self, arm, scenario, rows, sessions, rids, t, slate, scores, resp, prop, keep) -> None:
-        """One served batch: ``scenario`` is each request's scenario index."""
-        users = self._users(rows)
+    def exposures(self, arm: str, exp: ExposureRows) -> None:
+        """One served batch's exposures: the slates of the requests ``exp.keep`` holds."""
+        users = self._users(exp.rows)
         if self.record_features:
-            self._features(rows, rids)
-        if not keep.any():
+            self._features(exp.rows, exp.rids)
+        if not exp.keep.any():
             return
-        k = keep
-        a = self.arms.index(arm)
-        self._exp.append((a, scenario[k], users[k], session_ids(users[k], sessions[k]), rids[k], t[k], slate[k], scores[k],
-                          resp.p_click[k], resp.clicked[k], resp.p_convert[k], resp.converted[k], resp.delay_s[k],
-                          resp.dwell_s[k], resp.expected_dwell_s[k], prop[k]))
-        self.rows += slate[k].size
-        self.exposure_rows += slate[k].size
+        k, r = exp.keep, exp.response
+        self._exp.append(_ExposureBatch(
+            arm=self.arms.index(arm), scenario=exp.scenarios[k], user=users[k],
+            session=session_ids(users[k], exp.sessions[k]), request=exp.rids[k], ts=exp.t[k], item=exp.slate[k],
+            score=exp.scores[k], p_click=r.p_click[k], clicked=r.clicked[k], p_convert=r.p_convert[k],
+            converted=r.converted[k], delay_s=r.delay_s[k], dwell_s=r.dwell_s[k],
+            expected_dwell_s=r.expected_dwell_s[k], propensity=exp.propensity[k]))
+        self.rows += exp.slate[k].size
+        self.exposure_rows += exp.slate[k].size
 
-    def requests(self, arm, scenario, rows, sessions, rids, t, n_cand, latency, batch_size) -> None:
-        users = self._users(rows)
-        self._req.append((self.arms.index(arm), scenario, users, session_ids(users, sessions),
-                          rids, t, n_cand, np.asarray(latency, np.float64), batch_size))
+    def requests(self, arm: str, req: RequestRows) -> None:
+        """One served batch's requests (abandoned ones too)."""
+        users = self._users(req.rows)
+        self._req.append(_RequestBatch(
+            arm=self.arms.index(arm), scenario=req.scenarios, user=users, session=session_ids(users, req.sessions),
+            request=req.rids, ts=req.t, n_candidates=req.n_candidates,
+            latency_ms=np.asarray(req.latency_ms, np.float64), batch_size=req.batch_size))
 
     def moveline(self, users, t, scenes, cats, shops) -> None:
         self._ml.append((np.asarray(users, np.int64), t.copy(), scenes.copy(), cats.copy(), shops.copy()))
@@ -248,25 +285,25 @@ class ShardLogs:
         schema = with_version(SCHEMAS["exposures"], "exposures")
         if not b:
             return schema.empty_table()
-        K = np.concatenate([np.full(x[6].shape[0], x[6].shape[1]) for x in b])  # slate length per request
+        K = np.concatenate([np.full(x.item.shape[0], x.item.shape[1]) for x in b])  # slate length per request
         n = int(K.sum())
-        per = lambda i: np.concatenate([np.repeat(x[i], x[6].shape[1]) for x in b])  # noqa: E731
-        flat = lambda i: np.concatenate([np.asarray(x[i]).reshape(-1) for x in b])  # noqa: E731
-        codes = lambda i: np.concatenate([np.full(x[6].size, x[i], np.int32) for x in b])  # noqa: E731
-        ts = per(5)
-        converted = flat(11)
+        per = lambda f: np.concatenate([np.repeat(getattr(x, f), x.item.shape[1]) for x in b])  # noqa: E731
+        flat = lambda f: np.concatenate([np.asarray(getattr(x, f)).reshape(-1) for x in b])  # noqa: E731
+        ts = per("ts")
+        converted = flat("converted")
         cols = {
             "campaign": _categorical(np.zeros(n, np.int32), [self.campaign], schema.field("campaign").type),
             "shard": np.full(n, self.shard, np.int32),
-            "arm": _categorical(codes(0), self.arms, schema.field("arm").type),
-            "user": per(2), "session": per(3), "request": per(4), "ts": ts,
+            "arm": _categorical(np.concatenate([np.full(x.item.size, x.arm, np.int32) for x in b]), self.arms,
+                                schema.field("arm").type),
+            "user": per("user"), "session": per("session"), "request": per("request"), "ts": ts,
             "day": np.floor(ts / DAY).astype(np.int32),
-            "scenario": _categorical(per(1).astype(np.int32), self.scenarios, schema.field("scenario").type),
+            "scenario": _categorical(per("scenario").astype(np.int32), self.scenarios, schema.field("scenario").type),
             "position": (np.arange(n) - np.repeat(np.cumsum(K) - K, K)).astype(np.int16),
-            "item": flat(6), "score": flat(7).astype(np.float32), "p_click": flat(8), "clicked": flat(9),
-            "p_convert": flat(10), "converted": converted,
-            "conversion_ts": np.where(converted, ts + flat(12), np.nan),
-            "dwell_s": flat(13), "expected_dwell_s": flat(14), "propensity": flat(15),
+            "item": flat("item"), "score": flat("score").astype(np.float32), "p_click": flat("p_click"),
+            "clicked": flat("clicked"), "p_convert": flat("p_convert"), "converted": converted,
+            "conversion_ts": np.where(converted, ts + flat("delay_s"), np.nan),
+            "dwell_s": flat("dwell_s"), "expected_dwell_s": flat("expected_dwell_s"), "propensity": flat("propensity"),
         }
         return _table(schema, cols)
 
@@ -295,17 +332,18 @@ class ShardLogs:
         schema = with_version(SCHEMAS["requests"], "requests")
         if not b:
             return schema.empty_table()
-        size = np.array([len(x[2]) for x in b])
-        cat = lambda i: np.concatenate([np.asarray(x[i]) for x in b])  # noqa: E731
-        ts = cat(5)
+        size = np.array([len(x.user) for x in b])
+        cat = lambda f: np.concatenate([np.asarray(getattr(x, f)) for x in b])  # noqa: E731
+        ts = cat("ts")
         cols = {
-            "request": cat(4), "user": cat(2), "session": cat(3),
-            "arm": _categorical(np.repeat([x[0] for x in b], size).astype(np.int32), self.arms, schema.field("arm").type),
+            "request": cat("request"), "user": cat("user"), "session": cat("session"),
+            "arm": _categorical(np.repeat([x.arm for x in b], size).astype(np.int32), self.arms,
+                                schema.field("arm").type),
             "ts": ts, "day": np.floor(ts / DAY).astype(np.int32),
-            "scenario": _categorical(cat(1).astype(np.int32), self.scenarios, schema.field("scenario").type),
-            "n_candidates": np.repeat([x[6] for x in b], size).astype(np.int32),
-            "latency_ms": cat(7),
-            "batch_size": np.repeat([x[8] for x in b], size).astype(np.int32),
+            "scenario": _categorical(cat("scenario").astype(np.int32), self.scenarios, schema.field("scenario").type),
+            "n_candidates": np.repeat([x.n_candidates for x in b], size).astype(np.int32),
+            "latency_ms": cat("latency_ms"),
+            "batch_size": np.repeat([x.batch_size for x in b], size).astype(np.int32),
         }
         return _table(schema, cols)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
+from simab.engine.serving import Requests
 from simab.engine.shard import ShardSimulation
 from simab.simulators.scenes import CART, CONTENT, DETAIL
 from simab.simulators.streams import Decision, request_ids
@@ -232,11 +233,11 @@ class WaveSimulation(ShardSimulation):
         key = self.arm_now[rows] * n_shapes + self.shape_of_scenario[self.sc[rows]]
         for k in np.unique(key):
             m = np.flatnonzero(key == k)
-            server = self.services[self.arms[int(k) // n_shapes]]
+            arm = self.arms[int(k) // n_shapes]
             for lo in range(0, len(m), MAX_SERVE_ROWS):  # bounded temporaries ([B, C, d] in the oracle)
                 r, tt = rows[m[lo:lo + MAX_SERVE_ROWS]], t[m[lo:lo + MAX_SERVE_ROWS]]
-                out = server.serve(r, self.sess[r], self.rid[r], self.sc[r], tt, self.q_cat[r], self.q_shop[r],
-                                   self.lat[r])
+                out = self.serve_requests(arm, Requests(r, self.sess[r], self.rid[r], self.sc[r], tt, self.q_cat[r],
+                                                        self.q_shop[r], self.lat[r]))
                 self.react(r, tt, out)
 
     def react(self, rows: np.ndarray, t: np.ndarray, out) -> None:

@@ -28,11 +28,17 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from simab.engine.serving import policy_uniform_key
 from simab.errors import SimabError
 from simab.ope.marginal import MC_DRAWS, epsilon_marginal, plackett_luce_marginal
-from simab.policies.world_features import GROUP_RINGS, Snapshot
+from simab.policies.world_features import GROUP_RINGS, FeatureBuilder, Snapshot
 from simab.progress import progress
-from simab.run.preperiod import logging_simulation, pre_period_shards, pre_period_users
+from simab.run.preperiod import (
+    logging_policy,
+    logging_simulation,
+    pre_period_shards,
+    pre_period_users,
+)
 from simab.simulators import rng, streams
 from simab.simulators.world import World
 
@@ -44,27 +50,29 @@ SCORE_CHUNK = 256
 
 class OpeRecorder:
     """Per request of a logging simulation: the target policies' slates and their truth
-    (module docstring).  ``policies``: arm -> a deterministic ranking policy."""
+    (module docstring).  ``world``: the logging simulation's (pre-period phase);
+    ``policies``: arm -> a deterministic ranking policy; ``logger``: the logging policy that
+    serves arm ``logger_arm``."""
 
-    def __init__(self, sim, policies: dict, logger_arm: str = "logging"):
-        self.sim, self.policies = sim, policies
-        server = sim.services[logger_arm]
-        self.logger, self.logger_key = server.policy, server.ukey
-        self.mc_key = rng.stream_key(sim.world.seed, sim.world.stream(f"ope-marginal/{logger_arm}"))
+    def __init__(self, world: World, policies: dict, logger, logger_arm: str = "logging"):
+        self.world, self.policies = world, policies
+        self.builder = FeatureBuilder(world)
+        self.logger, self.logger_key = logger, policy_uniform_key(world, logger_arm)
+        self.mc_key = rng.stream_key(world.seed, world.stream(f"ope-marginal/{logger_arm}"))
         self.parts: list[dict[str, np.ndarray]] = []
 
-    def _batch(self, policy, rows, t, sc, cand, attraction) -> dict:
+    def _batch(self, policy, state, rows, t, sc, cand, attraction) -> dict:
         groups = tuple(policy.feature_groups)
         rings = tuple(dict.fromkeys(GROUP_RINGS[g] for g in groups if g in GROUP_RINGS))
-        snap = Snapshot.from_state(self.sim.state, rows, t, sc, rings)
-        return self.sim.builder.build(snap, cand, groups, p_click=attraction if "oracle" in groups else None)
+        snap = Snapshot.from_state(state, rows, t, sc, rings)
+        return self.builder.build(snap, cand, groups, p_click=attraction if "oracle" in groups else None)
 
-    def _logged(self, rows, rids, t, sc, cand, attraction, K) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _logged(self, state, rows, rids, t, sc, cand, attraction, K) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The logger's slate [B, K] (candidate indices) from the uniforms the service draws
         it from, each pick's marginal propensity and its Monte-Carlo standard error (0 where
         exact)."""
         B, C = cand.shape
-        batch = self._batch(self.logger, rows, t, sc, cand, attraction)
+        batch = self._batch(self.logger, state, rows, t, sc, cand, attraction)
         uniforms = rng.uniform(self.logger_key, rids[:, None], streams.policy_uniform_counters(C)[None, :])
         idx, _ = self.logger.slate(batch, K, uniforms)
         mode = self.logger.params["mode"]
@@ -79,8 +87,8 @@ class OpeRecorder:
             marginal, se = plackett_luce_marginal(logits, idx, mc)
         return idx, marginal, se
 
-    def _scores(self, policy, rows, t, sc, cand, attraction) -> np.ndarray:
-        batch = self._batch(policy, rows, t, sc, cand, attraction)
+    def _scores(self, policy, state, rows, t, sc, cand, attraction) -> np.ndarray:
+        batch = self._batch(policy, state, rows, t, sc, cand, attraction)
         if not hasattr(policy, "parameters"):
             return policy.score(batch).numpy()
         import torch
@@ -90,11 +98,11 @@ class OpeRecorder:
             return np.concatenate([policy.score({k: v[lo:lo + SCORE_CHUNK] for k, v in batch.items()}).numpy()
                                    for lo in range(0, B, SCORE_CHUNK)])
 
-    def record(self, rows: np.ndarray, rids: np.ndarray, sc: np.ndarray, t: np.ndarray, cand: np.ndarray,
+    def record(self, state, rows: np.ndarray, rids: np.ndarray, sc: np.ndarray, t: np.ndarray, cand: np.ndarray,
                K: int) -> None:
-        """One served batch (requests of one slate size ``K``), before its slate is drawn."""
-        sim = self.sim
-        w, st = sim.world, sim.state
+        """One served batch (requests of one slate size ``K``, users at ``state`` rows
+        ``rows``), before the state changes."""
+        w, st = self.world, state
         users = st.users
         B, C = cand.shape
         pen = st.penalty(rows, w.catalog.category[cand], t)
@@ -105,12 +113,12 @@ class OpeRecorder:
         part = {"request": np.repeat(rids, K), "user": np.repeat(users.ids[rows], K),
                 "scenario": np.repeat(sc, K), "position": np.tile(np.arange(K), B),
                 "n_candidates": np.full(B * K, C), "examination": exam.reshape(-1)}
-        idx, marginal, se = self._logged(rows, rids, t, sc, cand, attraction, K)
+        idx, marginal, se = self._logged(state, rows, rids, t, sc, cand, attraction, K)
         part["replayed_item"] = np.take_along_axis(cand, idx, axis=1).reshape(-1)
         part["marginal_propensity"] = marginal.reshape(-1)
         part["marginal_se"] = se.reshape(-1)
         for arm, policy in self.policies.items():
-            idx = np.argsort(-self._scores(policy, rows, t, sc, cand, attraction), axis=1, kind="stable")[:, :K]
+            idx = np.argsort(-self._scores(policy, state, rows, t, sc, cand, attraction), axis=1, kind="stable")[:, :K]
             a = np.take_along_axis(attraction, idx, axis=1)
             cv = np.take_along_axis(p_convert, idx, axis=1)
             part[f"item/{arm}"] = np.take_along_axis(cand, idx, axis=1).reshape(-1)
@@ -143,14 +151,14 @@ def collect(world: World, policies: dict, mode: str = "uniform", temperature: fl
         raise SimabError(f"logging mode {mode!r} is not one of {list(OPE_LOGGING_MODES)}", key="--logging")
     logging = {"mode": mode, "temperature": temperature} if mode == "plackett_luce" else {"mode": mode}
     shards = pre_period_shards(world.spec.n_users)
+    pre = world.with_phase("preperiod")  # the logging simulation's world
     tables = []
     for s in range(shards):
         users = pre_period_users(world, s, shards)
         if len(users) == 0:
             continue
-        sim = logging_simulation(world, users, world.spec.pre_period_days, s, logging=logging)
-        rec = OpeRecorder(sim, policies)
-        sim.ope_recorder = rec
+        rec = OpeRecorder(pre, policies, logging_policy(pre, logging))
+        sim = logging_simulation(world, users, world.spec.pre_period_days, s, logging=logging, ope_recorder=rec)
         sim.run()
         exp = sim.tables()["exposures"].sort_by([("request", "ascending"), ("position", "ascending")])
         if exp.num_rows == 0:

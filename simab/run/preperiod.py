@@ -33,25 +33,33 @@ from simab.simulators.world import World
 from simab.spec import ServingSpec
 
 
-def logging_simulation(world: World, users: np.ndarray, days: float, shard: int = 0, engine: str = "wave",
-                       logging: dict | None = None):
-    """A shard simulation (not yet run) of the logging policy over ``[-days, 0)`` for
-    ``users`` (sorted global ids) in the pre-period phase of ``world``, recording each
-    request's feature snapshot.  ``logging``: parameters of the logging policy over the
-    world's (``mode``, ``temperature``: see ``LoggingPolicy``; off-policy evaluation's
-    opt-in, the pre-period itself never passes any)."""
-    from simab.engine.engines import make_simulation
-    from simab.engine.shard import ShardPlan
+def logging_policy(world: World, logging: dict | None = None):
+    """The pre-period's logging policy over ``world`` (popularity + epsilon exploration);
+    ``logging``: parameters over the world's (``mode``, ``temperature``: see ``LoggingPolicy``)."""
     from simab.policies.simple import LoggingPolicy
     from simab.policies.world_features import feature_spec_of
 
+    return LoggingPolicy({"epsilon": world.spec.logging_epsilon, **(logging or {})}, feature_spec_of(world.spec))
+
+
+def logging_simulation(world: World, users: np.ndarray, days: float, shard: int = 0, engine: str = "wave",
+                       logging: dict | None = None, ope_recorder=None):
+    """A shard simulation (not yet run) of the logging policy over ``[-days, 0)`` for
+    ``users`` (sorted global ids) in the pre-period phase of ``world``, recording each
+    request's feature snapshot.  ``logging``: parameters of the logging policy
+    (:func:`logging_policy`; off-policy evaluation's opt-in, the pre-period itself never
+    passes any), ``ope_recorder`` its recorder of every served batch."""
+    from simab.engine.engines import make_simulation
+    from simab.engine.shard import ShardPlan
+
     world = world.with_phase("preperiod")
-    policy = LoggingPolicy({"epsilon": world.spec.logging_epsilon, **(logging or {})}, feature_spec_of(world.spec))
+    policy = logging_policy(world, logging)
     t0 = -days * DAY
     n = len(users)
     plan = ShardPlan(shard, users, np.zeros(n, np.int64), np.full(n, t0), np.zeros(n), t0, 0.0)
     return make_simulation(engine, world, plan, ["logging"], {"logging": policy}, campaign="preperiod",
-                           serving=ServingSpec(), record_features=True)  # the default settings: no abandonment
+                           serving=ServingSpec(), record_features=True,  # the default settings: no abandonment
+                           ope_recorder=ope_recorder)
 
 
 def pre_period_users(world: World, shard: int, shards: int) -> np.ndarray:

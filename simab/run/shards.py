@@ -35,9 +35,9 @@ def run_shard(job: ShardJob) -> dict:
     started = time.perf_counter()
     out = Path(job.run_dir) / job.subdir if job.subdir else Path(job.run_dir)
     with ShardSink(out, job.shard) as sink:  # a part for each table of the event log
+        # the engine writes its logs to the sink per tick once they are large, and at the end
         sim = make_simulation(spec.engine, world, plan, arms, policies, campaign=spec.name, serving=spec.serving,
-                              unit=spec.unit, session_arm=session_arm)
-        sim.sink = sink  # the engine writes its logs per tick once they are large, and at the end
+                              unit=spec.unit, session_arm=session_arm, sink=sink)
         sim.run()
         sink.write("assignments", sim.assignments_table())
         parts = sink.close()

@@ -3,7 +3,7 @@ an empty slot of the short sequence read as category 0, a real category)."""
 
 import numpy as np
 
-from simab.engine.shard import retrieval_context
+from simab.engine.retrieval import retrieval_context
 
 
 def test_empty_slots_of_the_short_sequence_are_no_category():

@@ -192,6 +192,7 @@ def test_exposure_log_drops_abandoned_requests_and_lays_out_rows_in_serving_orde
     each request at its own serving time."""
     from types import SimpleNamespace
 
+    from simab.engine.serving import ExposureRows
     from simab.engine.shard import ShardLogs
     from simab.simulators.oracle import Response
 
@@ -202,19 +203,19 @@ def test_exposure_log_drops_abandoned_requests_and_lays_out_rows_in_serving_orde
         a = np.arange(B * K, dtype=float).reshape(B, K) + base
         return Response(a, a + 0.5, a, a % 2 == 0, a % 3 == 0, a * 10, a + 1, a + 2)
 
-    def ids(rows):  # (rows, session numbers, request ids) of users rows + 1
-        rows = np.array(rows)
-        return rows, rows * 10, (rows + 1) * 100
+    def rows(scenario, users, t, slate, response, prop, keep):  # users rows + 1; session numbers, request ids
+        r = np.array(users)
+        return ExposureRows(scenario, r, r * 10, (r + 1) * 100, t, slate, slate * 1.0, response, prop, keep)
 
     slate = np.arange(6).reshape(2, 3)
     home, search = np.array([0, 0]), np.array([1])
-    log.exposures("control", home, *ids([0, 1]), np.array([86400.0 * 1.5, 5.0]), slate, slate * 1.0,
-                  resp(2, 3, 0), np.ones((2, 3)), np.array([True, False]))
+    log.exposures("control", rows(home, [0, 1], np.array([86400.0 * 1.5, 5.0]), slate, resp(2, 3, 0),
+                                  np.ones((2, 3)), np.array([True, False])))
     slate2 = np.arange(4).reshape(1, 4) + 50
-    log.exposures("treatment", search, *ids([2]), np.array([10.0]), slate2, slate2 * 1.0, resp(1, 4, 100),
-                  np.full((1, 4), 0.5), np.array([True]))
-    log.exposures("control", home, *ids([3, 3]), np.array([20.0, 20.0]), slate, slate * 1.0, resp(2, 3, 0),
-                  np.ones((2, 3)), np.array([False, False]))  # all abandoned
+    log.exposures("treatment", rows(search, [2], np.array([10.0]), slate2, resp(1, 4, 100), np.full((1, 4), 0.5),
+                                    np.array([True])))
+    log.exposures("control", rows(home, [3, 3], np.array([20.0, 20.0]), slate, resp(2, 3, 0), np.ones((2, 3)),
+                                  np.array([False, False])))  # all abandoned
     assert log.exposure_rows == 3 + 4
     t = log.drain()["exposures"]
     assert t.num_rows == 3 + 4
