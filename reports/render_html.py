@@ -53,6 +53,9 @@ def _table(header, rows, significant=()) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+image_tag, html_table = _img, _table  # public names, for render_experiment
+
+
 def _cards(report: Report) -> str:
     total_users = sum(a.users for a in report.arms.values())
     total_exp = sum(a.exposures for a in report.arms.values())
