@@ -5,7 +5,8 @@ one row per event of a unit named by a unit column.  This module reads it, check
 named columns exist, and turns each metric column into float64 with every value that is not
 a number marked: booleans (``True``/``False``, in CSV also ``TRUE``/``true``/...) become 1/0,
 integer counts and sums stay what they are, numeric strings are parsed, and empty, ``NA`` or
-``null`` values are *missing* while other strings are *non-numeric*.  The data checks
+``null`` values are *missing* while other strings are *non-numeric*.  A text column whose
+values are mostly not numbers is not a metric (an error).  The data checks
 (``data_checks``) report both; nothing is silently zero.
 """
 
@@ -25,8 +26,8 @@ from simab.errors import SimabError
 
 #: strings read as a missing value (case-insensitive, after stripping blanks)
 MISSING_TEXT = frozenset({"", "na", "n/a", "nan", "null", "none"})
-TRUE_TEXT = frozenset({"true", "t", "yes"})
-FALSE_TEXT = frozenset({"false", "f", "no"})
+TRUE_TEXT = frozenset({"true"})
+FALSE_TEXT = frozenset({"false"})
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
@@ -234,7 +235,9 @@ def numeric_column(table: pa.Table, column: str, source: str) -> NumericColumn:
         return NumericColumn(values, missing, bad, ("inf",) if bad.any() else ())
     if pa.types.is_string(typ) or pa.types.is_large_string(typ):
         out = _text_to_numbers(col)
-        if out.non_numeric.any() and np.isnan(out.values).all():
+        # a column of numbers with a few bad values is a data problem (the checks say so);
+        # a column that is mostly text is not a metric
+        if out.non_numeric.sum() * 2 > (~out.missing).sum():
             raise SimabError(
                 f"not numeric: values such as {', '.join(repr(e) for e in out.examples)}; a metric "
                 "column holds numbers, counts or booleans (TRUE/FALSE, true/false, 0/1)",
