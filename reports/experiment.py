@@ -35,6 +35,7 @@ from simab.reports.experiment_data import (
     NumericColumn,
     day_index,
     key_codes,
+    key_values,
     label_column,
     load_table,
     metric_specs,
@@ -106,19 +107,13 @@ def _check_alpha(alpha: float, correction: str) -> float:
 
 def _shares(shares: Mapping[str, float] | Sequence[str] | None) -> dict[str, float] | None:
     """``{"arm": share}`` or ``["arm=share", ...]``; shares are normalised by their sum."""
-    if not shares:
+    pairs = key_values(shares, "--share", "ARM=SHARE")
+    if not pairs:
         return None
-    if not isinstance(shares, Mapping):
-        pairs = {}
-        for text in shares:
-            arm, sep, value = str(text).partition("=")
-            try:
-                pairs[arm.strip()] = float(value)
-            except ValueError:
-                raise SimabError(f"expected ARM=SHARE with a number, got {text!r}", source="--share") from None
-            if not sep or not arm.strip():
-                raise SimabError(f"expected ARM=SHARE, got {text!r}", source="--share")
-        shares = pairs
+    try:
+        shares = {a: float(v) for a, v in pairs.items()}
+    except ValueError:
+        raise SimabError(f"shares must be numbers, got {pairs}", source="--share") from None
     out = {str(a): float(s) for a, s in shares.items()}
     if any(not (s >= 0 and s == s and s != float("inf")) for s in out.values()) or sum(out.values()) <= 0:
         raise SimabError(f"shares must be finite, >= 0, with a positive sum; got {out}", source="--share")
@@ -327,16 +322,9 @@ def wide_to_long(
 
 
 def _where(table: pa.Table, where: Mapping[str, str] | Sequence[str] | None, source: str) -> pa.Table:
+    where = key_values(where, "--where", "COLUMN=VALUE")
     if not where:
         return table
-    if not isinstance(where, Mapping):
-        pairs = {}
-        for text in where:
-            col, sep, value = str(text).partition("=")
-            if not sep:
-                raise SimabError(f"expected COLUMN=VALUE, got {text!r}", source="--where")
-            pairs[col.strip()] = value.strip()
-        where = pairs
     mask = np.ones(table.num_rows, dtype=bool)
     for col, value in where.items():
         require_columns(table, {"--where": col}, source)

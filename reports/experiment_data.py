@@ -70,6 +70,22 @@ def parse_metric(text: str, source: str = "--metric") -> MetricSpec:
     return MetricSpec(name, num, den or None)
 
 
+def key_values(items: Mapping | Sequence[str] | None, source: str, form: str) -> dict[str, str]:
+    """``{"key": "value"}`` from a mapping or from ``["key=value", ...]`` (flags such as
+    ``--share ARM=S``); a malformed item is an error naming ``source`` and the ``form``."""
+    if not items:
+        return {}
+    if isinstance(items, Mapping):
+        return {str(k).strip(): str(v).strip() for k, v in items.items()}
+    out = {}
+    for text in items:
+        key, sep, value = str(text).partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise SimabError(f"expected {form}, got {text!r}", source=source)
+        out[key.strip()] = value.strip()
+    return out
+
+
 def metric_specs(
     metrics: str | Sequence[str] | Mapping[str, str],
     covariates: Mapping[str, str] | Sequence[str] | None = None,
@@ -88,15 +104,8 @@ def metric_specs(
     for n in names:
         if names.count(n) > 1:
             raise SimabError(f"metric {n!r} is given twice", source="--metric")
+    covariates = key_values(covariates, "--covariate", "METRIC=COLUMN")
     if covariates:
-        if not isinstance(covariates, Mapping):
-            pairs = {}
-            for text in covariates:
-                metric, sep, column = text.partition("=")
-                if not sep or not metric.strip() or not column.strip():
-                    raise SimabError(f"expected METRIC=COLUMN, got {text!r}", source="--covariate")
-                pairs[metric.strip()] = column.strip()
-            covariates = pairs
         by_name = {s.name: s for s in specs}
         for metric, column in covariates.items():
             if metric not in by_name:

@@ -12,9 +12,9 @@ from simab.atomic import write_atomic
 from simab.errors import SimabError
 from simab.reports import figures
 from simab.reports.experiment import ExperimentReport
-from simab.reports.render_html import CSS, html_table, image_tag
+from simab.reports.render_html import CSS, details_rows, html_table, image_tag
 from simab.reports.render_markdown import cuped_not_applied, markdown_table, verdicts
-from simab.reports.summary import HEADER, fmt_ci, fmt_p, fmt_pct, summary_rows
+from simab.reports.summary import HEADER, summary_rows
 
 #: the lift table without the truth columns
 LIFT_HEADER = HEADER[:8]
@@ -71,26 +71,6 @@ def _unit_rows(report: ExperimentReport) -> list[tuple[str, ...]]:
 
 
 UNIT_HEADER = ("arm", "units", "rows", "share", "expected units")
-
-
-def _detail_rows(report: ExperimentReport) -> list[tuple[str, ...]]:
-    rows = []
-    for name, m in report.metrics.items():
-        for key, r in m.comparisons.items():
-            seq, cuped, ols, mde = r.sequential, r.cuped, r.cross_check, r.mde
-            rows.append((
-                name,
-                key,
-                fmt_ci(seq.ci) if seq else "-",
-                fmt_p(seq.p_value) if seq else "-",
-                fmt_ci(cuped.comparison.rel_ci) if cuped else "-",
-                f"{cuped.variance_reduction:.1%}"
-                if cuped and cuped.variance_reduction == cuped.variance_reduction else "-",
-                f"{ols.rel_se_difference:+.1e}"
-                if ols and ols.rel_se_difference == ols.rel_se_difference else "-",
-                fmt_pct(mde.rel_mde) if mde and mde.rel_mde is not None else "-",
-            ))
-    return rows
 
 
 DETAIL_HEADER = ("metric", "comparison", "confidence sequence", "always-valid p", "CUPED rel CI",
@@ -150,7 +130,7 @@ def render_experiment_markdown(report: ExperimentReport) -> str:
     lines += markdown_table(LIFT_HEADER, _lift_rows(report))
     lines += [""]
     lines += ["## Sequential, CUPED, cross-check and sensitivity", ""]
-    lines += markdown_table(DETAIL_HEADER, _detail_rows(report))
+    lines += markdown_table(DETAIL_HEADER, details_rows(report))
     lines.append("")
     skipped = cuped_not_applied(report)
     if skipped:
@@ -203,7 +183,7 @@ def render_experiment_html(report: ExperimentReport) -> str:
                   "sequence, the narrow one the fixed-horizon interval.</p>",
                   image_tag(seq, "cumulative lift over looks")]
     parts += ["<h2>Sequential, CUPED, cross-check and sensitivity</h2>",
-              html_table(DETAIL_HEADER, _detail_rows(report))]
+              html_table(DETAIL_HEADER, details_rows(report))]
     skipped = cuped_not_applied(report)
     if skipped:
         parts += ["<p>CUPED not applied:</p><ul class=flags>",
@@ -218,14 +198,14 @@ def render_experiment_html(report: ExperimentReport) -> str:
 
 
 def write_experiment_report(report: ExperimentReport, out: str | Path) -> list[Path]:
-    """Write report.json, report.md and report.html into folder ``out`` (created)."""
+    """Write report.md, report.html and, last, report.json into folder ``out`` (created);
+    returns their paths."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SimabError("exists and is not a folder", source=str(out))
     out.mkdir(parents=True, exist_ok=True)
-    payload = json.dumps(report.to_json_dict(), indent=2, allow_nan=False)
-    return [
-        write_atomic(out / "report.json", payload + "\n"),
-        write_atomic(out / "report.md", render_experiment_markdown(report)),
-        write_atomic(out / "report.html", render_experiment_html(report)),
-    ]
+    # render everything first: a failure leaves no file behind that looks like a report
+    payload = json.dumps(report.to_json_dict(), indent=2, allow_nan=False) + "\n"
+    texts = {"report.md": render_experiment_markdown(report), "report.html": render_experiment_html(report),
+             "report.json": payload}
+    return [write_atomic(out / name, text) for name, text in texts.items()]
