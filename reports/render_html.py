@@ -96,6 +96,10 @@ def _details_rows(report: Report) -> list[tuple[str, ...]]:
     return rows
 
 
+# public names, for the real-experiment report (render_experiment)
+image_tag, html_table, details_rows = _img, _table, _details_rows
+
+
 def render_html(report: Report) -> str:
     """The full report page; every figure named in DESIGN section 6 is embedded."""
     rows = summary_rows(report, "confirmatory")

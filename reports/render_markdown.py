@@ -41,6 +41,8 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
     ]
 
 
+markdown_table = _table  # public name, for the real-experiment report (render_experiment)
+
 #: The summary header with the direction after the comparison, and a "change" word in place of
 #: the truth columns (a guardrail has no true lift).
 GUARDRAIL_HEADER = (*HEADER[:2], "direction", *HEADER[2:8], "change")
