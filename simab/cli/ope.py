@@ -287,7 +287,7 @@ def run_ope(spec, out: Path, *, mode: str = "uniform", temperature: float = 1.0,
     if spec.world.pre_period_days <= 0:
         raise SimabError("off-policy evaluation needs a pre-period: must be > 0", key="world.pre_period_days")
     world = World.build(spec.world, spec.seed)
-    descs = prepare_policies(spec, world, out, workers, cache_dir(spec.training.cache_dir))
+    descs = prepare_policies(spec, world, out, cache_dir(spec.training.cache_dir), workers=workers)
     policies = {}
     for arm, desc in descs.items():
         p = build_policy(desc, world)
