@@ -6,6 +6,7 @@ import base64
 import html
 
 from simab.reports import figures
+from simab.reports.formatting import fmt_ci, fmt_p, fmt_pct
 from simab.reports.render_markdown import (
     GUARDRAIL_HEADER,
     METHOD_NOTES,
@@ -14,7 +15,7 @@ from simab.reports.render_markdown import (
     verdicts,
 )
 from simab.reports.report import Report
-from simab.reports.summary import HEADER, fmt_ci, fmt_p, fmt_pct, summary_rows
+from simab.reports.summary import HEADER, summary_rows
 
 CSS = """
 body{font:14px/1.45 -apple-system,'Segoe UI',Helvetica,Arial,sans-serif;color:#2E3440;

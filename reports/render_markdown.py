@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
+from simab.reports.formatting import fmt_ci, fmt_p, fmt_pct, fmt_value
 from simab.reports.metric_registry import REGISTRY
 from simab.reports.report import Report
-from simab.reports.summary import (
-    HEADER,
-    change_word,
-    fmt_ci,
-    fmt_p,
-    fmt_pct,
-    fmt_value,
-    summary_rows,
-)
+from simab.reports.summary import HEADER, change_word, summary_rows
 
 METHOD_NOTES = (
     "Unit of analysis: the user (the randomisation unit). Ratio metrics (ctr, ctcvr, cvr) use "

@@ -93,6 +93,10 @@ SCHEMAS: dict[str, pa.Schema] = {
     ),
 }
 
+#: The event log's tables: the one list (a run folder's table folders, what a sweep removes,
+#: a shard's parts).
+TABLES: tuple[str, ...] = tuple(SCHEMAS)
+
 
 def with_version(schema: pa.Schema, table: str) -> pa.Schema:
     """``schema`` with the event-log version and table name in its metadata."""
@@ -283,7 +287,7 @@ class ShardSink:
     place and returns the manifest's ``parts`` entry.  On an exception inside a ``with``
     block (or :meth:`abort`) no part of the shard is put in place by it."""
 
-    def __init__(self, run_dir: Path, shard: int, tables: tuple[str, ...] = tuple(SCHEMAS)):
+    def __init__(self, run_dir: Path, shard: int, tables: tuple[str, ...] = TABLES):
         self.writers: dict[str, PartWriter] = {}
         try:
             for t in tables:

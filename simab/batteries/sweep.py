@@ -34,8 +34,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from simab.errors import SimabError
+from simab.eventlog import TABLES
 from simab.overrides import nest, parse_strict_value, split_assignment
 from simab.progress import progress
+from simab.reports.formatting import fmt_pct
 from simab.reports.json_numbers import number
 from simab.simulators.spec import deep_merge
 from simab.spec import (
@@ -47,7 +49,8 @@ from simab.spec import (
 )
 
 ROWS_FILE = "rows.json"
-EVENT_FOLDERS = ("exposures", "requests", "moveline", "assignments", "counterfactual", "models")
+#: What a sweep removes from each run folder unless asked to keep its events.
+EVENT_FOLDERS = (*TABLES, "counterfactual", "models")
 
 
 # --------------------------------------------------------------------------- grid
@@ -332,12 +335,6 @@ def _sweep_into(out: Path, runs: list[SweepRun], grid: dict[str, list[Any]], rep
     return result
 
 
-def _fmt(x: float | None, sign: str = "+") -> str:
-    if x is None or x != x:
-        return "n/a"
-    return f"{x:{sign}.2%}"
-
-
 def sweep_markdown(rows: list[dict[str, Any]], grid: dict[str, list[Any]]) -> str:
     """Per grid point and metric: runs, mean relative lift (and its sd over runs), mean true
     lift, share of runs with p < alpha, share of CIs covering the truth."""
@@ -358,9 +355,9 @@ def sweep_markdown(rows: list[dict[str, Any]], grid: dict[str, list[Any]]) -> st
         pvals = [r for r in rs if r["p_value"] is not None]
         cov = [r["ci_covers_truth"] for r in rs if r["ci_covers_truth"] is not None]
         cells = [*(json.dumps(points[p][k]) for k in keys), metric, comp, str(len(rs)),
-                 _fmt(mean), _fmt(sd, ""),
-                 _fmt(sum(truths) / len(truths) if truths else None),
-                 f"{sum(r['p_value'] < r['alpha'] for r in pvals) / len(pvals):.1%}" if pvals else "n/a",
-                 f"{sum(cov) / len(cov):.1%}" if cov else "n/a"]
+                 fmt_pct(mean), fmt_pct(sd, ""),
+                 fmt_pct(sum(truths) / len(truths) if truths else None),
+                 fmt_pct(sum(r["p_value"] < r["alpha"] for r in pvals) / len(pvals) if pvals else None, "", 1),
+                 fmt_pct(sum(cov) / len(cov) if cov else None, "", 1)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
