@@ -19,7 +19,14 @@ import numpy as np
 
 from simab.simulators import rng, streams
 from simab.simulators.catalog import Csr
-from simab.simulators.streams import CONTEXT, CONTEXT_ITEM_OFFSET, POPULAR, RANDOM, SEARCH_TAIL
+from simab.simulators.streams import (
+    CONTEXT,
+    CONTEXT_ITEM_OFFSET,
+    POPULAR,
+    RANDOM,
+    SEARCH_TAIL,
+    Stream,
+)
 from simab.simulators.world import World
 
 _MISSING = -1
@@ -29,7 +36,7 @@ class Retriever:
     def __init__(self, world: World):
         self.w = world
         c = world.catalog
-        self.key = rng.stream_key(world.seed, world.stream("retrieval"))
+        self.key = rng.stream_key(world.seed, world.stream(Stream.RETRIEVAL))
         self.n_target = c.n_shop_items
         self.top = c.popular_target[: max(200, c.n_shop_items // 10)]
         self.cat_sizes = c.target_by_category.sizes()

@@ -35,6 +35,7 @@ from simab.engine.retrieval import user_contexts
 from simab.policies.world_features import GROUP_RINGS, FeatureBuilder, Snapshot
 from simab.simulators import rng, streams
 from simab.simulators.oracle import Response
+from simab.simulators.streams import Stream
 from simab.simulators.world import World
 
 #: Service cost per candidate (microseconds) of a policy that does not declare one.
@@ -107,7 +108,7 @@ class Served(NamedTuple):
 
 def policy_uniform_key(world: World, arm: str) -> np.ndarray:
     """The stream key of the uniforms a stochastic policy of ``arm`` draws its slates from."""
-    return rng.stream_key(world.seed, world.stream(f"policy-uniforms/{arm}"))
+    return rng.stream_key(world.seed, world.stream(Stream.POLICY_UNIFORMS.of(arm)))
 
 
 class LatencyModel:
@@ -118,7 +119,7 @@ class LatencyModel:
         self.base_ms = float(serving.base_ms)
         self.sigma = float(serving.jitter_sigma)
         self.us_per_candidate = float(getattr(policy, "service_us_per_candidate", DEFAULT_US_PER_CANDIDATE))
-        self.key = rng.stream_key(world.seed, world.stream("serving/latency"))
+        self.key = rng.stream_key(world.seed, world.stream(Stream.SERVING_LATENCY))
 
     def latency_ms(self, rids: np.ndarray, n_candidates: np.ndarray) -> np.ndarray:
         c_wait, c_jitter = streams.LATENCY_WAIT, streams.LATENCY_JITTER
