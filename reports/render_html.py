@@ -102,7 +102,8 @@ image_tag, html_table, details_rows = _img, _table, _details_rows
 
 
 def render_html(report: Report) -> str:
-    """The full report page; every figure named in DESIGN section 6 is embedded."""
+    """The full report page, with every figure of ``simab.reports.figures`` embedded (forest,
+    sequential, per-scenario, daily and traffic plots)."""
     rows = summary_rows(report, "confirmatory")
     flat = [r for m in report.metrics.values() for r in m.comparisons.values()]
     confirmatory = [

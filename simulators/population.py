@@ -29,7 +29,6 @@ from simab.simulators.spec import WorldSpec
 from simab.simulators.streams import Stream
 
 PROFILE_SIZES = (6, 2, 4, 4)  # age bucket, gender, city tier, activity bucket
-PROFILE_FIELDS = ("age", "gender", "city_tier", "activity")
 
 
 @dataclass(frozen=True)

@@ -94,9 +94,6 @@ class SceneChain:
             return np.full(len(users), np.inf)
         return rng.exponential(self.k[Stream.SCENES_NEED], users, streams.need_gap_counter(j)) * DAY / it.needs_per_day
 
-    def need_gap(self, user: int, j: int) -> float:
-        return float(self.need_gap_batch(user, j)[0])
-
     def need_session_delay_batch(self, users, j) -> np.ndarray:
         """A need brings the user to the app: with probability ``scene_first`` a session
         opens Exp(mean ``need_session_delay_min``) seconds after need ``j`` arrives; NaN
@@ -107,11 +104,6 @@ class SceneChain:
         opens = rng.uniform(self.k[Stream.SCENES_NEED_SESSION], users, c_opens) < it.scene_first
         delay = rng.exponential(self.k[Stream.SCENES_NEED_SESSION], users, c_delay) * 60.0 * it.need_session_delay_min
         return np.where(opens, delay, np.nan)
-
-    def need_session_delay(self, user: int, j: int) -> float | None:
-        """:meth:`need_session_delay_batch` for one user; None where no session opens."""
-        d = float(self.need_session_delay_batch(user, j)[0])
-        return None if np.isnan(d) else d
 
     def need_category_batch(self, users, j, active: np.ndarray, active_w: np.ndarray, n_categories: int) -> np.ndarray:
         """A need is for any category with probability ``need_novelty`` (a need unrelated
@@ -135,10 +127,6 @@ class SceneChain:
         users, j = int_rows(users, j)
         u = rng.uniform(self.k[Stream.SCENES_NEED_ITEM], users, np.asarray(j, np.int64))
         return pick_items(catalog.target_by_category, np.asarray(cats, np.int64), u)
-
-    def need_category(self, user: int, n: int, active: np.ndarray, active_w: np.ndarray, n_categories: int) -> int:
-        return int(self.need_category_batch(user, n, np.asarray(active)[None], np.asarray(active_w)[None],
-                                            n_categories)[0])
 
     # --- the chain ------------------------------------------------------------------
     def draw_batch(self, users, sessions, steps, decision: int) -> np.ndarray:

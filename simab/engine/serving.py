@@ -17,8 +17,8 @@ Latency model (deterministic, per request; see docs/architecture.md):
 
 with ``U1``, ``Z`` drawn from the ``serving/latency`` stream keyed by request id (common to
 the arms), ``C`` the number of candidates and ``us_per_candidate`` the policy's service cost
-(``Policy.service_us_per_candidate``; measured by ``scripts/bench_serving.py``, recorded in
-docs/benchmarks.md).  The user sees the slate ``latency_ms`` after sending the request; a
+(``Policy.service_us_per_candidate``; the neural policies' figure is the scoring throughput
+that ``scripts/bench_campaign.py`` measures, recorded in docs/benchmarks.md).  The user sees the slate ``latency_ms`` after sending the request; a
 request slower than ``abandon_after_ms`` is abandoned (logged, no exposures).  The measured
 compute time of each call is kept per arm (``compute_s`` in the manifest) to compare the
 model with the machine.

@@ -300,8 +300,6 @@ def test_chain_batch_equals_the_scalar_oracle(variant):
     u, s, st = int(users[i]), int(sessions[i]), int(steps[i])
     assert chain.next_scene(u, s, st, bool(live[i])) == old.next_scene(u, s, st, bool(live[i]))
     assert chain.first_scene(u, s, bool(live[i])) == old.first_scene(u, s, bool(live[i]))
-    assert chain.need_session_delay(u, int(j[i])) == old.need_session_delay(u, int(j[i]))
-    assert chain.need_category(u, int(j[i]), pop.active[i], pop.active_w[i], K) == cats[i]
     assert chain.next_session(u, float(activity[i]), float(t[i]), s) == old.next_session(
         u, float(activity[i]), float(t[i]), s)
 
