@@ -174,13 +174,6 @@ def retrieval_contexts(ml_cat: np.ndarray, ml_real: np.ndarray, seq_cat: np.ndar
     return np.concatenate([np.where(ml_real, ml_cat, -1), np.where(seq_real, seq_cat, -1)], axis=-1)
 
 
-def retrieval_context(ml_cat: np.ndarray, ml_real: np.ndarray, seq_cat: np.ndarray,
-                      seq_real: np.ndarray) -> np.ndarray:
-    """:func:`retrieval_contexts` of one request, absent entries dropped."""
-    ctx = retrieval_contexts(ml_cat, ml_real, seq_cat, seq_real)
-    return ctx[ctx >= 0]
-
-
 def user_contexts(state, rows: np.ndarray) -> np.ndarray:
     """[B, 20] retrieval contexts of the users at ``rows`` of a ``UserState``: their last 10
     moveline and last 10 short-sequence categories (:func:`retrieval_contexts`)."""

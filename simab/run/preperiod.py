@@ -114,7 +114,7 @@ def pre_period(world: World, cache_dir: Path, shards: int | None = None, workers
     pure functions of (world, shard), and what a user does does not depend on its shard, so
     any number of workers gives the same bytes (``shards``: default
     :func:`pre_period_shards`).  The shards run on ``executor`` (a campaign passes its
-    own), else on one of ``workers`` processes."""
+    own), else on a new one of ``workers`` processes."""
     shards = pre_period_shards(world.spec.n_users) if shards is None else shards
     name = f"preperiod-{world.fingerprint()}"
     out = cache_dir / name
