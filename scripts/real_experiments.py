@@ -26,6 +26,7 @@ from statsmodels.stats.proportion import proportions_ztest
 from simab.reports.comparison import compare
 from simab.reports.estimates import Functional, estimate
 from simab.reports.experiment import analyze_summary, analyze_table, summary_moments
+from simab.reports.formatting import fmt_ci, fmt_p, fmt_pct
 from simab.reports.json_numbers import json_safe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -218,18 +219,6 @@ def compute(data: Path) -> dict:
             "cookie_cats": cookie_cats(data), "udacity": udacity(data), "asos": asos(data)})
 
 
-def _pct(x: float | None, digits: int = 2) -> str:
-    return "n/a" if x is None or x != x else f"{x:+.{digits}%}"
-
-
-def _p(x: float | None) -> str:
-    return "n/a" if x is None or x != x else ("<1e-4" if x < 1e-4 else f"{x:.4f}")
-
-
-def _ci(ci) -> str:
-    return "n/a" if ci[0] is None else f"[{ci[0]:+.2%}, {ci[1]:+.2%}]"
-
-
 def _failed(checks: list[dict]) -> str:
     bad = [c["check"] for c in checks if c["ok"] is False]
     unchecked = sum(c["ok"] is None for c in checks)
@@ -267,8 +256,8 @@ def render(s: dict) -> str:
                          f"{m['values']['No E-Mail']:.4g}" + (
                              f" ({published['No E-Mail']:.1%})" if published else ""),
                          f"{m['values'][treat]:.4g}" + (f" ({published[treat]:.1%})" if published else ""),
-                         _pct(c["rel_lift"]), _ci(c["rel_ci"]), _p(c["p_value"]), _p(ind["welch_p"]),
-                         _p(ind.get("ztest_p"))))
+                         fmt_pct(c["rel_lift"]), fmt_ci(c["rel_ci"]), fmt_p(c["p_value"]), fmt_p(ind["welch_p"]),
+                         fmt_p(ind.get("ztest_p"))))
     lines += md_table(("metric", "comparison", "control (published)", "treatment (published)",
                        "rel lift", "CI", "p", "scipy Welch p", "statsmodels z p"), rows)
     cup = h["cuped_spend_history"]
@@ -284,8 +273,8 @@ def render(s: dict) -> str:
         ind = m["independent"]["gate_40"]
         p = pub["cookie_cats"][metric]
         rows.append((metric, f"{m['values']['gate_30']:.4f} ({p['gate_30']:.2%})",
-                     f"{m['values']['gate_40']:.4f} ({p['gate_40']:.2%})", _pct(cmp_["rel_lift"]),
-                     _ci(cmp_["rel_ci"]), _p(cmp_["p_value"]), _p(ind["welch_p"]), _p(ind["ztest_p"])))
+                     f"{m['values']['gate_40']:.4f} ({p['gate_40']:.2%})", fmt_pct(cmp_["rel_lift"]),
+                     fmt_ci(cmp_["rel_ci"]), fmt_p(cmp_["p_value"]), fmt_p(ind["welch_p"]), fmt_p(ind["ztest_p"])))
     lines += md_table(("metric", "gate_30 (published)", "gate_40 (published)", "rel lift", "CI", "p",
                        "scipy Welch p", "statsmodels z p"), rows)
     srm = next(x for x in c["checks"] if x["check"] == "sample_ratio")
@@ -300,8 +289,8 @@ def render(s: dict) -> str:
         cmp_ = r["comparisons"]["treatment_vs_control"]
         rows.append((label, f"{r['units']:,}", f"{r['left_out']['rows']:,}", _failed(r["checks"]),
                      f"{r['values']['control']:.4f}", f"{r['values']['treatment']:.4f}",
-                     _pct(cmp_["rel_lift"]), _ci(cmp_["rel_ci"]), _p(cmp_["p_value"]),
-                     _p(cmp_["sequential_p"])))
+                     fmt_pct(cmp_["rel_lift"]), fmt_ci(cmp_["rel_ci"]), fmt_p(cmp_["p_value"]),
+                     fmt_p(cmp_["sequential_p"])))
     lines += md_table(("analysis", "units", "rows left out", "failed checks", "control", "treatment",
                        "rel lift", "CI", "p", "always-valid p (daily looks)"), rows)
     ind = u["independent_published_cleaning"]
