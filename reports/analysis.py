@@ -1,9 +1,14 @@
-"""From a run folder to a :class:`~simab.reports.report.Report`.
+"""From a run folder (or its tables) to a :class:`~simab.reports.report.Report`.
 
-Data flow: event log -> cells (arm, user, day, scenario) -> per-user totals -> Moments per
-arm (and per scenario, per day, per cumulative look) -> estimates -> comparisons -> one
-multiple-testing family over every confirmatory metric and treatment arm (guardrails form
-their own) -> truth beside each lift.  Metric definitions: ``metric_registry``.
+Data flow: event log -> cells (arm, user, day, scenario) -> per-user totals of every assigned
+user -> per-arm estimates (delta method on per-user values with the HC2 small-sample
+correction and Bell-McCaffrey df, ``estimates.unit_estimate``) -> comparisons (relative
+interval on the log scale by default) -> one multiple-testing family over every
+confirmatory metric and treatment arm (guardrails form their own) -> truth beside each lift.
+Daily looks use only what was known at the end of each day; segments count every assigned
+user (intent to treat); a ramped allocation is compared within entry cohorts.
+Metric definitions: ``metric_registry``.  :func:`analyze_run` works on tables alone, with or
+without a truth table (real data).
 """
 
 from __future__ import annotations
@@ -17,14 +22,14 @@ import pyarrow.compute as pc
 
 from simab.errors import SimabError
 from simab.reports import messages
-from simab.reports.aggregation import cumulative_cells, moments_by, user_totals
-from simab.reports.comparison import Comparison, compare
+from simab.reports.aggregation import look_totals, moments_by, segment_unit_tables, user_totals
+from simab.reports.comparison import DEFAULT_REL_METHOD, Comparison, compare, rel_method_name
 from simab.reports.cross_check import cross_check
-from simab.reports.estimates import Functional, cuped_fit, estimate
+from simab.reports.estimates import ArmEstimate, Functional, cuped_fit, estimate, unit_estimate
 from simab.reports.latency import percentile_estimate
 from simab.reports.metric_registry import METRIC_NAMES, REGISTRY, MetricDef
 from simab.reports.moments import Moments
-from simab.reports.multiplicity import Correction, adjust_p_values
+from simab.reports.multiplicity import CORRECTIONS, DESCRIPTIONS, Correction, adjust_p_values
 from simab.reports.power import mde
 from simab.reports.report import (
     ArmTraffic,
@@ -36,9 +41,9 @@ from simab.reports.report import (
     SegmentComparison,
 )
 from simab.reports.run_data import COUNT_COLUMNS, COVARIATE_COLUMNS, RunData, read_run
-from simab.reports.sequential import msprt
-from simab.reports.srm import srm_test
-from simab.reports.truth import covers, true_rel_lift, true_values
+from simab.reports.sequential import group_sequential, msprt
+from simab.reports.srm import cohort_counts, cohorts_of, srm_test, srm_test_cohorts
+from simab.reports.truth import covers, realised_values, true_rel_lift, true_values, truth_info
 
 METRICS = METRIC_NAMES
 # per-user metrics as delta-method functionals, and their CUPED covariates (from the registry)
@@ -50,6 +55,7 @@ PRE_PERIOD: dict[str, Functional] = {
     for n, m in REGISTRY.items()
     if m.unit == "user" and m.pre_num is not None
 }
+DEFAULT_SEQUENTIAL_MDE = 0.05
 
 
 def comparison_key(treatment: str, control: str) -> str:
@@ -61,58 +67,132 @@ def _arm_moments(totals: pa.Table, arms: list[str], columns: tuple[str, ...]) ->
     return {a: found.get((a,), Moments.empty(columns)) for a in arms}
 
 
-def _segment_moments(
-    totals: pa.Table, segment: str, arms: list[str]
-) -> dict[object, dict[str, Moments]]:
-    found = moments_by(totals, ["arm", segment], COUNT_COLUMNS)
-    out: dict[object, dict[str, Moments]] = {}
-    for _arm, value in found:
-        out.setdefault(value, {})
-    for value in out:
-        out[value] = {a: found.get((a, value), Moments.empty(COUNT_COLUMNS)) for a in arms}
-    return dict(sorted(out.items()))
-
-
-def _arrays(totals: pa.Table, arm: str, metric: Functional) -> tuple[np.ndarray, np.ndarray | None]:
+def _arrays(totals: pa.Table, arm: str, metric: Functional, mask: np.ndarray | None = None):
     rows = totals.filter(pc.equal(totals["arm"], arm))
-    num = rows[metric.num].to_numpy(zero_copy_only=False)
-    den = rows[metric.den].to_numpy(zero_copy_only=False) if metric.den else None
+    num = rows[metric.num].to_numpy(zero_copy_only=False).astype(np.float64)
+    den = rows[metric.den].to_numpy(zero_copy_only=False).astype(np.float64) if metric.den else None
+    if mask is not None:
+        keep = mask(rows)
+        num = num[keep]
+        den = den[keep] if den is not None else None
     return num, den
 
 
-def _segments(
-    moments: dict[object, dict[str, Moments]],
-    metric: Functional,
-    control: str,
-    treatments: list[str],
-    alpha: float,
-) -> dict[str, dict[str, SegmentComparison]]:
-    out: dict[str, dict[str, SegmentComparison]] = {}
-    for value, by_arm in moments.items():
-        est = {a: estimate(a, m, metric) for a, m in by_arm.items()}
-        out[str(value)] = {
-            comparison_key(t, control): SegmentComparison(
-                values={a: e.value for a, e in est.items()},
-                comparison=compare(est[control], est[t], alpha),
-            )
-            for t in treatments
-        }
+class Design:
+    """Which users each comparison uses: all of them, or with a ramped allocation only the
+    entry cohorts in which both arms enrolled (each unit's cohort from its bucket)."""
+
+    def __init__(self, info: dict, assignments: pa.Table, arms: list[str]):
+        blocks = (info.get("allocation") or {}).get("blocks") or []
+        self.ramped = bool(info.get("ramps")) and bool(blocks) and "bucket" in assignments.column_names \
+            and info.get("unit", "user") == "user"
+        self.blocks = blocks
+        self.cohort: dict[tuple[str, int], float] = {}
+        if self.ramped:
+            day = cohorts_of(assignments["bucket"].to_numpy(zero_copy_only=False), arms, blocks)
+            self.cohort = dict(zip(zip(assignments["arm"].to_pylist(), assignments["user"].to_pylist(),
+                                       strict=True), day.tolist(), strict=True))
+
+    def cohorts(self, control: str, treatment: str) -> list[float]:
+        """Opening days of the cohorts in which both arms enrolled (one pseudo-cohort 0 when
+        the allocation is not ramped)."""
+        if not self.ramped:
+            return [0.0]
+        opens = {}
+        for b in self.blocks:
+            opens.setdefault(float(b["opens_day"]), set()).add(b["arm"])
+        return sorted(d for d, arms in opens.items() if {control, treatment} <= arms)
+
+    def mask(self, day: float):
+        if not self.ramped:
+            return None
+
+        def keep(rows: pa.Table) -> np.ndarray:
+            arms, users = rows["arm"].to_pylist(), rows["user"].to_pylist()
+            return np.array([self.cohort.get((a, u)) == day for a, u in zip(arms, users, strict=True)], dtype=bool)
+
+        return keep
+
+
+def _combine(parts: list[ArmEstimate], weights: list[float], arm: str) -> ArmEstimate:
+    """Σ w_k·v_k over disjoint cohorts with Var = Σ w_k²·V_k (direct standardisation)."""
+    if len(parts) == 1:
+        return parts[0]
+    flags = tuple(f for p in parts for f in p.flags)
+    value = sum(w * p.value for w, p in zip(weights, parts, strict=True))
+    var = sum(w * w * p.var for w, p in zip(weights, parts, strict=True))
+    n = sum(p.n for p in parts)
+    terms = [(w * w * p.var, p.df if p.df == p.df else p.n - 1.0) for w, p in zip(weights, parts, strict=True)]
+    denom = sum(v * v / d for v, d in terms if d >= 1)
+    df = var * var / denom if denom > 0 else float("nan")
+    return ArmEstimate(arm, value, var * n, n, flags, df)
+
+
+def _estimates(totals: pa.Table, design: Design, metric: Functional, control: str, treatment: str,
+               small_sample: str) -> tuple[ArmEstimate, ArmEstimate]:
+    """(control, treatment) estimates of one comparison (cohort-weighted under a ramp)."""
+    parts: dict[str, list[ArmEstimate]] = {control: [], treatment: []}
+    for day in design.cohorts(control, treatment):
+        for arm in (control, treatment):
+            num, den = _arrays(totals, arm, metric, design.mask(day))
+            parts[arm].append(unit_estimate(arm, num, den, small_sample))
+    sizes = [c.n + t.n for c, t in zip(parts[control], parts[treatment], strict=True)]
+    total = sum(sizes) or 1
+    weights = [s / total for s in sizes]
+    return _combine(parts[control], weights, control), _combine(parts[treatment], weights, treatment)
+
+
+def _influence(totals: pa.Table, arm: str, metric: Functional) -> tuple[np.ndarray, np.ndarray]:
+    """(users, each user's influence on log(value)): e_i / Σx_i / value, for the cross-covariances."""
+    rows = totals.filter(pc.equal(totals["arm"], arm))
+    y = rows[metric.num].to_numpy(zero_copy_only=False).astype(np.float64)
+    x = rows[metric.den].to_numpy(zero_copy_only=False).astype(np.float64) if metric.den else np.ones_like(y)
+    users = rows["user"].to_numpy(zero_copy_only=False)
+    sx, sy = x.sum(), y.sum()
+    if sx == 0 or sy == 0:
+        return users, np.full(len(y), np.nan)
+    r = sy / sx
+    return users, (y - r * x) / sx / r
+
+
+def _look_statistic(c: Comparison) -> tuple[float, float]:
+    """(estimate, se) of a look on the scale of its relative interval."""
+    if c.rel_method == "delta-log":
+        if c.rel_lift == c.rel_lift and c.rel_lift > -1 and c.rel_se == c.rel_se:
+            return math.log1p(c.rel_lift), c.rel_se / (1 + c.rel_lift)
+        return math.nan, math.nan
+    return c.rel_lift, c.rel_se
+
+
+def _sequential(run: RunData, design: Design, metric: Functional, control: str, treatments: list[str],
+                alpha: float, days: list[int], rel_method: str, small_sample: str, mde_rel: float,
+                planned_looks: int):
+    """Daily looks, each from the data known at its end -> mSPRT and O'Brien-Fleming per arm."""
+    looks: dict[str, list[Comparison]] = {t: [] for t in treatments}
+    for day in days:
+        totals = look_totals(run.cells, run.late_conversions, day)
+        for t in treatments:
+            c, tr = _estimates(totals, design, metric, control, t, small_sample)
+            looks[t].append(compare(c, tr, alpha, rel_method))
+    tau = math.log1p(mde_rel) if rel_method == "delta-log" else mde_rel
+    out = {}
+    for t, cs in looks.items():
+        stats_ = [_look_statistic(c) for c in cs]
+        seq = msprt(days, [s[0] for s in stats_], [s[1] for s in stats_], alpha, tau2=tau * tau)
+        gs = group_sequential(days, [c.p_value for c in cs], [s[0] for s in stats_], planned_looks, alpha)
+        out[t] = (_to_relative(seq, rel_method), gs)
     return out
 
 
-def _sequential(run: RunData, arms, metric, control, treatments, alpha, days):
-    """Cumulative looks through each day -> mSPRT per treatment arm."""
-    looks: dict[str, list[Comparison]] = {t: [] for t in treatments}
-    for day in days:
-        totals = user_totals(cumulative_cells(run.cells, day))
-        by_arm = _arm_moments(totals, arms, COUNT_COLUMNS)
-        est = {a: estimate(a, m, metric) for a, m in by_arm.items()}
-        for t in treatments:
-            looks[t].append(compare(est[control], est[t], alpha))
-    return {
-        t: msprt(days, [c.rel_lift for c in cs], [c.rel_se for c in cs], alpha)
-        for t, cs in looks.items()
-    }
+def _to_relative(seq, rel_method: str):
+    """The mSPRT on the log scale reported as relative lifts (exp(·) - 1)."""
+    if seq is None or rel_method != "delta-log":
+        return seq
+    from dataclasses import replace
+
+    looks = tuple(replace(lk, estimate=math.expm1(lk.estimate), se=lk.se * math.exp(lk.estimate),
+                          ci=(math.expm1(lk.ci[0]), math.expm1(lk.ci[1]))) for lk in seq.looks)
+    return replace(seq, ci=(math.expm1(seq.ci[0]), math.expm1(seq.ci[1])), looks=looks)
 
 
 def _role_notes(mdef: MetricDef) -> tuple[str, ...]:
@@ -141,7 +221,7 @@ def _percentile_metric(
         comparison_key(t, control): ComparisonReport(
             control=control,
             treatment=t,
-            comparison=compare(est[control], est[t], alpha, rel_method="log"),
+            comparison=compare(est[control], est[t], alpha, rel_method="delta-log"),
             notes=(*_role_notes(mdef), messages.LATENCY_CI, messages.NO_SEQUENTIAL),
             cuped_reason=messages.CUPED_NO_COVARIATE,
         )
@@ -165,24 +245,26 @@ def _cuped_reason(fit, control: str, treatment: str) -> str | None:
     return None
 
 
-def _unit_metric(
-    name: str,
-    run: RunData,
-    totals: pa.Table,
-    arms: list[str],
-    control: str,
-    treatments: list[str],
-    alpha: float,
-    truth: dict,
-    days: list[int],
-    per_scenario: dict,
-    per_day: dict,
-) -> MetricReport:
+def _segments(tables: dict, design: Design, metric: Functional, control: str, treatments: list[str],
+              alpha: float, rel_method: str, small_sample: str) -> dict[str, dict[str, SegmentComparison]]:
+    out: dict[str, dict[str, SegmentComparison]] = {}
+    for value, table in tables.items():
+        out[str(value)] = {}
+        for t in treatments:
+            c, tr = _estimates(table, design, metric, control, t, small_sample)
+            out[str(value)][comparison_key(t, control)] = SegmentComparison(
+                values={control: c.value, t: tr.value}, comparison=compare(c, tr, alpha, rel_method))
+    return out
+
+
+def _unit_metric(name: str, run: RunData, totals: pa.Table, design: Design, ctx: dict) -> MetricReport:
     mdef = REGISTRY[name]
     metric = UNIT_METRICS[name]
+    arms, control, treatments, alpha = ctx["arms"], ctx["control"], ctx["treatments"], ctx["alpha"]
+    rel_method, small_sample, truth, realised = ctx["rel_method"], ctx["small_sample"], ctx["truth"], ctx["realised"]
     columns = tuple(c for c in (*COUNT_COLUMNS, *COVARIATE_COLUMNS) if c in totals.column_names)
     by_arm = _arm_moments(totals, arms, columns)
-    est = {a: estimate(a, m, metric) for a, m in by_arm.items()}
+    arm_est = {a: unit_estimate(a, *_arrays(totals, a, metric), small_sample) for a in arms}
     fit = None
     if name not in PRE_PERIOD:
         no_cuped = messages.CUPED_NO_COVARIATE
@@ -190,52 +272,68 @@ def _unit_metric(
         no_cuped = messages.NO_COVARIATES
     else:
         fit = cuped_fit(by_arm, metric, PRE_PERIOD[name])
-    sequential = _sequential(run, arms, metric, control, treatments, alpha, days)
+    sequential = _sequential(run, design, metric, control, treatments, alpha, ctx["days"], rel_method,
+                             small_sample, ctx["sequential_mde"], ctx["planned_looks"])
     comparisons = {}
     for t in treatments:
-        plain = compare(est[control], est[t], alpha)
+        est_c, est_t = _estimates(totals, design, metric, control, t, small_sample)
+        plain = compare(est_c, est_t, alpha, rel_method)
         cuped_result = None
         reason = no_cuped if fit is None else _cuped_reason(fit, control, t)
         if reason is None:
-            adjusted = compare(fit.estimates[control], fit.estimates[t], alpha)
+            adjusted = compare(fit.estimates[control], fit.estimates[t], alpha, rel_method)
+            plain_moments = compare(estimate(control, by_arm[control], metric), estimate(t, by_arm[t], metric), alpha,
+                                    rel_method)
             reduction = (
-                1 - adjusted.abs_se**2 / plain.abs_se**2
-                if plain.abs_se and plain.abs_se == plain.abs_se
+                1 - adjusted.abs_se**2 / plain_moments.abs_se**2
+                if plain_moments.abs_se and plain_moments.abs_se == plain_moments.abs_se
                 else math.nan
             )
             cuped_result = CupedResult(adjusted, fit.theta, reduction)
         nc, dc = _arrays(totals, control, metric)
         nt, dt = _arrays(totals, t, metric)
-        ols = cross_check(nc, dc, nt, dt, plain.abs_se)
-        true_c, true_t = truth.get((control, name)), truth.get((t, name))
-        true_lift = true_rel_lift(true_c, true_t)
+        ols = cross_check(nc, dc, nt, dt, compare(estimate(control, by_arm[control], metric),
+                                                  estimate(t, by_arm[t], metric), alpha).abs_se)
+        true_lift = true_rel_lift(truth.get((control, name)), truth.get((t, name)))
+        notes = [*_role_notes(mdef)]
+        if not truth:
+            notes.append(messages.NO_TRUTH if not realised else messages.REALISED_ONLY)
+        if design.ramped:
+            days_ = design.cohorts(control, t)
+            left = est_c.n + est_t.n
+            notes.append(messages.RAMP_COHORTS.format(
+                cohorts=", ".join(f"day {d:g}" for d in days_) or "none",
+                left_out=ctx["assigned"][control] + ctx["assigned"][t] - left))
+        seq, gs = sequential[t]
         comparisons[comparison_key(t, control)] = ComparisonReport(
             control=control,
             treatment=t,
             comparison=plain,
             true_rel_lift=true_lift,
             ci_covers_truth=covers(plain.rel_ci, true_lift),
-            sequential=sequential[t],
+            sequential=seq,
+            group_sequential=gs,
             cuped=cuped_result,
             cuped_reason=reason,
             cross_check=ols,
             mde=mde(
-                math.sqrt(est[control].unit_var)
-                if est[control].unit_var == est[control].unit_var
-                else math.nan,
-                est[control].n,
-                est[t].n,
-                baseline=est[control].value if est[control].value == est[control].value else None,
+                math.sqrt(est_c.unit_var) if est_c.unit_var == est_c.unit_var else math.nan,
+                est_c.n,
+                est_t.n,
+                baseline=est_c.value if est_c.value == est_c.value else None,
                 alpha=alpha,
             ),
-            notes=(*_role_notes(mdef), *(() if truth else (messages.NO_TRUTH,))),
+            notes=tuple(notes),
+            realised_group_rel_lift=true_rel_lift(realised.get((control, name)), realised.get((t, name))),
         )
     return MetricReport(
         name=name,
-        arms={a: ArmValue(e.value, truth.get((a, name)), e.n, e.flags) for a, e in est.items()},
+        arms={a: ArmValue(e.value, truth.get((a, name)), e.n, e.flags, realised.get((a, name)))
+              for a, e in arm_est.items()},
         comparisons=comparisons,
-        per_scenario=_segments(per_scenario, metric, control, treatments, alpha),
-        per_day=_segments(per_day, metric, control, treatments, alpha),
+        per_scenario=_segments(ctx["per_scenario"], design, metric, control, treatments, alpha, rel_method,
+                               small_sample),
+        per_day=_segments(ctx["per_day"], design, metric, control, treatments, alpha, rel_method, small_sample),
         role=mdef.role,
         higher_is_better=mdef.higher_is_better,
     )
@@ -253,26 +351,72 @@ def _metric_names(info: dict, source: str) -> list[str]:
     return list(names)
 
 
+def _family_correlation(metrics: dict, family: list[tuple[str, str]], totals: pa.Table, control: str) -> np.ndarray:
+    """Correlation of the family's test statistics from the per-user cross-covariances of
+    the metrics' log-scale influence values (same users, shared control)."""
+    infl: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+    m = len(family)
+    cov = np.eye(m)
+    members = []
+    for name, key in family:
+        r = metrics[name].comparisons[key]
+        members.append((name, r.control, r.treatment))
+        for arm in (r.control, r.treatment):
+            if (name, arm) not in infl and name in UNIT_METRICS:
+                infl[(name, arm)] = _influence(totals, arm, UNIT_METRICS[name])
+
+    def arm_cov(a: str, m1: str, m2: str) -> float:
+        if (m1, a) not in infl or (m2, a) not in infl:
+            return 0.0
+        u1, v1 = infl[(m1, a)]
+        u2, v2 = infl[(m2, a)]
+        if len(u1) != len(u2) or not np.array_equal(u1, u2):
+            return 0.0
+        return float(np.nansum(v1 * v2))
+
+    var = [arm_cov(c, n, n) + arm_cov(t, n, n) for n, c, t in members]
+    for i, (n1, c1, t1) in enumerate(members):
+        for j in range(i + 1, m):
+            n2, c2, t2 = members[j]
+            shared = arm_cov(c1, n1, n2) if c1 == c2 else 0.0
+            if t1 == t2:
+                shared += arm_cov(t1, n1, n2)
+            denom = math.sqrt(var[i] * var[j])
+            cov[i, j] = cov[j, i] = shared / denom if denom > 0 else 0.0
+    return cov
+
+
 def analyze(
-    run_dir: str | Path, *, alpha: float | None = None, correction: Correction = "holm"
+    run_dir: str | Path, *, alpha: float | None = None, correction: Correction | None = None,
+    rel_method: str | None = None, small_sample: str = "hc2",
 ) -> Report:
     """Analyse a run folder: every metric, every treatment arm against the control."""
-    run = read_run(run_dir)
+    return analyze_run(read_run(run_dir), alpha=alpha, correction=correction, rel_method=rel_method,
+                       small_sample=small_sample)
+
+
+def analyze_run(
+    run: RunData, *, alpha: float | None = None, correction: Correction | None = None,
+    rel_method: str | None = None, small_sample: str = "hc2",
+) -> Report:
+    """Analyse a run's tables (``RunData``; the truth table may be absent)."""
     info = run.info
-    source = str(Path(run_dir) / "run.json")
+    source = str(Path(run.run_dir) / "run.json")
     alpha = float(info["alpha"] if alpha is None else alpha)
     if not 0 < alpha < 1:
         raise SimabError(f"alpha must be in (0, 1), got {alpha}", source=source, key="alpha")
-    if correction not in ("holm", "bh", "bonferroni", "none"):
-        raise SimabError(
-            f"unknown correction {correction!r}; allowed: holm, bh, bonferroni, none",
-            source="<cli>",
-        )
+    correction = correction or info.get("correction") or "holm"
+    if correction not in CORRECTIONS:
+        raise SimabError(f"unknown correction {correction!r}; allowed: {', '.join(CORRECTIONS)}", source="<cli>")
+    try:
+        rel_method = rel_method_name(rel_method or info.get("rel_method") or DEFAULT_REL_METHOD)
+    except ValueError as exc:
+        raise SimabError(str(exc), source="<cli>", key="rel_method") from None
     arms = list(info["arms"])
     control = info["control"]
     treatments = [a for a in arms if a != control]
-    truth = true_values(run.truth)
     days = sorted(int(d) for d in pc.unique(run.cells["day"]).to_pylist())
+    duration = float(info.get("duration_days") or (max(days) + 1 if days else 1))
 
     totals = user_totals(run.cells, assignments=run.assignments, covariates=run.covariates)
     traffic_moments = _arm_moments(totals, arms, COUNT_COLUMNS)
@@ -293,42 +437,44 @@ def analyze(
         )
         for a, m in traffic_moments.items()
     }
-    srm = srm_test(
-        {a: t.users for a, t in traffic.items()},
-        {a: info["arms"][a].get("share", 0.0) for a in arms},
-    )
-    per_scenario = _segment_moments(user_totals(run.cells, by=["scenario"]), "scenario", arms)
-    per_day = _segment_moments(user_totals(run.cells, by=["day"]), "day", arms)
-
+    design = Design(info, run.assignments, arms)
+    if design.ramped:
+        day = cohorts_of(run.assignments["bucket"].to_numpy(zero_copy_only=False), arms, design.blocks)
+        srm = srm_test_cohorts(cohort_counts(run.assignments["arm"].to_pylist(), day, design.blocks), arms)
+    else:
+        srm = srm_test(
+            {a: t.users for a, t in traffic.items()},
+            {a: info["arms"][a].get("share", 0.0) for a in arms},
+        )
+    ctx = {
+        "arms": arms, "control": control, "treatments": treatments, "alpha": alpha,
+        "rel_method": rel_method, "small_sample": small_sample,
+        "truth": true_values(run.truth), "realised": realised_values(run.truth), "days": days,
+        "sequential_mde": float(info.get("sequential_mde") or DEFAULT_SEQUENTIAL_MDE),
+        "planned_looks": max(1, math.ceil(duration - 1e-9)),
+        "assigned": {a: t.users for a, t in traffic.items()},
+        "per_scenario": segment_unit_tables(run.cells, "scenario", run.assignments),
+        "per_day": segment_unit_tables(run.cells, "day", run.assignments),
+    }
     metrics = {}
     for name in _metric_names(info, source):
         if REGISTRY[name].unit == "request":
-            metrics[name] = _percentile_metric(
-                REGISTRY[name], run, arms, control, treatments, alpha
-            )
+            metrics[name] = _percentile_metric(REGISTRY[name], run, arms, control, treatments, alpha)
         else:
-            metrics[name] = _unit_metric(
-                name,
-                run,
-                totals,
-                arms,
-                control,
-                treatments,
-                alpha,
-                truth,
-                days,
-                per_scenario,
-                per_day,
-            )
+            metrics[name] = _unit_metric(name, run, totals, design, ctx)
     # confirmatory metrics form the multiple-testing family; guardrails (measured latency)
     # are adjusted among themselves so that they never move a confirmatory adjusted p
+    family_size = 0
     for role in ("confirmatory", "guardrail"):
         family = [(m, k) for m, mr in metrics.items() if mr.role == role for k in mr.comparisons]
+        corr = _family_correlation(metrics, family, totals, control) if correction == "maxt" else None
         adjusted = adjust_p_values(
-            [metrics[m].comparisons[k].comparison.p_value for m, k in family], correction
+            [metrics[m].comparisons[k].comparison.p_value for m, k in family], correction, corr
         )
         for (m, k), p in zip(family, adjusted, strict=True):
             metrics[m] = metrics[m].with_adjusted(k, p)
+        if role == "confirmatory":
+            family_size = len(family)
 
     runtime = info.get("runtime") or {}
     return Report(
@@ -346,6 +492,14 @@ def analyze(
             "exposures_per_s": float(runtime.get("exposures_per_s", 0.0)),
         },
         run_info=info,
+        truth=truth_info(run.truth),
+        family={
+            "correction": correction,
+            "method": DESCRIPTIONS[correction],
+            "members": "confirmatory metrics x treatment arms",
+            "comparisons": family_size,
+        },
+        rel_method=rel_method,
     )
 
 

@@ -2,17 +2,24 @@
 
 Absolute lift Δ = v_t - v_c with Var(Δ) = V_t + V_c (independent units) and the
 Welch-Satterthwaite df = (V_t + V_c)² / (V_t²/(n_t-1) + V_c²/(n_c-1))
-(Welch 1947, Biometrika 34).  Relative lift v_t/v_c - 1:
+(Welch 1947, Biometrika 34); ``abs_p_value`` is that Welch test and agrees with ``abs_ci``.
 
-- ``rel_method="delta"``: Var = V_t/v_c² + v_t²·V_c/v_c⁴ (first-order delta method,
-  Deng, Knoblich & Lu 2018), the same df; this is what gbstats reports.
-- ``rel_method="log"``: CI = exp(log(v_t/v_c) ± t·√(V_t/v_t² + V_c/v_c²)) - 1, which
-  never crosses -100 % and is asymmetric like the ratio itself (tea-tasting's choice);
-  its df is Welch-Satterthwaite over the two log-scale terms V_t/v_t² and V_c/v_c².
+Relative lift v_t/v_c - 1, two methods (``rel_method``):
 
-``p_value`` tests Δ = 0 (Welch t-test), so it always agrees with ``abs_ci``;
-``rel_p_value`` is the test that matches ``rel_ci`` for the chosen ``rel_method``.
-Where a number cannot be defined it is NaN *and* ``flags`` says why; never silently.
+- ``"delta-log"`` (default): the delta method on the log of the ratio,
+  se_log = √(V_t/v_t² + V_c/v_c²), df = Welch-Satterthwaite over those two terms, and
+  CI = exp(log(v_t/v_c) ± t·se_log) - 1 (tea-tasting's relative interval, metrics/mean.py).
+  It is asymmetric like the ratio itself and never reaches -100 %.
+- ``"delta-linear"``: Var = V_t/v_c² + v_t²·V_c/v_c⁴ (first-order delta method of the ratio,
+  Deng, Knoblich & Lu 2018; what gbstats reports) with the absolute Welch df; the interval
+  is truncated at -100 % (a ratio of non-negative means cannot fall below it), and says so.
+
+``p_value`` is the two-sided test of the same statistic as ``rel_ci`` (log ratio = 0 or
+rel lift = 0), with the same df, so ``p_value < alpha`` exactly when ``rel_ci`` excludes 0:
+the report's significance lists, colours, ``simab check`` and the pytest plugin all read it.
+Where the relative interval is undefined (zero or negative values) ``p_value`` falls back
+to the absolute test and ``flags`` says so.  Where a number cannot be defined it is NaN
+*and* ``flags`` says why; never silently.
 """
 
 from __future__ import annotations
@@ -25,16 +32,31 @@ import numpy as np
 from scipy import stats
 
 from simab.reports import messages
-from simab.reports.estimates import ArmEstimate, Functional, estimate
+from simab.reports.estimates import ArmEstimate, Functional, SmallSample, estimate, unit_estimate
 from simab.reports.moments import Moments
 
-RelMethod = Literal["delta", "log"]
+RelMethod = Literal["delta-log", "delta-linear"]
+REL_METHODS: tuple[str, ...] = ("delta-log", "delta-linear")
+DEFAULT_REL_METHOD: RelMethod = "delta-log"
+#: earlier names, still accepted from Python callers
+REL_METHOD_ALIASES = {"log": "delta-log", "delta": "delta-linear"}
 NAN = float("nan")
+
+
+def rel_method_name(rel_method: str) -> RelMethod:
+    """The canonical name of ``rel_method`` (``"log"``/``"delta"`` are the earlier names)."""
+    name = REL_METHOD_ALIASES.get(rel_method, rel_method)
+    if name not in REL_METHODS:
+        raise ValueError(f"rel_method must be one of {', '.join(REL_METHODS)}, got {rel_method!r}")
+    return name  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """One treatment-vs-control comparison of one metric."""
+    """One treatment-vs-control comparison of one metric.
+
+    ``p_value`` agrees with ``rel_ci`` (same statistic, same df); ``abs_p_value`` with
+    ``abs_ci``."""
 
     control_value: float
     treatment_value: float
@@ -45,36 +67,56 @@ class Comparison:
     rel_se: float
     rel_ci: tuple[float, float]
     p_value: float
-    rel_p_value: float
+    abs_p_value: float
     df: float
     alpha: float
     rel_method: str
     n_control: int
     n_treatment: int
     flags: tuple[str, ...] = ()
+    rel_df: float = NAN
+
+    @property
+    def rel_p_value(self) -> float:
+        """The test that matches ``rel_ci`` (the same number as ``p_value``)."""
+        return self.p_value
+
+    @property
+    def significant(self) -> bool:
+        """``p_value < alpha``: the relative interval excludes 0."""
+        return self.p_value == self.p_value and self.p_value < self.alpha
 
 
 RatioComparison = Comparison
 """The result type of :func:`ratio_comparison` and :func:`mean_comparison`."""
 
 
-def _satterthwaite(v1: float, n1: int, v2: float, n2: int) -> float:
-    """(v1 + v2)² / (v1²/(n1-1) + v2²/(n2-1)) (Satterthwaite 1946); inf when both are exact."""
-    if n1 < 2 or n2 < 2 or v1 != v1 or v2 != v2:
+def _satterthwaite(v1: float, df1: float, v2: float, df2: float) -> float:
+    """(v1 + v2)² / (v1²/df1 + v2²/df2) (Satterthwaite 1946); inf when both are exact."""
+    if not (df1 >= 1 and df2 >= 1) or v1 != v1 or v2 != v2:
         return NAN
-    denom = (v1**2 / (n1 - 1) if v1 else 0.0) + (v2**2 / (n2 - 1) if v2 else 0.0)
+    denom = (v1**2 / df1 if v1 else 0.0) + (v2**2 / df2 if v2 else 0.0)
     return (v1 + v2) ** 2 / denom if denom > 0 else math.inf
 
 
+def _arm_df(e: ArmEstimate) -> float:
+    """An arm's variance df: its own (small-sample estimate) or n - 1."""
+    return e.df if e.df == e.df else e.n - 1.0
+
+
 def welch_df(control: ArmEstimate, treatment: ArmEstimate) -> float:
-    """Welch-Satterthwaite degrees of freedom of Var(Δ) = V_t + V_c (Welch 1947)."""
-    return _satterthwaite(treatment.var, treatment.n, control.var, control.n)
+    """Welch-Satterthwaite degrees of freedom of Var(Δ) = V_t + V_c (Welch 1947), each
+    arm's variance with its own df (n - 1 unless the estimate says otherwise)."""
+    return _satterthwaite(treatment.var, _arm_df(treatment), control.var, _arm_df(control))
 
 
-def _t_interval(
+def t_interval(
     point: float, se: float, df: float, alpha: float
 ) -> tuple[tuple[float, float], float]:
-    """(CI, two-sided p) of a t statistic; a zero SE gives a point interval and p ∈ {0, 1}."""
+    """(CI, two-sided p) of a t statistic; a zero SE gives a point interval and p ∈ {0, 1}.
+
+    Both come from the same quantile function, so p < alpha exactly when the interval
+    excludes 0 (up to the last bit of the quantile)."""
     if not (point == point and se == se):
         return (NAN, NAN), NAN
     if se == 0:
@@ -84,15 +126,42 @@ def _t_interval(
     return (float(point - q * se), float(point + q * se)), p
 
 
+def relative_lift(
+    control: ArmEstimate, treatment: ArmEstimate, alpha: float, rel_method: RelMethod, abs_df: float
+) -> tuple[float, float, tuple[float, float], float, float, list[str]]:
+    """(rel_lift, rel_se, rel_ci, p, df, flags) of v_t/v_c - 1 by ``rel_method`` (module doc)."""
+    vc, vt, Vc, Vt = control.value, treatment.value, control.var, treatment.var
+    if vc == 0:
+        return NAN, NAN, (NAN, NAN), NAN, NAN, [messages.ZERO_CONTROL]
+    if not (vc == vc and vt == vt):
+        return NAN, NAN, (NAN, NAN), NAN, NAN, []
+    rel_lift = vt / vc - 1
+    defined = Vc == Vc and Vt == Vt
+    if rel_method == "delta-linear":
+        rel_se = math.sqrt(Vt / vc**2 + vt**2 * Vc / vc**4) if defined else NAN
+        (lo, hi), p = t_interval(rel_lift, rel_se, abs_df, alpha)
+        flags = []
+        if lo < -1:  # a ratio of non-negative means is never below -100 %
+            lo = -1.0
+            flags.append(messages.LINEAR_CI_TRUNCATED)
+        return rel_lift, rel_se, (lo, hi), p, abs_df, flags
+    if vc < 0 or vt <= 0:
+        return rel_lift, NAN, (NAN, NAN), NAN, NAN, [messages.NONPOSITIVE_FOR_LOG]
+    log_se = math.sqrt(Vt / vt**2 + Vc / vc**2) if defined else NAN
+    log_df = _satterthwaite(Vt / vt**2, _arm_df(treatment), Vc / vc**2, _arm_df(control))
+    (lo, hi), p = t_interval(math.log(vt / vc), log_se, log_df, alpha)
+    rel_se = log_se * (1 + rel_lift)  # delta method back from the log scale
+    return rel_lift, rel_se, (math.expm1(lo), math.expm1(hi)), p, log_df, []
+
+
 def compare(
     control: ArmEstimate,
     treatment: ArmEstimate,
     alpha: float = 0.05,
-    rel_method: RelMethod = "delta",
+    rel_method: str = DEFAULT_REL_METHOD,
 ) -> Comparison:
     """Absolute and relative lift of ``treatment`` over ``control`` (formulas: module doc)."""
-    if rel_method not in ("delta", "log"):
-        raise ValueError(f"rel_method must be 'delta' or 'log', got {rel_method!r}")
+    rel_method = rel_method_name(rel_method)
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
     flags = [*control.flags, *treatment.flags]
@@ -103,24 +172,15 @@ def compare(
     abs_se = math.sqrt(Vc + Vt) if Vc == Vc and Vt == Vt else NAN
     if abs_se == 0 and flags == []:
         flags.append(messages.ZERO_VARIANCE)
-    abs_ci, p_value = _t_interval(abs_lift, abs_se, df, alpha)
-
-    rel_lift, rel_se, rel_ci, rel_p = NAN, NAN, (NAN, NAN), NAN
-    if vc == 0:
-        flags.append(messages.ZERO_CONTROL)
-    elif vc == vc and vt == vt:
-        rel_lift = vt / vc - 1
-        if rel_method == "delta":
-            rel_se = math.sqrt(Vt / vc**2 + vt**2 * Vc / vc**4) if abs_se == abs_se else NAN
-            rel_ci, rel_p = _t_interval(rel_lift, rel_se, df, alpha)
-        elif vc > 0 and vt > 0:
-            log_se = math.sqrt(Vt / vt**2 + Vc / vc**2) if abs_se == abs_se else NAN
-            log_df = _satterthwaite(Vt / vt**2, treatment.n, Vc / vc**2, control.n)
-            (lo, hi), rel_p = _t_interval(math.log(vt / vc), log_se, log_df, alpha)
-            rel_ci = (math.expm1(lo), math.expm1(hi))
-            rel_se = log_se * (1 + rel_lift)  # delta method back from the log scale
-        else:
-            flags.append(messages.NONPOSITIVE_FOR_LOG)
+    abs_ci, abs_p = t_interval(abs_lift, abs_se, df, alpha)
+    rel_lift, rel_se, rel_ci, rel_p, rel_df, rel_flags = relative_lift(
+        control, treatment, alpha, rel_method, df
+    )
+    flags += rel_flags
+    p_value = rel_p
+    if rel_p != rel_p and abs_p == abs_p:
+        p_value = abs_p
+        flags.append(messages.P_FROM_ABSOLUTE)
     return Comparison(
         control_value=vc,
         treatment_value=vt,
@@ -131,13 +191,14 @@ def compare(
         rel_se=rel_se,
         rel_ci=rel_ci,
         p_value=p_value,
-        rel_p_value=rel_p,
+        abs_p_value=abs_p,
         df=df,
         alpha=alpha,
         rel_method=rel_method,
         n_control=control.n,
         n_treatment=treatment.n,
         flags=tuple(dict.fromkeys(flags)),
+        rel_df=rel_df,
     )
 
 
@@ -156,13 +217,15 @@ def ratio_comparison(
     num_treatment: np.ndarray,
     den_treatment: np.ndarray,
     alpha: float = 0.05,
-    rel_method: RelMethod = "delta",
+    rel_method: str = DEFAULT_REL_METHOD,
+    small_sample: SmallSample = "hc2",
 ) -> Comparison:
     """Compare the ratio Σnum/Σden between two arms from per-unit arrays.
 
     Example: per-user clicks and exposures give the CTR lift, analysed at the
-    randomisation unit with the delta method (Deng, Knoblich & Lu 2018) and Welch df.
-    The campaign report calls the same code on the same sufficient statistics.
+    randomisation unit with the delta method (Deng, Knoblich & Lu 2018), the HC2
+    small-sample correction with Bell-McCaffrey df (``small_sample="none"``: the plain
+    delta method with Welch df).  The campaign report calls the same code on the same users.
     """
     arms = {}
     for arm, num, den in (
@@ -173,9 +236,7 @@ def ratio_comparison(
         d = _per_unit(f"den_{arm}", den)
         if n.shape != d.shape:
             raise ValueError(f"num_{arm} and den_{arm} differ in length: {n.size} vs {d.size}")
-        arms[arm] = estimate(
-            arm, Moments.from_columns({"num": n, "den": d}), Functional("num", "den")
-        )
+        arms[arm] = unit_estimate(arm, n, d, small_sample)
     return compare(arms["control"], arms["treatment"], alpha, rel_method)
 
 
@@ -183,11 +244,13 @@ def mean_comparison(
     x_control: np.ndarray,
     x_treatment: np.ndarray,
     alpha: float = 0.05,
-    rel_method: RelMethod = "delta",
+    rel_method: str = DEFAULT_REL_METHOD,
+    small_sample: SmallSample = "hc2",
 ) -> Comparison:
-    """Compare per-unit means between two arms (Welch t-test; relative lift by delta or log)."""
+    """Compare per-unit means between two arms (Welch t-test; ``small_sample="hc2"`` gives
+    the same variance with Bell-McCaffrey df; relative lift on the log scale or linear)."""
     arms = {
-        arm: estimate(arm, Moments.from_columns({"x": _per_unit(f"x_{arm}", x)}), Functional("x"))
+        arm: unit_estimate(arm, _per_unit(f"x_{arm}", x), None, small_sample)
         for arm, x in (("control", x_control), ("treatment", x_treatment))
     }
     return compare(arms["control"], arms["treatment"], alpha, rel_method)
@@ -197,7 +260,7 @@ def compare_mean_sums(
     control: tuple[float, float, int],
     treatment: tuple[float, float, int],
     alpha: float = 0.05,
-    rel_method: RelMethod = "delta",
+    rel_method: str = DEFAULT_REL_METHOD,
 ) -> Comparison:
     """Compare means given (Σx, Σx², n) per arm, as gbstats' sample statistics are given."""
     arms = {}

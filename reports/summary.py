@@ -30,6 +30,12 @@ def fmt_covered(c: bool | None) -> str:
     return "-" if c is None else ("yes" if c else "NO")
 
 
+TRUTH_LABELS = {
+    "counterfactual": "counterfactual (the campaign's users all in each arm)",
+    "realised-group": "none (only realised-group values; see report.md)",
+    "none": "none (no truth table)",
+}
+
 HEADER = (
     "metric",
     "comparison",
@@ -95,4 +101,6 @@ def summary_table(report: Report) -> str:
         f"SRM p = {report.srm.p_value:.4g} ({srm}); alpha {report.alpha}; "
         f"adj p: {report.correction} over {len(confirmatory)} confirmatory comparisons"
     )
+    lines.append(f"true lift: {TRUTH_LABELS.get(report.truth.kind, report.truth.kind)}; "
+                 f"rel CI: {report.rel_method} (p tests the same statistic)")
     return "\n".join(lines)

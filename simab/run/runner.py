@@ -17,14 +17,14 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from simab.errors import SimabError
-from simab.eventlog import Manifest, read_table
+from simab.eventlog import Manifest
 from simab.progress import progress
 from simab.run.arm_policies import prepare_policies
 from simab.run.outputs import run_info, write_run_info
 from simab.run.plan import ShardJob
 from simab.run.preperiod import covariates, pre_period
 from simab.run.shards import execute
-from simab.run.truth import exposure_parts, oracle_truth, users_per_arm, write_truth
+from simab.run.truth import campaign_truth, write_truth
 from simab.simulators.world import World
 from simab.spec import CampaignSpec
 
@@ -82,7 +82,8 @@ def run_campaign(
     policies = prepare_policies(spec, world, run_dir, workers, cache)
     manifest = Manifest(run_dir)
     spec_json = spec.model_dump_json()
-    jobs = [ShardJob(spec_json, str(run_dir), s, policies, None, "") for s in range(spec.shards)]
+    jobs = [ShardJob(spec_json, str(run_dir), s, policies, None, "", spec.truth == "counterfactual")
+            for s in range(spec.shards)]
     jobs = [j for j in jobs if not (resume and manifest.complete(j.shard))]
     if resume and len(jobs) < spec.shards:
         progress(f"  resume: {spec.shards - len(jobs)} shard(s) already complete")
@@ -92,18 +93,7 @@ def run_campaign(
     execute(jobs, workers, backend, "campaign", manifest)
 
     arms = list(spec.arms)
-    truth = oracle_truth(exposure_parts(run_dir), users_per_arm(run_dir, arms))
-    if spec.truth == "counterfactual":
-        for arm in arms:
-            sub = f"counterfactual/{arm}"
-            (run_dir / sub).mkdir(parents=True, exist_ok=True)
-            cf_manifest = Manifest(run_dir / sub)
-            cf_jobs = [ShardJob(spec_json, str(run_dir), s, policies, arm, sub) for s in range(spec.shards)]
-            cf_jobs = [j for j in cf_jobs if not (resume and cf_manifest.complete(j.shard))]
-            execute(cf_jobs, workers, backend, f"counterfactual all-{arm}", cf_manifest)
-            n_users = read_table(run_dir / sub, "assignments", ["user"]).num_rows
-            truth += oracle_truth(exposure_parts(run_dir / sub), {arm: n_users}, source="counterfactual")
-    write_truth(truth, run_dir / "truth.parquet")
+    write_truth(campaign_truth(spec, run_dir, manifest.data["shards"], policies), run_dir / "truth.parquet")
     if spec.world.pre_period_days > 0:
         cov_dir = pre_period(world, cache, workers=workers)
         pq.write_table(covariates(cov_dir), run_dir / "covariates.parquet")

@@ -43,8 +43,14 @@ def run_shard(job: ShardJob) -> dict:
         parts = sink.close()
     compute = {a: s.compute_s for a, s in sim.services.items()}
     score = {a: s.score_s for a, s in sim.services.items()}
-    return {"shard": job.shard, "parts": parts, "wall_s": time.perf_counter() - started, "compute_s": compute,
-            "score_s": score}
+    entry = {"shard": job.shard, "parts": parts, "wall_s": time.perf_counter() - started, "compute_s": compute,
+             "score_s": score}
+    if job.counterfactual:  # the same world, policies and plan: run/truth.py
+        from simab.run.truth import shard_counterfactual
+
+        entry["truth"] = shard_counterfactual(spec, world, plan, policies, job.policies, out)
+        entry["wall_s"] = time.perf_counter() - started
+    return entry
 
 
 def execute(jobs: list[ShardJob], workers: int, backend: str, label: str, manifest: Manifest) -> None:
@@ -55,7 +61,8 @@ def execute(jobs: list[ShardJob], workers: int, backend: str, label: str, manife
     def record(entry: dict) -> None:
         nonlocal done
         done += 1
-        manifest.add(entry["shard"], entry["parts"], {k: entry[k] for k in ("wall_s", "compute_s", "score_s")})
+        manifest.add(entry["shard"], entry["parts"], {k: entry[k] for k in ("wall_s", "compute_s", "score_s", "truth")
+                                                      if k in entry})
         rows = entry["parts"]["exposures"]["rows"]
         progress(f"  {label}: shard {done}/{total} done ({rows:,} exposures, {entry['wall_s']:.1f}s)")
 
