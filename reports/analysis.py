@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from simab.errors import SimabError
-from simab.reports import messages
+from simab.reports import messages, permutation
 from simab.reports.aggregation import look_totals, moments_by, segment_unit_tables, user_totals
 from simab.reports.comparison import DEFAULT_REL_METHOD, Comparison, compare, rel_method_name
 from simab.reports.cross_check import cross_check
@@ -277,7 +277,10 @@ def _unit_metric(name: str, run: RunData, totals: pa.Table, design: Design, ctx:
     comparisons = {}
     for t in treatments:
         est_c, est_t = _estimates(totals, design, metric, control, t, small_sample)
-        plain = compare(est_c, est_t, alpha, rel_method)
+        nc, dc = _arrays(totals, control, metric)
+        nt, dt = _arrays(totals, t, metric)
+        ref = None if design.ramped else permutation.reference(nc, dc, nt, dt, rel_method, small_sample)
+        plain = compare(est_c, est_t, alpha, rel_method, ref)
         cuped_result = None
         reason = no_cuped if fit is None else _cuped_reason(fit, control, t)
         if reason is None:
@@ -290,8 +293,6 @@ def _unit_metric(name: str, run: RunData, totals: pa.Table, design: Design, ctx:
                 else math.nan
             )
             cuped_result = CupedResult(adjusted, fit.theta, reduction)
-        nc, dc = _arrays(totals, control, metric)
-        nt, dt = _arrays(totals, t, metric)
         ols = cross_check(nc, dc, nt, dt, compare(estimate(control, by_arm[control], metric),
                                                   estimate(t, by_arm[t], metric), alpha).abs_se)
         true_lift = true_rel_lift(truth.get((control, name)), truth.get((t, name)))

@@ -31,9 +31,10 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
-from simab.reports import messages
+from simab.reports import messages, permutation
 from simab.reports.estimates import ArmEstimate, Functional, SmallSample, estimate, unit_estimate
 from simab.reports.moments import Moments
+from simab.reports.permutation import Reference
 
 RelMethod = Literal["delta-log", "delta-linear"]
 REL_METHODS: tuple[str, ...] = ("delta-log", "delta-linear")
@@ -126,10 +127,20 @@ def t_interval(
     return (float(point - q * se), float(point + q * se)), p
 
 
+def _reference_interval(point: float, se: float, alpha: float, ref: Reference) -> tuple[tuple[float, float], float]:
+    """(CI, p) of a studentized statistic against its permutation reference (reports/permutation.py)."""
+    if not (point == point and se == se) or se <= 0:
+        return (NAN, NAN), NAN
+    q = ref.quantile(alpha)
+    return (point - q * se, point + q * se), ref.p_value(point / se)
+
+
 def relative_lift(
-    control: ArmEstimate, treatment: ArmEstimate, alpha: float, rel_method: RelMethod, abs_df: float
+    control: ArmEstimate, treatment: ArmEstimate, alpha: float, rel_method: RelMethod, abs_df: float,
+    reference: Reference | None = None,
 ) -> tuple[float, float, tuple[float, float], float, float, list[str]]:
-    """(rel_lift, rel_se, rel_ci, p, df, flags) of v_t/v_c - 1 by ``rel_method`` (module doc)."""
+    """(rel_lift, rel_se, rel_ci, p, df, flags) of v_t/v_c - 1 by ``rel_method`` (module doc);
+    with a permutation ``reference`` its quantiles replace Student's t (df NaN)."""
     vc, vt, Vc, Vt = control.value, treatment.value, control.var, treatment.var
     if vc == 0:
         return NAN, NAN, (NAN, NAN), NAN, NAN, [messages.ZERO_CONTROL]
@@ -139,7 +150,11 @@ def relative_lift(
     defined = Vc == Vc and Vt == Vt
     if rel_method == "delta-linear":
         rel_se = math.sqrt(Vt / vc**2 + vt**2 * Vc / vc**4) if defined else NAN
-        (lo, hi), p = t_interval(rel_lift, rel_se, abs_df, alpha)
+        if reference is not None:
+            (lo, hi), p = _reference_interval(rel_lift, rel_se, alpha, reference)
+            abs_df = NAN
+        else:
+            (lo, hi), p = t_interval(rel_lift, rel_se, abs_df, alpha)
         flags = []
         if lo < -1:  # a ratio of non-negative means is never below -100 %
             lo = -1.0
@@ -149,7 +164,11 @@ def relative_lift(
         return rel_lift, NAN, (NAN, NAN), NAN, NAN, [messages.NONPOSITIVE_FOR_LOG]
     log_se = math.sqrt(Vt / vt**2 + Vc / vc**2) if defined else NAN
     log_df = _satterthwaite(Vt / vt**2, _arm_df(treatment), Vc / vc**2, _arm_df(control))
-    (lo, hi), p = t_interval(math.log(vt / vc), log_se, log_df, alpha)
+    if reference is not None:
+        (lo, hi), p = _reference_interval(math.log(vt / vc), log_se, alpha, reference)
+        log_df = NAN
+    else:
+        (lo, hi), p = t_interval(math.log(vt / vc), log_se, log_df, alpha)
     rel_se = log_se * (1 + rel_lift)  # delta method back from the log scale
     return rel_lift, rel_se, (math.expm1(lo), math.expm1(hi)), p, log_df, []
 
@@ -159,8 +178,10 @@ def compare(
     treatment: ArmEstimate,
     alpha: float = 0.05,
     rel_method: str = DEFAULT_REL_METHOD,
+    reference: Reference | None = None,
 ) -> Comparison:
-    """Absolute and relative lift of ``treatment`` over ``control`` (formulas: module doc)."""
+    """Absolute and relative lift of ``treatment`` over ``control`` (formulas: module doc);
+    ``reference``: the permutation law of the relative statistic (small experiments)."""
     rel_method = rel_method_name(rel_method)
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
@@ -174,9 +195,11 @@ def compare(
         flags.append(messages.ZERO_VARIANCE)
     abs_ci, abs_p = t_interval(abs_lift, abs_se, df, alpha)
     rel_lift, rel_se, rel_ci, rel_p, rel_df, rel_flags = relative_lift(
-        control, treatment, alpha, rel_method, df
+        control, treatment, alpha, rel_method, df, reference
     )
     flags += rel_flags
+    if reference is not None and rel_p == rel_p:
+        flags.append(messages.PERMUTATION_REFERENCE.format(b=reference.size))
     p_value = rel_p
     if rel_p != rel_p and abs_p == abs_p:
         p_value = abs_p
@@ -219,15 +242,18 @@ def ratio_comparison(
     alpha: float = 0.05,
     rel_method: str = DEFAULT_REL_METHOD,
     small_sample: SmallSample = "hc2",
+    permute: bool = True,
 ) -> Comparison:
     """Compare the ratio Σnum/Σden between two arms from per-unit arrays.
 
     Example: per-user clicks and exposures give the CTR lift, analysed at the
     randomisation unit with the delta method (Deng, Knoblich & Lu 2018), the HC2
     small-sample correction with Bell-McCaffrey df (``small_sample="none"``: the plain
-    delta method with Welch df).  The campaign report calls the same code on the same users.
+    delta method with Welch df); below ``permutation.PERMUTATION_MAX_UNITS`` users the relative
+    p and CI use the permutation reference (``permute=False``: Student's t).  The campaign
+    report calls the same code on the same users.
     """
-    arms = {}
+    arms, units = {}, {}
     for arm, num, den in (
         ("control", num_control, den_control),
         ("treatment", num_treatment, den_treatment),
@@ -237,7 +263,10 @@ def ratio_comparison(
         if n.shape != d.shape:
             raise ValueError(f"num_{arm} and den_{arm} differ in length: {n.size} vs {d.size}")
         arms[arm] = unit_estimate(arm, n, d, small_sample)
-    return compare(arms["control"], arms["treatment"], alpha, rel_method)
+        units[arm] = (n, d)
+    ref = permutation.reference(*units["control"], *units["treatment"], rel_method_name(rel_method),
+                                small_sample) if permute else None
+    return compare(arms["control"], arms["treatment"], alpha, rel_method, ref)
 
 
 def mean_comparison(
@@ -246,14 +275,16 @@ def mean_comparison(
     alpha: float = 0.05,
     rel_method: str = DEFAULT_REL_METHOD,
     small_sample: SmallSample = "hc2",
+    permute: bool = True,
 ) -> Comparison:
     """Compare per-unit means between two arms (Welch t-test; ``small_sample="hc2"`` gives
-    the same variance with Bell-McCaffrey df; relative lift on the log scale or linear)."""
-    arms = {
-        arm: unit_estimate(arm, _per_unit(f"x_{arm}", x), None, small_sample)
-        for arm, x in (("control", x_control), ("treatment", x_treatment))
-    }
-    return compare(arms["control"], arms["treatment"], alpha, rel_method)
+    the same variance with Bell-McCaffrey df; relative lift on the log scale or linear;
+    the permutation reference below the size threshold, as :func:`ratio_comparison`)."""
+    xs = {arm: _per_unit(f"x_{arm}", x) for arm, x in (("control", x_control), ("treatment", x_treatment))}
+    arms = {arm: unit_estimate(arm, x, None, small_sample) for arm, x in xs.items()}
+    ref = permutation.reference(xs["control"], None, xs["treatment"], None, rel_method_name(rel_method),
+                                small_sample) if permute else None
+    return compare(arms["control"], arms["treatment"], alpha, rel_method, ref)
 
 
 def compare_mean_sums(

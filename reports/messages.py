@@ -41,3 +41,7 @@ REALISED_ONLY = (
     "no counterfactual truth: the realised-group values (each arm's own users) are shown but never "
     "judge coverage"
 )
+PERMUTATION_REFERENCE = (
+    "small experiment: relative p and CI from the permutation law of the studentized statistic "
+    "({b} re-randomisations) instead of Student's t"
+)
