@@ -124,7 +124,7 @@ def t_interval(
         return (point, point), (1.0 if point == 0 else 0.0)
     q = stats.t.ppf(1 - alpha / 2, df)
     p = float(2 * stats.t.sf(abs(point) / se, df))
-    return (float(point - q * se), float(point + q * se)), p
+    return _holding_zero((float(point - q * se), float(point + q * se)), abs(point) / se <= q), p
 
 
 def _reference_interval(point: float, se: float, alpha: float, ref: Reference) -> tuple[tuple[float, float], float]:
@@ -132,7 +132,19 @@ def _reference_interval(point: float, se: float, alpha: float, ref: Reference) -
     if not (point == point and se == se) or se <= 0:
         return (NAN, NAN), NAN
     q = ref.quantile(alpha)
-    return (point - q * se, point + q * se), ref.p_value(point / se)
+    return _holding_zero((point - q * se, point + q * se), abs(point / se) <= q), ref.p_value(point / se)
+
+
+def _holding_zero(ci: tuple[float, float], inside: bool) -> tuple[float, float]:
+    """The interval {θ: |point - θ|/se <= q} holds 0 exactly when |t| <= q; rounding in
+    point ± q·se must not say otherwise (a tie |t| = q happens with permutation references)."""
+    lo, hi = ci
+    return (min(lo, 0.0), max(hi, 0.0)) if inside else (lo, hi)
+
+
+def _expm1(x: float) -> float:
+    """exp(x) - 1, infinite beyond the float range (an interval with an infinite quantile)."""
+    return math.expm1(x) if x < 709.0 else math.inf
 
 
 def relative_lift(
@@ -170,7 +182,7 @@ def relative_lift(
     else:
         (lo, hi), p = t_interval(math.log(vt / vc), log_se, log_df, alpha)
     rel_se = log_se * (1 + rel_lift)  # delta method back from the log scale
-    return rel_lift, rel_se, (math.expm1(lo), math.expm1(hi)), p, log_df, []
+    return rel_lift, rel_se, (_expm1(lo), _expm1(hi)), p, log_df, []
 
 
 def compare(
