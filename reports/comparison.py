@@ -253,17 +253,18 @@ def ratio_comparison(
     den_treatment: np.ndarray,
     alpha: float = 0.05,
     rel_method: str = DEFAULT_REL_METHOD,
-    small_sample: SmallSample = "hc2",
-    permute: bool = True,
+    small_sample: SmallSample = "none",
+    permute: bool = False,
 ) -> Comparison:
     """Compare the ratio Σnum/Σden between two arms from per-unit arrays.
 
     Example: per-user clicks and exposures give the CTR lift, analysed at the
-    randomisation unit with the delta method (Deng, Knoblich & Lu 2018), the HC2
-    small-sample correction with Bell-McCaffrey df (``small_sample="none"``: the plain
-    delta method with Welch df); below ``permutation.PERMUTATION_MAX_UNITS`` users the relative
-    p and CI use the permutation reference (``permute=False``: Student's t).  The campaign
-    report calls the same code on the same users.
+    randomisation unit with the delta method (Deng, Knoblich & Lu 2018) and Welch df: by
+    default the textbook formulas (tea-tasting's log-scale interval; ``rel_method=
+    "delta-linear"``: gbstats').  The campaign report adds the small-sample corrections:
+    ``small_sample="hc2"`` (HC2 variance with Bell-McCaffrey df) and ``permute=True`` (below
+    ``permutation.PERMUTATION_MAX_UNITS`` users the relative p and CI use the permutation
+    reference); with both it gives the report's numbers on the same users.
     """
     arms, units = {}, {}
     for arm, num, den in (
@@ -286,12 +287,12 @@ def mean_comparison(
     x_treatment: np.ndarray,
     alpha: float = 0.05,
     rel_method: str = DEFAULT_REL_METHOD,
-    small_sample: SmallSample = "hc2",
-    permute: bool = True,
+    small_sample: SmallSample = "none",
+    permute: bool = False,
 ) -> Comparison:
-    """Compare per-unit means between two arms (Welch t-test; ``small_sample="hc2"`` gives
-    the same variance with Bell-McCaffrey df; relative lift on the log scale or linear;
-    the permutation reference below the size threshold, as :func:`ratio_comparison`)."""
+    """Compare per-unit means between two arms (Welch t-test; relative lift on the log scale
+    or linear; ``small_sample="hc2"`` and ``permute=True`` as the report, see
+    :func:`ratio_comparison`)."""
     xs = {arm: _per_unit(f"x_{arm}", x) for arm, x in (("control", x_control), ("treatment", x_treatment))}
     arms = {arm: unit_estimate(arm, x, None, small_sample) for arm, x in xs.items()}
     ref = permutation.reference(xs["control"], None, xs["treatment"], None, rel_method_name(rel_method),

@@ -73,6 +73,8 @@ def test_report_uses_the_public_function_on_the_same_users(report, synthetic_run
         arm["control"]["exposures"].to_numpy(),
         arm["treatment"]["clicks"].to_numpy(),
         arm["treatment"]["exposures"].to_numpy(),
+        small_sample="hc2",  # the report's small-sample corrections
+        permute=True,
     )
     # two code paths (moments over every column vs over 2 columns): equal to rounding, field by
     # field; rel 1e-12 is ~1e4 ulps, far below any statistical difference

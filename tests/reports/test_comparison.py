@@ -8,7 +8,6 @@ from scipy import stats
 
 from simab.reports import compare_mean_sums, mean_comparison, ratio_comparison
 
-
 GBSTATS_CASE = ((1396.87, 52377.9767, 3407), (2422.7, 134698.29, 3461))
 
 
@@ -166,7 +165,7 @@ def test_log_interval_by_hand():
     # tea-tasting's log-scale interval: Welch-Satterthwaite df over the two log-scale terms.
     rng = np.random.default_rng(4)
     xc, xt = rng.exponential(2.0, 80), rng.exponential(2.5, 120)
-    r = mean_comparison(xc, xt, small_sample="none", permute=False)
+    r = mean_comparison(xc, xt)  # the default: tea-tasting's formula
     a = xt.var(ddof=1) / xt.size / xt.mean() ** 2
     b = xc.var(ddof=1) / xc.size / xc.mean() ** 2
     df = (a + b) ** 2 / (a**2 / (xt.size - 1) + b**2 / (xc.size - 1))
@@ -182,9 +181,10 @@ arm_values = st.lists(st.tuples(st.integers(0, 30), st.integers(0, 400)), min_si
 
 @settings(max_examples=300, deadline=None)
 @given(arm_values, arm_values, st.sampled_from(["delta-linear", "delta-log"]),
-       st.sampled_from([0.01, 0.05, 0.1, 0.32]), st.sampled_from(["hc2", "none"]))
-@example([(1, 5), (0, 3)], [(9, 10), (8, 9)], "delta-linear", 0.05, "none")  # linear CI below -100%
-def test_p_agrees_with_the_printed_interval(control, treatment, rel_method, alpha, small_sample):
+       st.sampled_from([0.01, 0.05, 0.1, 0.32]), st.sampled_from(["hc2", "none"]), st.booleans())
+@example([(1, 5), (0, 3)], [(9, 10), (8, 9)], "delta-linear", 0.05, "none", False)  # linear CI below -100%
+@example([(0, 0), (1, 1)], [(1, 1), (6, 41)], "delta-log", 0.01, "hc2", True)  # a permutation tie at q
+def test_p_agrees_with_the_printed_interval(control, treatment, rel_method, alpha, small_sample, permute):
     """p < alpha exactly when rel_ci excludes 0, and no relative interval goes below -100%
     (the contract the significance lists, colours, `simab check` and the pytest plugin rely on)."""
     def split(rows):
@@ -193,7 +193,7 @@ def test_p_agrees_with_the_printed_interval(control, treatment, rel_method, alph
         return num, den
 
     r = ratio_comparison(*split(control), *split(treatment), alpha=alpha, rel_method=rel_method,
-                         small_sample=small_sample)
+                         small_sample=small_sample, permute=permute)
     lo, hi = r.rel_ci
     if math.isnan(lo) or math.isnan(r.p_value):
         return

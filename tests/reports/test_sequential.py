@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from simab.reports.sequential import group_sequential, msprt, obf_boundaries, obf_spent, optimal_mixing_ratio
+from simab.reports.sequential import (
+    group_sequential,
+    msprt,
+    obf_boundaries,
+    obf_spent,
+    optimal_mixing_ratio,
+)
 
 # the mixing variance fixed before the data: tuned to the planned horizon of _looks (10 looks of
 # 200 draws of sd 1: V = 1/2000), as a user would from the planned sample size
