@@ -117,11 +117,16 @@ def coverage(rows: Sequence[dict]) -> dict:
     }
 
 
-def naive_look_p(rel_lift: float | None, rel_se: float | None) -> float | None:
+def naive_look_p(rel_lift: float | None, rel_se: float | None, log_scale: bool = False) -> float | None:
     """Two-sided normal p-value of one look's cumulative relative lift (what a dashboard
-    shows when it is read every day as if it were the final analysis)."""
+    shows when it is read every day as if it were the final analysis); ``log_scale``: the
+    test of log(1 + lift) with se/(1 + lift), the scale of the report's delta-log interval."""
     if rel_lift is None or rel_se is None or rel_se <= 0:
         return None
+    if log_scale:
+        if rel_lift <= -1:
+            return None
+        return float(2 * stats.norm.sf(abs(math.log1p(rel_lift)) / (rel_se / (1 + rel_lift))))
     return float(2 * stats.norm.sf(abs(rel_lift) / rel_se))
 
 
@@ -134,7 +139,8 @@ def peeking(rows: Sequence[dict], alpha: float) -> dict:
     naive = always = single = gs = n = 0
     looks = []
     for r in rows:
-        ps = [naive_look_p(e, s) for e, s in zip(r["look_rel_lift"], r["look_rel_se"], strict=True)]
+        log_scale = r.get("rel_method") == "delta-log"
+        ps = [naive_look_p(e, s, log_scale) for e, s in zip(r["look_rel_lift"], r["look_rel_se"], strict=True)]
         ps = [p for p in ps if p is not None]
         if not ps or r["seq_p_value"] is None:
             continue
