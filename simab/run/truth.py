@@ -15,7 +15,8 @@ common random numbers; ``tests/simab/run/test_truth.py`` checks it against full 
 the counterfactual world of arm A reuses the campaign's exposures of A's users who were in A
 from the start, and simulates only the others.  Arms with the same policy share one world.
 The counterfactual passes of a shard run in the campaign's shard job, after its campaign,
-sharing the world, the policies and the plan; they keep only the truth sums (no event log).
+sharing the world, the policies and the plan; they keep only the truth sums (``TruthLogs``:
+no event-log rows are built).
 """
 
 from __future__ import annotations
@@ -110,15 +111,32 @@ def world_groups(arms: list[str], policies: dict[str, dict]) -> dict[str, list[s
     return groups
 
 
-class TruthSink:
-    """A shard sink that keeps only the truth sums of the exposures it is given."""
+class TruthLogs:
+    """The logs of a counterfactual pass: the engine hands it every served batch, scene and
+    request as it would to :class:`simab.engine.shard.ShardLogs`, and it keeps only the truth
+    sums of the exposures (no rows, no tables: a pass costs the simulation alone)."""
+
+    flush_rows = float("inf")
 
     def __init__(self):
         self.sums = np.zeros(N_SUMS)
+        self.rows = 0
+        self.exposure_rows = 0
 
-    def write(self, name: str, table: pa.Table) -> None:
-        if name == "exposures":
-            self.sums += _exposure_sums(table)
+    def exposures(self, arm, scenario, rows, sessions, rids, t, slate, scores, resp, prop, keep) -> None:
+        if not keep.any():
+            return
+        p = resp.p_click[keep]
+        self.sums += (p.size, p.sum(), (p * resp.p_convert[keep]).sum(), (p * resp.expected_dwell_s[keep]).sum(), 0.0)
+
+    def requests(self, *args) -> None:
+        pass
+
+    def moveline(self, *args) -> None:
+        pass
+
+    def drain(self) -> dict:
+        return {}
 
 
 def shard_counterfactual(spec, world, plan, policies: dict, job_policies: dict[str, dict], run_dir: Path) -> dict:
@@ -126,7 +144,6 @@ def shard_counterfactual(spec, world, plan, policies: dict, job_policies: dict[s
     after its campaign ran and wrote its exposures part into ``run_dir``: the campaign's
     exposures of the users who were in the arm from the start, plus a simulation of the
     others in that arm (module doc).  Returns {arm: [exposures, Σp, Σp·pcv, Σp·dwell, users]}."""
-    from simab.engine.engines import make_simulation
     from simab.engine.shard import ShardPlan
 
     arms = list(spec.arms)
@@ -149,15 +166,23 @@ def shard_counterfactual(spec, world, plan, policies: dict, job_policies: dict[s
         if rest.any():
             sub = ShardPlan(plan.shard, plan.users[rest], np.full(int(rest.sum()), arms.index(rep)),
                             np.full(int(rest.sum()), plan.t_begin), plan.bucket[rest], plan.t_begin, plan.t_end)
-            sim = make_simulation(spec.engine, world, sub, arms, policies, campaign=spec.name, serving=spec.serving,
-                                  unit="user", session_arm=None)
-            sink = TruthSink()
-            sim.sink = sink
-            sim.run()
-            sums += sink.sums
-            sums[4] += int((~np.isnan(sim.first_exposure)).sum())
+            sums += world_sums(spec, world, sub, policies)
         out[rep] = sums.tolist()
     return out
+
+
+def world_sums(spec, world, plan, policies: dict) -> np.ndarray:
+    """Truth sums of ``plan``'s users, each in the arm ``plan.arm`` gives it (a counterfactual
+    world, or a part of one), simulated without an event log."""
+    from simab.engine.engines import make_simulation
+
+    sim = make_simulation(spec.engine, world, plan, list(spec.arms), policies, campaign=spec.name,
+                          serving=spec.serving, unit="user", session_arm=None)
+    sim.logs = logs = TruthLogs()
+    sim.run()
+    sums = logs.sums.copy()
+    sums[4] += int((~np.isnan(sim.first_exposure)).sum())
+    return sums
 
 
 def read_table_part(run_dir: Path, shard: int) -> np.ndarray:

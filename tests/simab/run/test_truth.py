@@ -9,11 +9,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from simab.engine.engines import make_simulation
 from simab.run.arm_policies import build_policy
 from simab.run.plan import plan_shard
 from simab.run.runner import run_campaign
-from simab.run.truth import N_SUMS, TruthSink, truth_rows
+from simab.run.truth import N_SUMS, truth_rows, world_sums
 from simab.simulators.world import World
 from simab.spec import load_campaign
 
@@ -28,15 +27,8 @@ def full_worlds(spec, policies) -> dict[str, np.ndarray]:
     for arm in arms:
         sums = np.zeros(N_SUMS)
         for shard in range(spec.shards):
-            plan, _ = plan_shard(spec, shard, force_arm=arm)
-            built = {a: build_policy(policies[a], world) for a in arms}
-            sim = make_simulation(spec.engine, world, plan, arms, built, campaign=spec.name, serving=spec.serving,
-                                  unit="user", session_arm=None)
-            sink = TruthSink()
-            sim.sink = sink
-            sim.run()
-            sums += sink.sums
-            sums[4] += int((~np.isnan(sim.first_exposure)).sum())
+            plan, _ = plan_shard(spec, shard, force_arm=arm)  # every user of the shard, in this arm
+            sums += world_sums(spec, world, plan, {a: build_policy(policies[a], world) for a in arms})
         out[arm] = sums
     return out
 
