@@ -114,12 +114,13 @@ def world_groups(arms: list[str], policies: dict[str, dict]) -> dict[str, list[s
 class TruthLogs:
     """The logs of a counterfactual pass: the engine hands it every served batch, scene and
     request as it would to :class:`simab.engine.shard.ShardLogs`, and it keeps only the truth
-    sums of the exposures (no rows, no tables: a pass costs the simulation alone)."""
+    sums of the exposures, per arm (no rows, no tables: a pass costs the simulation alone)."""
 
     flush_rows = float("inf")
 
-    def __init__(self):
-        self.sums = np.zeros(N_SUMS)
+    def __init__(self, arms: list[str]):
+        self.arms = arms
+        self.sums = np.zeros((len(arms), N_SUMS))
         self.rows = 0
         self.exposure_rows = 0
 
@@ -127,7 +128,8 @@ class TruthLogs:
         if not keep.any():
             return
         p = resp.p_click[keep]
-        self.sums += (p.size, p.sum(), (p * resp.p_convert[keep]).sum(), (p * resp.expected_dwell_s[keep]).sum(), 0.0)
+        self.sums[self.arms.index(arm)] += (p.size, p.sum(), (p * resp.p_convert[keep]).sum(),
+                                            (p * resp.expected_dwell_s[keep]).sum(), 0.0)
 
     def requests(self, *args) -> None:
         pass
@@ -142,46 +144,60 @@ class TruthLogs:
 def shard_counterfactual(spec, world, plan, policies: dict, job_policies: dict[str, dict], run_dir: Path) -> dict:
     """The counterfactual truth sums of one shard, per representative arm (``world_groups``),
     after its campaign ran and wrote its exposures part into ``run_dir``: the campaign's
-    exposures of the users who were in the arm from the start, plus a simulation of the
-    others in that arm (module doc).  Returns {arm: [exposures, Σp, Σp·pcv, Σp·dwell, users]}."""
+    exposures of the users who were in the arm from the start, plus a simulation of every
+    other (user, world) pair (module doc).  The pairs go into as few simulations as possible:
+    pass j puts each user into the j-th world it still needs (users' trajectories do not
+    depend on one another, so worlds can share a simulation, and its waves are larger).
+    Returns {arm: [exposures, Σp, Σp·pcv, Σp·dwell, users]}."""
     from simab.engine.shard import ShardPlan
 
     arms = list(spec.arms)
-    reuse_ok = spec.unit == "user"
-    campaign = None
-    if reuse_ok:
+    groups = world_groups(arms, job_policies)
+    reps = list(groups)
+    sums = {rep: np.zeros(N_SUMS) for rep in reps}
+    n = len(plan.users)
+    reusable = (plan.arm >= 0) & (plan.start <= plan.t_begin) if spec.unit == "user" else np.zeros(n, bool)
+    group_of = {arms.index(a): r for r, (rep, group) in enumerate(groups.items()) for a in group}
+    own = np.array([group_of.get(int(a), -1) for a in plan.arm]) if n else np.zeros(0, np.int64)
+    own = np.where(reusable, own, -1)
+    if reusable.any():
         path = part_path(Path(run_dir), "exposures", plan.shard)
         campaign = pq.read_table(path, columns=["user", *TRUTH_COLUMNS[1:]]) if path.exists() else None
         seen = read_table_part(Path(run_dir), plan.shard)
-    out = {}
-    for rep, group in world_groups(arms, job_policies).items():
-        idx = [arms.index(a) for a in group]
-        reused = np.isin(plan.arm, idx) & (plan.start <= plan.t_begin) if reuse_ok else np.zeros(len(plan.users), bool)
-        sums = np.zeros(N_SUMS)
-        if reused.any() and campaign is not None:
-            mine = pa.array(plan.users[reused])
-            sums += _exposure_sums(campaign.filter(pc.is_in(campaign["user"], value_set=mine)))
-            sums[4] += int(np.isin(seen, plan.users[reused]).sum())
-        rest = ~reused
-        if rest.any():
-            sub = ShardPlan(plan.shard, plan.users[rest], np.full(int(rest.sum()), arms.index(rep)),
-                            np.full(int(rest.sum()), plan.t_begin), plan.bucket[rest], plan.t_begin, plan.t_end)
-            sums += world_sums(spec, world, sub, policies)
-        out[rep] = sums.tolist()
-    return out
+        for r, rep in enumerate(reps):
+            mine = plan.users[own == r]
+            if len(mine) and campaign is not None:
+                sums[rep] += _exposure_sums(campaign.filter(pc.is_in(campaign["user"], value_set=pa.array(mine))))
+                sums[rep][4] += int(np.isin(seen, mine).sum())
+    # worlds each user still needs, in representative order: all but its own (if reused)
+    needs = [[r for r in range(len(reps)) if r != own[u]] for u in range(n)]
+    for j in range(max((len(x) for x in needs), default=0)):
+        rows = np.array([u for u in range(n) if len(needs[u]) > j], dtype=np.int64)
+        if not len(rows):
+            continue
+        arm_index = np.array([arms.index(reps[needs[u][j]]) for u in rows], dtype=np.int64)
+        sub = ShardPlan(plan.shard, plan.users[rows], arm_index, np.full(len(rows), plan.t_begin),
+                        plan.bucket[rows], plan.t_begin, plan.t_end)
+        per_arm = world_sums(spec, world, sub, policies)
+        for rep in reps:
+            sums[rep] += per_arm[arms.index(rep)]
+    return {rep: v.tolist() for rep, v in sums.items()}
 
 
 def world_sums(spec, world, plan, policies: dict) -> np.ndarray:
-    """Truth sums of ``plan``'s users, each in the arm ``plan.arm`` gives it (a counterfactual
-    world, or a part of one), simulated without an event log."""
+    """Truth sums per arm [arms, 5] of ``plan``'s users, each in the arm ``plan.arm`` gives it
+    (one counterfactual world, or parts of several), simulated without an event log."""
     from simab.engine.engines import make_simulation
 
-    sim = make_simulation(spec.engine, world, plan, list(spec.arms), policies, campaign=spec.name,
+    arms = list(spec.arms)
+    sim = make_simulation(spec.engine, world, plan, arms, policies, campaign=spec.name,
                           serving=spec.serving, unit="user", session_arm=None)
-    sim.logs = logs = TruthLogs()
+    sim.logs = logs = TruthLogs(arms)
     sim.run()
     sums = logs.sums.copy()
-    sums[4] += int((~np.isnan(sim.first_exposure)).sum())
+    seen = ~np.isnan(sim.first_exposure)
+    for a in range(len(arms)):
+        sums[a, 4] += int((seen & (plan.arm == a)).sum())
     return sums
 
 

@@ -28,7 +28,7 @@ def full_worlds(spec, policies) -> dict[str, np.ndarray]:
         sums = np.zeros(N_SUMS)
         for shard in range(spec.shards):
             plan, _ = plan_shard(spec, shard, force_arm=arm)  # every user of the shard, in this arm
-            sums += world_sums(spec, world, plan, {a: build_policy(policies[a], world) for a in arms})
+            sums += world_sums(spec, world, plan, {a: build_policy(policies[a], world) for a in arms})[arms.index(arm)]
         out[arm] = sums
     return out
 
