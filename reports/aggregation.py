@@ -84,3 +84,38 @@ def moments_by(
 def cumulative_cells(cells: pa.Table, through_day: int) -> pa.Table:
     """The cells of days up to and including ``through_day`` (a daily look's data)."""
     return cells.filter(pc.less_equal(cells["day"], through_day))
+
+
+def look_totals(cells: pa.Table, late: pa.Table | None, through_day: int) -> pa.Table:
+    """Per-user totals as a look at the end of day ``through_day`` saw them: the cells of
+    days up to it, less the conversions that landed after it (a live look cannot count a
+    purchase that has not happened yet).  Users are those exposed by then."""
+    totals = user_totals(cumulative_cells(cells, through_day))
+    if late is None or late.num_rows == 0:
+        return totals
+    unseen = late.filter(pc.and_(pc.less_equal(late["day"], through_day),
+                                 pc.greater(late["conversion_day"], through_day)))
+    if unseen.num_rows == 0:
+        return totals
+    unseen = unseen.group_by(["arm", "user"], use_threads=False).aggregate([("conversions", "sum")])
+    joined = totals.join(unseen, keys=["arm", "user"], join_type="left outer", use_threads=False)
+    fixed = pc.subtract(joined["conversions"], pc.cast(pc.fill_null(joined["conversions_sum"], 0), pa.float64()))
+    joined = joined.set_column(joined.column_names.index("conversions"), "conversions", fixed)
+    return joined.drop_columns(["conversions_sum"]).sort_by([("arm", "ascending"), ("user", "ascending")])
+
+
+def segment_unit_tables(cells: pa.Table, segment: str, assignments: pa.Table) -> dict[object, pa.Table]:
+    """Intent-to-treat segment tables: for each value of ``segment`` (a day, a scenario),
+    one row per *assigned* user with the user's totals in that segment, zero where the user
+    had no activity there.  Counting only the users active in a segment would condition on
+    post-treatment behaviour (a treatment that brings users back changes who is counted)."""
+    seg = user_totals(cells, by=[segment])
+    base = assignments.select(["arm", "user"])
+    out = {}
+    for value in sorted(pc.unique(seg[segment]).to_pylist()):
+        rows = seg.filter(pc.equal(seg[segment], value)).drop_columns([segment])
+        full = base.join(rows, keys=["arm", "user"], join_type="left outer", use_threads=False)
+        for c in COUNT_COLUMNS:
+            full = full.set_column(full.column_names.index(c), c, pc.fill_null(full[c], 0).cast(pa.float64()))
+        out[value] = full.sort_by([("arm", "ascending"), ("user", "ascending")])
+    return out

@@ -3,6 +3,13 @@ coverage, bias, power, peeking and exposure-level (naive) analysis.
 
 Every rate comes with its Clopper-Pearson (1934) exact 95 % binomial interval; p-value
 uniformity under A/A is the one-sample Kolmogorov-Smirnov test against U(0, 1).
+
+The A/A pass rule (:func:`aa_verdict`) has three parts, each at level 1 %: an exact
+two-sided binomial test of the false-positive rate against alpha, an equivalence margin (the
+rate within [3.5 %, 6.5 %] for alpha = 5 %: the CI rule "5 % inside the 95 % CI" accepted
+any rate from 3.0 % to 7.25 % at 400 runs), and the KS test of the p-values.  The margin
+is meant for 1,000 runs, where a calibrated test's rate has sd 0.69 points (the margin is
+±2.2 sd); fewer runs are not judged.
 """
 
 from __future__ import annotations
@@ -50,6 +57,34 @@ class Rate:
         return lo <= x <= hi
 
 
+AA_TEST_LEVEL = 0.01
+AA_MARGIN = (0.035, 0.065)  # for alpha = 0.05: alpha ± 0.3·alpha
+AA_RUNS_TO_JUDGE = 1000
+
+
+def aa_verdict(rate: Rate, ks_p: float, alpha: float = 0.05) -> dict:
+    """The A/A pass rule (module doc): binomial p, margin, KS; ``pass`` only when all hold."""
+    lo, hi = (alpha * 0.7, alpha * 1.3)
+    binom_p = float(stats.binomtest(rate.k, rate.n, alpha).pvalue) if rate.n else math.nan
+    checks = {
+        "binomial_p_value": binom_p,
+        "binomial_ok": bool(binom_p >= AA_TEST_LEVEL),
+        "margin": [lo, hi],
+        "margin_ok": bool(lo <= rate.value <= hi),
+        "ks_ok": bool(ks_p >= AA_TEST_LEVEL),
+    }
+    checks["pass"] = checks["binomial_ok"] and checks["margin_ok"] and checks["ks_ok"]
+    return checks
+
+
+def at_most(rate: Rate, alpha: float) -> tuple[bool, float]:
+    """(ok, p): a one-sided exact binomial test that the rate is not above alpha, at 1 %."""
+    if not rate.n:
+        return False, math.nan
+    p = float(stats.binomtest(rate.k, rate.n, alpha, alternative="greater").pvalue)
+    return p >= AA_TEST_LEVEL, p
+
+
 def rows_of(rows: Sequence[dict], metric: str) -> list[dict]:
     return [r for r in rows if r["metric"] == metric]
 
@@ -82,22 +117,30 @@ def coverage(rows: Sequence[dict]) -> dict:
     }
 
 
-def naive_look_p(rel_lift: float | None, rel_se: float | None) -> float | None:
+def naive_look_p(rel_lift: float | None, rel_se: float | None, log_scale: bool = False) -> float | None:
     """Two-sided normal p-value of one look's cumulative relative lift (what a dashboard
-    shows when it is read every day as if it were the final analysis)."""
+    shows when it is read every day as if it were the final analysis); ``log_scale``: the
+    test of log(1 + lift) with se/(1 + lift), the scale of the report's delta-log interval."""
     if rel_lift is None or rel_se is None or rel_se <= 0:
         return None
+    if log_scale:
+        if rel_lift <= -1:
+            return None
+        return float(2 * stats.norm.sf(abs(math.log1p(rel_lift)) / (rel_se / (1 + rel_lift))))
     return float(2 * stats.norm.sf(abs(rel_lift) / rel_se))
 
 
 def peeking(rows: Sequence[dict], alpha: float) -> dict:
-    """A/A runs read at every daily look: the naive rule stops at the first look with
-    p < alpha; the always-valid rule rejects when the mSPRT p-value (a running minimum,
-    so 'ever below alpha' = 'below alpha at the last look') is below alpha."""
-    naive = always = single = n = 0
+    """Runs read at every daily look: the naive rule stops at the first look with p < alpha;
+    the always-valid rule rejects when the mSPRT p-value (a running minimum, so 'ever below
+    alpha' = 'below alpha at the last look') is below alpha; the group-sequential rule when
+    a look crosses its O'Brien-Fleming boundary.  On A/A runs these are false-positive
+    rates, on runs with an effect their power."""
+    naive = always = single = gs = n = 0
     looks = []
     for r in rows:
-        ps = [naive_look_p(e, s) for e, s in zip(r["look_rel_lift"], r["look_rel_se"], strict=True)]
+        log_scale = r.get("rel_method") == "delta-log"
+        ps = [naive_look_p(e, s, log_scale) for e, s in zip(r["look_rel_lift"], r["look_rel_se"], strict=True)]
         ps = [p for p in ps if p is not None]
         if not ps or r["seq_p_value"] is None:
             continue
@@ -106,8 +149,10 @@ def peeking(rows: Sequence[dict], alpha: float) -> dict:
         naive += any(p < alpha for p in ps)
         single += ps[-1] < alpha
         always += r["seq_p_value"] < alpha
+        gs += bool(r.get("gs_rejected"))
     return {
         "always_valid": Rate(always, n),
+        "group_sequential": Rate(gs, n),
         "naive_daily": Rate(naive, n),
         "naive_final_look": Rate(single, n),
         "looks": float(np.mean(looks)) if looks else math.nan,

@@ -6,11 +6,14 @@ Two inputs:
   unit column (``unit``) whose rows are summed to one row per unit; metrics are
   ``NAME = Σnum / Σden`` over units (``den`` absent: the mean per unit), analysed at the unit
   with the delta method exactly as a campaign's per-user metrics are
-  (``analysis.metric_report``: Welch intervals, CUPED with a per-unit covariate, the OLS
-  cross-check, MDE, the multiple-testing family, and the always-valid sequential test over
-  daily looks when a time column is given);
+  (``analysis.metric_report``: relative intervals on the log scale with a p of the same
+  statistic, HC2 variance with Bell-McCaffrey df and the permutation reference below 5,000
+  units, CUPED with a per-unit covariate, the OLS cross-check, MDE, the multiple-testing
+  family, and the always-valid and O'Brien-Fleming sequential tests over daily looks when a
+  time column is given);
 - per-arm summary statistics (:func:`analyze_summary`): count, mean and variance per arm, one
-  row per look (the layout of the ASOS data set), compared the same way from the moments.
+  row per look (the layout of the ASOS data set), compared from the moments (the delta
+  method with Welch df: per-unit values, which HC2 and the permutation need, are not there).
 
 Data checks run first (``data_checks``).  A real experiment has no known truth: every
 ``true_rel_lift`` and ``ci_covers_truth`` is null and the report says so.
@@ -29,6 +32,7 @@ from simab.errors import SimabError
 from simab.reports import messages
 from simab.reports.aggregation import moments_by
 from simab.reports.analysis import adjust_families, metric_report
+from simab.reports.comparison import DEFAULT_REL_METHOD
 from simab.reports.data_checks import DataCheck, check_rows, sample_ratio_check
 from simab.reports.experiment_data import (
     MetricSpec,
@@ -190,8 +194,14 @@ def analyze_table(
     drop_invalid: bool = False,
     events: bool = False,
     name: str | None = None,
+    rel_method: str = DEFAULT_REL_METHOD,
+    small_sample: str = "hc2",
 ) -> ExperimentReport:
-    """Analyse a table of units or events (module doc): every arm against ``control``."""
+    """Analyse a table of units or events (module doc): every arm against ``control``.
+
+    ``rel_method`` / ``small_sample``: as a campaign report's (``delta-log`` relative
+    intervals; HC2 variance with Bell-McCaffrey df and the permutation reference below
+    5,000 units); ``small_sample="none"``: the textbook delta method with Welch df."""
     table, source = load_table(data)
     alpha = _check_alpha(alpha, correction)
     specs = metric_specs(metrics, covariates)
@@ -243,6 +253,8 @@ def analyze_table(
             looks=looks,
             totals=totals,
             no_truth=messages.NO_TRUTH_REAL,
+            rel_method=rel_method,
+            small_sample=small_sample,
         )
     metrics_out = adjust_families(reports, correction)
     users = {a: m.n for a, m in by_arm.items()}
@@ -362,6 +374,7 @@ def analyze_summary(
     correction: Correction = "holm",
     name: str | None = None,
     metric_name: str = "metric",
+    rel_method: str = DEFAULT_REL_METHOD,
 ) -> ExperimentReport:
     """Compare arms from per-arm count / mean / variance rows (one row per arm, metric and
     look); the last look gives the fixed-horizon comparison and every look feeds the
@@ -428,6 +441,7 @@ def analyze_summary(
             mdef, per_look[-1], control, treatments, alpha,
             looks=list(enumerate(per_look)) if look is not None else (),
             no_truth=messages.NO_TRUTH_REAL,
+            rel_method=rel_method,
         )
         look_times[label] = times
         if not users:

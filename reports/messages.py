@@ -27,3 +27,22 @@ PERCENTILE_AT_MAX = (
     "{arm} has too few requests for this percentile (it is the sample maximum): no interval"
 )
 NO_SEQUENTIAL = "sequential test not available for this metric"
+LINEAR_CI_TRUNCATED = "the linear (delta-linear) relative interval reached below -100%: truncated at -100%"
+P_FROM_ABSOLUTE = "the relative interval is undefined: p tests the absolute difference"
+SRM_SINGLE_ARM_COHORT = (
+    "ramp: users of an entry cohort in which only one arm enrolled carry no information on the split "
+    "(not in the SRM test)"
+)
+RAMP_COHORTS = (
+    "ramped allocation: compared within entry cohorts in which both arms enrolled users "
+    "({cohorts}), weighted by the cohort's users; {left_out} user(s) of other cohorts are not compared"
+)
+SEGMENT_ITT = "segments are intent-to-treat: every assigned user counts in every segment (zero where inactive)"
+REALISED_ONLY = (
+    "no counterfactual truth: the realised-group values (each arm's own users) are shown but never "
+    "judge coverage"
+)
+PERMUTATION_REFERENCE = (
+    "small experiment: relative p and CI from the permutation law of the studentized statistic "
+    "({b} re-randomisations) instead of Student's t"
+)

@@ -11,7 +11,9 @@ from simab.reports.render_markdown import (
     GUARDRAIL_HEADER,
     METHOD_NOTES,
     cuped_not_applied,
+    family_sentence,
     guardrail_rows,
+    truth_sentence,
     verdicts,
 )
 from simab.reports.report import Report
@@ -148,8 +150,8 @@ def render_html(report: Report) -> str:
         "<h2>Significant after correction</h2>",
         verdict,
         "<h2>Lifts</h2>",
-        "<p>Rows shaded red are significant after correction. <i>true lift</i> is what the simulated world knew; "
-        "<i>covered</i> says whether the interval contains it.</p>",
+        f"<p>Rows shaded red are significant after correction. "
+        f"{html.escape(truth_sentence(report)).replace('*', '')} {html.escape(family_sentence(report))}</p>",
         _table(HEADER, rows, significant),
         _img(figures.forest_plot(report), "forest plot of relative lifts"),
     ]

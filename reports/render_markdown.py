@@ -8,17 +8,26 @@ from simab.reports.report import Report
 from simab.reports.summary import HEADER, change_word, summary_rows
 
 METHOD_NOTES = (
-    "Unit of analysis: the user (the randomisation unit). Ratio metrics (ctr, ctcvr, cvr) use "
-    "the delta method on per-user sums (Deng, Knoblich & Lu 2018); intervals use Welch df.",
-    "p tests the absolute difference; adj p is corrected over every confirmatory metric and "
-    "arm. Guardrail metrics are outside that family (adjusted among themselves), so they "
-    "never change a confirmatory adj p.",
+    "Unit of analysis: the user (the randomisation unit); every assigned user counts, zero where "
+    "inactive. Ratio metrics (ctr, ctcvr, cvr) use the delta method on per-user sums (Deng, "
+    "Knoblich & Lu 2018) with the HC2 small-sample correction and Bell-McCaffrey degrees of freedom "
+    "(Imbens & Kolesar 2016): one heavy user cannot make the interval too narrow.",
+    "Relative intervals: delta method on the log of the ratio (tea-tasting's form), so they never "
+    "reach -100%; p is the test of the same statistic, so p < alpha exactly when the CI excludes 0 "
+    "(abs_p_value in report.json tests the absolute difference). adj p is corrected over every "
+    "confirmatory metric and arm; guardrail metrics are outside that family (adjusted among "
+    "themselves), so they never change a confirmatory adj p.",
     "latency_p99_ms (guardrail, higher is worse): 99th percentile of request latency from the "
     "serving latency model (deterministic per request; docs/architecture.md); interval by Woodruff's method on "
     "the user-clustered CDF (Deng et al. 2018, section 4.2); relative CI on the log scale, so it "
     "stays above -100%.",
-    "Sequential: mixture SPRT (Johari et al. 2017) over daily looks; always-valid p and "
-    "confidence sequence on the relative lift.",
+    "Sequential: each daily look uses only what was known at its end (conversions landed by "
+    "then). mSPRT (Johari et al. 2017) with its mixing variance fixed by the spec's sequential_mde: "
+    "always-valid p and confidence sequence; beside it an O'Brien-Fleming group-sequential test "
+    "(Lan-DeMets spending over the planned daily looks).",
+    "Segments (per scenario, per day) are intent-to-treat: every assigned user counts in every "
+    "segment, with zeros where inactive (no conditioning on post-treatment activity); they are "
+    "descriptive and not corrected.",
     "CUPED (Deng et al. 2013) with pre-period covariates; cross-check: statsmodels "
     "cluster-robust OLS (CR0, clustered by user).",
 )
@@ -81,6 +90,26 @@ def verdicts(report: Report) -> list[str]:
     return out
 
 
+def truth_sentence(report: Report) -> str:
+    """What "true lift" means in this report, in one sentence."""
+    kind = report.truth.kind
+    if kind == "counterfactual":
+        return ("*True lift* is the lift over all of the campaign's users had every one of them been in "
+                "each arm (paired counterfactual worlds): a fixed population quantity, the estimand; "
+                "*covered* says whether the CI contains it.")
+    if kind == "realised-group":
+        return ("This run has no counterfactual truth (truth = \"oracle\"): each arm's values on its own "
+                "users are shown in report.json as realised-group values, but no true lift is printed "
+                "and no CI is judged against them.")
+    return "This report has no truth table: true values are unknown."
+
+
+def family_sentence(report: Report) -> str:
+    f = report.family or {}
+    return (f"Multiple testing: {f.get('method', report.correction)} over the family of "
+            f"{f.get('comparisons', '?')} confirmatory comparisons ({f.get('members', 'metrics x arms')}).")
+
+
 def render_markdown(report: Report) -> str:
     lines = [f"# Campaign `{report.campaign}` (seed {report.seed})", ""]
     if report.integrity:
@@ -107,13 +136,14 @@ def render_markdown(report: Report) -> str:
             for a, t in report.arms.items()
         ],
     )
-    lines += ["", f"SRM chi-square p = {report.srm.p_value:.4g}: {srm}", ""]
-    lines += ["## Lifts", ""]
+    srm_how = ("expected users within entry cohorts of the ramp schedule" if report.srm.method == "entry cohorts"
+               else "expected users from the allocation shares")
+    lines += ["", f"SRM chi-square p = {report.srm.p_value:.4g} ({srm_how}, df {report.srm.df}): {srm}", ""]
+    lines += ["## Lifts", "", truth_sentence(report), ""]
     lines += _table(HEADER, summary_rows(report))
     lines += [
         "",
-        f"alpha {report.alpha}; multiple-testing correction: {report.correction} over the "
-        "confirmatory metrics above.",
+        f"alpha {report.alpha}. {family_sentence(report)}",
         "",
     ]
     guard = guardrail_rows(report)
@@ -149,8 +179,17 @@ def render_markdown(report: Report) -> str:
                 )
             )
     if seq_rows:
-        lines += ["## Sequential monitoring (always valid over daily looks)", ""]
-        lines += _table(("metric", "comparison", "confidence sequence", "always-valid p"), seq_rows)
+        gs_cells = {}
+        for name, m in report.metrics.items():
+            for key, r in m.comparisons.items():
+                g = r.group_sequential
+                if g is not None:
+                    gs_cells[(name, key)] = (f"day {g.rejected_day}" if g.rejected else "not crossed",
+                                             f"{g.looks[-1].z:+.2f} / {g.looks[-1].boundary:.2f}")
+        seq_rows = [(*row, *gs_cells.get((row[0], row[1]), ("-", "-"))) for row in seq_rows]
+        lines += ["## Sequential monitoring (daily looks, each from the data known by then)", ""]
+        lines += _table(("metric", "comparison", "confidence sequence", "always-valid p",
+                         "O'Brien-Fleming: rejected", "last look z / boundary"), seq_rows)
         lines.append("")
     lines += ["## Variance reduction, cross-check and sensitivity", ""]
     lines += _table(

@@ -13,8 +13,9 @@ from simab.reports.comparison import Comparison
 from simab.reports.cross_check import OlsCrossCheck
 from simab.reports.json_numbers import number
 from simab.reports.power import Mde
-from simab.reports.sequential import SequentialResult
+from simab.reports.sequential import GroupSequentialResult, SequentialResult
 from simab.reports.srm import SrmResult
+from simab.reports.truth import DEFINITIONS, TruthInfo
 
 SCHEMA = 1
 
@@ -38,6 +39,8 @@ class ArmValue:
     true_value: float | None
     users: int
     flags: tuple[str, ...] = ()
+    #: expected value on this arm's own users' exposures (a realised-group quantity)
+    realised_group_value: float | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,9 @@ class ComparisonReport:
     cross_check: OlsCrossCheck | None = None
     mde: Mde | None = None
     notes: tuple[str, ...] = ()
+    group_sequential: GroupSequentialResult | None = None
+    #: lift of the realised-group values (never used for coverage)
+    realised_group_rel_lift: float | None = None
 
     @property
     def flags(self) -> tuple[str, ...]:
@@ -102,6 +108,20 @@ def _comparison_json(c: Comparison) -> dict:
         "rel_lift": number(c.rel_lift),
         "rel_ci": interval(c.rel_ci),
         "p_value": number(c.p_value),
+        "abs_p_value": number(c.abs_p_value),
+    }
+
+
+def _group_sequential_json(g: GroupSequentialResult | None) -> dict | None:
+    if g is None:
+        return None
+    return {
+        "method": "O'Brien-Fleming alpha spending (Lan-DeMets) over planned daily looks",
+        "planned_looks": g.planned_looks,
+        "rejected": g.rejected,
+        "rejected_day": g.rejected_day,
+        "looks": [{"day": lk.day, "fraction": number(lk.fraction), "z": number(lk.z),
+                   "boundary": number(lk.boundary), "crossed": lk.crossed} for lk in g.looks],
     }
 
 
@@ -112,9 +132,12 @@ def _comparison_report_json(r: ComparisonReport) -> dict:
         "p_value_adjusted": number(r.p_value_adjusted),
         "true_rel_lift": number(r.true_rel_lift),
         "ci_covers_truth": r.ci_covers_truth,
+        "realised_group_rel_lift": number(r.realised_group_rel_lift),
         "sequential": None
         if r.sequential is None
         else {
+            "method": "mSPRT, normal mixture with tau fixed by the spec's sequential_mde",
+            "tau2": number(r.sequential.tau2),
             "p_value": number(r.sequential.p_value),
             "rel_ci": interval(r.sequential.ci),
             "looks": [
@@ -134,6 +157,8 @@ def _comparison_report_json(r: ComparisonReport) -> dict:
         "rel_p_value": number(c.rel_p_value),
         "rel_ci_method": c.rel_method,
         "df": number(c.df),
+        "rel_df": number(c.rel_df),
+        "group_sequential": _group_sequential_json(r.group_sequential),
         "users": {"control": c.n_control, "treatment": c.n_treatment},
         "flags": list(c.flags),
         "notes": list(r.notes),
@@ -190,6 +215,10 @@ class Report:
     run_info: dict = field(default_factory=dict)
     #: problems found verifying the run folder (``simab report --allow-incomplete``); empty: verified
     integrity: tuple[str, ...] = ()
+    truth: TruthInfo = TruthInfo("none", DEFINITIONS["none"])
+    #: the multiple-testing family: correction, method, members, comparisons
+    family: dict = field(default_factory=dict)
+    rel_method: str = "delta-log"
 
     def to_json_dict(self) -> dict:
         """The report.json contract (docs/report_json.md, field by field); NaN-free."""
@@ -200,6 +229,9 @@ class Report:
             "alpha": self.alpha,
             "control": self.control,
             "correction": self.correction,
+            "family": self.family,
+            "rel_method": self.rel_method,
+            "truth": {"kind": self.truth.kind, "definition": self.truth.definition},
             "arms": {
                 a: {
                     "users": t.users,
@@ -217,6 +249,10 @@ class Report:
                 "ok": self.srm.ok,
                 "chi2": number(self.srm.chi2),
                 "expected_users": {a: number(v) for a, v in self.srm.expected.items()},
+                "df": self.srm.df,
+                "method": self.srm.method,
+                "cohorts": [{"opens_day": c.opens_day, "observed": c.observed, "bucket_widths": c.widths}
+                            for c in self.srm.cohorts],
                 "flags": list(self.srm.flags),
             },
             "metrics": {
@@ -227,6 +263,7 @@ class Report:
                         a: {
                             "value": number(v.value),
                             "true_value": number(v.true_value),
+                            "realised_group_value": number(v.realised_group_value),
                             "users": v.users,
                             "flags": list(v.flags),
                         }
@@ -237,6 +274,7 @@ class Report:
                     },
                     "per_scenario": _segments_json(m.per_scenario),
                     "per_day": _segments_json(m.per_day),
+                    "segments": "intent-to-treat: every assigned user, zero where inactive in the segment",
                 }
                 for name, m in self.metrics.items()
             },

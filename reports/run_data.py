@@ -17,7 +17,8 @@ import pyarrow.dataset as ds
 
 from simab.errors import SimabError
 
-EXPOSURE_COLUMNS = ["arm", "user", "day", "scenario", "clicked", "converted", "dwell_s"]
+EXPOSURE_COLUMNS = ["arm", "user", "day", "scenario", "clicked", "converted", "dwell_s", "conversion_ts"]
+SECONDS_PER_DAY = 86_400.0  # the event log's ``day`` is floor(ts / one day)
 COUNT_COLUMNS = ("exposures", "clicks", "conversions", "dwell_s")
 COVARIATE_COLUMNS = ("pre_exposures", "pre_clicks", "pre_conversions", "pre_dwell_s")
 
@@ -30,9 +31,12 @@ class RunData:
     info: dict
     cells: pa.Table  # arm, user, day, scenario, exposures, clicks, conversions, dwell_s
     requests: pa.Table  # arm, user, day, latency_ms
-    assignments: pa.Table  # arm, user
+    assignments: pa.Table  # arm, user (and bucket where the run recorded it)
     truth: pa.Table | None  # arm, metric, value, source
     covariates: pa.Table | None  # user, pre_*
+    #: conversions that landed on a later day than their exposure: arm, user, day (of the
+    #: exposure), conversion_day, conversions; a daily look counts only those landed by then
+    late_conversions: pa.Table | None = None
 
 
 def _read_json(path: Path) -> dict:
@@ -44,7 +48,7 @@ def _read_json(path: Path) -> dict:
         raise SimabError(f"invalid JSON ({exc.msg}, line {exc.lineno})", source=str(path)) from None
 
 
-def _read_folder(path: Path, columns: list[str], required: bool = True) -> pa.Table | None:
+def _read_folder(path: Path, columns: list[str] | None, required: bool = True) -> pa.Table | None:
     if not path.exists():
         if required:
             raise SimabError(f"missing {path.name} in the run folder", source=str(path.parent))
@@ -86,6 +90,23 @@ def reduce_exposures(exposures: pa.Table) -> pa.Table:
     return grouped.select(["arm", "user", "day", "scenario", *COUNT_COLUMNS])
 
 
+def late_conversions(exposures: pa.Table) -> pa.Table:
+    """Conversions landing on a later day than their exposure, per (arm, user, day,
+    conversion_day): what a look at the end of ``day`` has not seen yet."""
+    if "conversion_ts" not in exposures.column_names:
+        return pa.table({"arm": pa.array([], pa.string()), "user": pa.array([], pa.int64()),
+                         "day": pa.array([], pa.int64()), "conversion_day": pa.array([], pa.int64()),
+                         "conversions": pa.array([], pa.int64())})
+    exposures = decode_dictionaries(exposures.filter(pc.fill_null(exposures["converted"], False)))
+    conv_day = pc.cast(pc.floor(pc.divide(exposures["conversion_ts"], SECONDS_PER_DAY)), pa.int64())
+    day = pc.cast(exposures["day"], pa.int64())
+    t = pa.table({"arm": exposures["arm"], "user": exposures["user"], "day": day,
+                  "conversion_day": conv_day}).filter(pc.greater(conv_day, day))
+    grouped = t.group_by(["arm", "user", "day", "conversion_day"], use_threads=False).aggregate([("user", "count")])
+    return grouped.rename_columns([*grouped.column_names[:-1], "conversions"]).select(
+        ["arm", "user", "day", "conversion_day", "conversions"])
+
+
 def read_run(run_dir: str | Path) -> RunData:
     """Read and reduce a run folder; contract violations are SimabErrors naming the file."""
     run_dir = Path(run_dir)
@@ -103,7 +124,9 @@ def read_run(run_dir: str | Path) -> RunData:
         )
     exposures = _read_folder(run_dir / "exposures", EXPOSURE_COLUMNS)
     requests = _read_folder(run_dir / "requests", ["arm", "user", "day", "latency_ms"])
-    assignments = _read_folder(run_dir / "assignments", ["arm", "user"], required=False)
+    assignments = _read_folder(run_dir / "assignments", None, required=False)
+    if assignments is not None:
+        assignments = assignments.select([c for c in ("arm", "user", "bucket") if c in assignments.column_names])
     if assignments is None:
         assignments = exposures.group_by(["arm", "user"], use_threads=False).aggregate([]).select(["arm", "user"])
     # plain strings: joined with the cells, filtered and grouped by arm
@@ -117,6 +140,7 @@ def read_run(run_dir: str | Path) -> RunData:
         run_dir=run_dir,
         info=info,
         cells=reduce_exposures(exposures),
+        late_conversions=late_conversions(exposures),
         requests=requests,
         assignments=assignments,
         truth=truth,

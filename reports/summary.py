@@ -5,6 +5,12 @@ from __future__ import annotations
 from simab.reports.formatting import fmt_ci, fmt_covered, fmt_p, fmt_pct, fmt_value
 from simab.reports.report import Report
 
+TRUTH_LABELS = {
+    "counterfactual": "counterfactual (the campaign's users all in each arm)",
+    "realised-group": "none (only realised-group values; see report.md)",
+    "none": "none (no truth table)",
+}
+
 HEADER = (
     "metric",
     "comparison",
@@ -70,4 +76,6 @@ def summary_table(report: Report) -> str:
         f"SRM p = {report.srm.p_value:.4g} ({srm}); alpha {report.alpha}; "
         f"adj p: {report.correction} over {len(confirmatory)} confirmatory comparisons"
     )
+    lines.append(f"true lift: {TRUTH_LABELS.get(report.truth.kind, report.truth.kind)}; "
+                 f"rel CI: {report.rel_method} (p tests the same statistic)")
     return "\n".join(lines)

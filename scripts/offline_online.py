@@ -284,7 +284,9 @@ def figure(summary: dict, path: Path) -> None:
         pts = preds[name]
         x = np.array([p["true"] for p in pts])
         y = np.array([p["pred"] for p in pts])
-        if all(p.get("ci") for p in pts):
+        # an interval end is null in report.json when it is not finite (e.g. an infinite
+        # upper bound of a log-scale interval at a handful of clicks): no error bar then
+        if all(p.get("ci") and all(_finite(c) for c in p["ci"]) for p in pts):
             lo = np.array([p["ci"][0] for p in pts])
             hi = np.array([p["ci"][1] for p in pts])
             ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="o", ms=3, capsize=2, lw=0.8)

@@ -92,7 +92,18 @@ class CampaignSpec(_Strict):
     unit: Literal["user", "session"] = "user"
     salt: str = ""
     control: str | None = None
-    truth: Literal["oracle", "counterfactual"] = "oracle"
+    truth: Literal["counterfactual", "oracle"] = Field(
+        "counterfactual", description="counterfactual: every campaign user simulated under each arm, the "
+        "true lift of the population (default); oracle: only each arm's expected values on its own users' "
+        "exposures (a realised-group quantity, never used for coverage)")
+    rel_method: Literal["delta-log", "delta-linear"] = Field(
+        "delta-log", description="relative CI: delta method on the log of the ratio (never below -100%) or the "
+        "linear delta method (gbstats' form, truncated at -100%)")
+    correction: Literal["holm", "maxt", "bh", "bonferroni", "none"] = Field(
+        "holm", description="multiple-testing correction over the confirmatory family; maxt: simultaneous "
+        "(max-T over the comparisons' joint normal law)")
+    sequential_mde: float = Field(0.05, gt=0.0, le=10.0, description="relative lift the always-valid mSPRT "
+                                  "mixture is tuned to (fixed before data)")
     users: int | None = Field(None, ge=2, description="simulate only the first N users of the world")
     world: WorldSpec
     arms: dict[str, ArmSpec]

@@ -2,17 +2,20 @@
 world's own truth, and write ``calibration.json``, ``calibration.md`` and figures.
 
 - ``aa``: the same policy in both arms; false-positive rate per metric at alpha with its
-  Clopper-Pearson interval, KS test of p-value uniformity, QQ plot.
-- ``known-effect``: popularity vs ``oracle`` with ``blend`` (a dialled true lift) and
-  ``truth = "counterfactual"``; coverage of the true relative lift, bias, power.
-- ``peeking``: the A/A runs read at every daily look: stop at the first naive p < alpha
-  against the always-valid mSPRT p-value.
+  Clopper-Pearson interval, KS test of p-value uniformity, QQ plot; pass rule
+  ``reports.calibration.aa_verdict`` (binomial test and KS at 1 %, rate within [3.5 %, 6.5 %],
+  judged from 1,000 runs).
+- ``known-effect``: popularity vs ``oracle`` with ``blend`` at three values (three true lifts,
+  one small), counterfactual truth; coverage of the true relative lift, bias, power.
+- ``peeking``: the A/A runs read at every daily look (false-positive rates) and the
+  known-effect runs (power): stop at the first naive p < alpha against the always-valid
+  mSPRT and the O'Brien-Fleming group-sequential test.
 - ``naive``: the A/A runs analysed at the exposure level against the user level.
 
-``aa``, ``peeking`` and ``naive`` use the same campaigns (same spec, same seeds), so in one
-output folder they are simulated once.  All batteries use a small world (few hundred
-users, a short pre-period that only supplies CUPED covariates, one shard per run) so that
-400 runs fit in 30 minutes on 2 cores; see docs/calibration.md.
+``aa``, ``peeking`` and ``naive`` use the same A/A campaigns, ``known-effect`` and ``peeking``
+the same known-effect campaigns (same spec, same seeds), so in one output folder each is
+simulated once.  All batteries use a small world (150 users, a 0.1-day pre-period, one shard per
+run); see docs/calibration.md.
 """
 
 from __future__ import annotations
@@ -26,9 +29,12 @@ from simab.batteries.sweep import build_runs, execute
 from simab.errors import SimabError
 from simab.progress import progress
 from simab.reports.calibration import (
+    AA_RUNS_TO_JUDGE,
     NAIVE_COUNTS,
     USER_METRICS,
     Rate,
+    aa_verdict,
+    at_most,
     coverage,
     false_positives,
     naive_vs_user,
@@ -46,7 +52,7 @@ COVERAGE_TARGET = 0.93
 #: (tests/simab/run/test_integrity.py recomputes it).
 MIN_RUNS_TO_JUDGE = 101
 
-_SMALL_WORLD = {"preset": "default", "n_users": 150, "pre_period_days": 0.1}
+_SMALL_WORLD = {"preset": "default", "n_users": 150, "pre_period_days": 0.1}  # the pre-period only supplies CUPED covariates
 _COMMON = {
     "alpha": NOMINAL_ALPHA,
     "shards": 1,
@@ -58,18 +64,21 @@ AA_OVERRIDES = {
     **_COMMON,
     "name": "calibration-aa",
     "duration_days": 3.0,
+    "truth": "oracle",  # an A/A needs no truth: the cheap realised-group rows only
     "arms": {"control": {"policy": "popularity", "share": 0.5},
              "treatment": {"policy": "popularity", "share": 0.5}},
 }
-KNOWN_EFFECT_BLEND = 0.5
+#: the treatment's blend of the oracle into popularity at the three effect sizes (small to large)
+KNOWN_EFFECT_BLENDS = (0.05, 0.2, 0.5)
 KNOWN_EFFECT_OVERRIDES = {
     **_COMMON,
     "name": "calibration-known-effect",
-    "duration_days": 1.0,
+    "duration_days": 2.0,  # two daily looks for the peeking battery's power
     "truth": "counterfactual",
     "arms": {"control": {"policy": "popularity", "share": 0.5},
-             "treatment": {"policy": "oracle", "share": 0.5, "params": {"blend": KNOWN_EFFECT_BLEND}}},
+             "treatment": {"policy": "oracle", "share": 0.5, "params": {"blend": KNOWN_EFFECT_BLENDS[-1]}}},
 }
+KNOWN_EFFECT_GRID = {"arms.treatment.params.blend": list(KNOWN_EFFECT_BLENDS)}
 
 
 def battery_overrides(battery: str, cache_dir: Path, users: int | None = None) -> dict[str, Any]:
@@ -89,18 +98,26 @@ def run_battery(battery: str, runs: int, out: str | Path, *, workers: int = 1,
     if runs < 2:
         raise SimabError(f"must be at least 2, got {runs}", source="<cli>", key="--runs")
     out = Path(out)
-    over = battery_overrides(battery, out / ".cache", users)
-    over["seed"] = seed
-    shared = "known-effect" if battery == "known-effect" else "aa"
-    sweep_runs = build_runs(None, {}, runs, out / shared, base_overrides=over)
-    progress(f"calibrate {battery}: {runs} campaigns ({over['world']['n_users']} users, "
-             f"{over['duration_days']:g} days each), {workers} worker(s) -> {out}")
-    rows, walls, wall = execute(sweep_runs, workers=workers, backend=backend, label=f"calibrate {battery}")
-    entry = summarise(battery, rows)
+    rows, walls, wall = [], [], 0.0
+    parts = {"aa": ["aa"], "naive": ["aa"], "known-effect": ["known-effect"], "peeking": ["aa", "known-effect"]}
+    by_part = {}
+    for shared in parts[battery]:
+        over = battery_overrides(shared, out / ".cache", users)
+        over["seed"] = seed
+        grid = KNOWN_EFFECT_GRID if shared == "known-effect" else {}
+        sweep_runs = build_runs(None, grid, runs, out / shared, base_overrides=over)
+        progress(f"calibrate {battery}: {len(sweep_runs)} campaigns ({over['world']['n_users']} users, "
+                 f"{over['duration_days']:g} days each), {workers} worker(s) -> {out}")
+        r, w, t = execute(sweep_runs, workers=workers, backend=backend, label=f"calibrate {battery} ({shared})")
+        by_part[shared] = r
+        rows, walls, wall = rows + r, walls + w, wall + t
+    entry = summarise(battery, by_part.get("aa", []) if battery != "known-effect" else by_part["known-effect"],
+                      effect_rows=by_part.get("known-effect", []))
     entry.update({"runs": runs, "seed": seed, "wall_s": round(wall, 1),
                   "run_wall_s_mean": round(sum(walls) / len(walls), 2),
                   "run_wall_s_total": round(sum(walls), 1), "workers": workers,
-                  "spec": {k: v for k, v in over.items() if k != "training"}})
+                  "spec": {k: v for k, v in over.items() if k != "training"},
+                  **({"grid": KNOWN_EFFECT_GRID} if "known-effect" in parts[battery] else {})})
     figure = _figure(battery, rows, entry, out)
     if figure:
         entry["figure"] = figure
@@ -112,38 +129,58 @@ def _rate_json(rate: Rate) -> tuple[float, list[float]]:
     return round(rate.value, 6), [round(lo, 6), round(hi, 6)]
 
 
-def summarise(battery: str, rows: list[dict]) -> dict[str, Any]:
-    """The per-metric figures of one battery (the ``calibration.json`` entry, less timings)."""
+def _points(rows: list[dict]) -> list[int]:
+    return sorted({r["point"] for r in rows})
+
+
+def summarise(battery: str, rows: list[dict], effect_rows: list[dict] | None = None) -> dict[str, Any]:
+    """The per-metric figures of one battery (the ``calibration.json`` entry, less timings);
+    the known-effect battery and the peeking battery's power have one entry per effect size
+    (``metric (blend b)``)."""
     alpha = NOMINAL_ALPHA
     metrics: dict[str, dict] = {}
     names = list(NAIVE_COUNTS) if battery == "naive" else list(USER_METRICS)
+    effect_rows = effect_rows or []
     for m in names:
         rs = rows_of(rows, m)
         if battery == "aa":
             fp, ks = false_positives(rs, alpha)
             value, ci = _rate_json(fp)
+            verdict = aa_verdict(fp, ks, alpha)
             metrics[m] = {"runs": fp.n, "false_positive_rate": value, "ci": ci,
-                          "ks_p_value": round(ks, 6), "pass": fp.contains(alpha)}
+                          "ks_p_value": round(ks, 6), "binomial_p_value": round(verdict["binomial_p_value"], 6),
+                          "margin": verdict["margin"], "pass": verdict["pass"]}
         elif battery == "known-effect":
-            c = coverage(rs)
-            value, ci = _rate_json(c["coverage"])
-            power, _ = _rate_json(c["power"])
-            metrics[m] = {"runs": c["coverage"].n, "coverage": value, "ci": ci,
-                          "bias": c["bias"], "bias_se": c["bias_se"],
-                          "mean_true_rel_lift": c["mean_true_rel_lift"],
-                          "sd_true_rel_lift": c["sd_true_rel_lift"],
-                          "mean_ci_width": c["mean_ci_width"], "power": power,
-                          "pass": c["coverage"].value >= COVERAGE_TARGET}
+            for point in _points(rows):
+                c = coverage([r for r in rs if r["point"] == point])
+                value, ci = _rate_json(c["coverage"])
+                power, _ = _rate_json(c["power"])
+                metrics[f"{m} (blend {KNOWN_EFFECT_BLENDS[point]:g})"] = {
+                    "runs": c["coverage"].n, "coverage": value, "ci": ci, "bias": c["bias"], "bias_se": c["bias_se"],
+                    "mean_true_rel_lift": c["mean_true_rel_lift"], "sd_true_rel_lift": c["sd_true_rel_lift"],
+                    "mean_ci_width": c["mean_ci_width"], "power": power,
+                    "pass": c["coverage"].value >= COVERAGE_TARGET}
         elif battery == "peeking":
             pk = peeking(rs, alpha)
             value, ci = _rate_json(pk["always_valid"])
+            gs, gs_ci = _rate_json(pk["group_sequential"])
             naive, naive_ci = _rate_json(pk["naive_daily"])
             final, final_ci = _rate_json(pk["naive_final_look"])
-            metrics[m] = {"runs": pk["always_valid"].n, "false_positive_rate": value, "ci": ci,
-                          "naive_false_positive_rate": naive, "naive_ci": naive_ci,
-                          "final_look_false_positive_rate": final, "final_look_ci": final_ci,
-                          "looks": pk["looks"],
-                          "pass": value <= alpha and pk["naive_daily"].ci[0] > alpha}
+            ok_msprt, _ = at_most(pk["always_valid"], alpha)
+            ok_gs, _ = at_most(pk["group_sequential"], alpha)
+            entry = {"runs": pk["always_valid"].n, "false_positive_rate": value, "ci": ci,
+                     "group_sequential_false_positive_rate": gs, "group_sequential_ci": gs_ci,
+                     "naive_false_positive_rate": naive, "naive_ci": naive_ci,
+                     "final_look_false_positive_rate": final, "final_look_ci": final_ci,
+                     "looks": pk["looks"], "power": {},
+                     "pass": ok_msprt and ok_gs and pk["naive_daily"].ci[0] > alpha}
+            for point in _points(effect_rows):
+                pw = peeking([r for r in rows_of(effect_rows, m) if r["point"] == point], alpha)
+                entry["power"][f"blend {KNOWN_EFFECT_BLENDS[point]:g}"] = {
+                    "runs": pw["always_valid"].n, "msprt": _rate_json(pw["always_valid"])[0],
+                    "group_sequential": _rate_json(pw["group_sequential"])[0],
+                    "fixed_final_look": _rate_json(pw["naive_final_look"])[0], "looks": pw["looks"]}
+            metrics[m] = entry
         else:
             nv = naive_vs_user(rs, m, alpha)
             value, ci = _rate_json(nv["user_level"])
@@ -152,9 +189,10 @@ def summarise(battery: str, rows: list[dict]) -> dict[str, Any]:
                           "exposure_level_false_positive_rate": naive, "exposure_level_ci": naive_ci,
                           "design_effect": nv["design_effect"]}
     runs = max((v.get("runs", 0) for v in metrics.values()), default=0)
-    if runs < MIN_RUNS_TO_JUDGE:  # too few to judge: neither met nor missed
+    needed = AA_RUNS_TO_JUDGE if battery == "aa" else MIN_RUNS_TO_JUDGE
+    if runs < needed:  # too few to judge: neither met nor missed
         return {"battery": battery, "alpha": alpha, "metrics": metrics, "pass": None,
-                "verdict": f"too few runs to judge ({runs} < {MIN_RUNS_TO_JUDGE})"}
+                "verdict": f"too few runs to judge ({runs} < {needed})"}
     return {"battery": battery, "alpha": alpha, "metrics": metrics,
             "pass": all(v.get("pass", True) for v in metrics.values())}
 
@@ -246,18 +284,24 @@ def _yes(v: dict) -> str:
 
 #: Each battery's table after the metric and runs columns: headers and one cell function each.
 TABLES: dict[str, tuple[list[str], list]] = {
-    "aa": (["false-positive rate", "95% CI", "KS p", "5% inside CI"],
+    "aa": (["false-positive rate", "95% CI", "binomial p", "KS p", "pass (binomial, KS at 1%; rate in [3.5%, 6.5%])"],
            [lambda v: fmt_pct(v["false_positive_rate"], ""), lambda v: fmt_ci(v["ci"], ""),
-            lambda v: fmt_number(v["ks_p_value"], ".3g"), _yes]),
+            lambda v: fmt_number(v.get("binomial_p_value"), ".3g"), lambda v: fmt_number(v["ks_p_value"], ".3g"), _yes]),
     "known-effect": (["coverage", "95% CI", "mean true lift", "bias (se)", "mean CI width", "power", ">= 93%"],
                      [lambda v: fmt_pct(v["coverage"], ""), lambda v: fmt_ci(v["ci"], ""),
                       lambda v: fmt_pct(v["mean_true_rel_lift"]),
-                      lambda v: f"{fmt_pct(v['bias'])} ({fmt_pct(v['bias_se'], sign='')})",
+                      lambda v: f"{fmt_pct(v['bias'])} ({fmt_pct(v['bias_se'], '')})",
                       lambda v: fmt_pct(v["mean_ci_width"], ""), lambda v: fmt_pct(v["power"], ""), _yes]),
-    "peeking": (["looks", "naive daily FPR", "95% CI", "final look only", "always-valid FPR", "95% CI", "target"],
+    "peeking": (["looks", "naive daily FPR", "95% CI", "final look only", "mSPRT FPR", "95% CI",
+                 "O'Brien-Fleming FPR", "95% CI", "power: mSPRT / O'Brien-Fleming / fixed (by effect)", "target"],
                 [lambda v: fmt_number(v["looks"], ".3g"), lambda v: fmt_pct(v["naive_false_positive_rate"], ""),
                  lambda v: fmt_ci(v["naive_ci"], ""), lambda v: fmt_pct(v["final_look_false_positive_rate"], ""),
-                 lambda v: fmt_pct(v["false_positive_rate"], ""), lambda v: fmt_ci(v["ci"], ""), _yes]),
+                 lambda v: fmt_pct(v["false_positive_rate"], ""), lambda v: fmt_ci(v["ci"], ""),
+                 lambda v: fmt_pct(v.get("group_sequential_false_positive_rate"), ""),
+                 lambda v: fmt_ci(v.get("group_sequential_ci", [None, None]), ""),
+                 lambda v: "; ".join(f"{k}: {fmt_pct(p['msprt'], '')} / {fmt_pct(p['group_sequential'], '')} / "
+                                     f"{fmt_pct(p['fixed_final_look'], '')}" for k, p in v.get("power", {}).items()) or "-",
+                 _yes]),
     "naive": (["exposure-level FPR", "95% CI", "user-level FPR", "95% CI", "design effect"],
               [lambda v: fmt_pct(v["exposure_level_false_positive_rate"], ""), lambda v: fmt_ci(v["exposure_level_ci"], ""),
                lambda v: fmt_pct(v["false_positive_rate"], ""), lambda v: fmt_ci(v["ci"], ""),

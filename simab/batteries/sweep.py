@@ -157,8 +157,12 @@ def _quiet() -> Iterator[None]:
             os.environ["SIMAB_QUIET"] = old
 
 
+#: bump when the rows' statistics change, so that stored rows of an older analysis are not reused
+ROWS_VERSION = 2
+
+
 def _spec_digest(spec_json: str) -> str:
-    return hashlib.sha256(spec_json.encode()).hexdigest()[:16]
+    return hashlib.sha256(f"rows-v{ROWS_VERSION}:{spec_json}".encode()).hexdigest()[:16]
 
 
 _num = number  # NaN-to-null for the JSON rows
@@ -172,7 +176,7 @@ def report_rows(report: Any, run: SweepRun) -> list[dict[str, Any]]:
     for metric, mr in report.metrics.items():
         for key, cr in mr.comparisons.items():
             c = cr.comparison
-            seq = cr.sequential
+            seq, gs = cr.sequential, cr.group_sequential
             ctl, trt = arms[cr.control], arms[cr.treatment]
             rows.append({
                 "run": run.index, "point": run.point, "replicate": run.replicate, "seed": run.seed,
@@ -182,7 +186,9 @@ def report_rows(report: Any, run: SweepRun) -> list[dict[str, Any]]:
                 "abs_ci_lo": _num(c.abs_ci[0]), "abs_ci_hi": _num(c.abs_ci[1]),
                 "rel_lift": _num(c.rel_lift), "rel_se": _num(c.rel_se),
                 "rel_ci_lo": _num(c.rel_ci[0]), "rel_ci_hi": _num(c.rel_ci[1]),
-                "df": _num(c.df), "p_value": _num(c.p_value),
+                "df": _num(c.df), "p_value": _num(c.p_value), "abs_p_value": _num(c.abs_p_value),
+                "rel_method": c.rel_method, "truth_kind": report.truth.kind,
+                "realised_group_rel_lift": _num(cr.realised_group_rel_lift),
                 "p_value_adjusted": _num(cr.p_value_adjusted),
                 "true_rel_lift": _num(cr.true_rel_lift), "ci_covers_truth": cr.ci_covers_truth,
                 "seq_p_value": _num(seq.p_value) if seq else None,
@@ -192,6 +198,9 @@ def report_rows(report: Any, run: SweepRun) -> list[dict[str, Any]]:
                 "look_rel_lift": [_num(lk.estimate) for lk in seq.looks] if seq else [],
                 "look_rel_se": [_num(lk.se) for lk in seq.looks] if seq else [],
                 "look_seq_p_value": [_num(lk.p_value) for lk in seq.looks] if seq else [],
+                "look_z": [_num(lk.z) for lk in gs.looks] if gs else [],
+                "look_boundary": [_num(lk.boundary) for lk in gs.looks] if gs else [],
+                "gs_rejected": gs.rejected if gs else None,
                 "users_control": ctl.users, "users_treatment": trt.users,
                 "exposures_control": ctl.exposures, "exposures_treatment": trt.exposures,
                 "clicks_control": ctl.clicks, "clicks_treatment": trt.clicks,

@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from simab.cli.args import CORRECTIONS, REL_METHODS
 from simab.errors import SimabError
-
-CORRECTIONS = ("holm", "bh", "bonferroni", "none")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="significance level (default 0.05)")
     p.add_argument("--correction", choices=list(CORRECTIONS), default="holm",
                    help="multiple-testing correction over metrics x arms (default holm)")
+    p.add_argument("--rel-method", choices=list(REL_METHODS), default="delta-log",
+                   help="relative interval: delta-log (log of the ratio, never below -100%%; "
+                        "default) or delta-linear (gbstats' linear delta method)")
+    p.add_argument("--small-sample", choices=["hc2", "none"], default="hc2",
+                   help="hc2 (default, as a campaign report: HC2 variance, Bell-McCaffrey df, "
+                        "permutation reference below 5,000 units) or none (textbook delta "
+                        "method, Welch df); per-unit data only")
     p.add_argument("--drop-invalid", action="store_true",
                    help="drop every unit that fails a data check before the analysis and record "
                    "how many (default: off; unusable rows are always left out)")
@@ -105,7 +111,7 @@ def analyze_main(argv: list[str]) -> int:
             metric=args.metric_column, look=args.time,
             wide=[w.strip() for w in args.wide.split(",")] if args.wide else None,
             where=args.where, shares=args.share, alpha=args.alpha, correction=args.correction,
-            name=args.name,
+            name=args.name, rel_method=args.rel_method,
         )
     else:
         _refuse({"--stats": args.stats, "--wide": args.wide,
@@ -119,7 +125,8 @@ def analyze_main(argv: list[str]) -> int:
             args.data, arm=args.arm, control=args.control, metrics=args.metric, unit=args.unit,
             covariates=args.covariate, time=args.time, alpha=args.alpha,
             correction=args.correction, shares=args.share, drop_invalid=args.drop_invalid,
-            events=args.events, name=args.name,
+            events=args.events, name=args.name, rel_method=args.rel_method,
+            small_sample=args.small_sample,
         )
     out = Path(args.out) if args.out else Path("runs") / f"analyze-{Path(args.data).stem}"
     paths = write_experiment_report(report, out)

@@ -54,3 +54,10 @@ def finite_float(*, positive: bool = False, unit_interval: bool = False) -> Call
 
     parse.__name__ = "number"
     return parse
+
+
+#: What the report's statistics accept (reports.multiplicity.Correction,
+#: reports.comparison.REL_METHODS): the choices of ``report``, ``analyze`` and the like.
+#: Kept here, not imported, so that ``simab --help`` loads no statistics.
+CORRECTIONS = ("holm", "maxt", "bh", "bonferroni", "none")
+REL_METHODS = ("delta-log", "delta-linear")

@@ -2,7 +2,7 @@
 
     simab run [CAMPAIGN.toml] [--out DIR] [--seed N] [--workers N] [--backend local|ray] [--resume]
               [--overwrite] [--set KEY=VALUE ...]
-    simab report RUN_DIR [--correction holm|bh|bonferroni|none] [--allow-incomplete]
+    simab report RUN_DIR [--correction holm|maxt|bh|bonferroni|none] [--rel-method delta-log|delta-linear] [--allow-incomplete]
     simab check RUN_DIR|CAMPAIGN.toml --expect EXPR [--expect EXPR ...]
     simab world PRESET [--users N] [--seed N] [--out DIR]
     simab train --world PRESET --policy NAME [--set key=value ...] [--epochs N] [--device D] --out DIR
@@ -26,7 +26,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from simab.cli.args import Parser, finite_float, int_at_least
+from simab.cli.args import CORRECTIONS, REL_METHODS, Parser, finite_float, int_at_least
 from simab.errors import SimabError
 from simab.overrides import parse_overrides
 
@@ -73,7 +73,7 @@ def cmd_report(args) -> int:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise SimabError(f"incomplete or altered run: {problems[0]}{more}; re-run it (--resume redoes "
                          "damaged shards) or pass --allow-incomplete to report it flagged", source=str(run_dir))
-    rep = analyze(run_dir, correction=args.correction)
+    rep = analyze(run_dir, correction=args.correction, rel_method=args.rel_method)
     if problems:
         rep = replace(rep, integrity=tuple(problems))
         print(f"warning: {run_dir}: reporting an incomplete or altered run ({len(problems)} problem(s)); "
@@ -192,8 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Verify a run folder against manifest.json (every part present, every "
                         "SHA-256 matching), then analyse it and write report.json / .md / .html.")
     rp.add_argument("run_dir", help="the run folder (holds run.json and manifest.json)")
-    rp.add_argument("--correction", choices=list(CORRECTIONS), default="holm",
-                    help="multiple-testing correction across metrics and treatment arms (default holm)")
+    rp.add_argument("--correction", choices=list(CORRECTIONS), default=None,
+                    help="multiple-testing correction across metrics and treatment arms (default: the spec's, "
+                         "holm); maxt: simultaneous max-T over the comparisons' joint law")
+    rp.add_argument("--rel-method", choices=list(REL_METHODS), default=None,
+                    help="relative CI and its p: delta-log (log of the ratio, default: the spec's) or delta-linear")
     rp.add_argument("--allow-incomplete", action="store_true",
                     help="report a run that fails verification anyway; the report is flagged "
                     "(report.json 'integrity', a warning in report.md) (default: off, refused)")
@@ -295,7 +298,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-CORRECTIONS = ("holm", "bh", "bonferroni", "none")  # what reports.analyze accepts
 
 _PASS_THROUGH = {"world": cmd_world, "power": cmd_power, "analyze": cmd_analyze}
 

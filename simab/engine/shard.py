@@ -70,10 +70,13 @@ class ShardSimulation:
         record_features: bool = False,
         sink=None,
         ope_recorder=None,
+        logs=None,
     ):
         """``sink``: where the logs go during the run (``sink.write(table, pa.Table)``, e.g. a
         ``ShardSink``); without one they stay in memory (:meth:`tables`).  ``ope_recorder``:
-        called with every served batch before the state changes (``simab ope``)."""
+        called with every served batch before the state changes (``simab ope``).  ``logs``:
+        what receives the served batches, scenes and requests in place of the event log's
+        :class:`ShardLogs` (the counterfactual truth keeps only sums: ``run.truth.TruthLogs``)."""
         self.world, self.plan, self.arms, self.campaign = world, plan, arms, campaign
         self.sink, self.ope_recorder = sink, ope_recorder
         self.unit, self.session_arm = unit, session_arm
@@ -86,7 +89,8 @@ class ShardSimulation:
         self.builder = FeatureBuilder(world)
         self.retriever = Retriever(world)
         self.record_features = record_features
-        self.logs = ShardLogs(world, arms, campaign, plan.shard, plan.users, self.state, record_features)
+        self.logs = logs if logs is not None else ShardLogs(world, arms, campaign, plan.shard, plan.users,
+                                                             self.state, record_features)
         self.services = {a: Server(world, a, policies[a], serving, self.retriever, self.builder) for a in arms}
         self.first_exposure = np.full(len(users), np.nan)
         self.first_arm = np.full(len(users), -1, np.int64)

@@ -42,6 +42,21 @@ class Allocation:
             steps.append((r.at_day, spec.shares_at(r.at_day)))
         return cls(arms, steps)
 
+    def blocks(self) -> list[dict]:
+        """The allocation as bucket ranges: for each arm and schedule step that widened it, the
+        day the range opens, its first bucket and its size (written to run.json, so that the
+        report can tell each unit's entry cohort from its bucket without this module)."""
+        out = []
+        for a, arm in enumerate(self.arms):
+            covered = 0
+            for k, day in enumerate(self.times / DAY):
+                width = int(self.widths[k, a])
+                if width > covered:
+                    out.append({"arm": arm, "opens_day": float(day), "first_bucket": int(self.offsets[a] + covered),
+                                "buckets": width - covered})
+                    covered = width
+        return out
+
     def assign(self, bucket: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(arm index or -1, time from which the unit is in the experiment)."""
         bucket = np.asarray(bucket)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from simab.atomic import write_atomic
+from simab.run.assignment import N_BUCKETS, Allocation
 from simab.spec import CampaignSpec
 
 
@@ -26,6 +27,10 @@ def run_info(spec: CampaignSpec, *, wall_s: float, exposures: int, scoring_s: di
         "unit": spec.unit,
         "truth": spec.truth,
         "ramps": [r.model_dump() for r in spec.ramps],
+        "allocation": {"buckets": N_BUCKETS, "blocks": Allocation.from_spec(spec).blocks()},
+        "rel_method": spec.rel_method,
+        "correction": spec.correction,
+        "sequential_mde": spec.sequential_mde,
         "runtime": {"wall_s": wall_s, "exposures_per_s": exposures / max(wall_s, 1e-9), "scoring_s": scoring_s,
                     "workers": workers, "backend": backend},
         "training": {a: p.get("metrics") for a, p in policies.items() if p["kind"] == "checkpoint"},

@@ -24,6 +24,7 @@ class ShardJob:
     policies: dict
     force_arm: str | None  # counterfactual world: every user in this arm
     subdir: str  # "" or "counterfactual/<arm>"
+    counterfactual: bool = False  # after the campaign, the shard's counterfactual truth sums (run/truth.py)
 
 
 def campaign_users(spec: CampaignSpec) -> np.ndarray:

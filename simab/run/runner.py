@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from simab.errors import SimabError
-from simab.eventlog import Manifest, read_table
+from simab.eventlog import Manifest
 from simab.progress import progress
 from simab.run.arm_policies import prepare_policies
 from simab.run.executor import Executor
@@ -28,7 +28,7 @@ from simab.run.outputs import run_info, write_run_info
 from simab.run.plan import ShardJob
 from simab.run.preperiod import covariates, pre_period
 from simab.run.shards import execute
-from simab.run.truth import exposure_parts, oracle_truth, users_per_arm, write_truth
+from simab.run.truth import campaign_truth, write_truth
 from simab.simulators.world import World
 from simab.spec import CampaignSpec
 
@@ -88,7 +88,8 @@ def run_campaign(
         policies = prepare_policies(spec, world, run_dir, cache, pre)
         manifest = Manifest(run_dir)
         spec_json = spec.model_dump_json()
-        jobs = [ShardJob(spec_json, str(run_dir), s, policies, None, "") for s in range(spec.shards)]
+        jobs = [ShardJob(spec_json, str(run_dir), s, policies, None, "", spec.truth == "counterfactual")
+                for s in range(spec.shards)]
         jobs = [j for j in jobs if not (resume and manifest.complete(j.shard))]
         if resume and len(jobs) < spec.shards:
             progress(f"  resume: {spec.shards - len(jobs)} shard(s) already complete")
@@ -96,19 +97,7 @@ def run_campaign(
             manifest.drop(j.shard)
         manifest.save()
         execute(jobs, executor, "campaign", manifest)
-
-        truth = oracle_truth(exposure_parts(run_dir), users_per_arm(run_dir, arms))
-        if spec.truth == "counterfactual":
-            for arm in arms:
-                sub = f"counterfactual/{arm}"
-                (run_dir / sub).mkdir(parents=True, exist_ok=True)
-                cf_manifest = Manifest(run_dir / sub)
-                cf_jobs = [ShardJob(spec_json, str(run_dir), s, policies, arm, sub) for s in range(spec.shards)]
-                cf_jobs = [j for j in cf_jobs if not (resume and cf_manifest.complete(j.shard))]
-                execute(cf_jobs, executor, f"counterfactual all-{arm}", cf_manifest)
-                n_users = read_table(run_dir / sub, "assignments", ["user"]).num_rows
-                truth += oracle_truth(exposure_parts(run_dir / sub), {arm: n_users}, source="counterfactual")
-    write_truth(truth, run_dir / "truth.parquet")
+    write_truth(campaign_truth(spec, run_dir, manifest.data["shards"], policies), run_dir / "truth.parquet")
     pq.write_table(covariates(pre), run_dir / "covariates.parquet")
     digests = run_folder.file_digests(run_dir)
 

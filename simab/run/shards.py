@@ -56,13 +56,20 @@ def run_shard(job: ShardJob) -> dict:
         parts = sink.close()
     compute = {a: s.compute_s for a, s in sim.services.items()}
     score = {a: s.score_s for a, s in sim.services.items()}
-    return {"shard": job.shard, "parts": parts, "wall_s": time.perf_counter() - started, "compute_s": compute,
-            "score_s": score}
+    entry = {"shard": job.shard, "parts": parts, "wall_s": time.perf_counter() - started, "compute_s": compute,
+             "score_s": score}
+    if job.counterfactual:  # the same world, policies and plan: run/truth.py
+        from simab.run.truth import shard_counterfactual
+
+        entry["truth"] = shard_counterfactual(spec, world, plan, policies, job.policies, out)
+        entry["wall_s"] = time.perf_counter() - started
+    return entry
 
 
 def execute(jobs: list[ShardJob], executor: Executor, label: str, manifest: Manifest) -> None:
     """Run ``jobs`` on ``executor`` and record each finished shard in ``manifest``."""
     for done, (_, entry) in enumerate(executor.map(run_shard, jobs), start=1):
-        manifest.add(entry["shard"], entry["parts"], {k: entry[k] for k in ("wall_s", "compute_s", "score_s")})
+        manifest.add(entry["shard"], entry["parts"], {k: entry[k] for k in ("wall_s", "compute_s", "score_s", "truth")
+                                                      if k in entry})
         rows = entry["parts"]["exposures"]["rows"]
         progress(f"  {label}: shard {done}/{len(jobs)} done ({rows:,} exposures, {entry['wall_s']:.1f}s)")

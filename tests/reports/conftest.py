@@ -1,8 +1,10 @@
 """A synthetic run folder with known effects, written in the campaign runner's contract.
 
 Each user has a click propensity p_u = sigmoid(logit(ctr_arm) + z_u), z_u ~ N(0, 0.5²),
-and a pre-period drawn from the same z_u (so CUPED has signal).  The oracle truth is the
-exposure-weighted mean of the true p_click, the way the world reports it.
+and a pre-period drawn from the same z_u (so CUPED has signal).  The truth table holds both
+kinds the runner writes: the counterfactual truth (every user's exposures under each arm's
+click model: Σ n_u·p_u(arm) / Σ n_u over all users) and the realised-group rows ("oracle":
+the true p_click on each arm's own users' exposures).
 """
 
 from __future__ import annotations
@@ -120,6 +122,13 @@ def build_run_dir(
     if truth:
         rows = []
         for i, a in enumerate(names):
+            p_all = _sigmoid(np.log(arms[a]["ctr"] / (1 - arms[a]["ctr"])) + z)
+            cf = float((n_exp * p_all).sum() / n_exp.sum())
+            rows += [
+                (a, "ctr", cf, "counterfactual"),
+                (a, "ctcvr", cf * arms[a]["cvr"], "counterfactual"),
+                (a, "cvr", float(arms[a]["cvr"]), "counterfactual"),
+            ]
             mask = user_arm[row_user] == i
             ctr_true = float(p_click[mask].mean()) if mask.any() else float(arms[a]["ctr"])
             rows += [

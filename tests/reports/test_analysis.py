@@ -73,6 +73,8 @@ def test_report_uses_the_public_function_on_the_same_users(report, synthetic_run
         arm["control"]["exposures"].to_numpy(),
         arm["treatment"]["clicks"].to_numpy(),
         arm["treatment"]["exposures"].to_numpy(),
+        small_sample="hc2",  # the report's small-sample corrections
+        permute=True,
     )
     # two code paths (moments over every column vs over 2 columns): equal to rounding, field by
     # field; rel 1e-12 is ~1e4 ulps, far below any statistical difference
@@ -83,7 +85,9 @@ def test_report_uses_the_public_function_on_the_same_users(report, synthetic_run
 
 def test_truth_effect_found_and_covered(report):
     ctr = report.metrics["ctr"].comparisons["treatment_vs_control"]
-    assert ctr.comparison.p_value < 0.001 and ctr.ci_covers_truth is True
+    # 4,000 users: the permutation reference (999 re-randomisations), whose smallest p is 1/1000
+    assert ctr.comparison.p_value == pytest.approx(1 / 1000) and ctr.ci_covers_truth is True
+    assert ctr.comparison.abs_p_value < 1e-4
     assert ctr.true_rel_lift == pytest.approx(0.2, abs=0.06)
     assert ctr.p_value_adjusted >= ctr.comparison.p_value
     assert report.srm.ok
@@ -164,3 +168,18 @@ def test_html_is_self_contained_with_every_figure(report, tmp_path):
     ):
         assert f'alt="{alt}" src="data:image/png;base64,' in html, alt
     assert "http://" not in html and "https://" not in html
+
+
+def test_segments_count_every_assigned_user(report):
+    # intent to treat: a user inactive on a day or in a scenario counts with zero there
+    for m in ("ctr", "stay_time"):
+        metric = report.metrics[m]
+        for segments in (metric.per_day, metric.per_scenario):
+            for by_key in segments.values():
+                c = by_key["treatment_vs_control"].comparison
+                assert c.n_control == report.arms["control"].users
+                assert c.n_treatment == report.arms["treatment"].users
+    stay = report.metrics["stay_time"]
+    per_day = sum(s["treatment_vs_control"].values["treatment"] for s in stay.per_day.values())
+    # ITT means over the same users add up over days to the whole campaign's mean
+    assert per_day == pytest.approx(stay.arms["treatment"].value, rel=1e-9)

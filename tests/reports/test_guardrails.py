@@ -59,7 +59,7 @@ def test_latency_relative_ci_stays_above_minus_100_percent(make_run):
     r = analyze(run).metrics["latency_p99_ms"].comparisons["treatment_vs_control"]
     lo, hi = r.comparison.rel_ci
     assert -1 < lo < r.comparison.rel_lift < hi
-    assert r.comparison.rel_method == "log"
+    assert r.comparison.rel_method == "delta-log"
 
 
 def test_report_marks_and_separates_the_guardrail(make_run, tmp_path):
@@ -73,7 +73,7 @@ def test_report_marks_and_separates_the_guardrail(make_run, tmp_path):
     # one treatment arm: a family of one, so the adjusted p is the raw p
     comp = lat["comparisons"]["treatment_vs_control"]
     assert comp["p_value_adjusted"] == comp["p_value"]  # Holm of one p is p·1: exact
-    assert comp["rel_ci_method"] == "log"
+    assert comp["rel_ci_method"] == "delta-log"
     md = render_markdown(report)
     lifts = md.split("## Lifts")[1].split("## Guardrails")[0]
     guard = md.split("## Guardrails")[1].split("##")[0]

@@ -96,14 +96,27 @@ def test_peeking_naive_stops_early_always_valid_does_not():
 
 
 def test_summarise_flags_a_missed_target_and_markdown_says_so():
-    good = [{"metric": m, "p_value": p, "alpha": 0.05} for m in ("ctr",) for p in np.linspace(0.0025, 0.9975, 200)]
+    grid = np.linspace(0.0005, 0.9995, 1000)  # 1,000 evenly spread p-values: 5.0 % below 0.05
+    good = [{"metric": "ctr", "p_value": p, "alpha": 0.05} for p in grid]
     entry = summarise("aa", good)
     assert entry["metrics"]["ctr"]["false_positive_rate"] == 0.05 and entry["metrics"]["ctr"]["pass"]
-    bad = [{"metric": "ctr", "p_value": p, "alpha": 0.05} for p in np.linspace(0.0025, 0.9975, 200) ** 3]
+    bad = [{"metric": "ctr", "p_value": p, "alpha": 0.05} for p in grid**3]
     entry = summarise("aa", bad)
     assert not entry["metrics"]["ctr"]["pass"] and not entry["pass"]
-    entry.update(runs=200, wall_s=1.0, workers=1)
+    entry.update(runs=1000, wall_s=1.0, workers=1)
     assert "TARGET MISSED" in calibration_markdown({"batteries": {"aa": entry}})
+
+
+def test_aa_pass_rule_binomial_margin_and_ks():
+    from simab.reports.calibration import Rate, aa_verdict
+
+    # exact binomial p of k/1000 against 5 % (scipy.stats.binomtest): 30 -> 0.003, 34 -> 0.020
+    assert not aa_verdict(Rate(30, 1000), 0.5)["pass"]  # the old CI rule at 400 runs took 3.0 %
+    tight = aa_verdict(Rate(34, 1000), 0.5)
+    assert tight["binomial_ok"] and not tight["margin_ok"] and not tight["pass"]  # the margin adds
+    assert aa_verdict(Rate(60, 1000), 0.5)["pass"]
+    assert not aa_verdict(Rate(66, 1000), 0.5)["pass"]  # 6.6 % > 6.5 %
+    assert not aa_verdict(Rate(50, 1000), 0.005)["pass"]  # p-values not uniform
 
 
 def test_cli_calibrate_errors(tmp_path, capsys):
@@ -184,4 +197,6 @@ def test_battery_known_effect_small_n(calibration_dir):
         # ~4, i.e. half as wide: ~60 % coverage) or a truth on another scale fails
         assert v["coverage"] >= 0.7, m
         assert abs(v["bias"]) <= 4 * v["bias_se"] + 1e-9, m  # unbiased up to 4 standard errors
-    assert ke["metrics"]["ctr"]["mean_true_rel_lift"] > 0.05  # the blended oracle does lift CTR
+    assert ke["metrics"]["ctr (blend 0.5)"]["mean_true_rel_lift"] > 0.05  # the blended oracle does lift CTR
+    lifts = [ke["metrics"][f"ctr (blend {b:g})"]["mean_true_rel_lift"] for b in (0.05, 0.2, 0.5)]
+    assert lifts == sorted(lifts) and lifts[0] < 0.1  # three effect sizes, one small

@@ -328,7 +328,7 @@ def test_arm_errors_name_the_arm_path(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- --correction
 def test_correction_names_are_the_same_in_cli_and_api(run_copy, capsys):
-    from simab.cli.main import CORRECTIONS
+    from simab.cli.args import CORRECTIONS
     from simab.reports.multiplicity import Correction
 
     _, run = run_copy
