@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -129,7 +130,7 @@ def fit(policy: nn.Module, train: BatchSource, val: BatchSource | None, config: 
             policy.train()
             total = steps_per_epoch if config.max_steps is None else min(steps_per_epoch, config.max_steps - step)
             bar = tqdm(total=total, desc=f"{policy.name} epoch {epoch}", file=sys.stderr,
-                       disable=not config.progress, leave=False)
+                       disable=not config.progress or os.environ.get("SIMAB_QUIET") == "1", leave=False)
             loss_sum, n_batches = torch.zeros((), device=device), 0
             batches = train.batches(config.batch_size, shuffle=True, seed=config.seed + epoch,
                                     groups=policy.feature_groups)

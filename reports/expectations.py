@@ -16,6 +16,7 @@ Grammar (hand-written; text is never evaluated as Python)::
 from __future__ import annotations
 
 import json
+import math
 import operator
 import re
 from collections.abc import Sequence
@@ -97,7 +98,7 @@ def _bad(text: str, problem: str) -> SimabError:
     if len(problem) > 90:
         problem = problem[:87] + "..."
     return SimabError(f"{problem} in {shown!r}; allowed: METRIC[.T_vs_C].FIELD[i] OP NUMBER, "
-                      "e.g. 'ctr.rel_ci[0] > 0'", source="<cli>", key="--expect")
+                      "e.g. 'ctr.rel_ci[0] > 0'", source="--expect")
 
 
 def parse_expectation(text: str) -> Expectation:
@@ -109,6 +110,9 @@ def parse_expectation(text: str) -> Expectation:
     metric, rest = parts[0], parts[1:]
     index = int(match["index"]) if match["index"] is not None else None
     number = float(match["number"]) / (100 if match["percent"] else 1)
+    underflow = number == 0 and re.search(r"[1-9]", re.split(r"[eE]", match["number"])[0]) is not None
+    if not math.isfinite(number) or underflow:
+        raise _bad(text, f"number {match['number'][:20]} is out of range (a float overflows or underflows)")
     comparison = arm = None
     if rest[:1] == ["arms"]:
         if len(rest) != 3 or rest[2] not in ARM_FIELDS or index is not None:
@@ -126,16 +130,25 @@ def parse_expectation(text: str) -> Expectation:
     return Expectation(text, metric, comparison, arm, field, index, match["op"], number)
 
 
+def _table(node: object, where: str) -> dict:
+    """``node`` as a JSON object, or a one-line error: the report is not one simab writes."""
+    if not isinstance(node, dict):
+        raise SimabError(f"{where} is not a table; not a report.json simab wrote", source="report.json")
+    return node
+
+
 def _lookup(report: dict, e: Expectation) -> tuple[float | None, str]:
-    metrics = report.get("metrics", {})
+    metrics = _table(_table(report, "the report").get("metrics", {}), "metrics")
     if e.metric not in metrics:
         raise _bad(e.text, f"unknown metric {e.metric!r} (report has {', '.join(metrics)})")
-    metric = metrics[e.metric]
+    metric = _table(metrics[e.metric], f"metrics.{e.metric}")
     if e.arm is not None:
-        if e.arm not in metric["arms"]:
-            raise _bad(e.text, f"unknown arm {e.arm!r} (report has {', '.join(metric['arms'])})")
-        return metric["arms"][e.arm][e.field], f"{e.metric}.arms.{e.arm}.{e.field}"
-    comparisons = metric["comparisons"]
+        arms = _table(metric.get("arms"), f"metrics.{e.metric}.arms")
+        if e.arm not in arms:
+            raise _bad(e.text, f"unknown arm {e.arm!r} (report has {', '.join(arms)})")
+        where = f"{e.metric}.arms.{e.arm}.{e.field}"
+        return _number(_table(arms[e.arm], where).get(e.field), where), where
+    comparisons = _table(metric.get("comparisons"), f"metrics.{e.metric}.comparisons")
     if not comparisons:
         raise _bad(e.text, f"{e.metric} has no comparisons")
     key = e.comparison or next(iter(comparisons))
@@ -144,10 +157,22 @@ def _lookup(report: dict, e: Expectation) -> tuple[float | None, str]:
     value: object = comparisons[key]
     for part in e.field.split("."):
         value = value.get(part) if isinstance(value, dict) else None
-    if e.index is not None and value is not None:
-        value = value[e.index]
     where = f"{e.metric}.{key}.{e.field}" + (f"[{e.index}]" if e.index is not None else "")
-    return (None if value is None else float(value)), where
+    if e.index is not None and value is not None:
+        if not (isinstance(value, list) and len(value) == 2):
+            raise SimabError(f"{where}: not an interval [low, high]; not a report.json simab wrote",
+                             source="report.json")
+        value = value[e.index]
+    return _number(value, where), where
+
+
+def _number(value: object, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SimabError(f"{where}: {str(value)[:30]!r} is not a number; not a report.json simab wrote",
+                         source="report.json")
+    return float(value)
 
 
 def evaluate(report: dict, expectations: Sequence[Expectation | str]) -> list[ExpectationResult]:
@@ -182,7 +207,7 @@ def check_run(
     """(all passed, one PASS/FAIL line per expectation) — the body of ``simab check``."""
     parsed = [parse_expectation(t) for t in expectations]  # all syntax errors before any work
     report = (
-        run_dir_or_report if isinstance(run_dir_or_report, dict) else load_report(run_dir_or_report)
+        load_report(run_dir_or_report) if isinstance(run_dir_or_report, str | Path) else run_dir_or_report
     )
     results = evaluate(report, parsed)
     return all(r.ok for r in results), [r.line() for r in results]

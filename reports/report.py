@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from simab.reports.comparison import Comparison
 from simab.reports.cross_check import OlsCrossCheck
 from simab.reports.json_numbers import number
+from simab.reports.null_flags import explain_nulls
 from simab.reports.power import Mde
 from simab.reports.sequential import GroupSequentialResult, SequentialResult
 from simab.reports.srm import SrmResult
@@ -221,8 +222,9 @@ class Report:
     rel_method: str = "delta-log"
 
     def to_json_dict(self) -> dict:
-        """The report.json contract (docs/report_json.md, field by field); NaN-free."""
-        return {
+        """The report.json contract (docs/report_json.md, field by field); NaN-free, and
+        every null explained by a flag of its record (``null_flags.explain_nulls``)."""
+        return explain_nulls({
             "schema": SCHEMA,
             "campaign": self.campaign,
             "seed": self.seed,
@@ -281,4 +283,4 @@ class Report:
             "days": list(self.days),
             "runtime": {k: number(v) for k, v in self.runtime.items()},
             "integrity": {"complete": not self.integrity, "problems": list(self.integrity)},
-        }
+        })

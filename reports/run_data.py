@@ -49,15 +49,20 @@ def _read_json(path: Path) -> dict:
 
 
 def _read_folder(path: Path, columns: list[str] | None, required: bool = True) -> pa.Table | None:
+    """A table file, or a table folder's parts (``shard-*.parquet`` only, in shard order: a
+    folder's other files are no part of the run; ``simab report`` refuses them first)."""
     if not path.exists():
         if required:
             raise SimabError(f"missing {path.name} in the run folder", source=str(path.parent))
         return None
+    source = sorted(str(p) for p in path.glob("shard-*.parquet")) if path.is_dir() else str(path)
+    if not source:
+        raise SimabError("holds no parts", source=str(path))
     try:
         # the parts' dictionary columns (arm, scenario) each have their own dictionary
-        return ds.dataset(path, format="parquet").to_table(columns=columns).unify_dictionaries()
-    except (pa.ArrowInvalid, KeyError) as exc:
-        raise SimabError(f"unreadable or wrong columns: {exc}", source=str(path)) from None
+        return ds.dataset(source, format="parquet").to_table(columns=columns).unify_dictionaries()
+    except (pa.ArrowInvalid, KeyError, OSError) as exc:
+        raise SimabError(f"unreadable or wrong columns: {str(exc)[:120]}", source=str(path)) from None
 
 
 def decode_dictionaries(table: pa.Table) -> pa.Table:

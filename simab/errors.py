@@ -68,7 +68,8 @@ def pydantic_to_simab(exc, source: str | None, prefix: str = "", model: type | N
         else:
             msg = err.get("msg", "invalid value")
             if "input" in err and not isinstance(err["input"], dict):
-                msg += f" (got {err['input']!r})"
+                got = repr(err["input"])
+                msg += f" (got {got if len(got) <= 60 else got[:57] + '...'})"
     return SimabError(msg, source=source, key=key or None)
 
 

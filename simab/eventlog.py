@@ -17,7 +17,7 @@ plain strings where tables from different reads meet (joins, sorts).
 from __future__ import annotations
 
 import hashlib
-import json
+import re
 from pathlib import Path
 from types import TracebackType
 
@@ -25,8 +25,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from simab.atomic import commit, temp_beside, write_atomic
+from simab.atomic import commit, temp_beside
 from simab.errors import SimabError
+from simab.record import FolderRecord, sha256, temp_base
 from simab.reports.run_data import decode_dictionaries
 
 #: 2: categorical columns are Arrow dictionary columns (1: plain strings).
@@ -148,15 +149,6 @@ class ColumnBuffer:
                 flat = np.concatenate([np.asarray(p) for p in parts]) if parts else np.zeros(0)
                 arrays.append(pa.array(flat, f.type))
         return pa.Table.from_arrays(arrays, schema=self.schema)
-
-
-def sha256(path: Path) -> str:
-    """SHA-256 hex digest of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def part_path(run_dir: Path, table: str, shard: int) -> Path:
@@ -298,25 +290,84 @@ class ShardSink:
             self.abort()
 
 
-class Manifest:
-    """``manifest.json``: the shards whose parts are all complete."""
+class Manifest(FolderRecord):
+    """``manifest.json`` of a campaign run folder: the folder's record
+    (:class:`~simab.record.FolderRecord`: every other file it holds) plus the shards whose
+    parts are all complete, each part with its row count and SHA-256, and the parts the
+    run may still write (``part_plan``: these tables for shards ``0 .. shards - 1``)."""
 
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / "manifest.json"
-        self.data = {"schema": SCHEMA_VERSION, "shards": {}}
-        if self.path.exists():
+    kind_default = "campaign"
+
+    def __init__(self, run_dir: Path, *, load: bool = True):
+        super().__init__(run_dir)
+        self.data.update({"schema": SCHEMA_VERSION, "shards": {}, "part_plan": {"tables": [], "shards": 0}})
+        if load and (self.path.exists() or self.path.is_symlink()):
             # a manifest is written atomically, so an unreadable one was damaged from outside:
             # say so rather than forget which shards are complete
-            advice = "delete it to rerun every shard, or run without --resume"
-            try:
-                data = json.loads(self.path.read_text())
-            except json.JSONDecodeError as exc:
-                raise SimabError(f"not valid JSON ({exc.msg}, line {exc.lineno}); {advice}",
-                                 source=str(self.path)) from None
-            if not isinstance(data, dict) or not isinstance(data.get("shards"), dict):
-                raise SimabError(f"not a manifest (no 'shards' table); {advice}", source=str(self.path))
-            self.data = data
+            stored = Manifest.read(run_dir)
+            if stored is not None:
+                if stored.kind != self.kind_default:
+                    raise SimabError(f"the record of a {stored.kind!r} folder, not of a campaign run",
+                                     source=str(self.path))
+                self.data = stored.data
 
+    @classmethod
+    def problem(cls, data) -> str | None:
+        problem = super().problem(data)
+        if problem or data.get("kind") != cls.kind_default:
+            return problem
+        shards, plan = data.get("shards"), data.get("part_plan")
+        if not isinstance(data.get("schema"), int) or not isinstance(shards, dict):
+            return "schema and shards: expected an integer and a table"
+        if not (isinstance(plan, dict) and isinstance(plan.get("shards"), int)
+                and isinstance(plan.get("tables"), list) and all(t in SCHEMAS for t in plan["tables"])):
+            return "part_plan: expected tables (of the event log) and shards"
+        for s, entry in shards.items():
+            parts = entry.get("parts") if isinstance(entry, dict) else None
+            if not (s.isdigit() and isinstance(parts, dict)):
+                return f"shards.{s}: expected a shard number and its parts"
+            for table, meta in parts.items():
+                if table not in SCHEMAS or not (isinstance(meta, dict) and isinstance(meta.get("sha256"), str)
+                                                and isinstance(meta.get("rows"), int)):
+                    return f"shards.{s}.parts.{table}: expected an event-log table with rows and sha256"
+        return None
+
+    # ------------------------------------------------------------------ ownership
+    def plan_parts(self, tables: tuple[str, ...] | list[str], shards: int) -> None:
+        """The parts this run may write: ``tables`` for shards ``0 .. shards - 1``."""
+        self.data["part_plan"] = {"tables": list(tables), "shards": int(shards)}
+
+    def part_files(self) -> dict[str, dict]:
+        """Listed parts: relative path -> {rows, sha256}."""
+        return {f"{table}/shard-{int(s):05d}.parquet": meta
+                for s, entry in self.data["shards"].items() for table, meta in entry["parts"].items()}
+
+    def owns(self, rel: str) -> bool:
+        if super().owns(rel):
+            return True
+        parent, _, name = rel.rpartition("/")
+        base = temp_base(name) or name
+        m = _PART_NAME.match(base)
+        if not m or "/" in parent:
+            return False
+        plan = self.data["part_plan"]
+        if parent in plan["tables"] and int(m.group(1)) < plan["shards"]:
+            return True
+        entry = self.data["shards"].get(str(int(m.group(1))))
+        return bool(entry) and parent in entry["parts"]
+
+    def listed_files(self) -> dict[str, dict]:
+        return {**super().listed_files(), **self.part_files()}
+
+    def exclusive_folders(self) -> list[str]:
+        return sorted(set(self.exclusive) | set(self.data["part_plan"]["tables"]))
+
+    def owned_dirs(self) -> set[str]:
+        tables = set(self.data["part_plan"]["tables"])
+        tables |= {t for e in self.data["shards"].values() for t in e["parts"]}
+        return super().owned_dirs() | tables
+
+    # ------------------------------------------------------------------ shards
     def complete(self, shard: int) -> bool:
         """True when the shard is listed and every part exists with its recorded digest."""
         entry = self.data["shards"].get(str(shard))
@@ -325,19 +376,21 @@ class Manifest:
         run_dir = self.path.parent
         for table, meta in entry["parts"].items():
             p = part_path(run_dir, table, shard)
-            if not p.exists() or sha256(p) != meta["sha256"]:
+            if p.is_symlink() or not p.is_file() or sha256(p) != meta["sha256"]:
                 return False
         return True
 
     def add(self, shard: int, parts: dict[str, dict], extra: dict | None = None) -> None:
+        """Record a finished shard; the record is saved unless it was saved very recently
+        (call :meth:`save` when the shards are done)."""
         self.data["shards"][str(shard)] = {"parts": parts, **(extra or {})}
-        self.save()
+        self.save(force=False)
 
     def drop(self, shard: int) -> None:
         self.data["shards"].pop(str(shard), None)
 
-    def save(self) -> None:
-        write_atomic(self.path, json.dumps(self.data, indent=1, sort_keys=True))
+
+_PART_NAME = re.compile(r"^shard-(\d{5})\.parquet$")
 
 
 def read_table(run_dir: str | Path, table: str, columns: list[str] | None = None) -> pa.Table:

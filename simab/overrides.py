@@ -14,12 +14,18 @@ from typing import Any
 
 from simab.errors import SimabError
 
+#: The deepest dotted key a spec has is 4 parts (``world.scenarios.home.n_candidates``);
+#: a longer one names nothing, and a value nested deeper than this is no spec value.
+MAX_KEY_PARTS = 8
+MAX_KEY_CHARS = 200
+MAX_VALUE_CHARS = 10_000
+
 
 def parse_value(text: str) -> Any:
     """``"3"`` -> 3, ``"[1, 2]"`` -> [1, 2], ``"true"`` -> True, ``"relu"`` -> "relu"."""
     try:
         return tomllib.loads(f"x = {text}")["x"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text
 
 
@@ -33,7 +39,7 @@ def parse_strict_value(text: str, *, source: str, key: str, name: str) -> Any:
     than a string that fails later."""
     try:
         return tomllib.loads(f"x = {text}")["x"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         if PLAIN_WORD.fullmatch(text):
             return text
         raise SimabError(f"value {text!r} of {name!r} is neither a TOML value (number, boolean, array, quoted "
@@ -45,10 +51,16 @@ def split_assignment(item: str, *, source: str, key: str | None = None,
     """``"a.b=text"`` -> ``("a.b", "text")`` (both stripped); a ``SimabError`` naming
     ``source``/``key`` when there is no ``=`` or the dotted key has an empty part."""
     if "=" not in item:
-        raise SimabError(f"expected {shape}, got {item!r}", source=source, key=key)
+        raise SimabError(f"expected {shape}, got {item[:60]!r}", source=source, key=key)
     name, value = (s.strip() for s in item.split("=", 1))
     if not name or not all(name.split(".")):
-        raise SimabError(f"empty key in {item!r}", source=source, key=key)
+        raise SimabError(f"empty key in {item[:60]!r}", source=source, key=key)
+    if len(name) > MAX_KEY_CHARS or name.count(".") >= MAX_KEY_PARTS:
+        raise SimabError(f"key {name[:40]!r}... has {name.count('.') + 1} parts and {len(name)} characters; a spec "
+                         f"key has at most {MAX_KEY_PARTS} parts and {MAX_KEY_CHARS} characters", source=source, key=key)
+    if len(value) > MAX_VALUE_CHARS:
+        raise SimabError(f"the value of {name!r} is {len(value):,} characters long; at most {MAX_VALUE_CHARS:,}",
+                         source=source, key=key)
     return name, value
 
 

@@ -22,18 +22,50 @@ from simab.reports.metric_registry import METRIC_NAMES
 from simab.simulators.spec import WorldSpec, deep_merge, world_spec
 
 METRICS = METRIC_NAMES  # the report metrics a spec may name (defined in the metric registry)
+#: the smallest alpha: below it no interval is finite in double precision for every metric
+MIN_ALPHA = 1e-6
+#: a tick shorter than this only adds passes over the users (docs/benchmarks.md, "Tick length")
+MIN_TICK_S = 60.0
+MAX_LR = 10.0
+MAX_USERS = 100_000_000  # the world's n_users bound (simab.simulators.spec.WorldSpec)
+MAX_ARMS = 16
 DEFAULT_SOURCE = "<default campaign>"
 
 
 
+#: A campaign name names its run folder: letters, digits, '_', '.', '-', starting with a
+#: letter, digit or '_' (so never '.', '..' or a hidden name), at most 64 characters.
+NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}"
+#: An arm name is a plain identifier (it names folders, report keys and expectations), at
+#: most 32 characters, without the comparison separator '_vs_'.
+ARM_PATTERN = r"[A-Za-z][A-Za-z0-9_]{0,31}"
+#: Shares are allocated in hash buckets of 1/10,000 (``simab.run.assignment``).
+MIN_SHARE = 1e-4
+#: Seeds are 32-bit (the world's counter-based streams pack them with other indices).
+MAX_SEED = 2**32 - 1
+#: A spec file larger than this is not a campaign spec (the default is 1 KiB).
+MAX_SPEC_BYTES = 1 << 20
+
+
 def check_name(name: str, *, source: str | None = None, key: str = "name") -> str:
-    """A campaign name must be a plain folder name: no separators, not '.' or '..'."""
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name or ""):
+    """A campaign name must be a plain folder name (:data:`NAME_PATTERN`)."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise SimabError("must use only letters, digits, '_', '.', '-' (it names the run folder)",
                          source=source, key=key)
-    if set(name) == {"."}:
-        raise SimabError(f"{name!r} is not a plain folder name (it names the run folder)",
+    if not re.fullmatch(NAME_PATTERN, name):
+        if len(name) > 64:
+            raise SimabError(f"is {len(name)} characters long; at most 64 (it names the run folder)",
+                             source=source, key=key)
+        raise SimabError(f"{name!r} is not a plain folder name (it must start with a letter, digit or '_')",
                          source=source, key=key)
+    return name
+
+
+def check_arm_name(name: str, *, source: str | None = None, key: str = "arms") -> str:
+    """An arm name must be a plain identifier (:data:`ARM_PATTERN`), without ``_vs_``."""
+    if not isinstance(name, str) or not re.fullmatch(ARM_PATTERN, name) or "_vs_" in name:
+        raise SimabError(f"arm name {name[:40]!r} is not allowed: a letter, then letters, digits or '_', at most "
+                         "32 characters, without '_vs_' (it names folders and report keys)", source=source, key=key)
     return name
 
 
@@ -44,32 +76,35 @@ class _Strict(BaseModel):
 
 class ArmSpec(_Strict):
     policy: str
-    share: float = Field(gt=0.0, le=1.0, description="final allocation share of the randomisation units")
+    share: float = Field(ge=MIN_SHARE, le=1.0, description="final allocation share of the randomisation units, at "
+                         "least 1/10,000 (one hash bucket)")
     params: dict[str, Any] = {}
 
 
 class RampStep(_Strict):
-    at_day: float = Field(ge=0.0)
+    at_day: float = Field(ge=0.0, le=365.0)
     shares: dict[str, float]
 
 
 class ServingSpec(_Strict):
     max_batch: int = Field(4, ge=1, le=100_000, description="rows per scoring call of a neural policy (zero-padded; "
                            "small chunks waste least on padding on CPU, docs/benchmarks.md)")
-    max_wait_ms: float = Field(5.0, ge=0.0, description="batching window: a request waits U(0, 1) of it")
-    base_ms: float = Field(2.0, ge=0.0, description="service time of a request before its candidates' cost")
+    max_wait_ms: float = Field(5.0, ge=0.0, le=60_000.0, description="batching window: a request waits U(0, 1) of it")
+    base_ms: float = Field(2.0, ge=0.0, le=60_000.0, description="service time of a request before its candidates' cost")
     jitter_sigma: float = Field(0.5, ge=0.0, le=3.0, description="log-normal spread of the service time")
-    abandon_after_ms: float | None = Field(None, gt=0.0, description="requests slower than this are abandoned")
-    tick_s: float = Field(86400.0, gt=0.0, le=365 * 86400.0,
-                          description="simulated seconds per tick of the wave engine (outputs do not depend on it)")
+    abandon_after_ms: float | None = Field(None, gt=0.0, le=3_600_000.0,
+                                           description="requests slower than this are abandoned")
+    tick_s: float = Field(86400.0, ge=MIN_TICK_S, le=365 * 86400.0,
+                          description="simulated seconds per tick of the wave engine (outputs do not depend on it; "
+                          f"at least {MIN_TICK_S:g}: each tick costs a pass over the shard's users)")
 
 
 class TrainingSpec(_Strict):
     epochs: int = Field(2, ge=1, le=1000)
-    batch_size: int = Field(512, ge=1)
-    lr: float = Field(2e-3, gt=0.0)
+    batch_size: int = Field(512, ge=1, le=1_000_000)
+    lr: float = Field(2e-3, gt=0.0, le=MAX_LR, description=f"learning rate, at most {MAX_LR:g}")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    max_steps: int | None = Field(None, ge=1)
+    max_steps: int | None = Field(None, ge=1, le=1_000_000_000)
     cache: bool = True
     cache_dir: str | None = Field(None, description="pre-period / model cache; None: $SIMAB_CACHE, "
                                   "else $XDG_CACHE_HOME/simab or ~/.cache/simab")
@@ -82,10 +117,10 @@ ENGINES: tuple[str, ...] = get_args(Engine)
 
 class CampaignSpec(_Strict):
     name: str = Field(min_length=1)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     duration_days: float = Field(3.0, gt=0.0, le=365.0)
-    alpha: float = Field(0.05, gt=0.0, lt=1.0)
-    metrics: list[str] = list(METRICS)
+    alpha: float = Field(0.05, ge=MIN_ALPHA, le=0.5, description=f"significance level, in [{MIN_ALPHA:g}, 0.5]")
+    metrics: list[str] = Field(default_factory=lambda: list(METRICS), min_length=1)
     output: str = "runs"
     shards: int = Field(8, ge=1, le=100_000)
     workers: int = Field(1, ge=1, le=1024)
@@ -104,7 +139,7 @@ class CampaignSpec(_Strict):
         "(max-T over the comparisons' joint normal law)")
     sequential_mde: float = Field(0.05, gt=0.0, le=10.0, description="relative lift the always-valid mSPRT "
                                   "mixture is tuned to (fixed before data)")
-    users: int | None = Field(None, ge=2, description="simulate only the first N users of the world")
+    users: int | None = Field(None, ge=2, le=MAX_USERS, description="simulate only the first N users of the world")
     world: WorldSpec
     arms: dict[str, ArmSpec]
     ramps: list[RampStep] = []
@@ -127,15 +162,34 @@ class CampaignSpec(_Strict):
         bad = [m for m in v if m not in METRICS]
         if bad:
             raise ValueError(f"unknown metric(s) {bad}; allowed: {', '.join(METRICS)}")
+        if len(set(v)) < len(v):
+            raise ValueError(f"a metric is listed twice in {v}")
+        return v
+
+    @field_validator("arms")
+    @classmethod
+    def _arm_names_ok(cls, v: dict[str, ArmSpec]) -> dict[str, ArmSpec]:
+        if len(v) < 2:
+            raise ValueError("at least two arms are required (a control and a treatment)")
+        if len(v) > MAX_ARMS:
+            raise ValueError(f"{len(v)} arms; at most {MAX_ARMS}")
+        for name in v:
+            try:
+                check_arm_name(name)
+            except SimabError as e:
+                raise ValueError(e.message) from None
         return v
 
     @model_validator(mode="after")
     def _arms_ok(self) -> CampaignSpec:
-        if not self.arms:
-            raise ValueError("at least one arm is required")
         if self.control is not None and self.control not in self.arms:
             raise ValueError(f"control {self.control!r} is not an arm; arms: {', '.join(self.arms)}")
         return self
+
+    @property
+    def simulated_users(self) -> int:
+        """How many users the campaign simulates (``users``, at most the world's)."""
+        return min(self.users or self.world.n_users, self.world.n_users)
 
     @property
     def control_arm(self) -> str:
@@ -166,8 +220,9 @@ def _check_allocations(spec: CampaignSpec, source: str) -> None:
         for a, v in r.shares.items():
             if a not in spec.arms:
                 raise SimabError(f"unknown arm {a!r}; arms: {', '.join(arms)}", source=source, key=f"ramps.{i}.shares.{a}")
-            if not 0.0 <= v <= 1.0:
-                raise SimabError(f"share must be in [0, 1], got {v}", source=source, key=f"ramps.{i}.shares.{a}")
+            if not (v == 0.0 or MIN_SHARE <= v <= 1.0):
+                raise SimabError(f"share must be 0 or in [{MIN_SHARE:g}, 1] (one hash bucket is 1/10,000), got {v}",
+                                 source=source, key=f"ramps.{i}.shares.{a}")
     for prev, nxt in zip(schedule, schedule[1:], strict=False):
         for a in arms:
             if nxt[a] < prev[a] - 1e-12:
@@ -192,15 +247,21 @@ def parse_campaign(data: dict[str, Any], *, source: str = "<spec>") -> CampaignS
     if not isinstance(data, dict):
         raise SimabError("a campaign spec must be a TOML table", source=source)
     if "arms" not in data or not data["arms"]:
-        raise SimabError("at least one arm is required (add an [arms.<name>] table)", source=source, key="arms")
+        raise SimabError("at least two arms are required, a control and a treatment (add [arms.<name>] tables)",
+                         source=source, key="arms")
     if not isinstance(data["arms"], dict):
         raise SimabError("must be a table of [arms.<name>] tables", source=source, key="arms")
+    for name in data["arms"]:
+        check_arm_name(name, source=source, key=f"arms.{name[:40]}")
     data["world"] = world_spec(data.get("world"), source=source, key="world")
     try:
         spec = CampaignSpec.model_validate(data)
     except ValidationError as exc:
         raise pydantic_to_simab(exc, source, model=CampaignSpec) from None
     _check_allocations(spec, source)
+    if spec.shards > spec.simulated_users:
+        raise SimabError(f"{spec.shards} shards for {spec.simulated_users} users; at most one shard per user "
+                         "(each shard costs a pass of its own)", source=source, key="shards")
     # every arm's policy must exist with valid parameters for this world
     from simab.policies.base import make_policy
     from simab.policies.world_features import feature_spec_of
@@ -224,11 +285,16 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     if p.is_dir():
         raise SimabError("is a folder; expected a campaign TOML file", source=str(path))
     try:
-        text = p.read_text()
-    except UnicodeDecodeError:
-        raise SimabError("not a text file (expected TOML)", source=str(path)) from None
+        with p.open("rb") as fh:  # at most one byte past the limit: /dev/zero is not read to its end
+            raw = fh.read(MAX_SPEC_BYTES + 1)
     except OSError as exc:  # e.g. no read permission
         raise SimabError(f"cannot read the file: {exc.strerror or exc}", source=str(path)) from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SimabError(f"larger than {MAX_SPEC_BYTES // 1024} KiB; not a campaign spec", source=str(path))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SimabError("not a text file (expected TOML)", source=str(path)) from None
     seen: set[str] = set()
     for m in re.finditer(r"^\s*\[arms\.([^\].]+)\]\s*$", text, flags=re.M):
         name = m.group(1).strip().strip('"')
@@ -239,6 +305,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SimabError(f"malformed TOML: {exc}", source=str(path)) from None
+    except RecursionError:
+        raise SimabError("values nested too deeply for a campaign spec", source=str(path)) from None
 
 
 def default_campaign_table() -> dict[str, Any]:
@@ -267,7 +335,7 @@ def load_campaign(
     ``arms`` override replaces the file's arms as a whole (the Python API gives whole arm
     tables).  ``set_values`` (``--set`` pairs as a nested table) are then merged key by key,
     arms included, exactly as ``sweep --grid`` merges its points.  ``flags`` maps a dotted
-    key to the command-line flag that set it, so that an error in it names the flag.
+    key to the command-line flag that set it, so that an error it causes names the flag.
     """
     if path is None:
         data, source = default_campaign_table(), DEFAULT_SOURCE
@@ -278,12 +346,94 @@ def load_campaign(
         if "arms" in overrides:
             merged["arms"] = copy.deepcopy(overrides["arms"])
         data = merged
-    if set_values:
-        data = deep_merge(data, set_values)
+    layers: list[tuple[str, dict[str, Any]]] = []
+    for flag in dict.fromkeys((flags or {}).values()):
+        keys = [k for k, f in (flags or {}).items() if f == flag]
+        if flag == "--set":
+            layers.append((flag, set_values or {}))
+        else:
+            layers.append((flag, _pick(data, keys)))
+    if set_values and "--set" not in (flags or {}).values():
+        layers.append(("--set", set_values))
+    base = data
+    for flag, values in layers:  # the file without the flags' values (overrides stay the file's)
+        if flag != "--set":
+            base = _drop(base, values)
+    return parse_layers(base, source, layers)
+
+
+def parse_layers(data: dict[str, Any], source: str, layers: list[tuple[str, dict[str, Any]]]) -> CampaignSpec:
+    """Validate ``data`` with each (flag, nested values) layer merged over it in order; an
+    error is blamed on the first layer whose addition brings it (the file when the file
+    alone has it), so a flag's value is blamed on the flag and a file's on the file and key."""
+    merged = data
+    for _, values in layers:
+        merged = deep_merge(merged, values)
+    _check_depth(merged, source)
     try:
-        return parse_campaign(data, source=source)
+        return parse_campaign(merged, source=source)
     except SimabError as e:
-        for key, flag in (flags or {}).items():
-            if e.key and (e.key == key or e.key.startswith(key + ".")):
-                raise SimabError(e.message, source=flag, key=e.key if flag == "--set" else None) from None
-        raise
+        if not layers:
+            raise
+        blamed = _blame(data, source, layers, e)
+        if blamed is None:
+            raise
+        raise SimabError(e.message, source=blamed, key=e.key) from None
+
+
+def _blame(data: dict[str, Any], source: str, layers: list[tuple[str, dict[str, Any]]],
+           error: SimabError) -> str | None:
+    """The flag to blame for ``error`` (None: the file)."""
+    for flag, values in reversed(layers):  # a key a flag set is that flag's
+        if error.key and any(error.key == k or error.key.startswith(k + ".") for k in flat_keys(values)):
+            return flag
+    merged = data
+    for i in range(len(layers) + 1):
+        try:
+            parse_campaign(merged, source=source)
+        except SimabError as e:
+            if e.key == error.key:
+                return None if i == 0 else layers[i - 1][0]
+        if i < len(layers):
+            merged = deep_merge(merged, layers[i][1])
+    return layers[-1][0]
+
+
+def _pick(table: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k in keys:
+        node, dst, parts = table, out, k.split(".")
+        for p in parts[:-1]:
+            node = node.get(p, {}) if isinstance(node, dict) else {}
+            dst = dst.setdefault(p, {})
+        if isinstance(node, dict) and parts[-1] in node:
+            dst[parts[-1]] = node[parts[-1]]
+    return out
+
+
+def _drop(table: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """``table`` without the leaves ``values`` has (a flag's keys, back to the file's)."""
+    out = copy.deepcopy(table)
+    for k in flat_keys(values):
+        node, parts = out, k.split(".")
+        for p in parts[:-1]:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(parts[-1], None)
+    return out
+
+
+#: Deeper than this no spec table or array goes (the deepest default key has 4 parts).
+MAX_DEPTH = 16
+
+
+def _check_depth(value: Any, source: str) -> None:
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise SimabError(f"tables or arrays nested more than {MAX_DEPTH} deep; not a campaign spec", source=source)
+        if isinstance(v, dict):
+            stack += [(x, depth + 1) for x in v.values()]
+        elif isinstance(v, list):
+            stack += [(x, depth + 1) for x in v]

@@ -27,32 +27,32 @@ class InterestSpec(_Strict):
     n_dormant: int = Field(2, ge=0, le=20, description="dormant categories: in the lifelong history, rare recently")
     dormant_weight: float = Field(0.35, ge=0.0, le=1.0, description="share of long-term interest on dormant categories")
     dormant_drives_clicks: bool = Field(True, description="switch: dormant interests still drive clicks")
-    concentration: float = Field(1.0, gt=0.0, description="Dirichlet concentration of the interest mixture")
+    concentration: float = Field(1.0, gt=0.0, le=100.0, description="Dirichlet concentration of the interest mixture")
     profile_correlation: float = Field(0.6, ge=0.0, le=1.0, description="how strongly profile predicts parent categories")
 
 
 class IntentSpec(_Strict):
     enabled: bool = Field(True, description="switch: all short-term dynamics (needs, satiation, fatigue)")
-    needs_per_day: float = Field(1.0, ge=0.0)
+    needs_per_day: float = Field(1.0, ge=0.0, le=100.0)
     need_novelty: float = Field(0.4, ge=0.0, lt=1.0, description="share of needs for a category outside the active interests")
     pursuit: float = Field(0.4, ge=0.0, le=1.0, description="P(a scene of a session with a live need is a search/shop visit for it)")
-    half_life_h: float = Field(3.0, gt=0.0)
-    strength: float = Field(1.5, ge=0.0)
+    half_life_h: float = Field(3.0, gt=0.0, le=8760.0)
+    strength: float = Field(1.5, ge=0.0, le=20.0)
     item_level: float = Field(0.0, ge=0.0, le=1.0,
                               description="share of a need's pull towards one wanted item of its category (0: the category centroid)")
     scene_first: float = Field(0.8, ge=0.0, le=1.0, description="P(a new need opens a session that starts with a search/shop visit)")
-    need_session_delay_min: float = Field(15.0, gt=0.0, description="mean minutes from a need to the session it opens")
+    need_session_delay_min: float = Field(15.0, gt=0.0, le=10080.0, description="mean minutes from a need to the session it opens")
     satiation: bool = True
-    satiation_h: float = Field(24.0, gt=0.0)
-    satiation_strength: float = Field(1.5, ge=0.0)
+    satiation_h: float = Field(24.0, gt=0.0, le=8760.0)
+    satiation_strength: float = Field(1.5, ge=0.0, le=20.0)
     fatigue: bool = True
-    fatigue_per_exposure: float = Field(0.01, ge=0.0)
-    fatigue_half_life_h: float = Field(6.0, gt=0.0)
+    fatigue_per_exposure: float = Field(0.01, ge=0.0, le=10.0)
+    fatigue_half_life_h: float = Field(6.0, gt=0.0, le=8760.0)
     interest_drift: float = Field(0.0, ge=0.0, le=1.0, description="per-click pull of long-term interest towards the clicked item")
 
 
 class SessionSpec(_Strict):
-    per_day: float = Field(3.0, gt=0.0, description="mean sessions per user per day at activity 1")
+    per_day: float = Field(3.0, gt=0.0, le=100.0, description="mean sessions per user per day at activity 1")
     diurnal_amplitude: float = Field(0.6, ge=0.0, lt=1.0)
     peak_hour: float = Field(20.0, ge=0.0, lt=24.0)
     leave_prob: float = Field(0.3, gt=0.0, le=1.0)
@@ -67,8 +67,8 @@ class LifelongSpec(_Strict):
     enabled: bool = True
     source_length: int = Field(2000, ge=0, le=100_000)
     target_length: int = Field(200, ge=0, le=100_000)
-    span_days: float = Field(365.0, gt=0.0)
-    dormant_recency_days: float = Field(120.0, ge=0.0, description="dormant interests appear only before this many days ago")
+    span_days: float = Field(365.0, gt=0.0, le=3650.0)
+    dormant_recency_days: float = Field(120.0, ge=0.0, le=3650.0, description="dormant interests appear only before this many days ago")
     length_median_share: float = Field(1.0, gt=0.0, le=1.0,
                                        description="median history length as a share of source_length / target_length (the caps)")
     length_sigma: float = Field(0.0, ge=0.0, le=3.0, description="log-normal sigma of the per-user history length (0: every user at the cap)")
@@ -78,18 +78,18 @@ class LifelongSpec(_Strict):
 
 
 class ResponseSpec(_Strict):
-    beta: float = Field(2.5, ge=0.0, description="weight of affinity in the click logit")
-    gamma: float = Field(0.3, ge=0.0, description="weight of item quality")
-    pop_weight: float = Field(0.15, ge=0.0, description="weight of log popularity")
-    b_cv: float = Field(-1.5)
-    beta_cv: float = Field(1.2, ge=0.0)
-    price_sensitivity: float = Field(0.35, ge=0.0, description="mean user price sensitivity")
-    conversion_propensity_sd: float = Field(0.5, ge=0.0)
-    delay_mean_h: float = Field(6.0, gt=0.0)
-    attribution_window_h: float = Field(72.0, gt=0.0)
-    dwell_mu: float = Field(3.0, description="log-seconds of dwell at zero affinity")
-    dwell_sigma: float = Field(0.6, gt=0.0)
-    dwell_slope: float = Field(0.5, ge=0.0)
+    beta: float = Field(2.5, ge=0.0, le=20.0, description="weight of affinity in the click logit")
+    gamma: float = Field(0.3, ge=0.0, le=20.0, description="weight of item quality")
+    pop_weight: float = Field(0.15, ge=0.0, le=20.0, description="weight of log popularity")
+    b_cv: float = Field(-1.5, ge=-20.0, le=20.0)
+    beta_cv: float = Field(1.2, ge=0.0, le=20.0)
+    price_sensitivity: float = Field(0.35, ge=0.0, le=20.0, description="mean user price sensitivity")
+    conversion_propensity_sd: float = Field(0.5, ge=0.0, le=5.0)
+    delay_mean_h: float = Field(6.0, gt=0.0, le=8760.0)
+    attribution_window_h: float = Field(72.0, gt=0.0, le=8760.0)
+    dwell_mu: float = Field(3.0, ge=-10.0, le=12.0, description="log-seconds of dwell at zero affinity")
+    dwell_sigma: float = Field(0.6, gt=0.0, le=5.0)
+    dwell_slope: float = Field(0.5, ge=0.0, le=10.0)
     user_click_bias_sd: float = Field(0.0, ge=0.0, le=5.0,
                                       description="sd of a per-user click-logit shift (a click propensity that within-user pairs cancel)")
     user_click_bias_activity_corr: float = Field(0.0, ge=-1.0, le=1.0,
@@ -98,12 +98,12 @@ class ResponseSpec(_Strict):
 
 class ScenarioSpec(_Strict):
     surface: Literal["home", "search", "shop", "channel"]
-    traffic: float = Field(gt=0.0, description="relative traffic share")
-    base_logit: float = -3.0
-    position_decay: float = Field(0.7, ge=0.0, description="P(examine | position p) = (1 + p)^-decay")
-    w_long: float = Field(1.0, ge=0.0)
-    w_intent: float = Field(1.0, ge=0.0)
-    specific: float = Field(0.3, ge=0.0, description="scale of the scenario-specific part of the label function")
+    traffic: float = Field(gt=0.0, le=1e6, description="relative traffic share")
+    base_logit: float = Field(-3.0, ge=-20.0, le=20.0)
+    position_decay: float = Field(0.7, ge=0.0, le=20.0, description="P(examine | position p) = (1 + p)^-decay")
+    w_long: float = Field(1.0, ge=0.0, le=20.0)
+    w_intent: float = Field(1.0, ge=0.0, le=20.0)
+    specific: float = Field(0.3, ge=0.0, le=20.0, description="scale of the scenario-specific part of the label function")
     slate_size: int = Field(10, ge=1, le=200)
     n_candidates: int = Field(60, ge=1, le=5000)
 
@@ -115,6 +115,7 @@ class ScenarioSpec(_Strict):
 
 
 CALIBRATIONS = ("realistic", "dense")
+MAX_SCENARIOS = 64
 
 
 class WorldSpec(_Strict):
@@ -124,16 +125,16 @@ class WorldSpec(_Strict):
     description: str = ""
     n_users: int = Field(2000, ge=2, le=100_000_000)
     dim: int = Field(16, ge=2, le=256)
-    n_parents: int = Field(8, ge=1)
-    n_categories: int = Field(40, ge=2)
-    n_shop_items: int = Field(4000, ge=10)
-    n_content_items: int = Field(4000, ge=10)
-    n_shops: int = Field(200, ge=1)
-    zipf: float = Field(1.1, gt=0.0, description="popularity exponent")
-    category_spread: float = Field(0.35, ge=0.0, description="child centroid noise around the parent")
-    item_spread: float = Field(0.45, ge=0.0, description="item latent noise around its category")
+    n_parents: int = Field(8, ge=1, le=10_000)
+    n_categories: int = Field(40, ge=2, le=100_000)
+    n_shop_items: int = Field(4000, ge=10, le=5_000_000)
+    n_content_items: int = Field(4000, ge=10, le=5_000_000)
+    n_shops: int = Field(200, ge=1, le=1_000_000)
+    zipf: float = Field(1.1, gt=0.0, le=5.0, description="popularity exponent")
+    category_spread: float = Field(0.35, ge=0.0, le=10.0, description="child centroid noise around the parent")
+    item_spread: float = Field(0.45, ge=0.0, le=10.0, description="item latent noise around its category")
     n_topics: int = Field(0, ge=0, le=64, description="topics within each category, shared by both domains (0: none)")
-    topic_spread: float = Field(0.6, ge=0.0, description="weight of the topic direction in item latents and user interests")
+    topic_spread: float = Field(0.6, ge=0.0, le=10.0, description="weight of the topic direction in item latents and user interests")
     scenario_specific: bool = Field(True, description="switch: scenario-specific label parts")
     specific_share: float = Field(1.0, ge=0.0, le=1.0,
                                   description="share of categories whose preference is scenario-specific; the others are shareable")
@@ -147,12 +148,14 @@ class WorldSpec(_Strict):
     aiseq_len: int = Field(30, ge=1, le=1000)
     moveline_len: int = Field(50, ge=1, le=1000)
     logging_epsilon: float = Field(0.3, ge=0.0, le=1.0, description="logging policy exploration share")
-    pre_period_days: float = Field(3.0, gt=0.0, description="days of logging-policy traffic used as training data")
+    pre_period_days: float = Field(3.0, gt=0.0, le=365.0, description="days of logging-policy traffic used as training data")
 
     @model_validator(mode="after")
     def _consistent(self) -> WorldSpec:
         if not self.scenarios:
             raise ValueError("at least one scenario is required")
+        if len(self.scenarios) > MAX_SCENARIOS:
+            raise ValueError(f"{len(self.scenarios)} scenarios; at most {MAX_SCENARIOS} are allowed")
         if self.n_categories < self.n_parents:
             raise ValueError(f"n_categories ({self.n_categories}) must be >= n_parents ({self.n_parents})")
         if self.interest.n_active + self.interest.n_dormant > self.n_categories:

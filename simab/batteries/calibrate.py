@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from simab.batteries.sweep import build_runs, execute
+from simab.batteries.sweep import build_runs, execute, grid_points
 from simab.errors import SimabError
 from simab.progress import progress
 from simab.reports.calibration import (
@@ -42,6 +42,7 @@ from simab.reports.calibration import (
     rows_of,
 )
 from simab.reports.formatting import fmt_ci, fmt_number, fmt_pct
+from simab.spec import MAX_SEED
 
 BATTERIES = ("aa", "known-effect", "peeking", "naive")
 NOMINAL_ALPHA = 0.05
@@ -79,13 +80,16 @@ KNOWN_EFFECT_OVERRIDES = {
              "treatment": {"policy": "oracle", "share": 0.5, "params": {"blend": KNOWN_EFFECT_BLENDS[-1]}}},
 }
 KNOWN_EFFECT_GRID = {"arms.treatment.params.blend": list(KNOWN_EFFECT_BLENDS)}
+#: Which runs each battery reads: folders of runs shared between batteries (A/A, peeking and
+#: naive read the same A/A campaigns; peeking also reads the known-effect ones for power).
+PARTS = {"aa": ["aa"], "naive": ["aa"], "known-effect": ["known-effect"], "peeking": ["aa", "known-effect"]}
 
 
 def battery_overrides(battery: str, cache_dir: Path, users: int | None = None) -> dict[str, Any]:
     """The campaign overrides of ``battery``; ``users`` replaces the small world's 150 users."""
     if battery not in BATTERIES:
         raise SimabError(f"unknown battery {battery!r}; allowed: {', '.join(BATTERIES)}",
-                         source="<cli>", key="--battery")
+                         source="--battery")
     base = KNOWN_EFFECT_OVERRIDES if battery == "known-effect" else AA_OVERRIDES
     world = base["world"] if users is None else {**base["world"], "n_users": users}
     return {**base, "world": world, "training": {"cache_dir": str(cache_dir)}}
@@ -96,16 +100,15 @@ def run_battery(battery: str, runs: int, out: str | Path, *, workers: int = 1,
     """Run one battery's campaigns (reusing finished ones in ``out``) and return its
     ``calibration.json`` entry; also writes the figures into ``out``."""
     if runs < 2:
-        raise SimabError(f"must be at least 2, got {runs}", source="<cli>", key="--runs")
+        raise SimabError(f"must be at least 2, got {runs}", source="--runs")
     out = Path(out)
     rows, walls, wall = [], [], 0.0
-    parts = {"aa": ["aa"], "naive": ["aa"], "known-effect": ["known-effect"], "peeking": ["aa", "known-effect"]}
     by_part = {}
-    for shared in parts[battery]:
+    for shared in PARTS[battery]:
         over = battery_overrides(shared, out / ".cache", users)
         over["seed"] = seed
         grid = KNOWN_EFFECT_GRID if shared == "known-effect" else {}
-        sweep_runs = build_runs(None, grid, runs, out / shared, base_overrides=over)
+        sweep_runs = build_runs(None, grid, runs, out / shared, base_overrides=over, base_flag="--users")
         progress(f"calibrate {battery}: {len(sweep_runs)} campaigns ({over['world']['n_users']} users, "
                  f"{over['duration_days']:g} days each), {workers} worker(s) -> {out}")
         r, w, t = execute(sweep_runs, workers=workers, backend=backend, label=f"calibrate {battery} ({shared})")
@@ -117,7 +120,7 @@ def run_battery(battery: str, runs: int, out: str | Path, *, workers: int = 1,
                   "run_wall_s_mean": round(sum(walls) / len(walls), 2),
                   "run_wall_s_total": round(sum(walls), 1), "workers": workers,
                   "spec": {k: v for k, v in over.items() if k != "training"},
-                  **({"grid": KNOWN_EFFECT_GRID} if "known-effect" in parts[battery] else {})})
+                  **({"grid": KNOWN_EFFECT_GRID} if "known-effect" in PARTS[battery] else {})})
     figure = _figure(battery, rows, entry, out)
     if figure:
         entry["figure"] = figure
@@ -254,21 +257,17 @@ def _figure(battery: str, rows: list[dict], entry: dict, out: Path) -> str | Non
 
 
 # --------------------------------------------------------------------------- outputs
-def _read_summary(out: Path) -> dict:
-    """``calibration.json`` in ``out`` (an empty summary when there is none yet)."""
-    path = out / "calibration.json"
-    data = {"schema": 1, "batteries": {}}
-    if path.exists():
-        # the file holds the other batteries' results: never overwrite one we cannot read
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise SimabError(f"not valid JSON ({exc.msg}, line {exc.lineno}); move it away or choose another --out",
-                             source=str(path)) from None
-        if not isinstance(data, dict):
-            raise SimabError("not a calibration summary (expected a JSON object); move it away or choose another "
-                             "--out", source=str(path))
-    data.setdefault("batteries", {})
+def _read_summary(record: Any) -> dict:
+    """``calibration.json`` of the folder (verified against its record; an empty summary
+    when there is none yet)."""
+    from simab.run.verify import read_verified_json
+
+    if "calibration.json" not in record.files:
+        return {"schema": 1, "batteries": {}}
+    data = read_verified_json(record, "calibration.json", what="calibrate")
+    if not isinstance(data, dict) or not isinstance(data.get("batteries"), dict):
+        raise SimabError("not a calibration summary (expected a JSON object with batteries); move it away or choose "
+                         "another --out", source=str(record.folder / "calibration.json"))
     return data
 
 
@@ -332,35 +331,41 @@ def calibration_markdown(data: dict) -> str:
 def calibrate(batteries: list[str], runs: int, out: str | Path, *, workers: int = 1,
               backend: str = "local", seed: int = 0, users: int | None = None) -> dict:
     """Run the batteries into ``out``; writes calibration.json / calibration.md (merged
-    with batteries already recorded there) and returns the JSON document."""
-    from simab.run.folder import new_output_folder
+    with batteries already recorded there) and returns the JSON document.  The folder's
+    record lists them, the figures, every run folder and the batteries' cache."""
+    from simab.run.folder import Plan, output_folder
 
     if runs < 2:
-        raise SimabError(f"must be at least 2, got {runs}", source="<cli>", key="--runs")
+        raise SimabError(f"must be at least 2, got {runs}", source="--runs")
+    if seed + runs - 1 > MAX_SEED:
+        raise SimabError(f"runs use seeds {seed} to {seed + runs - 1}; the last must be at most {MAX_SEED}",
+                         source="--seed")
     for b in batteries:
         battery_overrides(b, Path(out))  # an unknown battery fails before any folder is made
-    recorded = Path(out) / "calibration.json"
-    if recorded.is_file():  # merged with the new batteries: refuse a damaged one before running
-        try:
-            json.loads(recorded.read_text())
-        except (ValueError, UnicodeDecodeError):
-            raise SimabError("not valid JSON; move it away or choose another --out", source=str(recorded)) from None
-    with new_output_folder(out) as out:
-        return _calibrate_into(batteries, runs, out, workers=workers, backend=backend, seed=seed, users=users)
+    children = sorted({f"{shared}/runs/p{p:03d}-r{r:04d}" for b in batteries for shared in PARTS[b]
+                       for p in range(len(grid_points(KNOWN_EFFECT_GRID if shared == "known-effect" else {})))
+                       for r in range(runs)})
+    plan = Plan(files=["calibration.json", "calibration.md", *(f"{b}.png" for b in BATTERIES)], children=children,
+                trees=[".cache"])
+    with output_folder(out, kind="calibrate", command="simab calibrate", plan=plan, resume_if=lambda: True,
+                       keep_on_failure=True) as record:
+        return _calibrate_into(batteries, runs, record, workers=workers, backend=backend, seed=seed, users=users)
 
 
-def _calibrate_into(batteries: list[str], runs: int, out: Path, *, workers: int, backend: str,
+def _calibrate_into(batteries: list[str], runs: int, record: Any, *, workers: int, backend: str,
                     seed: int, users: int | None = None) -> dict:
-    from simab.atomic import write_atomic
     from simab.reports.json_numbers import json_safe
 
-    data: dict = {}
+    out = record.folder
+    data = _read_summary(record)  # the other batteries' results, verified before any campaign runs
     for b in batteries:
         started = time.perf_counter()
         entry = run_battery(b, runs, out, workers=workers, backend=backend, seed=seed, users=users)
-        data = _read_summary(out)
+        if entry.get("figure"):
+            record.add_file(entry["figure"])
+        data = _read_summary(record)
         data["batteries"][entry["battery"]] = entry
-        write_atomic(out / "calibration.json", json.dumps(json_safe(data), indent=1, allow_nan=False) + "\n")
-        write_atomic(out / "calibration.md", calibration_markdown(data))
+        record.write_file("calibration.json", json.dumps(json_safe(data), indent=1, allow_nan=False) + "\n")
+        record.write_file("calibration.md", calibration_markdown(data))
         progress(f"calibrate {b}: {_verdict(entry)} ({time.perf_counter() - started:.0f}s)")
     return data

@@ -22,7 +22,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,23 +33,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from simab.errors import SimabError
-from simab.eventlog import TABLES
 from simab.overrides import nest, parse_strict_value, split_assignment
 from simab.progress import progress
 from simab.reports.formatting import fmt_pct
 from simab.reports.json_numbers import number
-from simab.simulators.spec import deep_merge
 from simab.spec import (
     DEFAULT_SOURCE,
     CampaignSpec,
     default_campaign_table,
-    parse_campaign,
+    parse_layers,
     read_toml,
 )
 
 ROWS_FILE = "rows.json"
-#: What a sweep removes from each run folder unless asked to keep its events.
-EVENT_FOLDERS = (*TABLES, "counterfactual", "models")
+#: Runs of one sweep or battery (grid points x replicates): the work and the memory of a
+#: sweep grow with them, and so does its table.
+MAX_RUNS = 10_000
+SWEEP_FILES = ("sweep.parquet", "sweep.md", "sweep.json")
 
 
 # --------------------------------------------------------------------------- grid
@@ -82,13 +81,13 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
     """
     grid: dict[str, list[Any]] = {}
     for item in items:
-        key, values = split_assignment(item, source="<cli>", key="--grid", shape="key=v1,v2,...")
+        key, values = split_assignment(item, source="--grid", shape="key=v1,v2,...")
         if key in grid:
-            raise SimabError(f"key {key!r} given twice; list all its values once", source="<cli>", key="--grid")
+            raise SimabError("given twice; list all its values once", source="--grid", key=key)
         vals = [v for v in _split_values(values) if v != ""]
         if not vals:
-            raise SimabError(f"no values for {key!r}", source="<cli>", key="--grid")
-        grid[key] = [parse_strict_value(v, source="<cli>", key="--grid", name=key) for v in vals]
+            raise SimabError("no values", source="--grid", key=key)
+        grid[key] = [parse_strict_value(v, source="--grid", key=key, name=key) for v in vals]
     return grid
 
 
@@ -122,20 +121,26 @@ def build_runs(
     out: str | Path,
     *,
     base_overrides: dict[str, Any] | None = None,
+    base_flag: str = "--set",
     keep_events: bool = False,
 ) -> list[SweepRun]:
-    """Validate every grid point's spec up front (a bad value fails before any run)."""
-    if replicates < 1:
-        raise SimabError(f"must be at least 1, got {replicates}", source="<cli>", key="--replicates")
+    """Validate every grid point's spec up front (a bad value fails before any run); an
+    error names the flag that caused it (``base_flag`` for ``base_overrides``)."""
+    if not 1 <= replicates <= MAX_RUNS:
+        raise SimabError(f"must be in [1, {MAX_RUNS:,}], got {replicates}", source="--replicates")
+    points = math.prod(len(v) for v in grid.values())
+    if points * replicates > MAX_RUNS:
+        raise SimabError(f"{points:,} grid point(s) x {replicates:,} replicate(s) = {points * replicates:,} runs; "
+                         f"at most {MAX_RUNS:,}", source="--grid" if points > 1 else "--replicates")
     if spec_path is None:
         table, source = default_campaign_table(), DEFAULT_SOURCE
     else:
         table, source = read_toml(spec_path), str(spec_path)
-    table = deep_merge(table, base_overrides or {})
     runs: list[SweepRun] = []
     for p, point in enumerate(grid_points(grid)):
-        data = deep_merge(table, nest(point))
-        spec = parse_campaign(data, source=source)
+        layers = [(flag, values) for flag, values in ((base_flag, base_overrides or {}), ("--grid", nest(point)))
+                  if values]
+        spec = parse_layers(table, source, layers)
         for r in range(replicates):
             seeded = spec.model_copy(update={"seed": spec.seed + r, "workers": 1})
             run_dir = Path(out) / "runs" / f"p{p:03d}-r{r:04d}"
@@ -212,32 +217,63 @@ def report_rows(report: Any, run: SweepRun) -> list[dict[str, Any]]:
 
 
 def run_one(run: SweepRun) -> dict[str, Any]:
-    """Run (or reuse) one campaign of a sweep; returns ``{"rows", "wall_s", "reused"}``."""
-    from simab.atomic import write_atomic
+    """Run (or reuse) one campaign of a sweep; returns ``{"rows", "wall_s", "reused"}``.  A
+    run is reused only when its record, ``spec.json``, ``report.json`` and ``rows.json`` all
+    verify and it is of the same spec; otherwise it is run again."""
+    from simab.eventlog import Manifest
     from simab.reports import analyze
+    from simab.run.folder import keep_summary
+    from simab.run.lock import locked
     from simab.run.runner import run_campaign
 
     run_dir = Path(run.run_dir)
     digest = _spec_digest(run.spec_json)
-    stored = run_dir / ROWS_FILE
-    if stored.exists():
-        with contextlib.suppress(ValueError, KeyError):
-            data = json.loads(stored.read_text())
-            if data["spec_digest"] == digest:
-                return {"rows": _relabel(data["rows"], run), "wall_s": data["wall_s"], "reused": True}
+    stored = reusable_rows(run_dir, digest)
+    if stored is not None:
+        return {"rows": _relabel(stored["rows"], run), "wall_s": stored["wall_s"], "reused": True}
     started = time.perf_counter()
     with _quiet():
         spec = CampaignSpec.model_validate_json(run.spec_json)
         run_campaign(spec, out=run_dir, workers=1, report=False)
-        report = analyze(run_dir)
-    write_atomic(run_dir / "report.json", json.dumps(report.to_json_dict(), indent=1, allow_nan=False))
-    rows = report_rows(report, run)
-    if not run.keep_events:  # the rows and report.json are what a sweep keeps; logs are large
-        for name in EVENT_FOLDERS:
-            shutil.rmtree(run_dir / name, ignore_errors=True)
-    wall = time.perf_counter() - started
-    write_atomic(stored, json.dumps({"spec_digest": digest, "wall_s": wall, "rows": rows}))
+        with locked(run_dir, "simab sweep"):
+            report = analyze(run_dir)
+            record = Manifest(run_dir)
+            record.write_file("report.json", json.dumps(report.to_json_dict(), indent=1, allow_nan=False))
+            rows = report_rows(report, run)
+            if not run.keep_events:  # the rows and report.json are what a sweep keeps; logs are large
+                keep_summary(record)
+            wall = time.perf_counter() - started
+            record.plan([ROWS_FILE])
+            record.write_file(ROWS_FILE, json.dumps({"spec_digest": digest, "wall_s": wall, "rows": rows}))
     return {"rows": rows, "wall_s": wall, "reused": False}
+
+
+def reusable_rows(run_dir: Path, digest: str) -> dict[str, Any] | None:
+    """The stored rows of a finished run of the spec with ``digest`` whose record and every
+    listed file verify; ``None`` (run it again) otherwise, with a warning when the run was
+    there but altered."""
+    import sys
+
+    from simab.record import RECORD
+    from simab.run.verify import file_problems, verified_record
+
+    if not (run_dir / RECORD).exists():
+        return None
+    why = None
+    try:
+        record = verified_record(run_dir, "campaign", what="sweep")
+        missing = [f for f in ("spec.json", "run.json", "report.json", ROWS_FILE) if f not in record.files]
+        problems = file_problems(record) or [f"{f} is not listed" for f in missing]
+        if not problems:
+            data = json.loads((run_dir / ROWS_FILE).read_text())
+            if isinstance(data, dict) and data.get("spec_digest") == digest and isinstance(data.get("rows"), list):
+                return data
+            return None  # another spec's run: replaced by this one's
+        why = problems[0]
+    except (SimabError, ValueError) as exc:
+        why = exc.message if isinstance(exc, SimabError) else f"{ROWS_FILE} is not valid JSON"
+    print(f"warning: {run_dir}: not reused ({why}); running it again", file=sys.stderr, flush=True)
+    return None
 
 
 def _relabel(rows: list[dict], run: SweepRun) -> list[dict]:
@@ -267,8 +303,8 @@ def execute(runs: list[SweepRun], *, workers: int = 1, backend: str = "local",
     whatever the completion order."""
     from simab.run.executor import Executor
 
-    if workers < 1:
-        raise SimabError(f"must be at least 1, got {workers}", source="<cli>", key="--workers")
+    if not 1 <= workers <= 1024:
+        raise SimabError(f"must be in [1, 1024], got {workers}", source="--workers")
     started = time.perf_counter()
     by_index: dict[int, dict] = {}
     with Executor(workers, backend) as executor:
@@ -314,29 +350,29 @@ def sweep(
     base_overrides: dict[str, Any] | None = None,
     keep_events: bool = False,
 ) -> SweepResult:
-    """Run the grid x replicates and write ``sweep.parquet``, ``sweep.md`` and ``sweep.json``."""
-    from simab.run.folder import new_output_folder
+    """Run the grid x replicates and write ``sweep.parquet``, ``sweep.md`` and ``sweep.json``;
+    the folder's record lists them and each run folder (runs already there are reused)."""
+    from simab.run.folder import Plan, output_folder
 
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SimabError("exists and is not a folder; choose a folder for the sweep", source=str(out))
     runs = build_runs(spec_path, grid, replicates, out, base_overrides=base_overrides,
                       keep_events=keep_events)
-    with new_output_folder(out):
-        return _sweep_into(out, runs, grid, replicates, workers, backend)
+    plan = Plan(files=list(SWEEP_FILES), children=[Path(r.run_dir).relative_to(out).as_posix() for r in runs])
+    with output_folder(out, kind="sweep", command="simab sweep", plan=plan, resume_if=lambda: True,
+                       keep_on_failure=True) as record:
+        return _sweep_into(record, runs, grid, replicates, workers, backend)
 
 
-def _sweep_into(out: Path, runs: list[SweepRun], grid: dict[str, list[Any]], replicates: int,
+def _sweep_into(record: Any, runs: list[SweepRun], grid: dict[str, list[Any]], replicates: int,
                 workers: int, backend: str) -> SweepResult:
-    from simab.atomic import write_atomic
-
+    out = record.folder
     progress(f"sweep: {len(grid_points(grid))} grid point(s) x {replicates} replicate(s) = "
              f"{len(runs)} runs, {workers} worker(s), backend {backend} -> {out}")
     rows, walls, wall = execute(runs, workers=workers, backend=backend)
     result = SweepResult(out, rows, grid, len(runs), wall, walls)
-    pq.write_table(result.table(), out / "sweep.parquet")
-    write_atomic(out / "sweep.md", sweep_markdown(rows, grid))
-    write_atomic(out / "sweep.json", json.dumps({
+    record.write_file("sweep.parquet", lambda tmp: pq.write_table(result.table(), tmp))
+    record.write_file("sweep.md", sweep_markdown(rows, grid))
+    record.write_file("sweep.json", json.dumps({
         "grid": grid, "replicates": replicates, "runs": len(runs), "workers": workers,
         "backend": backend, "wall_s": wall, "run_wall_s_mean": sum(walls) / max(len(walls), 1),
     }, indent=1))

@@ -19,6 +19,7 @@ from simab.errors import SimabError
 
 def _parser() -> argparse.ArgumentParser:
     from simab.cli.args import Parser, finite_float
+    from simab.spec import MIN_ALPHA
 
     p = Parser(
         prog="simab analyze",
@@ -47,8 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--share", action="append", default=[], metavar="ARM=S",
                    help="stated allocation share of an arm, for SRM; arms not listed are unknown "
                    "(repeatable; default: equal shares over the arms in the data)")
-    p.add_argument("--alpha", type=finite_float(unit_interval=True), default=0.05,
-                   help="significance level (default 0.05)")
+    p.add_argument("--alpha", type=finite_float(positive=True, low=MIN_ALPHA, high=0.5), default=0.05,
+                   help=f"significance level, in [{MIN_ALPHA:g}, 0.5] (default 0.05)")
     p.add_argument("--correction", choices=list(CORRECTIONS), default="holm",
                    help="multiple-testing correction over metrics x arms (default holm)")
     p.add_argument("--rel-method", choices=list(REL_METHODS), default="delta-log",
@@ -100,6 +101,7 @@ def analyze_main(argv: list[str]) -> int:
     """``simab analyze`` entry: writes the report, prints the checks and lifts."""
     from simab.reports.experiment import analyze_summary, analyze_table
     from simab.reports.render_experiment import experiment_summary, write_experiment_report
+    from simab.run.folder import REPORT_FILES, Plan, output_folder
 
     args = _parser().parse_args(argv)
     if args.summary:
@@ -129,7 +131,12 @@ def analyze_main(argv: list[str]) -> int:
             small_sample=args.small_sample,
         )
     out = Path(args.out) if args.out else Path("runs") / f"analyze-{Path(args.data).stem}"
-    paths = write_experiment_report(report, out)
+    plan = Plan(files=list(REPORT_FILES))  # the folder's record lists the report (simab check verifies it)
+    with output_folder(out, kind="analyze", command="simab analyze", plan=plan) as record:
+        paths = write_experiment_report(report, out)
+        for path in paths:
+            record.add_file(path.name)
+        record.save()
     print(experiment_summary(report))
     print("\nwrote " + ", ".join(str(p) for p in paths))
     return 0

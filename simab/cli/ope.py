@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from simab.atomic import write_atomic
 from simab.errors import SimabError
 from simab.ope.estimators import (
     ESTIMATORS,
@@ -231,12 +230,14 @@ def _diff(a, b):
 
 
 def _online_report(spec, run_dir: Path, workers: int) -> dict:
-    """Run the campaign online into ``run_dir`` and return its ``report.json``."""
+    """Run the campaign online into ``run_dir`` and return its ``report.json`` (the run and
+    the report verified against the run's record)."""
     from simab.run.runner import run_campaign
+    from simab.run.verify import verified_report
 
     progress(f"ope {spec.name!r}: the campaign online -> {run_dir}")
-    res = run_campaign(spec, out=run_dir, workers=workers, overwrite=True)
-    return json.loads((res.run_dir / "report.json").read_text())
+    run_campaign(spec, out=run_dir, workers=workers)
+    return verified_report(run_dir, what="ope --online")
 
 
 def add_online(data: dict, report: dict) -> None:
@@ -263,23 +264,33 @@ def run_ope(spec, out: Path, *, mode: str = "uniform", temperature: float = 1.0,
     """Prepare the arms, run the logging policy, estimate and write the outputs into
     ``out``; with ``online``, also run the campaign (into ``out/campaign``) and put its A/B
     estimates and true lifts beside the off-policy ones.  Returns ``ope.json``'s content."""
-    from simab.run.arm_policies import build_policy, prepare_policies
-    from simab.run.folder import cache_dir
-    from simab.simulators.world import World
+    from simab.run.folder import CHECKPOINT_FILES, Plan, output_folder
 
     started = time.perf_counter()
     if mode not in OPE_LOGGING_MODES:
-        raise SimabError(f"{mode!r} is not supported; one of {list(OPE_LOGGING_MODES)}", key="--logging")
+        raise SimabError(f"{mode!r} is not supported; one of {list(OPE_LOGGING_MODES)}", source="--logging")
     if len(spec.arms) < 2:
         raise SimabError("off-policy evaluation compares arms: the campaign needs at least 2", key="arms")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SimabError(f"output folder is not writable: {exc.strerror or exc}", source=str(out)) from None
     if spec.world.pre_period_days <= 0:
         raise SimabError("off-policy evaluation needs a pre-period: must be > 0", key="world.pre_period_days")
+    plan = Plan(files=[*OPE_FILES, *(f"models/{a}/{f}" for a in spec.arms for f in CHECKPOINT_FILES)],
+                exclusive=[f"models/{a}" for a in spec.arms], children=["campaign"] if online else [],
+                trees=[] if spec.training.cache else [".models"])
+    with output_folder(out, kind="ope", command="simab ope", plan=plan) as record:
+        return _ope_into(spec, record, mode=mode, temperature=temperature, workers=workers, online=online,
+                         started=started)
+
+
+def _ope_into(spec, record, *, mode: str, temperature: float, workers: int, online: bool, started: float) -> dict:
+    from simab.run.arm_policies import build_policy, prepare_policies
+    from simab.run.folder import cache_dir, list_checkpoints
+    from simab.simulators.world import World
+
+    out = record.folder
     world = World.build(spec.world, spec.seed)
     descs = prepare_policies(spec, world, out, cache_dir(spec.training.cache_dir), workers=workers)
+    list_checkpoints(record, descs)
+    record.save()
     policies = {}
     for arm, desc in descs.items():
         p = build_policy(desc, world)
@@ -309,17 +320,35 @@ def run_ope(spec, out: Path, *, mode: str = "uniform", temperature: float = 1.0,
                     for arm, d in descs.items()},
         "metrics": analyze(log, world.catalog.logpop, len(world.scenario_names), spec.alpha),
     }
+    _refuse_meaningless(data, mode, temperature)
     add_offline_differences(data)
     if online:
         add_online(data, _online_report(spec, out / "campaign", workers))
     data["runtime"] = {"wall_s": time.perf_counter() - started}
     from simab.reports.json_numbers import json_safe
 
-    write_atomic(out / "ope.json", json.dumps(json_safe(data), indent=2, allow_nan=False))
-    write_atomic(out / "ope.md", render_md(data))
-    write_atomic(out / "ope.png", render_png(data))
-    write_atomic(out / "ope_log.parquet", lambda tmp: pq.write_table(t, tmp))
+    record.write_file("ope.json", json.dumps(json_safe(data), indent=2, allow_nan=False))
+    record.write_file("ope.md", render_md(data))
+    record.write_file("ope.png", render_png(data))
+    record.write_file("ope_log.parquet", lambda tmp: pq.write_table(t, tmp))
+    if online:
+        record.add_child("campaign")
+        record.save()
     return data
+
+
+#: What ``simab ope`` writes at the top of its folder.
+OPE_FILES = ("ope.json", "ope.md", "ope.png", "ope_log.parquet")
+
+
+def _refuse_meaningless(data: dict, mode: str, temperature: float) -> None:
+    """An evaluation in which no estimator estimates any arm says nothing: an error."""
+    values = [r["value"] for m in data["metrics"].values() for a in m["arms"].values()
+              for r in a["estimates"].values()]
+    if values and not any(math.isfinite(v) for v in values):
+        hint = " (the temperature leaves the logger almost deterministic)" if mode == "plackett_luce" else ""
+        raise SimabError(f"every estimate of every arm is undefined (NaN){hint}: the logged propensities cannot "
+                         "weight the arms' slates", source="--temperature" if mode == "plackett_luce" else "--logging")
 
 
 def ope_main(args) -> int:

@@ -18,10 +18,18 @@ import numpy as np
 import pyarrow as pa
 
 from simab.errors import SimabError
-from simab.run.folder import new_output_folder
+from simab.run.folder import Plan, output_folder
 from simab.simulators.spec import PRESETS
 from simab.simulators.world import World
 from simab.worlds import world_spec_from
+
+#: What ``simab world`` writes (simab.simulators.figures: the JSON, the page, its figures).
+WORLD_FILES = ("world.json", "index.html", "realism.png", "signals.png", "ctr_by_position.png",
+               "ctr_by_scenario.png", "sessions.png", "histories.png")
+#: The short pre-period of ``simab world`` is at most a year (a campaign's longest).
+MAX_DAYS = 365.0
+#: ... over at most this many users (simulated in memory, one shard)
+MAX_SAMPLE = 1_000_000
 
 
 @dataclass
@@ -73,18 +81,26 @@ def run_world(preset: str, users: int | None = None, seed: int = 0, out: str | P
 
     ws = world_spec_from(str(preset), users=users, source=source)
     if sample < 1:
-        raise SimabError("must be at least 1", source="<cli>", key="--sample")
+        raise SimabError("must be at least 1", source="--sample")
     if days is not None and not days > 0:
-        raise SimabError("must be a positive number of days", source="<cli>", key="--days")
+        raise SimabError("must be a positive number of days", source="--days")
     if seed < 0:
-        raise SimabError(f"must be at least 0, got {seed}", source="<cli>", key="--seed")
+        raise SimabError(f"must be at least 0, got {seed}", source="--seed")
+    if days is not None and days > MAX_DAYS:
+        raise SimabError(f"must be at most {MAX_DAYS:g} days, got {days:g}", source="--days")
     days = float(days if days is not None else min(ws.pre_period_days, 1.0))
     t0 = time.perf_counter()
     world = World.build(ws, seed)
     build_s = time.perf_counter() - t0
-    with new_output_folder(out if out is not None else f"world-{ws.preset}") as out:
+    plan = Plan(files=list(WORLD_FILES))
+    with output_folder(out if out is not None else f"world-{ws.preset}", kind="world", command="simab world",
+                       plan=plan) as record:
+        out = record.folder
         n = min(sample, ws.n_users)
         log = sample_pre_period(world, np.arange(n, dtype=np.int64), days)
+        if log.exposures.num_rows == 0:
+            raise SimabError(f"the {n:,} sampled users saw no exposure in {days:g} day(s): no statistic is "
+                             "defined; raise --days or --sample", source="--days")
         s = summarize(world, log.exposures, log.requests, log.features, days, n)
         s["runtime"] = {"build_s": build_s, "simulate_s": log.wall_s,
                         "exposures_per_s": log.exposures.num_rows / max(log.wall_s, 1e-9),
@@ -92,6 +108,9 @@ def run_world(preset: str, users: int | None = None, seed: int = 0, out: str | P
         pngs = draw_all(s, out)
         write_json(s, out)
         write_html(s, pngs, out)
+        for name in ["world.json", "index.html", *pngs]:
+            record.add_file(name)
+        record.save()
     return s
 
 
@@ -123,17 +142,21 @@ def _print_summary(s: dict, out: str) -> None:
 def world_main(argv: list[str]) -> int:
     """``simab world PRESET [--users N] [--seed N] [--out DIR] [--sample N] [--days D]``."""
     from simab.cli.args import Parser, finite_float, int_at_least
+    from simab.spec import MAX_SEED, MAX_USERS
 
     p = Parser(prog="simab world", description=__doc__.split("\n\n")[0])
     p.add_argument("preset", help=f"one of {', '.join(PRESETS)}, or a TOML file with a [world] table")
-    p.add_argument("--users", type=int_at_least(2),
-                   help="users in the world (population and histories are on demand; default: the preset's)")
-    p.add_argument("--seed", type=int_at_least(0), default=0, help="world seed, >= 0 (default 0)")
+    p.add_argument("--users", type=int_at_least(2, MAX_USERS),
+                   help=f"users in the world, 2 to {MAX_USERS:,} (population and histories are on demand; default: "
+                   "the preset's)")
+    p.add_argument("--seed", type=int_at_least(0, MAX_SEED), default=0, help=f"world seed, 0 to {MAX_SEED} (default 0)")
     p.add_argument("--out", help="output folder (default: world-PRESET)")
-    p.add_argument("--sample", type=int_at_least(1), default=500,
-                   help="users simulated in the short pre-period (default 500; the world keeps --users)")
-    p.add_argument("--days", type=finite_float(positive=True),
-                   help="length of the short pre-period in days (default: the preset's, at most 1)")
+    p.add_argument("--sample", type=int_at_least(1, MAX_SAMPLE), default=500,
+                   help=f"users simulated in the short pre-period, 1 to {MAX_SAMPLE:,} (default 500; the world "
+                   "keeps --users)")
+    p.add_argument("--days", type=finite_float(positive=True, low=1e-3, high=MAX_DAYS),
+                   help=f"length of the short pre-period in days, in [0.001, {MAX_DAYS:g}] (default: the preset's, "
+                   "at most 1)")
     try:
         args = p.parse_args(argv)
         out = args.out or f"world-{Path(args.preset).stem}"

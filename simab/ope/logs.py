@@ -149,7 +149,7 @@ def collect(world: World, policies: dict, mode: str = "uniform", temperature: fl
     pre-period's users and days, shard by shard, recording the target ``policies``' slates
     and truth and the logger's marginal propensities; returns the joined log."""
     if mode not in OPE_LOGGING_MODES:
-        raise SimabError(f"logging mode {mode!r} is not one of {list(OPE_LOGGING_MODES)}", key="--logging")
+        raise SimabError(f"logging mode {mode!r} is not one of {list(OPE_LOGGING_MODES)}", source="--logging")
     logging = {"mode": mode, "temperature": temperature} if mode == "plackett_luce" else {"mode": mode}
     shards = pre_period_shards(world.spec.n_users)
     pre = world.with_phase("preperiod")  # the logging simulation's world

@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from simab.errors import SimabError
+from simab.run.workers import end_workers, pool_kwargs
 
 BACKENDS = ("local", "ray")
 
@@ -42,7 +43,7 @@ class Executor:
 
     def __init__(self, workers: int = 1, backend: str = "local"):
         if backend not in BACKENDS:
-            raise SimabError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}", key="--backend")
+            raise SimabError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}", source="--backend")
         if workers < 1:
             raise ValueError(f"an executor needs at least one worker, got {workers}")
         self.workers = workers
@@ -70,7 +71,9 @@ class Executor:
     def _map_pool(self, fn: Callable[[J], R], jobs: list[J]) -> Iterator[tuple[int, R]]:
         if self._pool is None:
             # processes start on demand, up to ``workers``: fewer jobs start fewer processes
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"))
+            # its workers die with this process, however it ends (simab.run.workers)
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
+                                             **pool_kwargs())
         pending = {self._pool.submit(run_job, self.token, fn, job): i for i, job in enumerate(jobs)}
         try:
             while pending:
@@ -109,6 +112,9 @@ class Executor:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        if kind is not None and self._pool is not None:
+            end_workers(self._pool)  # an error, Ctrl-C or SIGTERM: the running jobs end now too
+            self._pool = None
         self.close()
 
 
@@ -117,7 +123,7 @@ def start_ray(workers: int):
     try:
         import ray
     except ImportError:
-        raise SimabError("the ray backend needs the 'ray' extra: pip install 'simab[ray]'", key="--backend") from None
+        raise SimabError("the ray backend needs the 'ray' extra: pip install 'simab[ray]'", source="--backend") from None
     if not ray.is_initialized():
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     return ray

@@ -1,48 +1,40 @@
-"""A run folder as a unit with an identity.
+"""Output folders that cannot lie: ownership by record, one command per folder, the run's
+identity.
 
-- ``spec.json`` holds the validated campaign spec plus the world and event-log versions;
-  ``--resume`` compares it with the requested spec and refuses any difference, naming the
-  first differing key (:func:`check_resume`).
-- simab knows every name it writes into a run folder (:data:`OWNED_FILES`,
-  :data:`OWNED_FOLDERS` and the part names inside them).  A fresh run into a folder that
-  holds anything else refuses unless ``overwrite`` is set, and even then only simab's
-  own files are removed (:func:`prepare_fresh`): ``--out .`` never deletes a user's files.
-- ``manifest.json`` lists every part with its SHA-256, and ``run.json`` the digests of the
-  truth and covariate tables; :func:`verify` checks a finished run against them before a
-  report is (re)written.
+- **Ownership by record.**  Every command that writes a folder (run, report, train, world,
+  ope, sweep, calibrate) holds it with :func:`output_folder`: the folder's lock
+  (:mod:`simab.run.lock`), then its record (``manifest.json``, :class:`simab.record.FolderRecord`):
+  simab removes or replaces only files the record lists or plans.  Anything else makes a
+  fresh command refuse, naming the first such file; a campaign's ``--overwrite`` runs anyway
+  when nothing foreign sits where it writes, and still removes only listed files.  Nothing
+  is followed through a symbolic link: a link anywhere in the folder is foreign.
+- **Identity** (``spec.json``, what ``--resume`` compares) is :mod:`simab.run.identity`.
+- **Verification** of what a command reads is :mod:`simab.run.verify`.
 - The pre-period / model cache lives in one documented folder (:func:`cache_root`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import re
-from collections.abc import Iterator
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simab.atomic import write_atomic
 from simab.errors import SimabError
-from simab.eventlog import TABLES, sha256
+from simab.eventlog import TABLES
+from simab.record import LOCK, RECORD, FolderRecord
 
-#: Files simab writes at the top of a run folder (sweeps add rows.json to their runs).
-OWNED_FILES = frozenset({
-    "spec.json", "run.json", "run.json.partial", "manifest.json", "truth.parquet",
-    "covariates.parquet", "report.json", "report.md", "report.html", "rows.json",
-})
-#: Folders simab writes at the top of a run folder; what may sit inside each is checked too.
-OWNED_FOLDERS = frozenset({*TABLES, "counterfactual", "models", ".models"})
-# temporary names of atomic writes (eventlog parts, manifest, reports, write probe)
-_TEMP = re.compile(r"^\.(.+\.tmp(-\d+)?|write-probe-\d+)$")
-_PART = re.compile(r"^shard-\d{5}\.parquet$")
-_CHECKPOINT_FILES = frozenset({"weights.pt", "spec.json", "metrics.json"})
-#: Spec keys that do not change a run's output (how it is executed, where it is written).
-EXECUTION_KEYS = frozenset({"workers", "output"})
+#: What a campaign run writes at its top (besides its record, the parts and the children).
+RUN_FILES = ("spec.json", "run.json", "truth.parquet", "covariates.parquet", "report.json", "report.md",
+             "report.html")
+REPORT_FILES = ("report.json", "report.md", "report.html")
+#: A checkpoint's files (``simab.policies.checkpoint``; SSIM keeps its selection beside them).
+CHECKPOINT_FILES = ("weights.pt", "spec.json", "metrics.json", "shared_instances.parquet")
 
 
-# --------------------------------------------------------------------------- names
 # --------------------------------------------------------------------------- cache
 def cache_root() -> Path:
     """The pre-period / trained-model cache: ``$SIMAB_CACHE`` if set, else
@@ -68,30 +60,223 @@ def cache_dir(configured: str | None) -> Path:
     return path
 
 
-# --------------------------------------------------------------------------- output folders
+# --------------------------------------------------------------------------- ownership
+@dataclass
+class Plan:
+    """What a command may write into its folder: ``files`` (relative paths), ``exclusive``
+    folders (they hold nothing but simab's files: table folders, ``models``, a sweep's
+    ``runs``), ``children`` (sub-folders with a record of their own), ``trees`` (wholly
+    simab's, e.g. a cache) and, for a campaign, the parts of ``shards`` shards of ``tables``."""
+
+    files: list[str] = field(default_factory=list)
+    exclusive: list[str] = field(default_factory=list)
+    children: list[str] = field(default_factory=list)
+    trees: list[str] = field(default_factory=list)
+    tables: tuple[str, ...] = ()
+    shards: int = 0
+
+    def apply(self, record: FolderRecord) -> None:
+        record.plan(self.files)
+        record.data["exclusive"] = sorted(set(record.data.get("exclusive", [])) | set(self.exclusive))
+        for c in self.children:
+            record.add_child(c)
+        for t in self.trees:
+            record.add_tree(t)
+        if self.tables:
+            record.plan_parts(self.tables, self.shards)  # type: ignore[attr-defined]
+
+    def collides(self, rel: str) -> bool:
+        """Whether a foreign entry at ``rel`` sits where this plan writes (at a planned file,
+        on the way to one, or inside an exclusive folder, a child or a tree)."""
+        folders = [*self.exclusive, *self.children, *self.trees, *self.tables]
+        targets = [*self.files, *folders]
+        return (rel in self.files
+                or any(t.startswith(rel + "/") for t in targets)
+                or any(rel == f or rel.startswith(f + "/") for f in folders))
+
+
+@dataclass
+class Scan:
+    """A folder's entries by owner: ``own`` (files and folders simab may remove, deepest
+    first) and ``foreign`` (relative paths of everything else, links included)."""
+
+    own: list[Path] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+
+
+def _is_link_or_special(st: os.stat_result) -> bool:
+    return stat.S_ISLNK(st.st_mode) or not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode))
+
+
+def read_child(folder: Path) -> FolderRecord | None:
+    """A child folder's record (``None`` when it has none or it is not one simab wrote)."""
+    from simab.eventlog import Manifest
+
+    try:
+        rec = FolderRecord.read(folder)
+        if rec is not None and rec.kind == "campaign":
+            rec = Manifest(folder)
+        return rec
+    except SimabError:
+        return None
+
+
+def scan(folder: Path, record: FolderRecord | None) -> Scan:
+    """Who owns each entry under ``folder`` by ``record`` (and, inside each child, by the
+    child's own record).  Links are never followed and always foreign."""
+    out = Scan()
+    top = Path(folder)
+
+    def walk(directory: Path, rec: FolderRecord | None, base: Path, in_tree: bool) -> bool:
+        """Classify ``directory``'s content; True when all of it is simab's."""
+        all_own = True
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as exc:
+            raise SimabError(f"cannot read the folder ({exc.strerror or exc})", source=str(directory)) from None
+        for entry in entries:
+            path = Path(entry.path)
+            rel = path.relative_to(base).as_posix()
+            st = entry.stat(follow_symlinks=False)
+            if _is_link_or_special(st):
+                out.foreign.append(path.relative_to(top).as_posix())
+                all_own = False
+            elif stat.S_ISDIR(st.st_mode):
+                if in_tree or (rec is not None and rel in rec.trees):
+                    inner = walk(path, rec, base, True)
+                elif rec is not None and rel in rec.children:
+                    child = read_child(path)
+                    inner = walk(path, child, path, False)
+                else:
+                    inner = walk(path, rec, base, False)
+                    inner = inner and rec is not None and rel in rec.owned_dirs()
+                if inner:
+                    out.own.append(path)
+                else:
+                    if is_empty(path):  # a folder of someone else's, with nothing in it
+                        out.foreign.append(path.relative_to(top).as_posix())
+                    all_own = False
+            elif in_tree or (rec is not None and rec.owns(rel)) or (directory == base and entry.name == LOCK):
+                out.own.append(path)
+            else:
+                out.foreign.append(path.relative_to(top).as_posix())
+                all_own = False
+        return all_own
+
+    if top.is_dir():
+        walk(top, record, top, False)
+    return out
+
+
+def is_empty(path: Path) -> bool:
+    try:
+        return not any(os.scandir(path))
+    except OSError:
+        return False
+
+
+def remove_owned(paths: list[Path], *, keep: Path | None = None) -> None:
+    """Remove simab's files and then the folders they emptied (``paths`` deepest first);
+    ``keep``: the lock, which its holder removes."""
+    for p in paths:
+        if p == keep:
+            continue
+        st = os.lstat(p) if os.path.lexists(p) else None
+        if st is None:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            with contextlib.suppress(OSError):
+                p.rmdir()  # a folder that still holds foreign files stays
+        else:
+            p.unlink(missing_ok=True)
+
+
+def _refusal(folder: Path, foreign: list[str], why: str) -> SimabError:
+    more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+    return SimabError(f"{why}{more}", source=str(folder / foreign[0]))
+
+
 @contextlib.contextmanager
-def new_output_folder(path: str | Path) -> Iterator[Path]:
-    """Create ``path`` (refusing a file in the way); if the block fails, remove it again
-    when it did not exist before and is still empty, so a refused command leaves nothing."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise SimabError("exists and is not a folder; choose a folder for the output", source=str(path))
-    existed = path.exists()
+def output_folder(path: str | Path, *, kind: str, command: str, plan: Plan, overwrite: bool = False,
+                  resume_if: Callable[[], bool] | None = None,
+                  keep_on_failure: bool = False) -> Iterator[FolderRecord]:
+    """Hold ``path`` for a command that writes it: lock it; check, by its record, that it holds
+    only simab's files (``overwrite``: that nothing foreign sits where ``plan`` writes); remove
+    the previous command's files (none when ``resume_if()``, called under the lock, says to
+    resume or, for a sweep, to reuse its runs); write the record with ``plan``.  Yields the record (a
+    :class:`~simab.eventlog.Manifest` for ``kind="campaign"``); the command lists each file
+    it finishes.  A refused command leaves the folder as it was; a command that fails
+    removes what it wrote unless ``keep_on_failure`` (a campaign, a sweep: resumable), and
+    then a folder it created and left with nothing finished is removed."""
+    from simab.run.lock import FolderLock
+
+    folder = Path(path)
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise SimabError("exists and is not a folder; choose a folder for the output", source=str(folder))
+    existed = folder.exists()
+    created = folder  # the outermost folder this call creates (removed again if left empty)
+    while not created.parent.exists() and created.parent != created:
+        created = created.parent
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise SimabError(f"cannot create the output folder: {exc.strerror or exc}", source=str(path)) from None
+        raise SimabError(f"cannot create the output folder: {exc.strerror or exc}", source=str(folder)) from None
+    record: FolderRecord | None = None
     try:
-        yield path
+        lock = FolderLock.acquire(folder, command)
     except BaseException:
         if not existed:
-            remove_if_empty(path)
+            remove_if_empty(created)
         raise
+    try:
+        resume = bool(resume_if and resume_if())
+        record = _claim(folder, kind, plan, overwrite=overwrite, resume=resume, lock=lock.path)
+        try:
+            yield record
+        except BaseException:
+            if not keep_on_failure:
+                remove_owned(scan(folder, record).own, keep=lock.path)
+            elif not existed and not record.files and not record.data.get("shards"):
+                (folder / RECORD).unlink(missing_ok=True)  # nothing finished: leave nothing behind
+            raise
+    finally:
+        lock.release()
+        if not existed:
+            remove_if_empty(created)
+
+
+def _claim(folder: Path, kind: str, plan: Plan, *, overwrite: bool, resume: bool, lock: Path) -> FolderRecord:
+    from simab.eventlog import Manifest
+
+    cls = Manifest if kind == "campaign" else FolderRecord
+    old = FolderRecord.read(folder)  # a damaged record: a one-line error naming it
+    if old is not None and old.kind != kind:
+        raise SimabError(f"holds the output of `simab {old.kind}`, not of `simab {kind}`; choose another folder",
+                         source=str(folder))
+    if old is not None and kind == "campaign":
+        old = Manifest(folder)
+    found = scan(folder, old)
+    if found.foreign and (not overwrite or resume):
+        raise _refusal(folder, found.foreign, f"not written by simab (the folder's {RECORD} does not list it); "
+                       "choose an empty or new folder" + (", or pass --overwrite to keep such files and "
+                                                          "replace only simab's" if kind == "campaign" else ""))
+    clash = [f for f in found.foreign if plan.collides(f)]
+    if clash:
+        raise _refusal(folder, clash, "not written by simab, and simab would write there; move it away or "
+                       "choose another folder")
+    if resume and old is not None:
+        record = old
+    else:
+        remove_owned(found.own, keep=lock)
+        record = cls(folder) if kind == "campaign" else FolderRecord(folder, kind)
+    plan.apply(record)
+    record.save()
+    return record
 
 
 def remove_if_empty(path: Path) -> None:
-    """Remove ``path`` if it holds nothing but empty folders."""
-    if not path.is_dir():
+    """Remove ``path`` if it holds nothing but empty folders (never through a link)."""
+    if not path.is_dir() or path.is_symlink():
         return
     for sub in sorted(path.rglob("*"), key=lambda p: len(p.parts), reverse=True):
         if sub.is_dir() and not sub.is_symlink():
@@ -101,226 +286,45 @@ def remove_if_empty(path: Path) -> None:
         path.rmdir()
 
 
-# --------------------------------------------------------------------------- ownership
-def _owned_inside(folder: str, rel: tuple[str, ...], is_dir: bool) -> bool:
-    """Whether ``folder/rel...`` is a name simab writes inside one of its folders."""
-    name = rel[-1]
-    if _TEMP.match(name):
-        return True
-    if folder in TABLES:
-        return len(rel) == 1 and not is_dir and bool(_PART.match(name))
-    if folder == "counterfactual":  # counterfactual/<arm>/{manifest.json,<table>/shard-*}
-        if len(rel) == 1:
-            return is_dir
-        if len(rel) == 2:
-            return (is_dir and rel[1] in TABLES) or (not is_dir and name == "manifest.json")
-        return len(rel) == 3 and rel[1] in TABLES and not is_dir and bool(_PART.match(name))
-    if folder == "models":  # models/<arm>/{weights.pt,spec.json,metrics.json}
-        return (len(rel) == 1 and is_dir) or (len(rel) == 2 and not is_dir and name in _CHECKPOINT_FILES)
-    if folder == ".models":  # the per-run model cache: models/<key>/checkpoint files
-        return (len(rel) == 1 and is_dir) or (len(rel) == 2 and not is_dir and name in _CHECKPOINT_FILES)
-    return False
+def campaign_plan(spec: Any) -> Plan:
+    """Everything a campaign run may write into its folder."""
+    arms = list(spec.arms)
+    files = [*RUN_FILES, *(f"models/{a}/{f}" for a in arms for f in CHECKPOINT_FILES)]
+    trees = [] if spec.training.cache else [".models"]
+    # (the counterfactual truth is sums in the record's shard entries: no folder of its own)
+    return Plan(files=files, exclusive=[f"models/{a}" for a in arms], trees=trees, tables=TABLES,
+                shards=spec.shards)
 
 
-def classify(run_dir: Path) -> tuple[list[Path], list[Path]]:
-    """(simab's own files and folders, anything else) in ``run_dir``, deepest first."""
-    own: list[Path] = []
-    foreign: list[Path] = []
-    if not run_dir.is_dir():
-        return own, foreign
-    for entry in sorted(run_dir.iterdir()):
-        name = entry.name
-        if entry.is_symlink():
-            foreign.append(entry)
-        elif entry.is_file() and (name in OWNED_FILES or _TEMP.match(name)):
-            own.append(entry)
-        elif entry.is_dir() and name in OWNED_FOLDERS:
-            inner_foreign = False
-            for sub in sorted(entry.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-                rel = sub.relative_to(entry).parts
-                if not sub.is_symlink() and _owned_inside(name, rel, sub.is_dir()):
-                    own.append(sub)
-                else:
-                    foreign.append(sub)
-                    inner_foreign = True
-            if not inner_foreign:
-                own.append(entry)
-        else:
-            foreign.append(entry)
-    return own, foreign
+def list_checkpoints(record: FolderRecord, policies: dict[str, dict]) -> None:
+    """List each trained arm's checkpoint files (``models/<arm>/...``) in ``record``."""
+    for arm, desc in policies.items():
+        if desc.get("kind") == "checkpoint":
+            for name in CHECKPOINT_FILES:
+                if (record.folder / "models" / arm / name).is_file():
+                    record.add_file(f"models/{arm}/{name}")
 
 
-def prepare_fresh(run_dir: Path, *, overwrite: bool = False) -> None:
-    """Make ``run_dir`` ready for a fresh run: remove simab's own files from an earlier run;
-    refuse (unless ``overwrite``) when the folder holds anything simab did not write, and
-    never remove such things."""
-    own, foreign = classify(run_dir)
-    if foreign and not overwrite:
-        shown = ", ".join(str(p.relative_to(run_dir)) for p in foreign[:3])
-        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
-        raise SimabError(
-            f"folder holds files simab did not write ({shown}{more}); choose an empty or new "
-            "folder, or pass --overwrite to replace only simab's own files", source=str(run_dir))
-    for p in own:  # deepest first: files, then the folders they emptied
-        if p.is_dir():
-            with contextlib.suppress(OSError):
-                p.rmdir()  # a folder that still holds foreign files stays
-        else:
-            p.unlink(missing_ok=True)
-
-
-# --------------------------------------------------------------------------- identity
-def identity(spec: Any) -> dict[str, Any]:
-    """What makes two runs the same: the spec (less execution keys), the world generator
-    version and the event-log schema."""
-    from simab.eventlog import SCHEMA_VERSION
-    from simab.simulators.world import WORLD_VERSION
-
-    data = {k: v for k, v in spec.model_dump(mode="json").items() if k not in EXECUTION_KEYS}
-    return {"spec": data, "world_version": WORLD_VERSION, "log_schema": SCHEMA_VERSION}
-
-
-def write_identity(run_dir: Path, spec: Any) -> None:
-    """``spec.json``: the full spec plus the world / log versions (atomic write)."""
-    from simab.eventlog import SCHEMA_VERSION
-    from simab.simulators.world import WORLD_VERSION
-
-    doc = {**spec.model_dump(mode="json"), "_simab": {"world_version": WORLD_VERSION,
-                                                      "log_schema": SCHEMA_VERSION}}
-    _write_atomic(run_dir / "spec.json", json.dumps(doc, indent=1))
-
-
-def _stored_identity(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / "spec.json"
-    if not path.exists():
-        return None
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        raise SimabError("unreadable spec.json; cannot resume this run", source=str(path)) from None
-    if not isinstance(doc, dict):
-        raise SimabError("spec.json is not a table; cannot resume this run", source=str(path))
-    versions = doc.pop("_simab", {}) or {}
-    return {"spec": {k: v for k, v in doc.items() if k not in EXECUTION_KEYS},
-            "world_version": versions.get("world_version"), "log_schema": versions.get("log_schema")}
-
-
-def first_difference(a: Any, b: Any, path: str = "") -> tuple[str, Any, Any] | None:
-    """The first key path (in ``b``'s order, then ``a``'s extra keys) where two JSON values differ."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in list(b) + [k for k in a if k not in b]:
-            sub = f"{path}.{k}" if path else str(k)
-            if k not in a or k not in b:
-                return sub, a.get(k, "<absent>"), b.get(k, "<absent>")
-            d = first_difference(a[k], b[k], sub)
-            if d:
-                return d
-        return None
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            d = first_difference(x, y, f"{path}.{i}" if path else str(i))
-            if d:
-                return d
-        return None
-    return None if a == b else (path, a, b)
-
-
-def _short(v: Any) -> str:
-    s = json.dumps(v) if not isinstance(v, str) else repr(v)
-    return s if len(s) <= 40 else s[:37] + "..."
-
-
-def check_resume(run_dir: Path, spec: Any) -> bool:
-    """Refuse ``--resume`` when the stored run is not the requested one; False when the
-    folder holds no run to resume (the caller then starts a fresh one)."""
-    stored = _stored_identity(run_dir)
-    if stored is None:
-        return False
-    now = identity(spec)
-    for key in ("world_version", "log_schema"):
-        if stored[key] != now[key]:
-            raise SimabError(
-                f"--resume: the run was written with {key} {stored[key]}, this simab writes {now[key]}; "
-                "start a fresh run", source=str(run_dir))
-    d = first_difference(stored["spec"], now["spec"])
-    if d:
-        key, old, new = d
-        raise SimabError(
-            f"--resume: the requested spec differs from the stored run at {key} (stored {_short(old)}, "
-            f"requested {_short(new)}); run without --resume or into another --out", source=str(run_dir))
-    return True
-
-
-# --------------------------------------------------------------------------- verification
-def file_digests(run_dir: Path, names: tuple[str, ...] = ("truth.parquet", "covariates.parquet")) -> dict[str, str]:
-    """SHA-256 of the run's whole-run tables (recorded in run.json, checked by :func:`verify`)."""
-    return {n: sha256(run_dir / n) for n in names if (run_dir / n).exists()}
-
-
-def _verify_parts(folder: Path, shards: int, label: str) -> list[str]:
-    problems: list[str] = []
-    path = folder / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text())
-        listed = manifest["shards"]
-    except FileNotFoundError:
-        return [f"{label}manifest.json is missing"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return [f"{label}manifest.json is unreadable"]
-    expected: set[Path] = set()
-    for s in range(shards):
-        entry = listed.get(str(s))
-        if not entry:
-            problems.append(f"{label}shard {s} is not in the manifest")
-            continue
-        for table, meta in entry.get("parts", {}).items():
-            p = folder / table / f"shard-{s:05d}.parquet"
-            expected.add(p)
-            rel = f"{label}{table}/{p.name}"
-            if not p.exists():
-                problems.append(f"{rel} is missing")
-            elif sha256(p) != meta.get("sha256"):
-                problems.append(f"{rel} does not match its manifest digest")
-    for table in TABLES:
-        for p in sorted((folder / table).glob("shard-*.parquet")):
-            if p not in expected:
-                problems.append(f"{label}{table}/{p.name} is not in the manifest")
-    return problems
-
-
-def verify(run_dir: Path) -> list[str]:
-    """Problems that make a run folder incomplete or altered (empty list: verified)."""
-    run_dir = Path(run_dir)
-    try:
-        spec = json.loads((run_dir / "spec.json").read_text())
-        shards = int(spec["shards"])
-    except FileNotFoundError:
-        return ["spec.json is missing"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return ["spec.json is unreadable"]
-    problems = _verify_parts(run_dir, shards, "")
-    # the counterfactual truth is sums in the manifest's shard entries (truth.parquet's digest is in run.json)
-    try:
-        info = json.loads((run_dir / "run.json").read_text())
-        recorded = info.get("digests") if isinstance(info, dict) else None
-    except (OSError, ValueError):
-        return [*problems, "run.json is unreadable"]
-    if recorded is None:
-        problems.append("run.json records no table digests (written by an older simab?)")
-    else:
-        for name, digest in recorded.items():
-            p = run_dir / name
-            if not p.exists():
-                problems.append(f"{name} is missing")
-            elif sha256(p) != digest:
-                problems.append(f"{name} does not match its recorded digest")
-    return problems
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """``simab.atomic.write_atomic``, with a file-system failure as a one-line error."""
-    try:
-        write_atomic(path, text)
-    except OSError as exc:
-        raise SimabError(f"cannot write: {exc.strerror or exc}", source=str(path)) from None
-
+def keep_summary(record: FolderRecord) -> None:
+    """Reduce a finished run to its summary (a sweep without ``--keep-events``): remove its
+    listed parts, checkpoints and counterfactual worlds, and say so in the record, which
+    still lists spec.json, run.json, the truth, the covariates and the report."""
+    folder = record.folder
+    for child in list(record.children):
+        sub = read_child(folder / child)
+        remove_owned(scan(folder / child, sub).own)
+        remove_if_empty(folder / child)
+        record.children.remove(child)
+    for rel in [r for r in record.listed_files() if r not in record.files or r.startswith("models/")]:
+        (folder / rel).unlink(missing_ok=True)
+        record.forget(rel)
+    trees = [folder / t for t in record.trees]
+    remove_owned([p for p in scan(folder, record).own if any(t == p or t in p.parents for t in trees)])
+    record.data["trees"] = []
+    record.data.update(shards={}, summary_only=True)
+    record.data["part_plan"]["shards"] = 0
+    record.data["plan"] = [r for r in record.data["plan"] if not r.startswith("models/")]
+    for rel in sorted(record.owned_dirs(), key=len, reverse=True):
+        if (folder / rel).is_dir() and not (folder / rel).is_symlink():
+            remove_if_empty(folder / rel)
+    record.save()

@@ -1,20 +1,18 @@
-"""The run folder's summary files: ``run.json`` (what ran, how long, status) is written
-atomically, so a reader sees either no file or a whole one; its presence marks the run
-complete."""
+"""The run folder's summary files: ``run.json`` (what ran, how long, status; written last and
+atomically, listed in the record: its presence marks the run complete) and the report files."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from simab.atomic import write_atomic
+from simab.record import FolderRecord
 from simab.run.assignment import N_BUCKETS, Allocation
 from simab.spec import CampaignSpec
 
 
 def run_info(spec: CampaignSpec, *, wall_s: float, exposures: int, scoring_s: dict[str, float], workers: int,
-             backend: str, policies: dict[str, dict], digests: dict[str, str]) -> dict[str, Any]:
+             backend: str, policies: dict[str, dict]) -> dict[str, Any]:
     """The content of ``run.json``."""
     return {
         "campaign": spec.name,
@@ -34,10 +32,17 @@ def run_info(spec: CampaignSpec, *, wall_s: float, exposures: int, scoring_s: di
         "runtime": {"wall_s": wall_s, "exposures_per_s": exposures / max(wall_s, 1e-9), "scoring_s": scoring_s,
                     "workers": workers, "backend": backend},
         "training": {a: p.get("metrics") for a, p in policies.items() if p["kind"] == "checkpoint"},
-        "digests": digests,
         "status": "complete",
     }
 
 
-def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
-    write_atomic(run_dir / "run.json", json.dumps(info, indent=1))
+def write_report_files(report: Any, record: FolderRecord) -> list[Path]:
+    """``report.json`` / ``.md`` / ``.html`` of ``report`` into the record's folder, each
+    listed in the record (``check`` verifies report.json against it)."""
+    from simab.reports import write_report
+
+    paths = write_report(report, record.folder)
+    for p in paths:
+        record.add_file(p.name)
+    record.save()
+    return paths

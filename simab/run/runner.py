@@ -11,7 +11,7 @@ passed on: its logs train the arms and give the CUPED covariates.
 
 from __future__ import annotations
 
-import os
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +24,17 @@ from simab.eventlog import Manifest
 from simab.progress import progress
 from simab.run.arm_policies import prepare_policies
 from simab.run.executor import Executor
-from simab.run.outputs import run_info, write_run_info
+from simab.run.identity import check_resume, identity_text
+from simab.run.outputs import run_info, write_report_files
 from simab.run.plan import ShardJob
 from simab.run.preperiod import covariates, pre_period
 from simab.run.shards import execute
 from simab.run.truth import campaign_truth, write_truth
 from simab.simulators.world import World
 from simab.spec import CampaignSpec
+
+#: workers of one command: more would only wait (shards and runs are the units of work)
+MAX_WORKERS = 1024
 
 
 @dataclass
@@ -61,22 +65,29 @@ def run_campaign(
     started = time.perf_counter()
     run_dir = Path(out) if out else Path(spec.output) / spec.name
     workers = spec.workers if workers is None else workers
-    if workers < 1:
-        raise SimabError(f"must be at least 1, got {workers}", key="workers")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise SimabError(f"must be in [1, {MAX_WORKERS}], got {workers}", key="workers")
     cache = run_folder.cache_dir(spec.training.cache_dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-probe-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise SimabError(f"output folder is not writable: {exc.strerror or exc}", source=str(run_dir)) from None
-    status_file = run_dir / "run.json"
-    if resume and run_folder.check_resume(run_dir, spec):
-        status_file.unlink(missing_ok=True)  # the run is incomplete again until it finishes
-    else:
-        run_folder.prepare_fresh(run_dir, overwrite=overwrite)
-    run_folder.write_identity(run_dir, spec)
+    plan = run_folder.campaign_plan(spec)
+    resume_if = (lambda: check_resume(run_dir, spec)) if resume else None
+    with run_folder.output_folder(run_dir, kind="campaign", command="simab run", plan=plan, overwrite=overwrite,
+                                  resume_if=resume_if, keep_on_failure=True) as manifest:
+        return _run_in(spec, run_dir, manifest, started=started, workers=workers, backend=backend,
+                       cache=cache, report=report)
+
+
+def _run_in(spec: CampaignSpec, run_dir: Path, manifest: Manifest, *, started: float, workers: int, backend: str,
+            cache: Path, report: bool) -> RunResult:
+    """The run itself, in a folder :func:`run_campaign` holds; ``manifest`` is its record,
+    which lists each file once it is finished."""
+    from simab.run import folder as run_folder
+
+    resumed = "spec.json" in manifest.files
+    for rel in ("run.json", *run_folder.REPORT_FILES):  # the run is incomplete again until it finishes
+        manifest.forget(rel)
+        (run_dir / rel).unlink(missing_ok=True)
+    manifest.save()
+    manifest.write_file("spec.json", identity_text(spec))
 
     world = World.build(spec.world, spec.seed)
     progress(f"campaign {spec.name!r}: world {spec.world.preset} ({spec.world.n_users:,} users), "
@@ -86,32 +97,36 @@ def run_campaign(
         progress("pre-period: logging policy over the world (cached per world) ...")
         pre = pre_period(world, cache, executor=executor)
         policies = prepare_policies(spec, world, run_dir, cache, pre)
-        manifest = Manifest(run_dir)
+        run_folder.list_checkpoints(manifest, policies)
+        manifest.save()
         spec_json = spec.model_dump_json()
         jobs = [ShardJob(spec_json, str(run_dir), s, policies, None, "", spec.truth == "counterfactual")
                 for s in range(spec.shards)]
-        jobs = [j for j in jobs if not (resume and manifest.complete(j.shard))]
-        if resume and len(jobs) < spec.shards:
+        jobs = [j for j in jobs if not (resumed and manifest.complete(j.shard))]
+        if resumed and len(jobs) < spec.shards:
             progress(f"  resume: {spec.shards - len(jobs)} shard(s) already complete")
         for j in jobs:
             manifest.drop(j.shard)
         manifest.save()
         execute(jobs, executor, "campaign", manifest)
+        manifest.save()
     write_truth(campaign_truth(spec, run_dir, manifest.data["shards"], policies), run_dir / "truth.parquet")
+    manifest.add_file("truth.parquet")
     pq.write_table(covariates(pre), run_dir / "covariates.parquet")
-    digests = run_folder.file_digests(run_dir)
+    manifest.add_file("covariates.parquet")
+    manifest.save()
 
     wall = time.perf_counter() - started
     n_exp = sum(e["parts"]["exposures"]["rows"] for e in manifest.data["shards"].values())
     compute = {a: sum(v.get("compute_s", {}).get(a, 0.0) for v in manifest.data["shards"].values()) for a in arms}
     info = run_info(spec, wall_s=wall, exposures=n_exp, scoring_s=compute, workers=workers, backend=backend,
-                    policies=policies, digests=digests)
-    write_run_info(run_dir, info)
+                    policies=policies)
+    manifest.write_file("run.json", json.dumps(info, indent=1))
     rep = None
     if report:
-        from simab.reports import analyze, write_report
+        from simab.reports import analyze
 
         rep = analyze(run_dir)
-        write_report(rep, run_dir)
+        write_report_files(rep, manifest)
     progress(f"simulated in {wall:.1f}s: {n_exp:,} exposures ({n_exp / max(wall, 1e-9):,.0f}/s) -> {run_dir}")
     return RunResult(run_dir, rep, wall, n_exp)

@@ -90,7 +90,7 @@ def build_run_dir(
     shard = np.asarray(exposures["shard"])
     for s in range(shards):
         pq.write_table(
-            exposures.filter(pa.array(shard == s)), path / "exposures" / f"part-{s}.parquet"
+            exposures.filter(pa.array(shard == s)), path / "exposures" / f"shard-{s:05d}.parquet"
         )
 
     first = np.unique(request, return_index=True)[1]
@@ -107,7 +107,7 @@ def build_run_dir(
             "latency_ms": pa.array(rng.gamma(4.0, latency_mean / 4.0)),
         }
     )
-    pq.write_table(requests, path / "requests" / "part-0.parquet")
+    pq.write_table(requests, path / "requests" / "shard-00000.parquet")
     pq.write_table(
         pa.table(
             {
@@ -117,7 +117,7 @@ def build_run_dir(
                 "first_exposure_ts": pa.array(np.zeros(users)),
             }
         ),
-        path / "assignments" / "part-0.parquet",
+        path / "assignments" / "shard-00000.parquet",
     )
     if truth:
         rows = []

@@ -60,7 +60,7 @@ def test_bad_text_is_one_line_error(text):
     assert (
         "\n" not in message
         and "allowed:" in message
-        and message.startswith("error: <cli>: --expect")
+        and message.startswith("error: --expect")
     )
 
 

@@ -21,7 +21,7 @@ ARMS = {
 
 def _set_latency(run_dir, make_latency) -> None:
     """Replace the requests' latency column (everything else in the run stays the same)."""
-    path = run_dir / "requests" / "part-0.parquet"
+    path = run_dir / "requests" / "shard-00000.parquet"
     req = pq.read_table(path)
     lat = make_latency(np.asarray(req["arm"]))
     req = req.set_column(req.column_names.index("latency_ms"), "latency_ms", pa.array(lat))

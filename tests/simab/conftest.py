@@ -35,3 +35,50 @@ def tiny(tmp_path, **over):
         else:
             base[k] = v
     return base
+
+
+#: S of issue #28: a valid small campaign (the default's arms, 300 users, 0.2 days, 2 shards)
+SMALL_SPEC = """
+name = "s"
+seed = 1
+duration_days = 0.2
+shards = 2
+
+[world]
+preset = "default"
+n_users = 300
+pre_period_days = 0.2
+
+[arms.control]
+policy = "popularity"
+share = 0.5
+
+[arms.treatment]
+policy = "oracle"
+share = 0.5
+"""
+
+
+def run_once(root, text: str, name: str = "s"):
+    """Write ``text`` (with its cache in ``root``) as ``root/<name>.toml`` and run it into
+    ``root/run`` through the command line; (spec file, run folder)."""
+    from simab.cli.main import main
+
+    spec = root / f"{name}.toml"
+    spec.write_text(text + f'\n[training]\ncache_dir = "{root / "cache"}"\n')
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SIMAB_QUIET", "1")
+    try:
+        assert main(["run", str(spec), "--out", str(root / "run")]) == 0
+    finally:
+        mp.undo()
+    return spec, root / "run"
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """One finished run of :data:`SMALL_SPEC` per test session (a few seconds): (spec file,
+    run folder, cache folder).  Tests copy the run folder before changing anything."""
+    root = tmp_path_factory.mktemp("finished")
+    spec, run = run_once(root, SMALL_SPEC)
+    return spec, run, root / "cache"

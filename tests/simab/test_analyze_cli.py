@@ -45,7 +45,7 @@ CASES = {
     "missing_file": (["--metric", "y", "--file", "missing"], "no such file"),
     "no_metric": ([], "--metric: required"),
     "bad_metric_syntax": (["--metric", "y=a/"], "expected NAME=COLUMN"),
-    "alpha_out_of_range": (["--metric", "y", "--alpha", "2"], "argument --alpha"),
+    "alpha_out_of_range": (["--metric", "y", "--alpha", "2"], "error: --alpha:"),
     "covariate_unknown_metric": (["--metric", "y", "--covariate", "z=y"], "unknown metric 'z'"),
     "summary_flag_in_unit_mode": (["--metric", "y", "--wide", "c,t"], "--wide: not used"),
     "summary_missing_stats": (["--summary"], "no column 'count'"),

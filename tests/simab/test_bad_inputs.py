@@ -33,7 +33,7 @@ SPEC_CASES = {
     "unknown_policy": (_spec('policy = "oracle"', 'policy = "magic"'), "arms.treatment.policy: unknown policy"),
     "unknown_preset": (_spec('preset = "default"', 'preset = "mars"'), "world.preset"),
     "malformed_toml": (_spec("seed = 1", "seed = = 1"), "malformed TOML"),
-    "no_arms": (GOOD.split("[arms.control]")[0], "at least one arm"),
+    "no_arms": (GOOD.split("[arms.control]")[0], "at least two arms"),
     "duplicate_arm": (GOOD + '\n[arms.control]\npolicy = "random"\nshare = 0.1\n', "duplicate arm"),
     "unknown_policy_param": (_spec('policy = "oracle"', 'policy = "oracle"\nparams = { temperature = 2 }'),
                              "arms.treatment.params.temperature"),
@@ -59,17 +59,17 @@ SPEC_CASES = {
 }
 
 FLAG_CASES = {
-    "run_workers_zero": (["run", "{spec}", "--out", "{out}", "--workers", "0"], "argument --workers: must be at least 1"),
-    "run_workers_negative": (["run", "{spec}", "--out", "{out}", "--workers", "-1"], "argument --workers"),
+    "run_workers_zero": (["run", "{spec}", "--out", "{out}", "--workers", "0"], "error: --workers: must be at least 1"),
+    "run_workers_negative": (["run", "{spec}", "--out", "{out}", "--workers", "-1"], "error: --workers:"),
     "run_seed_negative": (["run", "{spec}", "--out", "{out}", "--seed", "-1"], "error: --seed:"),
     "run_set_without_equals": (["run", "{spec}", "--out", "{out}", "--set", "seed"], "expected key=value"),
     "run_set_bad_value": (["run", "{spec}", "--out", "{out}", "--set", "duration_days=-1"], "error: --set: duration_days:"),
     "run_set_arm_string_share": (["run", "{spec}", "--out", "{out}", "--set", "arms.treatment.share=high"],
                                  "error: --set: arms.treatment.share:"),
-    "run_backend_unknown": (["run", "{spec}", "--out", "{out}", "--backend", "spark"], "argument --backend"),
+    "run_backend_unknown": (["run", "{spec}", "--out", "{out}", "--backend", "spark"], "error: --backend:"),
     "report_missing_folder": (["report", "{out}"], "no such run folder"),
-    "report_not_a_run": (["report", "{dir}"], "not a complete run folder"),
-    "report_correction_unknown": (["report", "{dir}", "--correction", "sidak"], "argument --correction"),
+    "report_not_a_run": (["report", "{dir}"], "no manifest.json here"),
+    "report_correction_unknown": (["report", "{dir}", "--correction", "sidak"], "error: --correction:"),
     "check_expect_garbage": (["check", "{dir}", "--expect", "ctr.rel_lift >>> 0.1 " + "x" * 300], "--expect"),
     "check_missing_target": (["check", "{out}", "--expect", "ctr.rel_lift > 0"], "no such run folder"),
     "train_popularity": (["train", "--world", "default", "--users", "50", "--policy", "popularity", "--out", "{out}"],
@@ -77,27 +77,27 @@ FLAG_CASES = {
     "train_random": (["train", "--world", "default", "--users", "50", "--policy", "random", "--out", "{out}"],
                      "--policy: policy 'random' learns nothing"),
     "train_epochs_zero": (["train", "--world", "default", "--policy", "dnn", "--epochs", "0", "--out", "{out}"],
-                          "argument --epochs"),
+                          "error: --epochs:"),
     "train_unknown_world": (["train", "--world", "mars", "--policy", "dnn", "--out", "{out}"], "mars"),
-    "train_lr_nan": (["train", "--world", "default", "--policy", "dnn", "--lr", "nan", "--out", "{out}"], "argument --lr"),
-    "world_seed_negative": (["world", "default", "--seed", "-1", "--out", "{out}"], "argument --seed"),
+    "train_lr_nan": (["train", "--world", "default", "--policy", "dnn", "--lr", "nan", "--out", "{out}"], "error: --lr:"),
+    "world_seed_negative": (["world", "default", "--seed", "-1", "--out", "{out}"], "error: --seed:"),
     "world_unknown_preset": (["world", "mars", "--out", "{out}"], "unknown preset"),
-    "world_sample_zero": (["world", "default", "--sample", "0", "--out", "{out}"], "argument --sample"),
-    "power_baseline_nan": (["power", "--baseline", "nan", "--sd", "1", "--users", "100"], "argument --baseline"),
-    "power_baseline_negative": (["power", "--baseline", "-1", "--sd", "1", "--users", "100"], "argument --baseline"),
-    "power_users_zero": (["power", "--baseline", "0.1", "--sd", "1", "--users", "0"], "argument --users"),
-    "power_users_one": (["power", "--baseline", "0.1", "--sd", "1", "--users", "1"], "argument --users"),
+    "world_sample_zero": (["world", "default", "--sample", "0", "--out", "{out}"], "error: --sample:"),
+    "power_baseline_nan": (["power", "--baseline", "nan", "--sd", "1", "--users", "100"], "error: --baseline:"),
+    "power_baseline_negative": (["power", "--baseline", "-1", "--sd", "1", "--users", "100"], "error: --baseline:"),
+    "power_users_zero": (["power", "--baseline", "0.1", "--sd", "1", "--users", "0"], "error: --users:"),
+    "power_users_one": (["power", "--baseline", "0.1", "--sd", "1", "--users", "1"], "error: --users:"),
     "power_no_baseline": (["power", "--users", "100"], "give --baseline and --sd"),
     "power_alpha_above_1": (["power", "--baseline", "0.1", "--sd", "1", "--users", "100", "--alpha", "1.5"],
-                            "argument --alpha"),
+                            "error: --alpha:"),
     "power_no_mode": (["power", "--baseline", "0.1", "--sd", "1"], "one of the arguments"),
-    "sweep_workers_zero": (["sweep", "{spec}", "--workers", "0", "--out", "{out}"], "argument --workers"),
-    "sweep_replicates_zero": (["sweep", "{spec}", "--replicates", "0", "--out", "{out}"], "argument --replicates"),
+    "sweep_workers_zero": (["sweep", "{spec}", "--workers", "0", "--out", "{out}"], "error: --workers:"),
+    "sweep_replicates_zero": (["sweep", "{spec}", "--replicates", "0", "--out", "{out}"], "error: --replicates:"),
     "sweep_grid_without_equals": (["sweep", "{spec}", "--grid", "seed", "--out", "{out}"], "--grid"),
     "sweep_grid_bad_value": (["sweep", "{spec}", "--grid", "duration_days=0.1,-2", "--out", "{out}"], "duration_days"),
-    "calibrate_runs_one": (["calibrate", "--battery", "aa", "--runs", "1", "--out", "{out}"], "argument --runs"),
-    "calibrate_workers_zero": (["calibrate", "--battery", "aa", "--workers", "0", "--out", "{out}"], "argument --workers"),
-    "calibrate_unknown_battery": (["calibrate", "--battery", "ab", "--out", "{out}"], "argument --battery"),
+    "calibrate_runs_one": (["calibrate", "--battery", "aa", "--runs", "1", "--out", "{out}"], "error: --runs:"),
+    "calibrate_workers_zero": (["calibrate", "--battery", "aa", "--workers", "0", "--out", "{out}"], "error: --workers:"),
+    "calibrate_unknown_battery": (["calibrate", "--battery", "ab", "--out", "{out}"], "error: --battery:"),
     "unknown_subcommand": (["simulate"], "invalid choice"),
     "no_subcommand": ([], "required"),
 }
@@ -106,8 +106,8 @@ FS_CASES = {
     "spec_missing": (["run", "{dir}/nope.toml", "--out", "{out}"], "file not found"),
     "spec_is_a_folder": (["run", "{dir}", "--out", "{out}"], "is a folder"),
     "spec_not_text": (["run", "{binary}", "--out", "{out}"], "not a text file"),
-    "run_out_is_a_file": (["run", "{spec}", "--out", "{file}"], "not writable"),
-    "run_into_folder_with_user_files": (["run", "{spec}", "--out", "{userdir}"], "files simab did not write"),
+    "run_out_is_a_file": (["run", "{spec}", "--out", "{file}"], "exists and is not a folder"),
+    "run_into_folder_with_user_files": (["run", "{spec}", "--out", "{userdir}"], "important.pt: not written by simab"),
     "sweep_out_is_a_file": (["sweep", "{spec}", "--out", "{file}"], "exists and is not a folder"),
     "calibrate_out_is_a_file": (["calibrate", "--battery", "aa", "--runs", "4", "--out", "{file}"],
                                 "exists and is not a folder"),
@@ -115,8 +115,8 @@ FS_CASES = {
     "train_out_is_a_file": (["train", "--world", "default", "--users", "50", "--policy", "dnn", "--out", "{file}"],
                             "exists and is not a folder"),
     "calibrate_damaged_calibration_json": (["calibrate", "--battery", "aa", "--runs", "4", "--out", "{damaged}"],
-                                           "calibration.json: not valid JSON"),
-    "report_unreadable_run_json": (["report", "{damaged}"], "run.json is unreadable"),
+                                           "manifest.json: not a record of this simab"),
+    "report_unreadable_run_json": (["report", "{damaged}"], "manifest.json: not a record of this simab"),
     "power_from_a_folder_that_is_no_run": (["power", "--from-run", "{dir}", "--users", "100"], "run"),
     "cache_folder_unusable": (["run", "{spec}", "--out", "{out}"], "cache folder is not usable"),
 }
@@ -188,14 +188,14 @@ def test_unreadable_spec_is_one_line(tmp_path, capsys, monkeypatch):
     anything) is a one-line error, not a PermissionError traceback."""
     spec = tmp_path / "campaign.toml"
     spec.write_text(GOOD)
-    real = Path.read_text
+    real = Path.open
 
     def denied(self, *a, **k):
         if self == spec:
             raise PermissionError(13, "Permission denied", str(self))
         return real(self, *a, **k)
 
-    monkeypatch.setattr(Path, "read_text", denied)
+    monkeypatch.setattr(Path, "open", denied)
     assert main(["run", str(spec), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {spec}: cannot read the file: Permission denied"]

@@ -21,7 +21,7 @@ CASES = {
     "unknown_policy": (GOOD.replace('policy = "oracle"', 'policy = "magic"'), "arms.treatment.policy", "unknown policy"),
     "unknown_preset": (GOOD.replace('preset = "default"', 'preset = "mars"'), "world.preset", "unknown preset"),
     "malformed_toml": (GOOD.replace("seed = 1", "seed = = 1"), None, "malformed TOML"),
-    "no_arms": (GOOD.split("[arms.control]")[0], "arms", "at least one arm"),
+    "no_arms": (GOOD.split("[arms.control]")[0], "arms", "at least two arms"),
     "duplicate_arms": (GOOD + '\n[arms.control]\npolicy = "random"\nshare = 0.1\n', "arms.control", "duplicate arm"),
     "unknown_param": (GOOD.replace('policy = "oracle"', 'policy = "oracle"\nparams = { temperature = 2 }'),
                       "arms.treatment.params.temperature", "unknown parameter"),

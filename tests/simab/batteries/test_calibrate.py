@@ -122,19 +122,32 @@ def test_aa_pass_rule_binomial_margin_and_ks():
 def test_cli_calibrate_errors(tmp_path, capsys):
     assert main(["calibrate", "--battery", "aa", "--runs", "1", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "error: simab calibrate: argument --runs: must be at least 2, got 1"
+    assert err == "error: --runs: must be at least 2, got 1"
     assert main(["calibrate", "--battery", "ab", "--runs", "5"]) == 2  # unknown battery
-    assert capsys.readouterr().err.startswith("error: simab calibrate: argument --battery: invalid choice")
+    assert capsys.readouterr().err.startswith("error: --battery: invalid choice")
 
 
 def test_unreadable_summary_stops_calibrate_before_any_campaign(tmp_path, capsys):
-    """calibration.json holds the other batteries' results: an unreadable one is an error
-    (it used to be overwritten silently), raised before a campaign runs."""
+    """calibration.json holds the other batteries' results: one simab did not write is never
+    overwritten, and one it wrote but that was changed since is an error; both are raised
+    before a campaign runs."""
+    from simab.record import FolderRecord
+
     (tmp_path / "calibration.json").write_text('{"batteries": ')
     assert main(["calibrate", "--battery", "aa", "--runs", "2", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"error: {tmp_path / 'calibration.json'}: not valid JSON"), err
+    assert len(err) == 1 and err[0].startswith(f"error: {tmp_path / 'calibration.json'}: not written by simab"), err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calibration.json"]  # nothing ran
+    assert (tmp_path / "calibration.json").read_text() == '{"batteries": '
+
+    (tmp_path / "calibration.json").unlink()
+    record = FolderRecord(tmp_path, "calibrate")
+    record.write_file("calibration.json", '{"schema": 1, "batteries": {}}')
+    (tmp_path / "calibration.json").write_text('{"batteries": ')  # changed after simab wrote it
+    assert main(["calibrate", "--battery", "aa", "--runs", "2", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "calibration.json does not match its digest" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calibration.json", "manifest.json"]  # nothing ran
     assert (tmp_path / "calibration.json").read_text() == '{"batteries": '
 
 

@@ -158,7 +158,8 @@ def test_pre_period_and_campaign_draw_independently(tmp_path):
 
     spec = load_campaign(overrides={"name": "phases", "seed": 3, "duration_days": 1.0, "shards": 1,
                                     "world": {"preset": "default", "n_users": 40, "pre_period_days": 1.0},
-                                    "arms": {"control": {"policy": "popularity", "share": 1.0}}})
+                                    "arms": {"control": {"policy": "popularity", "share": 0.5},
+                                             "treatment": {"policy": "popularity", "share": 0.5}}})
     run = run_campaign(spec, out=tmp_path / "run", report=False)
     world = World.build(world_spec({"preset": "default", "n_users": 40, "pre_period_days": 1.0}), seed=3)
     pre = pq.read_table(pre_period(world, tmp_path / "cache", shards=1) / "exposures-000.parquet",

@@ -80,7 +80,7 @@ def test_resume_with_a_damaged_manifest_is_an_error(tmp_path):
     with pytest.raises(SimabError, match="manifest.json: not valid JSON"):
         run_campaign(load_campaign(path), out=res.run_dir, resume=True, report=False)
     (res.run_dir / "manifest.json").write_text("[]")
-    with pytest.raises(SimabError, match="not a manifest"):
+    with pytest.raises(SimabError, match="manifest.json: not a record of this simab"):
         Manifest(res.run_dir)
 
 

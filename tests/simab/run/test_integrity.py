@@ -16,6 +16,8 @@ import pytest
 from simab.cli.main import main
 from simab.errors import SimabError
 
+from ..conftest import run_once
+
 TINY = textwrap.dedent(
     """
     name = "tiny"
@@ -46,16 +48,7 @@ TINY = textwrap.dedent(
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory):
     """One finished tiny run (about 3 s); tests copy it before changing anything."""
-    root = tmp_path_factory.mktemp("integrity")
-    spec = root / "tiny.toml"
-    spec.write_text(TINY + f'\n[training]\ncache_dir = "{root / "cache"}"\n')
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SIMAB_QUIET", "1")
-    try:
-        assert main(["run", str(spec), "--out", str(root / "run")]) == 0
-    finally:
-        mp.undo()
-    return spec, root / "run"
+    return run_once(tmp_path_factory.mktemp("integrity"), TINY, "tiny")
 
 
 @pytest.fixture
@@ -96,11 +89,11 @@ def test_resume_of_the_same_spec_is_accepted(run_copy, capsys):
     assert again["arms"] == report["arms"]  # every shard was intact: same counts
 
 
-def test_resume_refuses_another_world_version(run_copy, capsys):
+def test_resume_refuses_another_world_version(run_copy, capsys, monkeypatch):
+    import simab.simulators.world
+
     spec, run = run_copy
-    doc = json.loads((run / "spec.json").read_text())
-    doc["_simab"]["world_version"] = -1
-    (run / "spec.json").write_text(json.dumps(doc))
+    monkeypatch.setattr(simab.simulators.world, "WORLD_VERSION", -1)  # this simab writes another world
     assert main(["run", str(spec), "--out", str(run), "--resume"]) == 2
     assert "world_version" in _one_error(capsys)
 
@@ -115,7 +108,7 @@ def test_fresh_run_into_a_folder_with_user_files_refuses_and_overwrite_keeps_the
     (work / "notes.txt").write_text("mine")
     monkeypatch.chdir(work)
     assert main(["run", str(spec), "--out", "."]) == 2
-    assert "files simab did not write" in _one_error(capsys)
+    assert "models/important.pt: not written by simab" in _one_error(capsys)
     assert main(["run", str(spec), "--out", ".", "--overwrite"]) == 0
     assert main(["run", str(spec), "--out", ".", "--overwrite"]) == 0  # replaces its own run
     assert (work / "models" / "important.pt").read_bytes() == b"weights"
@@ -128,7 +121,7 @@ def test_resume_of_a_folder_without_a_run_is_a_fresh_run_with_the_same_rules(bas
     (tmp_path / "work" / "exposures").mkdir(parents=True)
     (tmp_path / "work" / "exposures" / "mine.parquet").write_bytes(b"user data")
     assert main(["run", str(spec), "--out", str(tmp_path / "work"), "--resume"]) == 2
-    assert "files simab did not write (exposures/mine.parquet)" in _one_error(capsys)
+    assert "exposures/mine.parquet: not written by simab" in _one_error(capsys)
     assert (tmp_path / "work" / "exposures" / "mine.parquet").read_bytes() == b"user data"
 
 
@@ -165,14 +158,15 @@ def test_report_refuses_an_altered_part_and_an_unlisted_one(run_copy, capsys):
     part.write_bytes(part.read_bytes() + b"\0")
     shutil.copy(run / "exposures" / "shard-00000.parquet", run / "exposures" / "shard-00002.parquet")
     assert main(["report", str(run)]) == 2
-    assert "requests/shard-00000.parquet does not match its manifest digest (and 1 more)" in _one_error(capsys)
+    line = _one_error(capsys)
+    assert "requests/shard-00000.parquet does not match its digest in manifest.json (and 1 more)" in line, line
 
 
 def test_report_refuses_altered_truth(run_copy, capsys):
     _, run = run_copy
     (run / "truth.parquet").write_bytes((run / "truth.parquet").read_bytes()[:-10])
     assert main(["report", str(run)]) == 2
-    assert "truth.parquet does not match its recorded digest" in _one_error(capsys)
+    assert "truth.parquet does not match its digest in manifest.json" in _one_error(capsys)
 
 
 def test_allow_incomplete_reports_and_flags(run_copy, capsys):
@@ -244,7 +238,7 @@ def test_workers_below_one_is_refused_by_the_api(base_run):
     from simab.spec import load_campaign
 
     spec, _ = base_run
-    with pytest.raises(SimabError, match="must be at least 1"):
+    with pytest.raises(SimabError, match=r"must be in \[1, 1024\]"):
         run_campaign(load_campaign(spec), out="/nonexistent/never", workers=0)
 
 
