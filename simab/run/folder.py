@@ -307,7 +307,7 @@ def list_checkpoints(record: FolderRecord, policies: dict[str, dict]) -> None:
 
 def keep_summary(record: FolderRecord) -> None:
     """Reduce a finished run to its summary (a sweep without ``--keep-events``): remove its
-    listed parts, checkpoints and counterfactual worlds, and say so in the record, which
+    listed parts, checkpoints and trees, and say so in the record, which
     still lists spec.json, run.json, the truth, the covariates and the report."""
     folder = record.folder
     for child in list(record.children):
