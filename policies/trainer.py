@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
 import math
 import sys
 import time
@@ -82,12 +83,14 @@ class TrainerConfig:
         return d
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str, key: str = "trainer.device") -> torch.device:
+    """``auto`` (CUDA when present), ``cpu`` or ``cuda[:n]``; asking for CUDA on a machine
+    without it is a ``SimabError`` on ``key``."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SimabError("device 'cuda' requested but no CUDA device is available; use 'cpu' or 'auto'",
-                         key="trainer.device")
+        raise SimabError(f"device {device!r} requested but no CUDA device is available; use 'cpu'"
+                         + (" or 'auto'" if key == "trainer.device" else ""), key=key)
     return torch.device(device)
 
 
@@ -101,6 +104,46 @@ def deterministic() -> Iterator[None]:
         yield
     finally:
         torch.use_deterministic_algorithms(before, warn_only=before_warn)
+
+
+#: glibc ``mallopt`` parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+
+
+def _mallopt():
+    """glibc's ``mallopt``, or ``None`` on another C library (the settings are then left alone)."""
+    try:
+        return ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+
+
+@contextlib.contextmanager
+def heap_temporaries() -> Iterator[None]:
+    """Large tensors from the heap while training, not fresh pages each step.
+
+    By default glibc serves a request above 32 MB with a new ``mmap`` and returns it to the
+    system when freed, and trims the heap's free top: a training step whose temporaries
+    are tens of MB (LCN: [batch, history, 2d] floats) then page-faults and zero-fills them
+    again every step, which measured 10x slower elementwise ops and 1.4x slower LCN steps
+    on the lifelong preset (docs/benchmarks.md, "Neural arms").  Inside, large blocks come
+    from the heap and freed memory is kept for the next step (the process holds its peak;
+    the heap grows in steps of 1 GB of address space, whose untouched pages cost no
+    memory); on leaving, glibc's settings return to what its dynamic threshold reaches with large
+    blocks (32 MB, trimming above 64 MB), so the heap's free top goes back at the next free."""
+    mallopt = _mallopt()
+    if mallopt is None:
+        yield
+        return
+    mallopt(_M_MMAP_THRESHOLD, 1 << 30)
+    mallopt(_M_TRIM_THRESHOLD, 1 << 32)
+    mallopt(_M_TOP_PAD, 1 << 30)
+    try:
+        yield
+    finally:
+        mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+        mallopt(_M_TRIM_THRESHOLD, 64 << 20)
+        mallopt(_M_TOP_PAD, 128 << 10)
 
 
 def _autocast(device: torch.device, amp: bool) -> tuple[contextlib.AbstractContextManager, torch.amp.GradScaler | None]:
@@ -123,7 +166,8 @@ def fit(policy: nn.Module, train: BatchSource, val: BatchSource | None, config: 
     best_auc, best_state, best_epoch, best_val = -math.inf, None, 0, None
     stale, step, epoch, samples, history = 0, 0, 0, 0, []
     start = time.perf_counter()
-    with deterministic(), torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+    with deterministic(), heap_temporaries(), \
+            torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)
         for epoch in range(1, config.epochs + 1):
             policy.train()
@@ -193,7 +237,13 @@ def evaluate(policy: Policy, source: BatchSource, batch_size: int = 1024) -> dic
     (sigmoid), ``"probability"`` (as is); any other kind has no logloss (``nan``).
     """
     labels, scores, users, scenarios = [], [], [], []
-    for batch in source.batches(batch_size, shuffle=False, groups=tuple(policy.feature_groups)):
+    groups = tuple(policy.feature_groups)
+    # the metrics do not depend on the row order: a source that can sort its rows by history
+    # length (LogDataset) gives batches with little padding
+    by_length = getattr(source, "batches_by_length", None)
+    batches = by_length(batch_size, groups) if by_length is not None else \
+        source.batches(batch_size, shuffle=False, groups=groups)
+    for batch in batches:
         s = policy.score(batch)
         c = s.shape[1]
         scores.append(s.reshape(-1).numpy())

@@ -25,6 +25,10 @@ def prepare_policies(spec: CampaignSpec, world: World, run_dir: Path, workers: i
     fs = feature_spec_of(world.spec)
     out, data = {}, None
     cache = cache or cache_dir(spec.training.cache_dir)
+    if spec.serving.device != "cpu":  # refused here, before any shard starts, on a machine without it
+        from simab.policies.trainer import resolve_device
+
+        resolve_device(spec.serving.device, key="serving.device")
     for arm, a in spec.arms.items():
         policy = make_policy(a.policy, a.params, fs, key=f"arms.{arm}.policy")
         if not getattr(policy, "trainable", False):
