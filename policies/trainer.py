@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import ctypes
 import math
 import sys
 import time
@@ -30,6 +29,7 @@ from simab.policies.base import BatchSource, Policy, build_policy, has_weights
 from simab.policies.checkpoint import save_checkpoint, write_metrics
 from simab.policies.features import FeatureSpec
 from simab.policies.metrics import offline_metrics
+from simab.policies.runtime import heap_temporaries
 
 
 @dataclass(frozen=True)
@@ -104,46 +104,6 @@ def deterministic() -> Iterator[None]:
         yield
     finally:
         torch.use_deterministic_algorithms(before, warn_only=before_warn)
-
-
-#: glibc ``mallopt`` parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
-
-
-def _mallopt():
-    """glibc's ``mallopt``, or ``None`` on another C library (the settings are then left alone)."""
-    try:
-        return ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return None
-
-
-@contextlib.contextmanager
-def heap_temporaries() -> Iterator[None]:
-    """Large tensors from the heap while training, not fresh pages each step.
-
-    By default glibc serves a request above 32 MB with a new ``mmap`` and returns it to the
-    system when freed, and trims the heap's free top: a training step whose temporaries
-    are tens of MB (LCN: [batch, history, 2d] floats) then page-faults and zero-fills them
-    again every step, which measured 10x slower elementwise ops and 1.4x slower LCN steps
-    on the lifelong preset (docs/benchmarks.md, "Neural arms").  Inside, large blocks come
-    from the heap and freed memory is kept for the next step (the process holds its peak;
-    the heap grows in steps of 1 GB of address space, whose untouched pages cost no
-    memory); on leaving, glibc's settings return to what its dynamic threshold reaches with large
-    blocks (32 MB, trimming above 64 MB), so the heap's free top goes back at the next free."""
-    mallopt = _mallopt()
-    if mallopt is None:
-        yield
-        return
-    mallopt(_M_MMAP_THRESHOLD, 1 << 30)
-    mallopt(_M_TRIM_THRESHOLD, 1 << 32)
-    mallopt(_M_TOP_PAD, 1 << 30)
-    try:
-        yield
-    finally:
-        mallopt(_M_MMAP_THRESHOLD, 32 << 20)
-        mallopt(_M_TRIM_THRESHOLD, 64 << 20)
-        mallopt(_M_TOP_PAD, 128 << 10)
 
 
 def _autocast(device: torch.device, amp: bool) -> tuple[contextlib.AbstractContextManager, torch.amp.GradScaler | None]:

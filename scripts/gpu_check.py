@@ -105,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         serve = {}
         arms = {"control": {"policy": "din", "share": 0.5}, "treatment": {"policy": "din", "share": 0.5}}
         tables = {}
-        for dev in ("cpu", a.device):
+        for i, dev in enumerate(("cpu", a.device)):
             over = {**base, "arms": arms, "serving": {"device": "cuda" if dev.startswith("cuda") else "cpu"}}
-            res = simab.run_campaign(simab.load_campaign(overrides=over), out=tmp / f"serve-{dev}", workers=1,
+            res = simab.run_campaign(simab.load_campaign(overrides=over), out=tmp / f"serve-{i}-{dev}", workers=1,
                                      report=False)
             manifest = json.loads((res.run_dir / "manifest.json").read_text())
             wall = sum(s["wall_s"] for s in manifest["shards"].values())

@@ -41,6 +41,7 @@ import numpy as np
 
 from simab.engine.retrieval import user_contexts
 from simab.policies.packing import packed_batches
+from simab.policies.runtime import keep_heap
 from simab.policies.world_features import GROUP_RINGS, FeatureBuilder, Snapshot
 from simab.simulators import rng, streams
 from simab.simulators.oracle import Response
@@ -157,6 +158,7 @@ class Server:
         self.neural = hasattr(policy, "parameters")
         if self.neural:
             policy.eval()  # served, never trained here: no mode switches per call
+            keep_heap()  # the scoring temporaries are reused, not page-faulted afresh each call
             device = getattr(serving, "device", "cpu")
             if device != "cpu":  # batches are built on the CPU and moved per call (NeuralPolicy.to_device)
                 from simab.policies.trainer import resolve_device
