@@ -84,11 +84,12 @@ class Snapshot:
         sequence needs none)."""
         arrays, masks = {}, {}
         for ring_name in rings:
-            vals, mask = getattr(state, ring_name).gather(rows)
-            masks[ring_name] = mask
-            for f, (rn, rf) in SNAPSHOT_FIELDS.items():
-                if rn == ring_name:
-                    arrays[f] = np.where(mask, vals[rf], 0 if rf != "ts" else 0.0)
+            ring = getattr(state, ring_name)
+            fields = {f: rf for f, (rn, rf) in SNAPSHOT_FIELDS.items() if rn == ring_name}
+            # only the fields a snapshot holds, copied once (0 where a row has fewer entries)
+            vals, n = ring.gather_as(rows, {rf: ring.data[rf].dtype for rf in fields.values()})
+            masks[ring_name] = np.arange(ring.length)[None, :] >= (ring.length - n)[:, None]
+            arrays.update({f: vals[rf] for f, rf in fields.items()})
         return cls(state.users.ids[rows], np.asarray(ts, np.float64), np.asarray(scenario, np.int64), arrays, masks,
                    state.users.take(rows))
 
