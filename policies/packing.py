@@ -53,9 +53,10 @@ def trim(batch: dict) -> dict:
     to cut is returned as it is."""
     out = None
     for m, keys in _sequences(batch):
-        used = batch[m].any(0)
+        mask = batch[m]
+        used = mask.numpy().any(0) if mask.device.type == "cpu" else mask.any(0).cpu().numpy()
         L = used.shape[0]
-        real = torch.nonzero(used).flatten()
+        real = np.flatnonzero(used)
         lo, hi = (int(real[0]), int(real[-1]) + 1) if len(real) else (L - 1, L)
         if hi - lo >= L:
             continue

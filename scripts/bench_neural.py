@@ -193,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--days", type=float, default=None, help="campaign days (default 2; --quick 1)")
     ap.add_argument("--train-steps", type=int, default=None, help="training steps (default 100; --quick 30)")
     ap.add_argument("--epochs", type=int, default=0, help="also train N full epochs with validation")
+    ap.add_argument("--train-seed", type=int, default=None,
+                    help="seed of the --epochs models' weights and batch order (default: the campaign's seed, 7)")
     ap.add_argument("--pool", type=int, default=None, help="requests in the bare pool (default 2048; --quick 512)")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128, 256])
     ap.add_argument("--repeat", type=int, default=3, help="bare passes per batch size (the best counts)")
@@ -260,10 +262,11 @@ def main(argv: list[str] | None = None) -> int:
                 row.update(serving_figures(policy, name, world, train, base, pool_n, a.batches, a.repeat,
                                            a.campaign_repeat or (1 if a.quick else 2), tmp))
             if a.epochs:
-                model = build_policy(name, {}, fs, spec.seed)
+                seed = spec.seed if a.train_seed is None else a.train_seed
+                model = build_policy(name, {}, fs, seed)
                 c0 = time.process_time()
                 m = model.fit(train, val, epochs=a.epochs, batch_size=t.batch_size, lr=t.lr, device="cpu",
-                              seed=spec.seed, progress=False, patience=a.epochs)
+                              seed=seed, progress=False, patience=a.epochs)
                 row["epoch_s"] = (time.process_time() - c0) / a.epochs
                 row["epoch_val_auc"] = m.get("auc")
                 row["epoch_history"] = m.get("train", {}).get("history")
