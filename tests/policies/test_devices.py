@@ -17,8 +17,11 @@ from simab.policies.synthetic import random_request_batch
 
 from .conftest import TINY
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                 reason="no CUDA device"))]
+CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))
+DEVICES = ["cpu", CUDA]
+#: The CPU case of the longer tests repeats what other tests cover on the CPU (learning,
+#: serving): slow there; the CUDA case is what the test is for.
+DEVICES_CUDA_FAST = [pytest.param("cpu", marks=pytest.mark.slow), CUDA]
 #: LCN small enough for a unit test (its pyramid needs k1 > k2 below the history length).
 PARAMS = {"din": TINY, "lcn": {**TINY, "fsa_dim": 8, "k1": 16, "k2": 4}}
 
@@ -36,7 +39,7 @@ def lifelong_batch(spec, b: int, c: int, seed: int) -> dict:
     return batch
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", DEVICES_CUDA_FAST)
 @pytest.mark.parametrize("name", ["din", "lcn"])
 def test_training_with_amp_on_the_device_learns(device, name, spec, train_source, val_source):
     """AMP acts on CUDA only (bf16 where supported, else fp16 with a gradient scaler); the
@@ -76,7 +79,7 @@ def test_a_checkpoint_written_on_the_device_loads_on_the_cpu(device, spec, tmp_p
     assert np.allclose(loaded.score(batch).numpy(), policy.score(batch).numpy(), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", DEVICES_CUDA_FAST)
 def test_a_din_arm_serves_on_the_device(device, tmp_path, monkeypatch):
     """``serving.device`` puts the arm's model on the device; the slates match the CPU's
     (the campaign's logits agree within float tolerance, and a flip of two near-tied
