@@ -120,6 +120,7 @@ class Prompting(nn.Module):
 
 class AMEN(NeuralPolicy):
     name = "amen"
+    serve_batch = 256  # requests per scoring call (docs/benchmarks.md, "Neural arms")
     feature_groups = ("profile", "scenario", "target", "short_seq", "aiseq", "moveline", "pairs")
     DEFAULTS: dict[str, Any] = {
         **COMMON_DEFAULTS,

@@ -15,6 +15,7 @@ from simab.policies.neural import COMMON_DEFAULTS, COMMON_RULES, NeuralPolicy
 
 class DIN(NeuralPolicy):
     name = "din"
+    serve_batch = 64  # requests per scoring call (docs/benchmarks.md, "Neural arms")
     feature_groups = ("profile", "scenario", "target", "short_seq")
     DEFAULTS = {**COMMON_DEFAULTS, "attention_units": [64, 32], "attention_softmax": False}
     RULES = {**COMMON_RULES, "attention_units": layer_sizes(1)}

@@ -100,16 +100,22 @@ from simab.policies.neural import COMMON_DEFAULTS, COMMON_RULES, NeuralPolicy, c
 
 def top_k_positions(scores: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Positions ``[B, C, k']`` (``k' = min(k, N)``) of the ``k`` highest ``scores
-    [B, C, N]`` among real events (``mask [B, N]`` or ``[B, C, N]``), and their mask
-    (``False`` where the row has fewer than ``k`` real events).  Ties keep the more
-    recent (later) position."""
+    [B, C, N]`` among real events (``mask [B, N]`` or ``[B, C, N]``), highest first, and
+    their mask (``False`` where the row has fewer than ``k`` real events).  Ties keep the
+    more recent (later) position.  When ``k >= N`` every position is kept, in time order."""
     n = scores.shape[-1]
     k = min(k, n)
     if mask.dim() == 2:
         mask = mask.unsqueeze(1).expand_as(scores)
-    # A tiny recency bonus breaks ties deterministically; masked events sort last.
-    recency = torch.arange(n, device=scores.device, dtype=scores.dtype) * 1e-6 / max(n, 1)
-    key = (scores.detach() + recency).masked_fill(~mask, -math.inf)
+    if k == n:  # every event is kept (a batch cut to short histories): nothing to select, in time order
+        return torch.arange(n, device=scores.device).expand(scores.shape), mask
+    # Ties (the same item twice in a history scores exactly alike) go to the more recent
+    # event: in float64 each event older than the newest loses 1e-12 per step, far below
+    # the resolution of the float32 scores (so distinct scores keep their order) and counted
+    # from the newest event, so the order does not depend on how much left padding a batch
+    # carries (simab.policies.packing cuts it).  Masked events sort last.
+    age = torch.arange(n - 1, -1, -1, device=scores.device, dtype=torch.float64)
+    key = (scores.detach().double() - age * 1e-12).masked_fill(~mask, -math.inf)
     idx = key.topk(k, dim=-1).indices
     return idx, mask.gather(-1, idx)
 
@@ -139,7 +145,9 @@ def gather_events(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     flat = idx.reshape(b, c * k)
     if x.dim() == 2:
         return x.gather(1, flat).reshape(b, c, k)
-    return x.gather(1, flat.unsqueeze(-1).expand(-1, -1, x.shape[-1])).reshape(b, c, k, x.shape[-1])
+    # whole rows of the flattened [B·N, D] events: a row copy each (gather's expanded index is slower)
+    rows = (flat + torch.arange(b, device=idx.device).unsqueeze(1) * x.shape[1]).reshape(-1)
+    return x.reshape(b * x.shape[1], x.shape[-1]).index_select(0, rows).reshape(b, c, k, x.shape[-1])
 
 
 def recent_same_category(batch: Batch, rows: torch.Tensor, cats: torch.Tensor) -> torch.Tensor:
@@ -224,6 +232,7 @@ class MedianScopeAttention(nn.Module):
 
 class LCN(NeuralPolicy):
     name = "lcn"
+    serve_batch = 16  # requests per scoring call (docs/benchmarks.md, "Neural arms")
     feature_groups = ("profile", "scenario", "target", "short_seq", "lifelong")
     DEFAULTS: dict[str, Any] = {
         **COMMON_DEFAULTS,
@@ -292,30 +301,40 @@ class LCN(NeuralPolicy):
             crp_dim = d if p["crp_features"] == "item" else 2 * d
             self.crp_head = MLP(crp_dim, [crp_dim], out_dim=crp_dim, activation=p["activation"])
         self._crp: tuple[torch.Tensor, ...] | None = None
-        self._csa_keys: torch.Tensor | None = None
         self._csa_scores: torch.Tensor | None = None
 
     # Lifelong event representations -------------------------------------------------
-    def _events_full(self, batch: Batch, idx: torch.Tensor | None = None) -> torch.Tensor:
-        """item ⊕ category ⊕ action ⊕ gap embeddings, of all events ``[B, N, 4d]`` or of
-        the per-candidate positions ``idx`` ``[B, C, k, 4d]`` (only those are embedded)."""
+    def _events(self, batch: Batch, keys: torch.Tensor, idx: torch.Tensor, full: list) -> torch.Tensor:
+        """item ⊕ category ⊕ action ⊕ gap embeddings of the events at per-candidate positions
+        ``idx [B, C, k]`` -> ``[B, C, k, 4d]``; ``keys`` are the item ⊕ category embeddings
+        of all N events.  Serving (C candidates x k positions above N) embeds the N events
+        once and gathers rows (``full`` keeps them for the next level); training (C = 1)
+        looks up only the gathered positions (whose backward goes straight to the tables;
+        a gather's backward would write zeros over all N events).  The same values either way."""
+        n = batch["ll_item"].shape[1]
+        if idx.shape[1] * idx.shape[2] >= n:
+            if not full:
+                full.append(torch.cat([keys, self.bank("action", batch["ll_action"]),
+                                       self.bank("gap", batch["ll_gap"])], dim=-1))
+            return gather_events(full[0], idx)
         def take(name: str) -> torch.Tensor:
-            return batch[name] if idx is None else gather_events(batch[name], idx)
+            return gather_events(batch[name], idx)
 
-        return torch.cat([self.bank.item_key(take("ll_item"), take("ll_cat")),
-                          self.bank("action", take("ll_action")), self.bank("gap", take("ll_gap"))], dim=-1)
+        return torch.cat([self.bank.item_key(take("ll_item"), take("ll_cat")), self.bank("action", take("ll_action")),
+                          self.bank("gap", take("ll_gap"))], dim=-1)
 
     def lifelong_interest(self, batch: Batch, target: torch.Tensor) -> list[torch.Tensor]:
         """The outputs of the active pyramid levels (or of full attention), each ``[B, C, *]``."""
         p, mask = self.params, batch["ll_mask"]
+        keys = self.bank.item_key(batch["ll_item"], batch["ll_cat"])  # [B, N, 2d]
         if not p["pyramid"]:
-            return [self.fsa(target, self._events_full(batch), mask)]
+            return [self.fsa(target, torch.cat([keys, self.bank("action", batch["ll_action"]),
+                                                self.bank("gap", batch["ll_gap"])], dim=-1), mask)]
         n_cand = target.shape[1]
         outputs: list[torch.Tensor] = []
+        full: list[torch.Tensor] = []  # all N events' full embeddings, once computed
         idx = sel_mask = None  # the preceding active level's selection
         if p["use_csa"]:
-            keys = self.bank.item_key(batch["ll_item"], batch["ll_cat"])  # [B, N, 2d]
-            self._csa_keys = keys  # CRP reuses these lookups (the first d columns are the item)
             scores, pooled = self.csa(target, keys, mask)
             if self.training and p["csa_match_weight"] > 0:
                 self._csa_scores = scores
@@ -326,8 +345,7 @@ class LCN(NeuralPolicy):
         if p["use_msa"]:
             if idx is None:
                 idx, sel_mask = most_recent_positions(mask, n_cand, p["k1"])
-            events = self._events_full(batch, idx)  # [B, C, k1, 4d]
-            scores, pooled = self.msa(target, events, sel_mask)
+            scores, pooled = self.msa(target, self._events(batch, keys, idx, full), sel_mask)  # [B, C, k1, 4d]
             outputs.append(pooled)
             if p["score_mass"]:
                 outputs.append(score_mass(scores, sel_mask))
@@ -338,7 +356,7 @@ class LCN(NeuralPolicy):
                 idx, sel_mask = most_recent_positions(mask, n_cand, p["k2"])
             elif idx.shape[-1] > p["k2"]:  # MSA off: keep CSA's k2 best for FSA
                 idx, sel_mask = idx[..., : p["k2"]], sel_mask[..., : p["k2"]]
-            outputs.append(self.fsa(target, self._events_full(batch, idx), sel_mask))
+            outputs.append(self.fsa(target, self._events(batch, keys, idx, full), sel_mask))
         return outputs
 
     def forward(self, batch: Batch) -> torch.Tensor:
@@ -348,12 +366,11 @@ class LCN(NeuralPolicy):
         if self.params["short_seq"] == "din":
             short = self.bank.item_key(batch["seq_item"], batch["seq_cat"])
             parts.append(self.short_attention(target, short, batch["seq_mask"]))
-        self._csa_keys = self._csa_scores = None
+        self._csa_scores = None
         parts += self.lifelong_interest(batch, target)
         parts.append(batch["item_pop"].unsqueeze(-1))
         use_crp = self.training and self.params["crp_weight"] > 0 and "label" in batch
         self._crp = self.crp_pairs(batch) if use_crp else None
-        self._csa_keys = None
         return self.mlp(torch.cat(parts, dim=-1)).squeeze(-1)
 
     # Cross Representation Production ------------------------------------------------
@@ -373,11 +390,9 @@ class LCN(NeuralPolicy):
         weights = CRP_POSITIVES[self.params["crp_positive"]](batch, rows, cat)  # [R, N]
         has = weights.sum(-1) > 0
         rows, item, cat, weights = rows[has], item[has], cat[has], weights[has]
-        keys = self._csa_keys
-        if keys is not None:  # reuse CSA's lookups: item ⊕ category of every event
-            source = keys[rows] if self.params["crp_features"] == "item_cat" else keys[rows][..., : self.bank.dim]
-        else:
-            source = self._item_repr(batch["ll_item"][rows], batch["ll_cat"][rows])  # [R, N, D]
+        # the anchors' users' events looked up again (R rows, R << B): taking them from CSA's
+        # [B, N, 2d] keys would make the backward write zeros over all B rows' N events
+        source = self._item_repr(batch["ll_item"][rows], batch["ll_cat"][rows])  # [R, N, D]
         positive = torch.einsum("rn,rnd->rd", weights.to(source.dtype), source)
         return self._item_repr(item, cat), positive, cat
 

@@ -79,6 +79,10 @@ class NeuralPolicy(nn.Module):
     #: Service time per candidate in the latency model (simab/engine/serving.py), microseconds:
     #: about 100k candidates/s per core for DIN on CPU (docs/benchmarks.md, serving costs).
     service_us_per_candidate: ClassVar[float] = 10.0
+    #: Requests per scoring call when serving (``serving.max_batch`` unset): the batch size at
+    #: which the bare forward pass scores the most candidates per second on one CPU core
+    #: (``scripts/bench_neural.py``, docs/benchmarks.md "Neural arms").
+    serve_batch: ClassVar[int] = 64
 
     def __init__(self, params: dict, feature_spec: FeatureSpec):
         super().__init__()
@@ -114,16 +118,19 @@ class NeuralPolicy(nn.Module):
         keys = (*self._input_keys, *LABEL_KEYS, "user", "scenario", "position")
         return {k: batch[k].to(device, non_blocking=True) for k in keys if k in batch}
 
-    @torch.no_grad()
     def score(self, batch: Batch) -> torch.Tensor:
-        """Logits ``[B, C]`` on CPU, computed in eval mode without gradients."""
-        was_training = self.training
-        self.eval()
-        try:
-            logits = self.forward(self.to_device(batch))
-        finally:
-            self.train(was_training)
-        return logits.float().cpu()
+        """Logits ``[B, C]`` on CPU, computed in eval mode in inference mode (no autograd
+        records); a policy already in eval mode (a served one) is not switched back and
+        forth, which walks every module twice a call."""
+        with torch.inference_mode():
+            if not self.training:
+                return self.forward(self.to_device(batch)).float().cpu()
+            self.eval()
+            try:
+                logits = self.forward(self.to_device(batch))
+            finally:
+                self.train()
+            return logits.float().cpu()
 
     def loss(self, batch: Batch, logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total training loss and its named parts (detached 0-dim tensors).

@@ -194,6 +194,7 @@ def load_shared(path: str | Path, source: Any) -> np.ndarray:
 
 class SSIM(NeuralPolicy):
     name = "ssim"
+    serve_batch = 256  # requests per scoring call (docs/benchmarks.md, "Neural arms")
     feature_groups = ("profile", "scenario", "target", "short_seq")
     DEFAULTS = {
         **COMMON_DEFAULTS,

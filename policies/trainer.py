@@ -30,6 +30,7 @@ from simab.policies.base import BatchSource, Policy, build_policy, has_weights
 from simab.policies.checkpoint import save_checkpoint, write_metrics
 from simab.policies.features import FeatureSpec
 from simab.policies.metrics import offline_metrics
+from simab.policies.runtime import heap_temporaries
 
 
 @dataclass(frozen=True)
@@ -83,12 +84,14 @@ class TrainerConfig:
         return d
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str, key: str = "trainer.device") -> torch.device:
+    """``auto`` (CUDA when present), ``cpu`` or ``cuda[:n]``; asking for CUDA on a machine
+    without it is a ``SimabError`` on ``key``."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SimabError("device 'cuda' requested but no CUDA device is available; use 'cpu' or 'auto'",
-                         key="trainer.device")
+        raise SimabError(f"device {device!r} requested but no CUDA device is available; use 'cpu'"
+                         + (" or 'auto'" if key == "trainer.device" else ""), key=key)
     return torch.device(device)
 
 
@@ -124,7 +127,8 @@ def fit(policy: nn.Module, train: BatchSource, val: BatchSource | None, config: 
     best_auc, best_state, best_epoch, best_val = -math.inf, None, 0, None
     stale, step, epoch, samples, history = 0, 0, 0, 0, []
     start = time.perf_counter()
-    with deterministic(), torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+    with deterministic(), heap_temporaries(), \
+            torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)
         for epoch in range(1, config.epochs + 1):
             policy.train()
@@ -194,7 +198,13 @@ def evaluate(policy: Policy, source: BatchSource, batch_size: int = 1024) -> dic
     (sigmoid), ``"probability"`` (as is); any other kind has no logloss (``nan``).
     """
     labels, scores, users, scenarios = [], [], [], []
-    for batch in source.batches(batch_size, shuffle=False, groups=tuple(policy.feature_groups)):
+    groups = tuple(policy.feature_groups)
+    # the metrics do not depend on the row order: a source that can sort its rows by history
+    # length (LogDataset) gives batches with little padding
+    by_length = getattr(source, "batches_by_length", None)
+    batches = by_length(batch_size, groups) if by_length is not None else \
+        source.batches(batch_size, shuffle=False, groups=groups)
+    for batch in batches:
         s = policy.score(batch)
         c = s.shape[1]
         scores.append(s.reshape(-1).numpy())

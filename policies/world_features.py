@@ -16,8 +16,8 @@ import torch
 
 from simab.policies.features import FEATURE_GROUPS, FeatureSpec
 from simab.simulators.catalog import N_PRICE_BUCKETS
-from simab.simulators.history import N_ACTIONS
-from simab.simulators.population import PROFILE_SIZES
+from simab.simulators.history import N_ACTIONS, Histories
+from simab.simulators.population import PROFILE_SIZES, Users
 from simab.simulators.scenes import N_GAP_BUCKETS, N_SCENE_TYPES, gap_bucket
 from simab.simulators.spec import WorldSpec
 from simab.simulators.world import World
@@ -73,6 +73,9 @@ class Snapshot:
     scenario: np.ndarray
     arrays: dict[str, np.ndarray]
     masks: dict[str, np.ndarray]  # "seq", "ais", "moveline"
+    #: the users' attributes (profile, interests), when the caller holds them; else the
+    #: builder generates them from the ids
+    people: Users | None = None
 
     @classmethod
     def from_state(cls, state, rows: np.ndarray, ts: np.ndarray, scenario: np.ndarray,
@@ -81,12 +84,14 @@ class Snapshot:
         sequence needs none)."""
         arrays, masks = {}, {}
         for ring_name in rings:
-            vals, mask = getattr(state, ring_name).gather(rows)
-            masks[ring_name] = mask
-            for f, (rn, rf) in SNAPSHOT_FIELDS.items():
-                if rn == ring_name:
-                    arrays[f] = np.where(mask, vals[rf], 0 if rf != "ts" else 0.0)
-        return cls(state.users.ids[rows], np.asarray(ts, np.float64), np.asarray(scenario, np.int64), arrays, masks)
+            ring = getattr(state, ring_name)
+            fields = {f: rf for f, (rn, rf) in SNAPSHOT_FIELDS.items() if rn == ring_name}
+            # only the fields a snapshot holds, copied once (0 where a row has fewer entries)
+            vals, n = ring.gather_as(rows, {rf: ring.data[rf].dtype for rf in fields.values()})
+            masks[ring_name] = np.arange(ring.length)[None, :] >= (ring.length - n)[:, None]
+            arrays.update({f: vals[rf] for f, rf in fields.items()})
+        return cls(state.users.ids[rows], np.asarray(ts, np.float64), np.asarray(scenario, np.int64), arrays, masks,
+                   state.users.take(rows))
 
 
 def _shift(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -108,13 +113,18 @@ class FeatureBuilder:
         groups: tuple[str, ...] | None = None,
         *,
         p_click: np.ndarray | None = None,
+        histories: Histories | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Assemble a batch for requests ``snap`` with candidates ``items`` [B, C]."""
+        """Assemble a batch for requests ``snap`` with candidates ``items`` [B, C];
+        ``histories``: the requests' lifelong source histories when the caller holds them
+        (else generated here)."""
         groups = tuple(groups or FEATURE_GROUPS)
         c = self.cat
         items = np.asarray(items, np.int64)
         out: dict[str, np.ndarray] = {}
-        users = self.world.population.users(snap.users) if ("profile" in groups or "lifelong" in groups) else None
+        users = None
+        if "profile" in groups or "lifelong" in groups:
+            users = snap.people if snap.people is not None else self.world.population.users(snap.users)
         if "profile" in groups:
             out["user"] = snap.users + 1
             out["profile"] = users.profile + 1
@@ -144,7 +154,8 @@ class FeatureBuilder:
             out["ml_gap"] = np.where(mm, gap_bucket(snap.ts[:, None] - a["ml_ts"]), 0)
             out["ml_mask"] = mm
         if "lifelong" in groups:
-            h = self.world.histories.source(users, max_len=self.fs.lifelong_len or None)
+            h = histories if histories is not None else \
+                self.world.histories.source(users, max_len=self.fs.lifelong_len or None)
             out["ll_item"] = _shift(h.item, h.mask)
             out["ll_cat"] = _shift(h.category, h.mask)
             out["ll_action"] = np.where(h.mask, h.action, 0)

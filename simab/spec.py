@@ -87,8 +87,9 @@ class RampStep(_Strict):
 
 
 class ServingSpec(_Strict):
-    max_batch: int = Field(4, ge=1, le=100_000, description="rows per scoring call of a neural policy (zero-padded; "
-                           "small chunks waste least on padding on CPU, docs/benchmarks.md)")
+    max_batch: int | None = Field(None, ge=1, le=100_000,
+                                  description="requests per scoring call of a neural policy at most (requests packed "
+                                  "by history length); None: the policy's own best (serve_batch, docs/benchmarks.md)")
     max_wait_ms: float = Field(5.0, ge=0.0, le=60_000.0, description="batching window: a request waits U(0, 1) of it")
     base_ms: float = Field(2.0, ge=0.0, le=60_000.0, description="service time of a request before its candidates' cost")
     jitter_sigma: float = Field(0.5, ge=0.0, le=3.0, description="log-normal spread of the service time")
@@ -97,6 +98,8 @@ class ServingSpec(_Strict):
     tick_s: float = Field(86400.0, ge=MIN_TICK_S, le=365 * 86400.0,
                           description="simulated seconds per tick of the wave engine (outputs do not depend on it; "
                           f"at least {MIN_TICK_S:g}: each tick costs a pass over the shard's users)")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="where neural arms score (cuda: a GPU; scores then "
+                                           "differ from the CPU's within float tolerance)")
 
 
 class TrainingSpec(_Strict):

@@ -167,6 +167,64 @@ class HistoryGenerator:
             users, Stream.HISTORY_SOURCE, self.spec.lifelong.source_length, self.catalog.content_by_category, True, max_len
         )
 
+    def store_source(self, users: Users, max_len: int | None = None, chunk: int = 4096) -> StoredHistories:
+        """:meth:`source` of ``users`` generated once, kept as :class:`StoredHistories`
+        (row ``i`` of the store is ``users`` row ``i``), in chunks of ``chunk`` users."""
+        parts = (self.source(users.take(np.arange(lo, min(lo + chunk, len(users)))), max_len)
+                 for lo in range(0, len(users), chunk))
+        return StoredHistories.of(parts)
+
     def target(self, users: Users, max_len: int | None = None) -> Histories:
         """Target-domain (shop) history: recent behaviour shows active interests only."""
         return self._batch(users, Stream.HISTORY_TARGET, self.spec.lifelong.target_length, self.catalog.target_by_category, False, max_len)
+
+
+@dataclass(frozen=True)
+class StoredHistories:
+    """The histories of a fixed set of users, generated once and kept as their real events
+    only (ragged: ``offsets`` into flat arrays, oldest first per user), for a reader that
+    comes back to the same users many times (a training set, every epoch).  :meth:`take`
+    lays a batch out as :class:`Histories`, right-aligned and as wide as the batch's
+    longest history: the generator's batch with the columns that are padding in every row
+    cut off (same values)."""
+
+    offsets: np.ndarray  # [U + 1]
+    item: np.ndarray  # [E] int32
+    category: np.ndarray  # [E] int32
+    action: np.ndarray  # [E] int8
+    ts: np.ndarray  # [E] float64
+
+    @classmethod
+    def of(cls, chunks) -> StoredHistories:
+        """The real events of ``chunks``, an iterable of :class:`Histories` batches of
+        consecutive users."""
+        lengths, parts = [], []
+        for h in chunks:
+            lengths.append(h.mask.sum(1))
+            parts.append((h.item[h.mask], h.category[h.mask], h.action[h.mask], h.ts[h.mask]))
+        n = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+        cat = lambda i, dt: np.concatenate([p[i] for p in parts]).astype(dt) if parts else np.zeros(0, dt)  # noqa: E731
+        return cls(np.concatenate([[0], np.cumsum(n)]).astype(np.int64), cat(0, np.int32), cat(1, np.int32),
+                   cat(2, np.int8), cat(3, np.float64))
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def take(self, index: np.ndarray) -> Histories:
+        """The histories of stored users ``index`` (positions, may repeat), right-aligned,
+        ``max(1, longest)`` columns wide; padding is 0 with mask ``False``."""
+        index = np.asarray(index, np.int64)
+        n = self.offsets[index + 1] - self.offsets[index]
+        B, W = len(index), max(int(n.max()) if len(n) else 0, 1)
+        row = np.repeat(np.arange(B), n)
+        j = np.arange(len(row)) - np.repeat(np.cumsum(n) - n, n)
+        src = self.offsets[index][row] + j
+        col = W - n[row] + j
+        out = Histories(np.zeros((B, W), np.int64), np.zeros((B, W), np.int64), np.zeros((B, W), np.int64),
+                        np.zeros((B, W), np.float64), np.zeros((B, W), bool))
+        out.item[row, col] = self.item[src]
+        out.category[row, col] = self.category[src]
+        out.action[row, col] = self.action[src]
+        out.ts[row, col] = self.ts[src]
+        out.mask[row, col] = True
+        return out

@@ -19,7 +19,7 @@ old lifelong history, so only a lifelong model can see them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -49,6 +49,10 @@ class Users:
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
+
+    def take(self, rows: np.ndarray) -> Users:
+        """The users at positions ``rows`` (every attribute indexed alike)."""
+        return Users(*(None if v is None else v[rows] for v in (getattr(self, f.name) for f in fields(self))))
 
 
 class Population:

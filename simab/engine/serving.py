@@ -2,12 +2,20 @@
 
 Both engines (``simab/engine/shard.py``) serve through :class:`Server`: the reference engine one
 request at a time, the wave engine every due request of a wave at once (one call per arm
-and shape: scenarios with the same numbers of candidates and slate size share a call).  A request's slate depends only on that request (its user's state, its
-keyed draws), never on the requests it is served with:
+and shape: scenarios with the same numbers of candidates and slate size share a call).
+:meth:`Server.serve` takes the batch's request arrays and the users' state (read only) and
+returns the outcome and the log rows; the shard logs them and updates the state.
 
-- retrieval, the policy's randomness and the responses are keyed by request id;
-- neural policies score in fixed-size chunks of ``max_batch`` rows, zero-padded, so the
-  floating-point work of each row is the same whichever rows share its chunk.
+- Retrieval, the policy's randomness and the responses are keyed by request id: they do
+  not depend on the requests a request is served with.
+- Neural policies score at the model's speed (issue #29): the call's requests are packed
+  (:mod:`simab.policies.packing`: sorted by history length, cut into parts of at most
+  ``serving.max_batch`` requests, by default the policy's ``serve_batch``, each part's
+  sequences cut to its longest real history; no zero rows).  A request's logits then
+  depend on the requests it is packed with in the last float32 bits; the packing is a
+  function of the wave, itself a function of the shard, so outputs stay byte-identical
+  for any number of workers, and the reference engine (each request alone) agrees with
+  the wave engine within float tolerance (``tests/simab/engine/test_engines.py``).
 
 Latency model (deterministic, per request; see docs/architecture.md):
 
@@ -17,11 +25,11 @@ Latency model (deterministic, per request; see docs/architecture.md):
 
 with ``U1``, ``Z`` drawn from the ``serving/latency`` stream keyed by request id (common to
 the arms), ``C`` the number of candidates and ``us_per_candidate`` the policy's service cost
-(``Policy.service_us_per_candidate``; the neural policies' figure is the scoring throughput
-that ``scripts/bench_campaign.py`` measures, recorded in docs/benchmarks.md).  The user sees the slate ``latency_ms`` after sending the request; a
+(``Policy.service_us_per_candidate``; scoring throughput measured by ``scripts/bench_neural.py``,
+recorded in docs/benchmarks.md).  The user sees the slate ``latency_ms`` after sending the request; a
 request slower than ``abandon_after_ms`` is abandoned (logged, no exposures).  The measured
-compute time of each call is kept per arm (``compute_s`` in the manifest) to compare the
-model with the machine.
+CPU time of each call is kept per arm (``compute_s`` in the manifest) to compare the model
+with the machine.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ from typing import NamedTuple
 import numpy as np
 
 from simab.engine.retrieval import user_contexts
+from simab.policies.packing import packed_batches
+from simab.policies.runtime import keep_heap
 from simab.policies.world_features import GROUP_RINGS, FeatureBuilder, Snapshot
 from simab.simulators import rng, streams
 from simab.simulators.oracle import Response
@@ -40,6 +50,8 @@ from simab.simulators.world import World
 
 #: Service cost per candidate (microseconds) of a policy that does not declare one.
 DEFAULT_US_PER_CANDIDATE = 1.0
+#: Requests per scoring call of a neural policy that does not declare its own (``serve_batch``).
+DEFAULT_SERVE_BATCH = 64
 
 
 class Requests(NamedTuple):
@@ -138,34 +150,43 @@ class Server:
     def __init__(self, world: World, arm: str, policy, serving, retriever, builder: FeatureBuilder):
         self.world, self.arm, self.policy = world, arm, policy
         self.retriever, self.builder = retriever, builder
-        self.chunk = int(serving.max_batch)
+        self.chunk = int(serving.max_batch or getattr(policy, "serve_batch", DEFAULT_SERVE_BATCH))
         self.abandon_after_ms = serving.abandon_after_ms
         self.latency = LatencyModel(world, serving, policy)
         self.groups = tuple(policy.feature_groups)
         self.rings = tuple(dict.fromkeys(GROUP_RINGS[g] for g in self.groups if g in GROUP_RINGS))
         self.ukey = policy_uniform_key(world, arm)
         self.neural = hasattr(policy, "parameters")
+        if self.neural:
+            policy.eval()  # served, never trained here: no mode switches per call
+            keep_heap()  # the scoring temporaries are reused, not page-faulted afresh each call
+            device = getattr(serving, "device", "cpu")
+            if device != "cpu":  # batches are built on the CPU and moved per call (NeuralPolicy.to_device)
+                from simab.policies.trainer import resolve_device
+
+                policy.to(resolve_device(device, key="serving.device"))
         self.surface_of_scenario = np.array(world.chain.surfaces)
-        self.compute_s = 0.0  # whole serving calls (retrieval, features, scores, slates, responses)
-        self.score_s = 0.0  # the bare batched scoring: feature snapshots and batches, policy scores
+        # CPU seconds (the shard runs on one thread; CPU time is what other jobs on a shared
+        # machine disturb least): whole serving calls (retrieval, features, scores, slates,
+        # responses), and within them the batched scoring (feature snapshots and batches,
+        # packing, policy scores)
+        self.compute_s = 0.0
+        self.score_s = 0.0
         self.calls = 0
 
     def _scores(self, batch: dict) -> np.ndarray:
-        """Scores [B, C]; neural policies in zero-padded chunks of ``chunk`` rows."""
+        """Scores [B, C]; neural policies in packed parts of at most ``chunk`` requests
+        (:func:`~simab.policies.packing.packed_batches`: sorted by history length, each
+        part's sequences cut to its longest real history)."""
         if not self.neural:
             return self.policy.score(batch).numpy()
-        import torch
-
-        B = next(iter(batch.values())).shape[0]
-        out = []
-        for lo in range(0, B, self.chunk):
-            part = {k: v[lo:lo + self.chunk] for k, v in batch.items()}
-            n = next(iter(part.values())).shape[0]
-            if n < self.chunk:
-                part = {k: torch.cat([v, torch.zeros((self.chunk - n, *v.shape[1:]), dtype=v.dtype)])
-                        for k, v in part.items()}
-            out.append(self.policy.score(part).numpy()[:n])
-        return np.concatenate(out)
+        out = None
+        for rows, part in packed_batches(batch, self.chunk):
+            s = self.policy.score(part).numpy()
+            if out is None:
+                out = np.empty((next(iter(batch.values())).shape[0], s.shape[1]), s.dtype)
+            out[rows] = s
+        return out
 
     def serve(self, req: Requests, state) -> Served:
         """Serve ``req`` (users at ``state`` rows ``req.rows``): retrieval, features, scores,
@@ -177,7 +198,7 @@ class Server:
         sc = np.asarray(req.scenarios, np.int64)
         spec = w.spec.scenarios[w.scenario_names[int(sc[0])]]
         n_cand = spec.n_candidates
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         ctx = user_contexts(st, rows)
         cand = np.empty((B, n_cand), np.int64)
         surfaces = self.surface_of_scenario[sc]
@@ -196,11 +217,11 @@ class Server:
             p_click_top, _, _ = w.oracle.probabilities(
                 u, intent, sc, cand, np.zeros((B, C)), pen, users.price_sensitivity[rows],
                 users.conversion_propensity[rows], users.click_bias[rows])
-        t_score = time.perf_counter()
+        t_score = time.process_time()
         snap = Snapshot.from_state(st, rows, t, sc, self.rings)
         batch = self.builder.build(snap, cand, self.groups, p_click=p_click_top)
         scores = self._scores(batch)
-        self.score_s += time.perf_counter() - t_score
+        self.score_s += time.process_time() - t_score
         if getattr(self.policy, "stochastic", False):
             uniforms = rng.uniform(self.ukey, rids[:, None], streams.policy_uniform_counters(C)[None, :])
             idx, prop = self.policy.slate(batch, K, uniforms)
@@ -215,7 +236,7 @@ class Server:
         resp = w.oracle.respond(rids, u, intent, sc, slate, pen, users.price_sensitivity[rows],
                                 users.conversion_propensity[rows], users.click_bias[rows])
         keep = ~abandoned
-        self.compute_s += time.perf_counter() - t0
+        self.compute_s += time.process_time() - t0
         self.calls += 1
         outcome = Outcome(slate, resp.clicked & keep[:, None], resp.converted & keep[:, None],
                           resp.delay_s, np.where(keep[:, None], resp.dwell_s, 0.0), abandoned)

@@ -17,9 +17,18 @@ The events are those of :mod:`simab.engine.reference` (the readable version):
     SCENE  a content visit (dwell) or a ranking surface (the request is sent)
     SERVE  the slate arrives ``latency`` later: ranking, response, clicks, cart, purchases
     END    the scene's dwell is over: leave (-> next session) or the next scene
+    PARKED a request waiting for its neural arm's batch (below)
 
 Delayed purchases are per-user pending slots, applied in time order before the user's
 next event whose time is at or after them, and at the end for those before ``t_end``.
+
+A neural arm's requests are parked until the arm's serving batch fills (the policy's
+``serve_batch``, or ``serving.max_batch``) or nothing else is left to do in the tick: a
+wave holds only the users whose event is due, often a few, and a model scores a few
+requests far below its speed.  A parked user has no other event meanwhile and no user's
+state depends on another's, so the request is served at its own time on the state it was
+sent in; only the calls' composition changes, a function of the shard's waves (issue #29).
+Fixed policies are served in the wave, as before.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from simab.engine.shard import ShardSimulation
 from simab.simulators.scenes import CART, CONTENT, DETAIL
 from simab.simulators.streams import Decision, request_ids
 
-START, SCENE, SERVE, END, DONE = range(5)
+START, SCENE, SERVE, END, DONE, PARKED = range(6)
 #: Requests per serving call at most: a wave of a large shard is served in slices so that the
 #: call's temporaries (candidates x latent dimensions per request) stay bounded.
 MAX_SERVE_ROWS = 8192
@@ -110,6 +119,8 @@ class WaveSimulation(ShardSimulation):
         self.rid = np.zeros(n, np.int64)
         self.lat = np.zeros(n)
         self.buys = PendingPurchases(n)
+        self.park_t = np.zeros(n)  # a parked request's serving time
+        self.parked: dict[int, list[np.ndarray]] = {}  # (arm, shape) key -> parked rows, in order
         specs = [self.world.spec.scenarios[name] for name in self.world.scenario_names]
         shapes = [(s.n_candidates, s.slate_size) for s in specs]
         self.shape_of_scenario = np.array([sorted(set(shapes)).index(x) for x in shapes], np.int64)
@@ -141,7 +152,10 @@ class WaveSimulation(ShardSimulation):
         while True:
             due = np.flatnonzero(self.t_next < tick_end)
             if not len(due):
-                return
+                if not self.parked:
+                    return
+                self.serve_parked()  # nothing else to do in the tick: the waiting requests go now
+                continue
             self.waves += 1
             self.wave_rows += len(due)
             t = self.t_next[due]
@@ -228,17 +242,44 @@ class WaveSimulation(ShardSimulation):
 
     def serve(self, rows: np.ndarray, t: np.ndarray) -> None:
         """Every request of the wave, one call per (arm, shape): scenarios with the same
-        numbers of candidates and slate size share a call."""
+        numbers of candidates and slate size share a call.  A neural arm's requests wait
+        (parked) until its serving batch fills or the tick has nothing else to do
+        (:meth:`serve_parked`)."""
         n_shapes = int(self.shape_of_scenario.max()) + 1
         key = self.arm_now[rows] * n_shapes + self.shape_of_scenario[self.sc[rows]]
         for k in np.unique(key):
             m = np.flatnonzero(key == k)
             arm = self.arms[int(k) // n_shapes]
-            for lo in range(0, len(m), MAX_SERVE_ROWS):  # bounded temporaries ([B, C, d] in the oracle)
-                r, tt = rows[m[lo:lo + MAX_SERVE_ROWS]], t[m[lo:lo + MAX_SERVE_ROWS]]
-                out = self.serve_requests(arm, Requests(r, self.sess[r], self.rid[r], self.sc[r], tt, self.q_cat[r],
-                                                        self.q_shop[r], self.lat[r]))
-                self.react(r, tt, out)
+            server = self.services[arm]
+            if server.neural:
+                r = rows[m]
+                self.park_t[r] = t[m]
+                self.pc[r] = PARKED
+                self.t_next[r] = np.inf
+                pool = self.parked.setdefault(int(k), [])
+                pool.append(r)
+                if sum(len(x) for x in pool) >= server.chunk:
+                    self.serve_parked(int(k))
+                continue
+            self.serve_now(arm, rows[m], t[m])
+
+    def serve_now(self, arm: str, rows: np.ndarray, t: np.ndarray) -> None:
+        for lo in range(0, len(rows), MAX_SERVE_ROWS):  # bounded temporaries ([B, C, d] in the oracle)
+            r, tt = rows[lo:lo + MAX_SERVE_ROWS], t[lo:lo + MAX_SERVE_ROWS]
+            out = self.serve_requests(arm, Requests(r, self.sess[r], self.rid[r], self.sc[r], tt, self.q_cat[r],
+                                                    self.q_shop[r], self.lat[r]))
+            self.react(r, tt, out)
+
+    def serve_parked(self, key: int | None = None) -> None:
+        """Serve the parked requests of pool ``key`` (every pool when None), each at its
+        own time.  A parked user has no other event meanwhile and no user's story reads
+        another's, so a request served a few waves later sees the state it was sent in; the
+        pools are emptied before a tick ends.  The composition of a call is a function of
+        the shard's waves, so outputs stay the same for any number of workers."""
+        n_shapes = int(self.shape_of_scenario.max()) + 1
+        for k in sorted(self.parked) if key is None else [key]:
+            rows = np.concatenate(self.parked.pop(k))
+            self.serve_now(self.arms[k // n_shapes], rows, self.park_t[rows])
 
     def react(self, rows: np.ndarray, t: np.ndarray, out) -> None:
         """Clicks (in slate order per user): the item joins the short sequence (and the

@@ -27,6 +27,10 @@ def prepare_policies(spec: CampaignSpec, world: World, run_dir: Path, cache: Pat
 
     fs = feature_spec_of(world.spec)
     out, data = {}, None
+    if spec.serving.device != "cpu":  # refused here, before any shard starts, on a machine without it
+        from simab.policies.trainer import resolve_device
+
+        resolve_device(spec.serving.device, key="serving.device")
     for arm, a in spec.arms.items():
         if not trains(a.policy, a.params, fs, key=f"arms.{arm}.policy"):
             out[arm] = {"kind": "fixed", "name": a.policy, "params": dict(a.params)}

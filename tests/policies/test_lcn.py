@@ -94,6 +94,21 @@ def test_top_k_keeps_highest_scoring_real_positions():
             assert kept[b, c].sum() == min(7, len(real))
 
 
+def test_top_k_ties_go_to_the_recent_event_whatever_the_left_padding():
+    """The same item twice in a history scores exactly alike: the more recent wins, and
+    padding added on the left (a batch cut to another length) changes nothing."""
+    scores = torch.tensor([[[1.0, 2.0, 2.0, 0.5, 2.0]]])
+    mask = torch.ones(1, 5, dtype=torch.bool)
+    idx, _ = top_k_positions(scores, mask, 2)
+    assert idx[0, 0].tolist() == [4, 2]
+    padded = torch.cat([torch.full((1, 1, 3), 9.0), scores], dim=-1)  # padding scores high but is masked
+    idx_padded, _ = top_k_positions(padded, torch.cat([torch.zeros(1, 3, dtype=torch.bool), mask], dim=1), 2)
+    assert (idx_padded - 3).tolist() == idx.tolist()
+    # k at least the length: every position kept, in time order, with the mask as it is
+    every, kept = top_k_positions(scores, mask, 9)
+    assert every[0, 0].tolist() == [0, 1, 2, 3, 4] and kept.all()
+
+
 def test_csa_keeps_events_it_scores_highest(fspec):
     """CSA keeps its top-k1 by score (checked by making CSA
     prefer one category: only events of that category survive the first level)."""

@@ -82,16 +82,76 @@ def test_wave_engine_does_not_depend_on_the_tick(tmp_path, tick_s):
     assert other == base
 
 
-def test_neural_arm_scores_do_not_depend_on_the_wave(tmp_path):
-    """A DIN arm scores in zero-padded chunks of ``max_batch`` rows: the reference engine
-    (one request per call) and the wave engine (many) give the same slates."""
-    over = {"arms": {"control": {"policy": "popularity", "share": 0.5},
-                     "treatment": {"policy": "din", "share": 0.5, "params": {"embedding_dim": 8}}},
-            "training": {"epochs": 1, "max_steps": 20, "cache_dir": str(tmp_path / "cache")},
-            "serving": {"max_batch": 8}}
-    ref, _ = _digests(tmp_path, "ref", engine="reference", **over)
-    wave, _ = _digests(tmp_path, "wave", engine="wave", **over)
-    assert wave == ref
+NEURAL = {"arms": {"control": {"policy": "popularity", "share": 0.5},
+                   "treatment": {"policy": "din", "share": 0.5, "params": {"embedding_dim": 8}}},
+          "training": {"epochs": 1, "max_steps": 20}}
+#: Logits of one request scored in two batches of different composition (packed parts,
+#: sequences cut to another length) differ by float32 rounding of sums taken in another
+#: order: on this campaign at most 1.2e-7 (DIN), 4.8e-7 (AMEN, SSIM), 9.5e-7 (LCN), on logits
+#: of magnitude ~5.  1e-4 leaves two orders of magnitude and is far below the gaps that
+#: order a slate.
+SCORE_TOL = 1e-4
+
+
+def _neural_run(tmp_path, name, workers=1, **over):
+    spec = load_campaign(overrides=tiny(tmp_path, duration_days=0.4, **{**NEURAL, **over}))
+    return run_campaign(spec, out=tmp_path / name, workers=workers, report=False)
+
+
+def _user_histories(run) -> dict[int, list[tuple]]:
+    """Per user, its served requests in order: (request, items, other exposure columns, scores)."""
+    t = read_table(run.run_dir, "exposures").sort_by([("request", "ascending"), ("position", "ascending")])
+    col = {k: t.column(k).to_numpy(zero_copy_only=False) for k in
+           ("user", "request", "item", "score", "clicked", "converted", "ts", "arm")}
+    out: dict[int, list[tuple]] = {}
+    starts = np.flatnonzero(np.r_[True, col["request"][1:] != col["request"][:-1]])
+    for lo, hi in zip(starts, np.r_[starts[1:], len(col["request"])], strict=True):
+        same = tuple(tuple(col[k][lo:hi].tolist()) for k in ("item", "clicked", "converted", "ts", "arm"))
+        out.setdefault(int(col["user"][lo]), []).append((int(col["request"][lo]), same, col["score"][lo:hi]))
+    return out
+
+
+def test_neural_arm_is_identical_for_one_and_two_workers(tmp_path):
+    """A neural arm's scores depend on the requests they are packed with, and those are a
+    function of the shard: the bytes do not depend on the number of workers."""
+    a = _neural_run(tmp_path, "w1", workers=1)
+    b = _neural_run(tmp_path, "w2", workers=2)
+    for table, sort in SORTS.items():
+        assert digest(read_table(a.run_dir, table), sort) == digest(read_table(b.run_dir, table), sort), table
+    # the neural arm's requests wait for its batch (parked), the fixed arm's are served wave by
+    # wave: requests a call (request-weighted) measured 16.0 against 10.7; served wave by wave
+    # (before parking) the same DIN arm had 8.4 (the arms' users differ by sampling noise)
+    req = read_table(a.run_dir, "requests")
+    arm = np.array(req.column("arm").cast("string").to_pylist())
+    size = req.column("batch_size").to_numpy()
+    assert size[arm == "treatment"].mean() > 1.25 * size[arm == "control"].mean()
+
+
+@pytest.mark.parametrize("model", ["din", pytest.param("lcn", marks=pytest.mark.slow)])
+def test_neural_arm_agrees_with_the_reference_engine_within_float_tolerance(tmp_path, model):
+    """The reference engine scores each request alone, the wave engine in packed parts of a
+    wave's requests: a request's logits agree within ``SCORE_TOL``.  Where rounding flips two
+    nearly tied candidates the user's story branches (another slate, other clicks), so each
+    user is compared up to its first differing slate, and that must be rare.  LCN selects
+    events by score (top-k): ties among them must not depend on the batch either."""
+    arms = {**NEURAL["arms"], "treatment": {**NEURAL["arms"]["treatment"], "policy": model}}
+    ref = _user_histories(_neural_run(tmp_path, "ref", engine="reference", arms=arms))
+    wave = _user_histories(_neural_run(tmp_path, "wave", engine="wave", arms=arms))
+    assert set(ref) == set(wave)
+    compared, branched, worst = 0, 0, 0.0
+    for user, r_reqs in ref.items():
+        for (r_id, r_same, r_score), (w_id, w_same, w_score) in zip(r_reqs, wave[user], strict=False):
+            if r_id != w_id or r_same != w_same:
+                branched += 1
+                break
+            worst = max(worst, float(np.abs(r_score - w_score).max()))
+            compared += 1
+        else:
+            if len(r_reqs) != len(wave[user]):
+                branched += 1
+    assert compared > 300  # most requests of the campaign
+    assert worst <= SCORE_TOL
+    assert branched <= 0.05 * len(ref)
 
 
 def test_pending_purchases_come_out_in_time_order_and_grow():
