@@ -12,10 +12,11 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from simab.errors import SimabError
-from simab.eventlog import Manifest, ShardSink
+from simab.eventlog import Manifest, ShardSink, write_part
 from simab.progress import progress
 from simab.run.arm_policies import build_policy
-from simab.run.plan import ShardJob, plan_shard
+from simab.run.design import shard_setup
+from simab.run.plan import ShardJob
 from simab.simulators.world import World
 from simab.spec import CampaignSpec
 
@@ -30,17 +31,20 @@ def run_shard(job: ShardJob) -> dict:
     spec = CampaignSpec.model_validate_json(job.spec_json)
     world = World.build(spec.world, spec.seed)
     arms = list(spec.arms)
-    plan, session_arm = plan_shard(spec, job.shard, job.force_arm)
     policies = {a: build_policy(job.policies[a], world) for a in arms}
+    setup = shard_setup(spec, world, job.shard, job.force_arm, policies)  # the design's plan, rankers, market
     started = time.perf_counter()
     out = Path(job.run_dir) / job.subdir if job.subdir else Path(job.run_dir)
     with ShardSink(out, job.shard) as sink:  # a part for each table of the event log
         # the engine writes its logs to the sink per tick once they are large, and at the end
-        sim = make_simulation(spec.engine, world, plan, arms, policies, campaign=spec.name, serving=spec.serving,
-                              unit=spec.unit, session_arm=session_arm, sink=sink)
+        sim = make_simulation(spec.engine, world, setup.plan, arms, setup.policies, campaign=spec.name,
+                              serving=spec.serving, unit=setup.unit, session_arm=setup.session_arm, sink=sink,
+                              market=setup.market, market_pools=setup.market_pools)
         sim.run()
         sink.write("assignments", sim.assignments_table())
         parts = sink.close()
+    if setup.market is not None:  # each day's spend of every limited item
+        parts["market"] = write_part(out, "market", job.shard, setup.market.table(job.shard))
     compute = {a: s.compute_s for a, s in sim.services.items()}
     score = {a: s.score_s for a, s in sim.services.items()}
     return {"shard": job.shard, "parts": parts, "wall_s": time.perf_counter() - started, "compute_s": compute,
