@@ -320,6 +320,7 @@ def analyze(
                 per_scenario,
                 per_day,
             )
+    interference, srm = _interference(run, alpha, control, treatments, truth, metrics, srm)
     # confirmatory metrics form the multiple-testing family; guardrails (measured latency)
     # are adjusted among themselves so that they never move a confirmatory adjusted p
     for role in ("confirmatory", "guardrail"):
@@ -346,7 +347,25 @@ def analyze(
             "exposures_per_s": float(runtime.get("exposures_per_s", 0.0)),
         },
         run_info=info,
+        interference=interference,
     )
+
+
+def _interference(run: RunData, alpha, control, treatments, truth, metrics: dict, srm):
+    """Under interference (run.json's ``interference``): the design's analysis beside the global
+    truth; where the design's units are not users its comparisons replace the per-user ones
+    (and its units' SRM the users')."""
+    if not run.info.get("interference"):
+        return None, srm
+    from simab.reports.design_run import CLUSTER_DESIGNS, analyze_design, design_metric_reports
+
+    design = analyze_design(run, alpha)
+    if design.kind in CLUSTER_DESIGNS:
+        metrics.clear()
+        metrics.update(design_metric_reports(design, control, treatments[0], truth))
+        if design.srm is not None:
+            srm = design.srm
+    return design, srm
 
 
 def control_baseline(run_dir: str | Path, metric: str) -> tuple[float, float]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from simab.reports.comparison import Comparison
 from simab.reports.cross_check import OlsCrossCheck
@@ -190,6 +191,8 @@ class Report:
     run_info: dict = field(default_factory=dict)
     #: problems found verifying the run folder (``simab report --allow-incomplete``); empty: verified
     integrity: tuple[str, ...] = ()
+    #: the design's analysis beside the global truth (runs with interference; a DesignReport)
+    interference: Any = None
 
     def to_json_dict(self) -> dict:
         """The report.json contract (DESIGN.md section 6) plus extra keys; NaN-free."""
@@ -243,4 +246,4 @@ class Report:
             "days": list(self.days),
             "runtime": {k: number(v) for k, v in self.runtime.items()},
             "integrity": {"complete": not self.integrity, "problems": list(self.integrity)},
-        }
+        } | ({"interference": self.interference.to_json_dict()} if self.interference is not None else {})

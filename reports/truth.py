@@ -8,12 +8,13 @@ import pyarrow as pa
 
 
 def true_values(truth: pa.Table | None) -> dict[tuple[str, str], float]:
-    """(arm, metric) -> expected value; ``counterfactual`` rows win over ``oracle`` rows."""
+    """(arm, metric) -> expected value; ``counterfactual`` rows win over ``oracle`` rows, and
+    ``global`` rows (the whole market under each arm, written under interference) over both."""
     if truth is None:
         return {}
     out: dict[tuple[str, str], float] = {}
     rows = truth.to_pylist()
-    for source in ("oracle", "counterfactual"):
+    for source in ("oracle", "counterfactual", "global"):
         for row in rows:
             if row["source"] == source and row["value"] is not None and math.isfinite(row["value"]):
                 out[(row["arm"], row["metric"])] = float(row["value"])

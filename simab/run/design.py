@@ -72,6 +72,13 @@ def interference(spec: CampaignSpec) -> bool:
     return spec.world.market.enabled or spec.design.kind != "user"
 
 
+def interference_info(spec: CampaignSpec) -> dict:
+    """run.json's ``interference`` table: the design and the market, as the analysis reads them."""
+    market = spec.world.market
+    return {"design": spec.design.model_dump(mode="json"), "market": market.model_dump(mode="json"),
+            "truth": "global", "treatment": treatment_arm(spec) if len(spec.arms) == 2 else None}
+
+
 def treatment_arm(spec: CampaignSpec) -> str:
     """The arm that is not the control (designs beyond ``user`` have two)."""
     return next(a for a in spec.arms if a != spec.control_arm)
@@ -207,7 +214,7 @@ def items_table(spec: CampaignSpec, world: World, markets: np.ndarray) -> pa.Tab
     arm = pa.nulls(n * len(markets), pa.string())
     if spec.design.kind in ("item", "two_sided"):
         names = np.array(list(spec.arms), object)
-        arm = pa.array(names[item_arms(spec, c, markets)[:, :n].reshape(-1)], pa.string())
+        arm = pa.array(names[item_arms(spec, c, np.maximum(markets, 0))[:, :n].reshape(-1)], pa.string())
     limited = np.zeros(n, bool)
     if spec.world.market.enabled:
         limited[limited_items(spec.world.market, c, world.seed)] = True

@@ -31,10 +31,13 @@ TABLES = ("exposures", "requests", "assignments", "moveline")
 #: Files simab writes at the top of a run folder (sweeps add rows.json to their runs).
 OWNED_FILES = frozenset({
     "spec.json", "run.json", "run.json.partial", "manifest.json", "truth.parquet",
-    "covariates.parquet", "report.json", "report.md", "report.html", "rows.json",
+    "covariates.parquet", "report.json", "report.md", "report.html", "rows.json", "items.parquet",
+    "markets.parquet",
 })
 #: Folders simab writes at the top of a run folder; what may sit inside each is checked too.
-OWNED_FOLDERS = frozenset({*TABLES, "counterfactual", "models", ".models"})
+OWNED_FOLDERS = frozenset({*TABLES, "counterfactual", "models", ".models", "market", "global"})
+#: the per-shard tables of a run with a market (``world.market``): the event log's and the market's
+_MARKET_TABLES = (*TABLES, "market")
 # temporary names of atomic writes (eventlog parts, manifest, reports, write probe)
 _TEMP = re.compile(r"^\.(.+\.tmp(-\d+)?|write-probe-\d+)$")
 _PART = re.compile(r"^shard-\d{5}\.parquet$")
@@ -108,8 +111,14 @@ def _owned_inside(folder: str, rel: tuple[str, ...], is_dir: bool) -> bool:
     name = rel[-1]
     if _TEMP.match(name):
         return True
-    if folder in TABLES:
+    if folder in _MARKET_TABLES:
         return len(rel) == 1 and not is_dir and bool(_PART.match(name))
+    if folder == "global":  # global/<arm>/{manifest.json,<table>/shard-*}: the global truth's worlds
+        if len(rel) == 1:
+            return is_dir
+        if len(rel) == 2:
+            return (is_dir and rel[1] in _MARKET_TABLES) or (not is_dir and name == "manifest.json")
+        return len(rel) == 3 and rel[1] in _MARKET_TABLES and not is_dir and bool(_PART.match(name))
     if folder == "counterfactual":  # counterfactual/<arm>/{manifest.json,<table>/shard-*}
         if len(rel) == 1:
             return is_dir
@@ -253,7 +262,8 @@ def check_resume(run_dir: Path, spec: Any) -> bool:
 
 
 # --------------------------------------------------------------------------- verification
-def file_digests(run_dir: Path, names: tuple[str, ...] = ("truth.parquet", "covariates.parquet")) -> dict[str, str]:
+def file_digests(run_dir: Path, names: tuple[str, ...] = ("truth.parquet", "covariates.parquet", "items.parquet",
+                                                        "markets.parquet")) -> dict[str, str]:
     """SHA-256 of the run's whole-run tables (recorded in run.json, checked by :func:`verify`)."""
     return {n: sha256(run_dir / n) for n in names if (run_dir / n).exists()}
 
@@ -282,7 +292,7 @@ def _verify_parts(folder: Path, shards: int, label: str) -> list[str]:
                 problems.append(f"{rel} is missing")
             elif sha256(p) != meta.get("sha256"):
                 problems.append(f"{rel} does not match its manifest digest")
-    for table in TABLES:
+    for table in _MARKET_TABLES:
         for p in sorted((folder / table).glob("shard-*.parquet")):
             if p not in expected:
                 problems.append(f"{label}{table}/{p.name} is not in the manifest")
@@ -300,7 +310,10 @@ def verify(run_dir: Path) -> list[str]:
     except (OSError, ValueError, KeyError, TypeError):
         return ["spec.json is unreadable"]
     problems = _verify_parts(run_dir, shards, "")
-    if truth == "counterfactual":
+    if (run_dir / "global").is_dir():  # a run with interference: the global truth's worlds
+        for arm in arms:
+            problems += _verify_parts(run_dir / "global" / arm, shards, f"global/{arm}/")
+    elif truth == "counterfactual":
         for arm in arms:
             problems += _verify_parts(run_dir / "counterfactual" / arm, shards, f"counterfactual/{arm}/")
     try:

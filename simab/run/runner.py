@@ -20,6 +20,8 @@ from simab.errors import SimabError
 from simab.eventlog import Manifest, read_table
 from simab.progress import progress
 from simab.run.arm_policies import prepare_policies
+from simab.run.design import interference, interference_info
+from simab.run.global_truth import global_truth, write_items
 from simab.run.outputs import run_info, write_run_info
 from simab.run.plan import ShardJob
 from simab.run.preperiod import covariates, pre_period
@@ -93,7 +95,10 @@ def run_campaign(
 
     arms = list(spec.arms)
     truth = oracle_truth(exposure_parts(run_dir), users_per_arm(run_dir, arms))
-    if spec.truth == "counterfactual":
+    if interference(spec):  # the GTE: the whole market under each arm (replaces the counterfactual worlds)
+        truth += global_truth(spec, run_dir, policies, workers, backend, resume)
+        write_items(spec, world, run_dir)
+    elif spec.truth == "counterfactual":
         for arm in arms:
             sub = f"counterfactual/{arm}"
             (run_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -114,6 +119,8 @@ def run_campaign(
     compute = {a: sum(v.get("compute_s", {}).get(a, 0.0) for v in manifest.data["shards"].values()) for a in arms}
     info = run_info(spec, wall_s=wall, exposures=n_exp, scoring_s=compute, workers=workers, backend=backend,
                     policies=policies, digests=digests)
+    if interference(spec):
+        info["interference"] = interference_info(spec)
     write_run_info(run_dir, info)
     rep = None
     if report:
