@@ -49,15 +49,13 @@ DESIGNS = [
     ("user", {"kind": "user"}),
     ("budget_split", {"kind": "budget_split"}),
     ("item", {"kind": "item", "cluster": "item", "merge": "rank"}),
-    ("item_category", {"kind": "item", "cluster": "category", "merge": "rank"}),
     ("two_sided", {"kind": "two_sided", "cluster": "item", "merge": "rank"}),
     ("switchback_1h", {"kind": "switchback", "block_hours": 1.0}),
     ("switchback_3h", {"kind": "switchback", "block_hours": 3.0}),
     ("switchback_6h", {"kind": "switchback", "block_hours": 6.0}),
-    ("switchback_12h", {"kind": "switchback", "block_hours": 12.0}),
 ]
 #: switchback analyses with a washout (hours) on top of the plain ones: same simulation
-WASHOUTS = {"switchback_3h": (1.0,), "switchback_6h": (2.0,), "switchback_12h": (3.0,)}
+WASHOUTS = {"switchback_3h": (1.0,), "switchback_6h": (2.0,)}
 QUICK = {"markets": 12, "users": 120, "days": 0.5, "capacities": [1000.0, 5.0], "market_group": 4,
          "designs": ["user", "budget_split", "item", "two_sided", "switchback_3h"]}
 
@@ -363,9 +361,9 @@ def figure(result: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--markets", type=int, default=200, help="markets per simulation (= replicates)")
-    ap.add_argument("--users", type=int, default=200, help="users per market")
+    ap.add_argument("--users", type=int, default=150, help="users per market")
     ap.add_argument("--days", type=float, default=1.0)
-    ap.add_argument("--capacities", type=float, nargs="+", default=[1000.0, 50.0, 20.0, 10.0])
+    ap.add_argument("--capacities", type=float, nargs="+", default=[1000.0, 60.0, 30.0, 15.0])
     ap.add_argument("--refresh-s", type=int, default=900)
     ap.add_argument("--market-group", type=int, default=10, help="markets per market-randomised replicate")
     ap.add_argument("--market-replicates", type=int, default=200)

@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_serializer,
     model_validator,
 )
@@ -143,11 +144,12 @@ class MarketSpec(_Strict):
     refresh_s: int = Field(900, ge=60, le=86400, description="seconds between updates of the serving index (which "
                            "items are available); must divide a day")
 
-    @model_validator(mode="after")
-    def _refresh_divides_day(self) -> MarketSpec:
-        if 86400 % self.refresh_s:
-            raise ValueError(f"refresh_s {self.refresh_s} must divide a day (86400 s), e.g. 300, 900, 3600")
-        return self
+    @field_validator("refresh_s")
+    @classmethod
+    def _refresh_divides_day(cls, v: int) -> int:
+        if 86400 % v:
+            raise ValueError(f"{v} must divide a day (86400 s), e.g. 300, 900, 3600")
+        return v
 
 
 CALIBRATIONS = ("realistic", "dense")
