@@ -411,21 +411,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{i + 1}/{len(tasks)}] {s['label']} capacity {s['capacity']:g}{' A/A' if s['aa'] else ''}: "
                   f"{s['exposures']:,} exposures, {s['wall_s']:.0f}s", file=sys.stderr, flush=True)
     result = {"settings": {k: v for k, v in base.items() if k != "out"}, "points": analyse(sims, args)}
-    wall = time.perf_counter() - started
-    result["wall_s"] = wall
+    result["wall_s"] = time.perf_counter() - started
     result["command"] = command
-    out = Path(args.out)
+    md = write_outputs(result, Path(args.out))
+    print(f"wrote {md} in {result['wall_s'] / 60:.1f} minutes", file=sys.stderr)
+    return 0
+
+
+def write_outputs(result: dict, out: Path) -> Path:
+    """interference.json, interference.md (keeping the hand-written findings below its notes
+    marker) and interference.png from a study's result."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "interference.json").write_text(json.dumps(result, indent=1, default=float, allow_nan=True))
-    text = page(result, args, command, wall)
+    text = page(result, argparse.Namespace(**result["settings"]), result["command"], result["wall_s"])
     md = out / "interference.md"
     if md.exists() and "<!-- notes -->" in md.read_text():  # keep hand-written findings
         notes = md.read_text().split("<!-- notes -->", 1)[1]
         text = text.split("<!-- notes -->", 1)[0] + "<!-- notes -->" + notes
     md.write_text(text)
     figure(result, out / "interference.png")
-    print(f"wrote {md} in {wall / 60:.1f} minutes", file=sys.stderr)
-    return 0
+    return md
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ from simab.spec import (
 )
 
 ROWS_FILE = "rows.json"
-EVENT_FOLDERS = ("exposures", "requests", "moveline", "assignments", "counterfactual", "models")
+EVENT_FOLDERS = ("exposures", "requests", "moveline", "assignments", "counterfactual", "models", "global", "market")
 
 
 # --------------------------------------------------------------------------- grid
