@@ -155,3 +155,14 @@ def test_the_market_is_off_by_default_and_refuses_a_refresh_that_does_not_divide
         world_spec({"preset": "default", "market": {"enabled": True, "refresh_s": 7000}})
     with pytest.raises(SimabError, match="limited_share 0.5 leaves 150 unlimited"):
         world_spec({"preset": "default", "n_shop_items": 300, "market": {"enabled": True, "limited_share": 0.5}})
+
+
+def test_the_market_does_not_key_the_pre_period_and_model_caches():
+    """The pre-period runs without a market, so its cached logs and the models trained on them
+    are shared by every market setting of a world."""
+    from simab.simulators.world import World
+
+    plain = World.build(world_spec("default"), 1)
+    with_market = World.build(world_spec({"preset": "default", "market": {"enabled": True, "capacity": 3.0}}), 1)
+    assert plain.fingerprint() == with_market.fingerprint()
+    assert World.build(world_spec({"preset": "default", "n_users": 999}), 1).fingerprint() != plain.fingerprint()
