@@ -18,6 +18,7 @@ import pyarrow.dataset as ds
 
 from simab.reports import designs
 from simab.reports.comparison import RelMethod
+from simab.reports.metric_registry import REGISTRY
 from simab.reports.report import ArmValue, ComparisonReport, MetricReport
 from simab.reports.run_data import RunData, decode_dictionaries
 
@@ -41,12 +42,18 @@ def _lookup(keys: np.ndarray, table_keys: np.ndarray, values: np.ndarray, missin
     return np.where(found, values[order][pos], missing)
 
 
-def _gte(truth: pa.Table | None, control: str, treatment: str) -> dict[str, float]:
-    """metric -> relative GTE from the ``global`` truth rows."""
-    if truth is None:
-        return {}
-    rows = [r for r in truth.to_pylist() if r["source"] == "global" and r["value"] is not None]
+def _gte(run: RunData, control: str, treatment: str, limited: np.ndarray | None) -> dict[str, float]:
+    """metric -> relative GTE: from the ``global`` truth rows, and for ``revenue`` from the
+    global worlds' exposures (Σ p_click over the limited items per exposure)."""
+    rows = [] if run.truth is None else [r for r in run.truth.to_pylist()
+                                         if r["source"] == "global" and r["value"] is not None]
     val = {(r["arm"], r["metric"]): float(r["value"]) for r in rows}
+    if limited is not None:
+        for arm in (control, treatment):
+            g = _read(run.run_dir / "global" / arm / "exposures", ["item", "p_click"])
+            if g is not None and g.num_rows:
+                lim = np.isin(g["item"].to_numpy(), limited)
+                val[(arm, "revenue")] = float((g["p_click"].to_numpy() * lim).sum() / g.num_rows)
     out = {}
     for m in designs.RATIO_METRICS:
         c, t = val.get((control, m)), val.get((treatment, m))
@@ -79,9 +86,15 @@ def analyze_design(run: RunData, alpha: float, rel_method: RelMethod = "delta") 
     users = exp["user"].to_numpy()
     ts = exp["ts"].to_numpy()
     item = exp["item"].to_numpy()
+    items = _read(run.run_dir / "items.parquet")
+    limited = None
+    if items is not None and inter.get("market", {}).get("enabled"):
+        lim = items["limited"].to_numpy(zero_copy_only=False)
+        limited = np.unique(items["item"].to_numpy()[lim])
     rows = designs.exposure_rows(exp["clicked"].to_numpy(zero_copy_only=False),
                                  exp["converted"].to_numpy(zero_copy_only=False),
-                                 exp["p_click"].to_numpy(), exp["p_convert"].to_numpy())
+                                 exp["p_click"].to_numpy(), exp["p_convert"].to_numpy(),
+                                 None if limited is None else np.isin(item, limited))
     mk = _read(run.run_dir / "markets.parquet")
     market = (_lookup(users, mk["user"].to_numpy(), mk["market"].to_numpy(), 0) if mk is not None
               else np.zeros(len(users), np.int64))
@@ -89,7 +102,6 @@ def analyze_design(run: RunData, alpha: float, rel_method: RelMethod = "delta") 
     units: dict[str, int] = {}
     srm = None
     if kind in ("item", "two_sided"):
-        items = _read(run.run_dir / "items.parquet")
         per_market = int(items["market"].to_numpy().min()) >= 0
         n = int(items["item"].to_numpy().max()) + 1
         key_of = (lambda m, i: np.maximum(m, 0) * n + i) if per_market else (lambda m, i: i)  # noqa: E731
@@ -134,10 +146,12 @@ def analyze_design(run: RunData, alpha: float, rel_method: RelMethod = "delta") 
             units = {a: int(len(np.unique(users[arm == i]))) for i, a in enumerate((control, treatment))}
         cell = arm
         compare_one = lambda m, cols: designs.one_way(m, unit, arm, rows, alpha, rel_method, cols)  # noqa: E731
-    gte = _gte(run.truth, control, treatment)
+    gte = _gte(run, control, treatment, limited)
+    wanted = [m for m in designs.RATIO_METRICS if m in (info.get("metrics") or designs.RATIO_METRICS)]
+    if limited is not None:
+        wanted.append("revenue")
     metrics = {m: designs.DesignMetric(compare_one(m, designs.RATIO_METRICS), gte.get(m),
-                                       designs.expected_lift(m, cell, rows))
-               for m in designs.RATIO_METRICS if m in (info.get("metrics") or designs.RATIO_METRICS)}
+                                       designs.expected_lift(m, cell, rows)) for m in wanted}
     return designs.DesignReport(kind, units, srm, metrics, d, _market_summary(run.run_dir))
 
 
@@ -149,6 +163,8 @@ def design_metric_reports(report: designs.DesignReport, control: str, treatment:
     note = (f"design {report.kind}: variance clustered by {designs.DESIGN_UNITS[report.kind]}; truth: the global "
             "effect (GTE)")
     for m, dm in report.metrics.items():
+        if m not in REGISTRY:  # revenue: only in the interference table
+            continue
         c = dm.comparison
         key = f"{treatment}_vs_{control}"
         out[m] = MetricReport(

@@ -47,29 +47,40 @@ from simab.reports.estimates import ArmEstimate
 from simab.reports.json_numbers import number
 from simab.reports.srm import SrmResult, srm_test
 
-#: metric -> (numerator, denominator) columns of an exposure row; ``exposures`` counts rows
+#: metric -> (numerator, denominator) columns of an exposure row; ``exposures`` counts rows.
+#: ``revenue``: clicks on the market's limited items per exposure, the rate at which their
+#: budgets are spent (one unit a click; clicks past the last unit included) — the metric of
+#: Liu et al.'s budget-split paper, which cannibalisation moves most.
 RATIO_METRICS: dict[str, tuple[str, str]] = {
     "ctr": ("clicks", "exposures"),
     "ctcvr": ("conversions", "exposures"),
     "cvr": ("conversions", "clicks"),
+    "revenue": ("limited_clicks", "exposures"),
 }
 #: the expected-value columns of the same metrics (from the logged true probabilities)
 EXPECTED: dict[str, tuple[str, str]] = {
     "ctr": ("e_clicks", "exposures"),
     "ctcvr": ("e_conversions", "exposures"),
     "cvr": ("e_conversions", "e_clicks"),
+    "revenue": ("e_limited_clicks", "exposures"),
 }
 USER_DESIGNS = ("user", "budget_split")
 DESIGN_UNITS = {"user": "users", "budget_split": "users", "market": "markets",
                 "switchback": "(market, block) periods", "item": "item clusters", "two_sided": "users x item clusters"}
 
 
-def exposure_rows(clicked, converted, p_click, p_convert) -> dict[str, np.ndarray]:
-    """Per-exposure columns of the ratio metrics and of their expected values."""
+def exposure_rows(clicked, converted, p_click, p_convert, limited=None) -> dict[str, np.ndarray]:
+    """Per-exposure columns of the ratio metrics and of their expected values; ``limited``
+    (whether each exposure's item is limited by the market) adds those of ``revenue``."""
     p = np.asarray(p_click, np.float64)
-    return {"exposures": np.ones(len(p)), "clicks": np.asarray(clicked, np.float64),
+    clicks = np.asarray(clicked, np.float64)
+    rows = {"exposures": np.ones(len(p)), "clicks": clicks,
             "conversions": np.asarray(converted, np.float64), "e_clicks": p,
             "e_conversions": p * np.asarray(p_convert, np.float64)}
+    if limited is not None:
+        lim = np.asarray(limited, np.float64)
+        rows |= {"limited_clicks": clicks * lim, "e_limited_clicks": p * lim}
+    return rows
 
 
 def unit_sums(units: np.ndarray, rows: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:

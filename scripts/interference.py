@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-METRICS = ("ctr", "ctcvr", "cvr")
+METRICS = ("ctr", "ctcvr", "cvr", "revenue")
 ALPHA = 0.05
 #: (label, design table, analysis washouts in hours); the global worlds come first
 DESIGNS = [
@@ -102,6 +102,7 @@ def simulate(task: dict) -> dict:
     from simab.engine.engines import make_simulation
     from simab.run.arm_policies import build_policy
     from simab.run.design import item_arms, item_clusters, markets_of, shard_setup
+    from simab.simulators.market import limited_items
     from simab.simulators.world import World
 
     torch.set_num_threads(1)
@@ -124,9 +125,10 @@ def simulate(task: dict) -> dict:
            "wall_s": time.perf_counter() - started, "exposures": exp.num_rows, "market": _market_stats(setup.market)}
     from simab.reports import designs
 
+    limited = np.isin(exp["item"].to_numpy(), limited_items(spec.world.market, world.catalog, world.seed))
     rows = designs.exposure_rows(exp["clicked"].to_numpy(zero_copy_only=False),
                                  exp["converted"].to_numpy(zero_copy_only=False),
-                                 exp["p_click"].to_numpy(), exp["p_convert"].to_numpy())
+                                 exp["p_click"].to_numpy(), exp["p_convert"].to_numpy(), limited)
     order = np.argsort(market, kind="stable")
     bounds = np.searchsorted(market[order], np.arange(args.markets + 1))
     if task["force_arm"] is not None:  # per market sums: the GTE and market randomisation
@@ -261,6 +263,10 @@ def analyse(sims: list[dict], args) -> dict:
                         rows.setdefault(name, {})[m] = summarise(*(np.asarray(r[k], float) for k in
                                                                    ("rel", "lo", "hi", "p", "inexp")), truth)
                 rows.setdefault("market", {})[m] = market_design(glob, m, args, rng, args.market_replicates)
+                rows["market"][m]["users_per_replicate"] = args.market_group * args.users
+            for name in rows:
+                for m in METRICS:
+                    rows[name][m].setdefault("users_per_replicate", args.users)
             points[f"{cap:g}{'-aa' if aa else ''}"] = {"capacity": cap, "aa": aa, "designs": rows, "sims": stats}
     return points
 
@@ -294,21 +300,28 @@ def page(result: dict, args, command: str, wall_s: float) -> str:
         lines.append(f"| {pt['capacity']:g} | {100 * s['global-control']['sold_out_share']:.1f}% | "
                      f"{100 * s['global-treatment']['sold_out_share']:.1f}% | "
                      f"{pct(pt['designs']['user']['ctr']['gte_mean'])} |")
-    for metric in ("ctr", "ctcvr"):
-        lines += ["", f"## {metric}: bias, spread, coverage and power per design", "",
-                  "bias = mean(estimated relative lift - the market's GTE) ± its Monte-Carlo SE; sd = its spread "
-                  "over replicates; SE = mean reported SE; in-exp = mean(in-experiment truth - GTE), the "
-                  "interference part of the bias.", ""]
+    titles = {"revenue": "revenue (clicks on the limited items per exposure: their budgets' spend rate)",
+              "ctr": "CTR", "ctcvr": "CTCVR"}
+    for metric in ("revenue", "ctr", "ctcvr"):
+        lines += ["", f"## {titles[metric]}: bias, spread, coverage and power per design", "",
+                  "bias = mean(estimated relative lift - the replicate's GTE) ± its Monte-Carlo SE; in-exp = "
+                  "mean(in-experiment truth - GTE), the interference part of the bias; sd = spread of estimate - "
+                  f"GTE over replicates, and the same scaled to {args.users} users (a market-randomised replicate "
+                  f"holds {args.market_group} markets); SE = mean reported SE; coverage of the GTE by the 95% "
+                  "interval (replicates with an interval); power = p < 0.05 in the GTE's direction.", ""]
         for pt in pts.values():
             if pt["aa"]:
                 continue
-            lines += [f"### capacity {pt['capacity']:g}", "",
-                      "| design | replicates | bias | in-exp bias | sd | SE | coverage of GTE | power |",
-                      "|---|---|---|---|---|---|---|---|"]
+            gte_mean = pt["designs"]["user"][metric]["gte_mean"]
+            lines += [f"### capacity {pt['capacity']:g} (mean GTE {pct(gte_mean)})", "",
+                      f"| design | replicates | bias | in-exp bias | sd | sd at {args.users} users | SE | "
+                      "coverage of GTE | power |", "|---|---|---|---|---|---|---|---|---|"]
             for name, by in pt["designs"].items():
                 r = by[metric]
+                scaled = r["sd"] * math.sqrt(r["users_per_replicate"] / args.users)
                 lines.append(f"| {name} | {r['replicates']} | {pct(r['bias'])} ± {100 * r['bias_mcse']:.2f} | "
-                             f"{pct(r['inexp_bias'])} | {100 * r['sd']:.2f}% | {100 * r['mean_se']:.2f}% | "
+                             f"{pct(r['inexp_bias'])} | {100 * r['sd']:.2f}% | {100 * scaled:.2f}% | "
+                             f"{100 * r['mean_se']:.2f}% | "
                              + (f"{100 * r['coverage']:.1f}% ({r['with_ci']})" if r['coverage'] == r['coverage']
                                 else "n/a") + f" | {100 * r['power']:.1f}% |")
             lines.append("")
@@ -318,9 +331,10 @@ def page(result: dict, args, command: str, wall_s: float) -> str:
         lines += ["## A/A battery: false-positive rate at nominal 5%", "",
                   f"Treatment = control's policy, capacity {pt['capacity']:g}; rate of p < 0.05 per design "
                   "(binomial SE about 1.5 points at 200 replicates).", "",
-                  "| design | replicates | CTR FPR | CTCVR FPR | CVR FPR |", "|---|---|---|---|---|"]
+                  "| design | replicates | revenue FPR | CTR FPR | CTCVR FPR | CVR FPR |", "|---|---|---|---|---|---|"]
         for name, by in pt["designs"].items():
-            lines.append(f"| {name} | {by['ctr']['replicates']} | {100 * by['ctr']['rejections']:.1f}% | "
+            lines.append(f"| {name} | {by['ctr']['replicates']} | {100 * by['revenue']['rejections']:.1f}% | "
+                         f"{100 * by['ctr']['rejections']:.1f}% | "
                          f"{100 * by['ctcvr']['rejections']:.1f}% | {100 * by['cvr']['rejections']:.1f}% |")
         lines.append("")
     lines += ["## Findings", "", "<!-- notes -->", ""]
@@ -328,6 +342,8 @@ def page(result: dict, args, command: str, wall_s: float) -> str:
 
 
 def figure(result: dict, path: Path) -> None:
+    """Bias (±2 MC-SE), spread and coverage of every design over the tightness dial, for
+    revenue and CTR."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -337,24 +353,26 @@ def figure(result: dict, path: Path) -> None:
     caps = [pt["capacity"] for pt in pts]
     x = np.arange(len(caps))
     names = list(pts[0]["designs"])
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    for i, name in enumerate(names):
-        off = (i - len(names) / 2) * 0.06
-        r = [pt["designs"][name]["ctr"] for pt in pts]
-        axes[0].errorbar(x + off, [100 * v["bias"] for v in r], yerr=[200 * v["bias_mcse"] for v in r], marker="o",
-                         capsize=2, label=name)
-        axes[1].plot(x + off, [100 * v["sd"] for v in r], marker="o", label=name)
-        axes[2].plot(x + off, [100 * v["coverage"] for v in r], marker="o", label=name)
-    axes[0].axhline(0, color="k", lw=0.8)
-    axes[2].axhline(95, color="k", lw=0.8, ls="--")
-    for ax, title in zip(axes, ("CTR bias vs GTE (points, ±2 MC-SE)", "spread of estimate - GTE (points)",
-                                "coverage of the GTE (%)"), strict=True):
-        ax.set_xticks(x, [f"{c:g}" for c in caps])
-        ax.set_xlabel("capacity (clicks per 1,000 users per day; left = slack)")
-        ax.set_title(title)
-    axes[0].legend(fontsize=7, ncol=2)
+    fig, axes = plt.subplots(2, 3, figsize=(16, 8.5))
+    for row, metric in enumerate(("revenue", "ctr")):
+        for i, name in enumerate(names):
+            off = (i - len(names) / 2) * 0.05
+            r = [pt["designs"][name][metric] for pt in pts]
+            axes[row, 0].errorbar(x + off, [100 * v["bias"] for v in r], yerr=[200 * v["bias_mcse"] for v in r],
+                                  marker="o", capsize=2, label=name)
+            axes[row, 1].plot(x + off, [100 * v["sd"] for v in r], marker="o", label=name)
+            axes[row, 2].plot(x + off, [100 * v["coverage"] for v in r], marker="o", label=name)
+        axes[row, 0].axhline(0, color="k", lw=0.8)
+        axes[row, 2].axhline(95, color="k", lw=0.8, ls="--")
+        for ax, title in zip(axes[row], (f"{metric}: bias vs GTE (points, ±2 MC-SE)",
+                                         f"{metric}: spread of estimate - GTE (points)",
+                                         f"{metric}: coverage of the GTE (%)"), strict=True):
+            ax.set_xticks(x, [f"{c:g}" for c in caps])
+            ax.set_xlabel("capacity (clicks per 1,000 users per day; left = slack)")
+            ax.set_title(title)
+    axes[0, 0].legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
