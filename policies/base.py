@@ -100,6 +100,17 @@ def make_policy(
     return policy
 
 
+def trains(name: str, params: Mapping[str, Any] | None, feature_spec: FeatureSpec, *, key: str = "policy") -> bool:
+    """Whether policy ``name`` learns from the pre-period (its ``trainable``), read from its
+    class when the registered factory is one (no model is built); another factory's policy
+    is built to ask it."""
+    _ensure_builtin()
+    factory = _REGISTRY.get(name)
+    if isinstance(factory, type) and hasattr(factory, "trainable"):
+        return bool(factory.trainable)
+    return bool(getattr(make_policy(name, params, feature_spec, key=key), "trainable", False))
+
+
 def build_policy(name: str, params: Mapping[str, Any] | None, feature_spec: FeatureSpec, seed: int,
                  *, key: str = "policy") -> Policy:
     """``make_policy`` with weights initialised from ``seed`` (global RNG untouched)."""

@@ -9,6 +9,7 @@ their own) -> truth beside each lift.  Metric definitions: ``metric_registry``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -100,18 +101,28 @@ def _segments(
     return out
 
 
-def _sequential(run: RunData, arms, metric, control, treatments, alpha, days):
-    """Cumulative looks through each day -> mSPRT per treatment arm."""
-    looks: dict[str, list[Comparison]] = {t: [] for t in treatments}
-    for day in days:
-        totals = user_totals(cumulative_cells(run.cells, day))
-        by_arm = _arm_moments(totals, arms, COUNT_COLUMNS)
+def look_moments(
+    run: RunData, arms: list[str], days: list[int]
+) -> list[tuple[int, dict[str, Moments]]]:
+    """Per-arm moments of the count columns over the users active through each day (the
+    cumulative daily looks of the sequential test)."""
+    return [
+        (day, _arm_moments(user_totals(cumulative_cells(run.cells, day)), arms, COUNT_COLUMNS))
+        for day in days
+    ]
+
+
+def _sequential(looks, metric, control, treatments, alpha):
+    """Cumulative looks -> mSPRT per treatment arm."""
+    by_look: dict[str, list[Comparison]] = {t: [] for t in treatments}
+    for _day, by_arm in looks:
         est = {a: estimate(a, m, metric) for a, m in by_arm.items()}
         for t in treatments:
-            looks[t].append(compare(est[control], est[t], alpha))
+            by_look[t].append(compare(est[control], est[t], alpha))
+    days = [day for day, _ in looks]
     return {
         t: msprt(days, [c.rel_lift for c in cs], [c.rel_se for c in cs], alpha)
-        for t, cs in looks.items()
+        for t, cs in by_look.items()
     }
 
 
@@ -165,32 +176,43 @@ def _cuped_reason(fit, control: str, treatment: str) -> str | None:
     return None
 
 
-def _unit_metric(
-    name: str,
-    run: RunData,
-    totals: pa.Table,
-    arms: list[str],
+def metric_report(
+    mdef: MetricDef,
+    by_arm: dict[str, Moments],
     control: str,
     treatments: list[str],
     alpha: float,
-    truth: dict,
-    days: list[int],
-    per_scenario: dict,
-    per_day: dict,
+    *,
+    looks: Sequence[tuple[int, dict[str, Moments]]] = (),
+    no_covariates: str | None = None,
+    totals: pa.Table | None = None,
+    truth: dict | None = None,
+    no_truth: str = messages.NO_TRUTH,
+    per_scenario: dict | None = None,
+    per_day: dict | None = None,
 ) -> MetricReport:
-    mdef = REGISTRY[name]
-    metric = UNIT_METRICS[name]
-    columns = tuple(c for c in (*COUNT_COLUMNS, *COVARIATE_COLUMNS) if c in totals.column_names)
-    by_arm = _arm_moments(totals, arms, columns)
+    """One per-unit metric, every treatment against ``control``: the campaign's analysis
+    and ``simab analyze`` (real experiments) both build their metrics here.
+
+    ``by_arm``: per-arm moments of the columns ``mdef`` names (``num``, ``den`` and the
+    CUPED covariate ``pre_num``/``pre_den``); ``looks``: (look, per-arm moments) of the
+    cumulative data at each look, for the sequential test; ``no_covariates``: why CUPED
+    cannot run although ``mdef`` has a covariate (None: it can); ``totals``: one row per
+    unit with an ``arm`` column, for the OLS cross-check (None: no cross-check); ``truth``:
+    (arm, metric) -> true value, and ``no_truth`` the note shown when there is none.
+    """
+    name = mdef.name
+    truth = truth or {}
+    metric = Functional(mdef.num, mdef.den)
     est = {a: estimate(a, m, metric) for a, m in by_arm.items()}
     fit = None
-    if name not in PRE_PERIOD:
+    if mdef.pre_num is None:
         no_cuped = messages.CUPED_NO_COVARIATE
-    elif run.covariates is None:
-        no_cuped = messages.NO_COVARIATES
+    elif no_covariates is not None:
+        no_cuped = no_covariates
     else:
-        fit = cuped_fit(by_arm, metric, PRE_PERIOD[name])
-    sequential = _sequential(run, arms, metric, control, treatments, alpha, days)
+        fit = cuped_fit(by_arm, metric, Functional(mdef.pre_num, mdef.pre_den))
+    sequential = _sequential(looks, metric, control, treatments, alpha)
     comparisons = {}
     for t in treatments:
         plain = compare(est[control], est[t], alpha)
@@ -204,9 +226,11 @@ def _unit_metric(
                 else math.nan
             )
             cuped_result = CupedResult(adjusted, fit.theta, reduction)
-        nc, dc = _arrays(totals, control, metric)
-        nt, dt = _arrays(totals, t, metric)
-        ols = cross_check(nc, dc, nt, dt, plain.abs_se)
+        ols = None
+        if totals is not None:
+            nc, dc = _arrays(totals, control, metric)
+            nt, dt = _arrays(totals, t, metric)
+            ols = cross_check(nc, dc, nt, dt, plain.abs_se)
         true_c, true_t = truth.get((control, name)), truth.get((t, name))
         true_lift = true_rel_lift(true_c, true_t)
         comparisons[comparison_key(t, control)] = ComparisonReport(
@@ -228,16 +252,45 @@ def _unit_metric(
                 baseline=est[control].value if est[control].value == est[control].value else None,
                 alpha=alpha,
             ),
-            notes=(*_role_notes(mdef), *(() if truth else (messages.NO_TRUTH,))),
+            notes=(*_role_notes(mdef), *(() if truth else (no_truth,))),
         )
     return MetricReport(
         name=name,
         arms={a: ArmValue(e.value, truth.get((a, name)), e.n, e.flags) for a, e in est.items()},
         comparisons=comparisons,
-        per_scenario=_segments(per_scenario, metric, control, treatments, alpha),
-        per_day=_segments(per_day, metric, control, treatments, alpha),
+        per_scenario=_segments(per_scenario or {}, metric, control, treatments, alpha),
+        per_day=_segments(per_day or {}, metric, control, treatments, alpha),
         role=mdef.role,
         higher_is_better=mdef.higher_is_better,
+    )
+
+
+def _unit_metric(
+    name: str,
+    run: RunData,
+    totals: pa.Table,
+    arms: list[str],
+    control: str,
+    treatments: list[str],
+    alpha: float,
+    truth: dict,
+    looks: list[tuple[int, dict[str, Moments]]],
+    per_scenario: dict,
+    per_day: dict,
+) -> MetricReport:
+    columns = tuple(c for c in (*COUNT_COLUMNS, *COVARIATE_COLUMNS) if c in totals.column_names)
+    return metric_report(
+        REGISTRY[name],
+        _arm_moments(totals, arms, columns),
+        control,
+        treatments,
+        alpha,
+        looks=looks,
+        no_covariates=messages.NO_COVARIATES if run.covariates is None else None,
+        totals=totals,
+        truth=truth,
+        per_scenario=per_scenario,
+        per_day=per_day,
     )
 
 
@@ -251,6 +304,21 @@ def _metric_names(info: dict, source: str) -> list[str]:
             key="metrics",
         )
     return list(names)
+
+
+def adjust_families(metrics: dict[str, MetricReport], correction: Correction) -> dict[str, MetricReport]:
+    """``metrics`` with every comparison's ``p_value_adjusted``: confirmatory metrics form the
+    multiple-testing family; guardrails (measured latency) are adjusted among themselves so
+    that they never move a confirmatory adjusted p."""
+    metrics = dict(metrics)
+    for role in ("confirmatory", "guardrail"):
+        family = [(m, k) for m, mr in metrics.items() if mr.role == role for k in mr.comparisons]
+        adjusted = adjust_p_values(
+            [metrics[m].comparisons[k].comparison.p_value for m, k in family], correction
+        )
+        for (m, k), p in zip(family, adjusted, strict=True):
+            metrics[m] = metrics[m].with_adjusted(k, p)
+    return metrics
 
 
 def analyze(
@@ -300,6 +368,7 @@ def analyze(
     per_scenario = _segment_moments(user_totals(run.cells, by=["scenario"]), "scenario", arms)
     per_day = _segment_moments(user_totals(run.cells, by=["day"]), "day", arms)
 
+    looks = look_moments(run, arms, days)
     metrics = {}
     for name in _metric_names(info, source):
         if REGISTRY[name].unit == "request":
@@ -316,20 +385,12 @@ def analyze(
                 treatments,
                 alpha,
                 truth,
-                days,
+                looks,
                 per_scenario,
                 per_day,
             )
     interference, srm = _interference(run, alpha, control, treatments, truth, metrics, srm)
-    # confirmatory metrics form the multiple-testing family; guardrails (measured latency)
-    # are adjusted among themselves so that they never move a confirmatory adjusted p
-    for role in ("confirmatory", "guardrail"):
-        family = [(m, k) for m, mr in metrics.items() if mr.role == role for k in mr.comparisons]
-        adjusted = adjust_p_values(
-            [metrics[m].comparisons[k].comparison.p_value for m, k in family], correction
-        )
-        for (m, k), p in zip(family, adjusted, strict=True):
-            metrics[m] = metrics[m].with_adjusted(k, p)
+    metrics = adjust_families(metrics, correction)
 
     runtime = info.get("runtime") or {}
     return Report(

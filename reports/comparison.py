@@ -71,10 +71,11 @@ def welch_df(control: ArmEstimate, treatment: ArmEstimate) -> float:
     return _satterthwaite(treatment.var, treatment.n, control.var, control.n)
 
 
-def _t_interval(
+def t_interval(
     point: float, se: float, df: float, alpha: float
 ) -> tuple[tuple[float, float], float]:
-    """(CI, two-sided p) of a t statistic; a zero SE gives a point interval and p ∈ {0, 1}."""
+    """(CI, two-sided p) of a t statistic with ``df`` degrees of freedom (``inf``: the
+    normal); a zero SE gives a point interval and p ∈ {0, 1}."""
     if not (point == point and se == se):
         return (NAN, NAN), NAN
     if se == 0:
@@ -103,7 +104,7 @@ def compare(
     abs_se = math.sqrt(Vc + Vt) if Vc == Vc and Vt == Vt else NAN
     if abs_se == 0 and flags == []:
         flags.append(messages.ZERO_VARIANCE)
-    abs_ci, p_value = _t_interval(abs_lift, abs_se, df, alpha)
+    abs_ci, p_value = t_interval(abs_lift, abs_se, df, alpha)
 
     rel_lift, rel_se, rel_ci, rel_p = NAN, NAN, (NAN, NAN), NAN
     if vc == 0:
@@ -112,11 +113,11 @@ def compare(
         rel_lift = vt / vc - 1
         if rel_method == "delta":
             rel_se = math.sqrt(Vt / vc**2 + vt**2 * Vc / vc**4) if abs_se == abs_se else NAN
-            rel_ci, rel_p = _t_interval(rel_lift, rel_se, df, alpha)
+            rel_ci, rel_p = t_interval(rel_lift, rel_se, df, alpha)
         elif vc > 0 and vt > 0:
             log_se = math.sqrt(Vt / vt**2 + Vc / vc**2) if abs_se == abs_se else NAN
             log_df = _satterthwaite(Vt / vt**2, treatment.n, Vc / vc**2, control.n)
-            (lo, hi), rel_p = _t_interval(math.log(vt / vc), log_se, log_df, alpha)
+            (lo, hi), rel_p = t_interval(math.log(vt / vc), log_se, log_df, alpha)
             rel_ci = (math.expm1(lo), math.expm1(hi))
             rel_se = log_se * (1 + rel_lift)  # delta method back from the log scale
         else:

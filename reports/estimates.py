@@ -154,11 +154,3 @@ def cuped_fit(
             arm, f - theta * (h - h_pooled), variance_form(lin, cov), m.n
         )
     return CupedFit(out, float(theta), frozenset(parts), None)
-
-
-def cuped_estimates(
-    moments: Mapping[str, Moments], metric: Functional, covariate: Functional
-) -> tuple[dict[str, ArmEstimate], float]:
-    """(estimates, θ) of :func:`cuped_fit`; θ = 0 and plain estimates where it cannot be formed."""
-    fit = cuped_fit(moments, metric, covariate)
-    return fit.estimates, fit.theta

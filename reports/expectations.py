@@ -48,11 +48,6 @@ FIELDS = (
 )
 INTERVAL_FIELDS = {"abs_ci", "rel_ci", "sequential.rel_ci", "cuped.rel_ci"}
 ARM_FIELDS = ("value", "true_value")
-ALLOWED = (
-    "allowed: METRIC[.TREATMENT_vs_CONTROL].FIELD[INDEX] OP NUMBER or "
-    "METRIC.arms.ARM.value OP NUMBER, with OP one of > >= < <= == != "
-    f"and FIELD one of {', '.join(FIELDS)} (e.g. 'ctcvr.rel_ci[0] > 0')"
-)
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _PATTERN = re.compile(

@@ -115,11 +115,12 @@ def _forest_panel(ax, rows, report: Report) -> None:
     ax.grid(axis="x", alpha=0.3)
 
 
-def sequential_plot(report: Report) -> bytes | None:
-    """Cumulative relative lift over daily looks: fixed CI and the always-valid sequence."""
+def sequential_plot(report: Report, names: tuple[str, ...] = TREND_METRICS) -> bytes | None:
+    """Cumulative relative lift over daily looks: fixed CI and the always-valid sequence,
+    for the metrics ``names`` (default: the registry's trend metrics)."""
     panels = [
         (name, key, r)
-        for name in TREND_METRICS
+        for name in names
         if name in report.metrics
         for key, r in report.metrics[name].comparisons.items()
         if r.sequential is not None

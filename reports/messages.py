@@ -12,6 +12,7 @@ CUPED_TOO_FEW = "too few users with a defined metric and covariate: CUPED not ap
 CUPED_NO_VARIANCE = "the pre-period covariate has no variance: CUPED not applied"
 CUPED_ARM_TOO_FEW = "{arm} has too few users with a defined metric and covariate: CUPED not applied"
 NO_TRUTH = "no truth table: true values unknown"
+NO_TRUTH_REAL = "real experiment: no true lift is known (true lift and covered do not apply)"
 SRM_FLAGGED = "sample ratio mismatch: p = {p:.2g} < 0.001; lifts may be biased"
 SRM_NOT_TESTABLE = "fewer than 2 arms with expected traffic: SRM not testable"
 LATENCY_CI = (

@@ -1,7 +1,7 @@
 """The one home of every report metric: what it measures, how it is analysed and judged.
 
 Spec validation (``simab.spec``), the analysis (``reports.analysis``), calibration
-(``simab.reports.calibration``), the world's truth (``simab.run.runner.oracle_truth``) and the
+(``simab.reports.calibration``), the world's truth (``simab.run.truth.oracle_truth``) and the
 figures all read this table, so adding or changing a metric is one edit here.
 
 Roles: *confirmatory* metrics form the multiple-testing family (their adjusted p-values

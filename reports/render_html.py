@@ -6,6 +6,7 @@ import base64
 import html
 
 from simab.reports import figures
+from simab.reports.formatting import fmt_ci, fmt_p, fmt_pct
 from simab.reports.render_markdown import (
     GUARDRAIL_HEADER,
     METHOD_NOTES,
@@ -14,7 +15,7 @@ from simab.reports.render_markdown import (
     verdicts,
 )
 from simab.reports.report import Report
-from simab.reports.summary import HEADER, fmt_ci, fmt_p, fmt_pct, summary_rows
+from simab.reports.summary import HEADER, summary_rows
 
 CSS = """
 body{font:14px/1.45 -apple-system,'Segoe UI',Helvetica,Arial,sans-serif;color:#2E3440;
@@ -96,8 +97,13 @@ def _details_rows(report: Report) -> list[tuple[str, ...]]:
     return rows
 
 
+# public names, for the real-experiment report (render_experiment)
+image_tag, html_table, details_rows = _img, _table, _details_rows
+
+
 def render_html(report: Report) -> str:
-    """The full report page; every figure named in DESIGN section 6 is embedded."""
+    """The full report page, with every figure of ``simab.reports.figures`` embedded (forest,
+    sequential, per-scenario, daily and traffic plots)."""
     rows = summary_rows(report, "confirmatory")
     flat = [r for m in report.metrics.values() for r in m.comparisons.values()]
     confirmatory = [

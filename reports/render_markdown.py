@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
+from simab.reports.formatting import fmt_ci, fmt_p, fmt_pct, fmt_value
 from simab.reports.metric_registry import REGISTRY
 from simab.reports.report import Report
-from simab.reports.summary import (
-    HEADER,
-    change_word,
-    fmt_ci,
-    fmt_p,
-    fmt_pct,
-    fmt_value,
-    summary_rows,
-)
+from simab.reports.summary import HEADER, change_word, summary_rows
 
 METHOD_NOTES = (
     "Unit of analysis: the user (the randomisation unit). Ratio metrics (ctr, ctcvr, cvr) use "
@@ -40,6 +33,8 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
         *("| " + " | ".join(r) + " |" for r in rows),
     ]
 
+
+markdown_table = _table  # public name, for the real-experiment report (render_experiment)
 
 #: The summary header with the direction after the comparison, and a "change" word in place of
 #: the truth columns (a guardrail has no true lift).

@@ -1,4 +1,4 @@
-"""The report's result records and their report.json form (DESIGN.md section 6 contract).
+"""The report's result records and their report.json form (the contract: docs/report_json.md).
 
 JSON never holds NaN or infinity: an undefined number is ``null`` and the record's
 ``flags`` say why.
@@ -195,7 +195,7 @@ class Report:
     interference: Any = None
 
     def to_json_dict(self) -> dict:
-        """The report.json contract (DESIGN.md section 6) plus extra keys; NaN-free."""
+        """The report.json contract (docs/report_json.md, field by field); NaN-free."""
         return {
             "schema": SCHEMA,
             "campaign": self.campaign,

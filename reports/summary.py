@@ -2,33 +2,8 @@
 
 from __future__ import annotations
 
+from simab.reports.formatting import fmt_ci, fmt_covered, fmt_p, fmt_pct, fmt_value
 from simab.reports.report import Report
-
-
-def fmt_value(x: float | None) -> str:
-    if x is None or x != x:
-        return "n/a"
-    return f"{x:.4g}" if abs(x) < 1e4 else f"{x:,.0f}"
-
-
-def fmt_pct(x: float | None) -> str:
-    return "n/a" if x is None or x != x else f"{x:+.2%}"
-
-
-def fmt_ci(ci: tuple[float, float]) -> str:
-    lo, hi = ci
-    return "n/a" if lo != lo or hi != hi else f"[{lo:+.2%}, {hi:+.2%}]"
-
-
-def fmt_p(p: float | None) -> str:
-    if p is None or p != p:
-        return "n/a"
-    return "<1e-4" if p < 1e-4 else f"{p:.4f}"
-
-
-def fmt_covered(c: bool | None) -> str:
-    return "-" if c is None else ("yes" if c else "NO")
-
 
 HEADER = (
     "metric",

@@ -17,6 +17,7 @@ from simab.simulators.history import ACTION_P, pick_items
 from simab.simulators.population import Users
 from simab.simulators.rng import generator
 from simab.simulators.spec import world_spec
+from simab.simulators.streams import Stream
 from simab.simulators.units import DAY
 from simab.simulators.world import World
 
@@ -70,11 +71,11 @@ def main() -> None:
     cases = {
         f"target(max_len=seq_len={spec.seq_len})": (
             lambda u: h.target(u, max_len=spec.seq_len),
-            lambda u: _v3_batch(world, u, "history/target", spec.lifelong.target_length, cat.target_by_category,
+            lambda u: _v3_batch(world, u, Stream.HISTORY_TARGET, spec.lifelong.target_length, cat.target_by_category,
                                 False, spec.seq_len)),
         f"source(all {spec.lifelong.source_length})": (
             lambda u: h.source(u),
-            lambda u: _v3_batch(world, u, "history/source", spec.lifelong.source_length, cat.content_by_category,
+            lambda u: _v3_batch(world, u, Stream.HISTORY_SOURCE, spec.lifelong.source_length, cat.content_by_category,
                                 True, None)),
     }
     print(f"preset {args.preset}: users/s, best of {args.repeat}")

@@ -67,13 +67,13 @@ def timed(world, users, days: float, record_features: bool) -> tuple[tuple[float
 
 
 def shard_end_to_end(users: int, days: float, seed: int) -> tuple[float, float]:
-    from simab.run.preperiod import pre_period_shard
+    from simab.run.preperiod import PrePeriodShard, pre_period_shard
     from simab.simulators.spec import world_spec
 
     spec = world_spec({"preset": "default", "n_users": users, "pre_period_days": days})
     with tempfile.TemporaryDirectory() as tmp:
         c0, t0 = time.process_time(), time.perf_counter()
-        pre_period_shard(spec, seed, 0, 1, tmp)
+        pre_period_shard(PrePeriodShard(spec, seed, 0, 1, tmp))
         return time.process_time() - c0, time.perf_counter() - t0
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from simab.policies.world_features import feature_spec_of
+from simab.reports.formatting import fmt_pct
 from simab.run.folder import cache_root
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -297,6 +298,5 @@ def seed_spread(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
     return float(np.mean(a) - np.mean(b)), max(sample_std(a), sample_std(b))
 
 
-def pct(x: float | None) -> str:
-    """A relative lift as a signed percentage; ``n/a`` for None or NaN."""
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:+.2f}%"
+#: A relative lift as a signed percentage, ``n/a`` for None or NaN: the reports' formatter.
+pct = fmt_pct

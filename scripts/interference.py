@@ -17,7 +17,7 @@ their budgets, their item split and switchback sequence are their own), so one s
 runs the two global worlds (every user in control; every user in treatment: the GTE of each
 market) and one simulation per design; market (cluster) randomisation needs no simulation of
 its own, since markets do not interact: a market's outcome in it is its outcome in its arm's
-global world (tested in tests/simab/run/test_designs.py), and each replicate draws
+global world (tested in tests/simab/run/test_interference.py), and each replicate draws
 ``--market-group`` markets, half to each arm.  ``--aa`` runs the A/A battery (treatment =
 control's policy) at the tightest point: each design's false-positive rate.
 

@@ -35,6 +35,8 @@ from pathlib import Path
 import experiment_kit as kit
 import numpy as np
 
+from simab.reports.formatting import fmt_number
+
 ESTIMATORS = ("ips", "snips", "dm", "dr")
 OFFLINE = ("auc", "gauc", "logloss")
 METRICS = ("ctr", "ctcvr")
@@ -213,10 +215,6 @@ def score(points: list[dict]) -> dict:
                                     / len(with_logged) if with_logged else None)}
 
 
-def _num(x, fmt: str) -> str:
-    return "n/a" if not _finite(x) else format(x, fmt)
-
-
 def render(summary: dict) -> str:
     """The results page of a summary (its JSON is written next to it)."""
     s = summary["settings"]
@@ -246,9 +244,9 @@ def render(summary: dict) -> str:
                          if key == "all" else ""), ""]
             lines += kit.md_table(["predictor", "pairs", "Spearman", "mean bias", "mean abs error",
                                    "covers online truth", "covers logged truth"],
-                                  [[k, v["n"], _num(v["spearman"], "+.2f"), _num(v["mean_bias"], "+.1%"),
-                                    _num(v["mean_abs_error"], ".1%"), _num(v["covers_online_truth"], ".0%"),
-                                    _num(v["covers_logged_truth"], ".0%")]
+                                  [[k, v["n"], fmt_number(v["spearman"], "+.2f"), fmt_number(v["mean_bias"], "+.1%"),
+                                    fmt_number(v["mean_abs_error"], ".1%"), fmt_number(v["covers_online_truth"], ".0%"),
+                                    fmt_number(v["covers_logged_truth"], ".0%")]
                                    for k, v in summary["scores"][key][metric].items()])
             lines.append("")
     loggers = s["loggers"]
@@ -262,7 +260,7 @@ def render(summary: dict) -> str:
         o = m["online"] or {}
         ci = lambda x: f"{kit.pct(x['rel_lift'])} [{kit.pct(x['rel_ci'][0])}, {kit.pct(x['rel_ci'][1])}]"  # noqa: E731
         auc = r["offline_difference"]["auc"] if r["offline_difference"] else None
-        body.append([f"{r['campaign']}: {r['pair']}", _num(auc, "+.4f"), kit.pct(o.get("true_rel_lift")), ci(o) if o else "n/a",
+        body.append([f"{r['campaign']}: {r['pair']}", fmt_number(auc, "+.4f"), kit.pct(o.get("true_rel_lift")), ci(o) if o else "n/a",
                      *[kit.pct(m["ope"][lg]["logged_truth"]) for lg in loggers],
                      *[ci(m["ope"][lg]["estimates"][e]) for lg in loggers for e in ("ips", "dr")],
                      kit.pct(m["ope"][loggers[0]]["estimates"]["dm"]["rel_lift"])])
@@ -296,7 +294,7 @@ def figure(summary: dict, path: Path) -> None:
             span = [min(x.min(), y.min()), max(x.max(), y.max())]
             ax.plot(span, span, "k--", lw=0.8)
         rho = summary["scores"]["all"]["ctr"][name]["spearman"]
-        ax.set_title(f"{name}: rho {_num(rho, '+.2f')}", fontsize=8)
+        ax.set_title(f"{name}: rho {fmt_number(rho, '+.2f')}", fontsize=8)
         ax.set_xlabel("true online CTR lift", fontsize=7)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(names):]:

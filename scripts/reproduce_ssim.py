@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from simab.policies.world_features import feature_spec_of
+from simab.reports.formatting import fmt_number
 
 BACKBONES = ("dnn", "deepfm", "dcn", "star", "hmoe")
 LABEL = {"dnn": "DNN", "deepfm": "DeepFM", "dcn": "DCN", "star": "STAR", "hmoe": "HMoE"}
@@ -299,21 +300,18 @@ def render_campaign(c: dict) -> list[str]:
              "across the four scenarios; the true lift is from the logged true P(click).", ""]
     nan = float("nan")
 
-    def num(x: float | None, spec: str) -> str:
-        return "n/a" if x is None else format(x, spec)
-
     def ci(r: dict) -> str:
         return f"[{kit.pct(r['rel_ci'][0])}, {kit.pct(r['rel_ci'][1])}]"
 
     lines += kit.md_table(
         ("scenario", "CTR control", "CTR treatment", "rel. lift", "95% CI", "true rel. lift", "p", "p (Holm)"),
-        ([r["scenario"], num((r.get("values") or {}).get("control", nan), ".4f"),
-          num((r.get("values") or {}).get("treatment", nan), ".4f"), kit.pct(r["rel_lift"]), ci(r),
-          kit.pct(r["true_rel_lift"]), num(r["p_value"], ".4g"), num(r.get("p_value_holm"), ".4g")]
+        ([r["scenario"], fmt_number((r.get("values") or {}).get("control", nan), ".4f"),
+          fmt_number((r.get("values") or {}).get("treatment", nan), ".4f"), kit.pct(r["rel_lift"]), ci(r),
+          kit.pct(r["true_rel_lift"]), fmt_number(r["p_value"], ".4g"), fmt_number(r.get("p_value_holm"), ".4g")]
          for r in c["per_scenario"]))
     lines += [""] + kit.md_table(
         ("metric (all scenarios)", "rel. lift", "95% CI", "true rel. lift", "p (report's Holm over metrics)"),
-        ([m, kit.pct(o["rel_lift"]), ci(o), kit.pct(o["true_rel_lift"]), num(o["p_value_adjusted"], ".4g")]
+        ([m, kit.pct(o["rel_lift"]), ci(o), kit.pct(o["true_rel_lift"]), fmt_number(o["p_value_adjusted"], ".4g")]
          for m, o in c["overall"].items()))
     return lines + [""]
 

@@ -93,6 +93,10 @@ SCHEMAS: dict[str, pa.Schema] = {
     ),
 }
 
+#: The event log's tables: the one list (a run folder's table folders, what a sweep removes,
+#: a shard's parts).
+TABLES: tuple[str, ...] = tuple(SCHEMAS)
+
 
 def with_version(schema: pa.Schema, table: str) -> pa.Schema:
     """``schema`` with the event-log version and table name in its metadata."""
@@ -107,24 +111,8 @@ class ColumnBuffer:
         self.schema = with_version(schema or SCHEMAS[table], table)
         self.chunks: dict[str, list] = {f.name: [] for f in self.schema}
         self.rows = 0
-        self._row_values: list[tuple] = []  # single rows (append_row) not yet made a chunk
-
-    def append_row(self, *values) -> None:
-        """One row, values in schema order (cheaper than ``append`` with length-1 arrays;
-        the simulation logs one moveline row per scene)."""
-        self._row_values.append(values)
-        self.rows += 1
-
-    def _flush_rows(self) -> None:
-        if not self._row_values:
-            return
-        columns = zip(*self._row_values, strict=True)
-        for f, vals in zip(self.schema, columns, strict=True):
-            self.chunks[f.name].append(list(vals) if _is_text(f.type) else np.array(vals))
-        self._row_values = []
 
     def append(self, **cols) -> None:
-        self._flush_rows()
         n = None
         for name in self.chunks:
             v = cols[name]
@@ -143,7 +131,6 @@ class ColumnBuffer:
         self.rows += n
 
     def to_table(self) -> pa.Table:
-        self._flush_rows()
         arrays = []
         for f in self.schema:
             parts = self.chunks[f.name]
@@ -270,20 +257,13 @@ def _write_error(exc: OSError, path: Path) -> SimabError:
     return SimabError(f"cannot write the event log: {exc.strerror or exc}", source=str(path))
 
 
-def write_part(run_dir: Path, table: str, shard: int, data: pa.Table) -> dict:
-    """Write one table's part for a shard atomically, in one go; its manifest entry."""
-    with PartWriter(run_dir, table, shard, data.schema) as part:
-        part.write(data)
-        return part.close()
-
-
 class ShardSink:
     """The parts of one shard, one :class:`PartWriter` per table: the simulation calls
     :meth:`write` as rows come (e.g. once per tick); :meth:`close` puts every part in
     place and returns the manifest's ``parts`` entry.  On an exception inside a ``with``
     block (or :meth:`abort`) no part of the shard is put in place by it."""
 
-    def __init__(self, run_dir: Path, shard: int, tables: tuple[str, ...] = tuple(SCHEMAS)):
+    def __init__(self, run_dir: Path, shard: int, tables: tuple[str, ...] = TABLES):
         self.writers: dict[str, PartWriter] = {}
         try:
             for t in tables:

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from simab.reports.formatting import fmt_pct
+
 
 def _comparison(report: dict, metric: str, comparison: str | None) -> tuple[str, dict]:
     metrics = report.get("metrics", {})
@@ -31,10 +33,6 @@ def _comparison(report: dict, metric: str, comparison: str | None) -> tuple[str,
     if key not in comparisons:
         raise AssertionError(f"{metric}: no comparison {key!r} (has {', '.join(comparisons)})")
     return key, comparisons[key]
-
-
-def _pct(x: float | None) -> str:
-    return "null" if x is None else f"{x:+.3%}"
 
 
 def assert_lift(
@@ -55,16 +53,16 @@ def assert_lift(
     key, c = _comparison(report, metric, comparison)
     rel, (lo, hi) = c.get("rel_lift"), c.get("rel_ci") or (None, None)
     facts = (
-        f"{metric} {key}: rel lift {_pct(rel)}, {int((1 - report.get('alpha', 0.05)) * 100)}% CI "
-        f"[{_pct(lo)}, {_pct(hi)}], p {c.get('p_value')}, true lift {_pct(c.get('true_rel_lift'))}"
+        f"{metric} {key}: rel lift {fmt_pct(rel, digits=3)}, {int((1 - report.get('alpha', 0.05)) * 100)}% CI "
+        f"[{fmt_pct(lo, digits=3)}, {fmt_pct(hi, digits=3)}], p {c.get('p_value')}, true lift {fmt_pct(c.get('true_rel_lift'), digits=3)}"
     )
     problems = []
     if (min_rel is not None or max_rel is not None) and rel is None:
         problems.append("relative lift is undefined")
     if min_rel is not None and rel is not None and rel < min_rel:
-        problems.append(f"expected rel lift >= {_pct(min_rel)}")
+        problems.append(f"expected rel lift >= {fmt_pct(min_rel, digits=3)}")
     if max_rel is not None and rel is not None and rel > max_rel:
-        problems.append(f"expected rel lift <= {_pct(max_rel)}")
+        problems.append(f"expected rel lift <= {fmt_pct(max_rel, digits=3)}")
     if ci_excludes_zero is not None:
         if lo is None or hi is None:
             problems.append("relative CI is undefined")

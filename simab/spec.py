@@ -13,7 +13,7 @@ import re
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -106,6 +106,11 @@ class TrainingSpec(_Strict):
                                   "else $XDG_CACHE_HOME/simab or ~/.cache/simab")
 
 
+#: The shard engines by name (``simab/engine/engines.py`` builds them): the one list.
+Engine = Literal["wave", "reference"]
+ENGINES: tuple[str, ...] = get_args(Engine)
+
+
 class CampaignSpec(_Strict):
     name: str = Field(min_length=1)
     seed: int = Field(0, ge=0)
@@ -125,7 +130,7 @@ class CampaignSpec(_Strict):
     ramps: list[RampStep] = []
     serving: ServingSpec = ServingSpec()
     training: TrainingSpec = TrainingSpec()
-    engine: Literal["wave", "reference"] = Field("wave", description="wave: batched (default); "
+    engine: Engine = Field("wave", description="wave: batched (default); "
                                                   "reference: one process per user, for tests")
     design: DesignSpec = DesignSpec()
 

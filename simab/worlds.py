@@ -1,6 +1,6 @@
-"""Building a :class:`World` from what a user names: a preset, a ``[world]`` table, or a
-TOML file that holds one (the ``simab world`` and ``simab train`` arguments, campaign
-specs and the reproduction scripts all go through here)."""
+"""The world a user names, as a validated ``WorldSpec``: a preset, a ``[world]`` table, or a
+TOML file that holds one (the ``simab world`` and ``simab train`` arguments and the
+reproduction scripts go through here; ``World.build`` then builds it)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 
 from simab.errors import SimabError
 from simab.simulators.spec import WorldSpec, world_spec
-from simab.simulators.world import World
 
 
 def world_spec_from(world: str | dict[str, Any] | WorldSpec, *, users: int | None = None,
@@ -33,8 +32,3 @@ def world_spec_from(world: str | dict[str, Any] | WorldSpec, *, users: int | Non
         table = {**table, "n_users": users}
     return world_spec(table, source=source, key=key)
 
-
-def build_world(world: str | dict[str, Any] | WorldSpec, seed: int, *, users: int | None = None,
-                source: str | None = None, key: str = "world") -> World:
-    """``World.build`` of :func:`world_spec_from`'s spec."""
-    return World.build(world_spec_from(world, users=users, source=source, key=key), seed)

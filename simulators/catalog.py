@@ -19,6 +19,7 @@ import numpy as np
 
 from simab.simulators.rng import generator
 from simab.simulators.spec import WorldSpec
+from simab.simulators.streams import Stream
 
 #: Values of ``Catalog.domain``: the shop (target) domain and the content (source) domain.
 DOMAIN_SHOP, DOMAIN_CONTENT = 0, 1
@@ -86,7 +87,7 @@ class Catalog:
 
     @classmethod
     def build(cls, spec: WorldSpec, seed: int) -> Catalog:
-        rng = generator(seed, "catalog", 0)
+        rng = generator(seed, Stream.CATALOG, 0)
         d, K, P, S = spec.dim, spec.n_categories, spec.n_parents, spec.n_shops
         parents = _unit(rng.standard_normal((P, d)))
         parent_of = np.concatenate([np.arange(P), rng.integers(0, P, K - P)])
@@ -124,7 +125,7 @@ class Catalog:
         topic = topic_vec = by_topic_t = by_topic_c = None
         if T:
             # topics have their own generator: the other catalog draws do not depend on them
-            tg = generator(seed, "catalog/topics", 0)
+            tg = generator(seed, Stream.CATALOG_TOPICS, 0)
             topic_vec = _unit(tg.standard_normal((K, T, d)))
             topic = tg.integers(0, T, n_t + n_c)
             latent = _unit(centroid[category] + spec.topic_spread * topic_vec[category, topic] + noise)

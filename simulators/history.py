@@ -31,7 +31,7 @@ from simab.simulators import rng
 from simab.simulators.catalog import Catalog, Csr
 from simab.simulators.population import Users
 from simab.simulators.spec import WorldSpec
-from simab.simulators.streams import HistoryDraw, history_counters
+from simab.simulators.streams import HistoryDraw, Stream, history_counters
 from simab.simulators.units import DAY
 
 N_ACTIONS = 4  # view, like, share, comment (ids 1..4; 0 is padding)
@@ -63,7 +63,7 @@ _CHUNK = 1 << 15  # events per vectorised pass: temporaries stay cache-sized
 class HistoryGenerator:
     def __init__(self, spec: WorldSpec, seed: int, catalog: Catalog):
         self.spec, self.seed, self.catalog = spec, seed, catalog
-        self._keys = {name: rng.stream_key(seed, name) for name in ("history/source", "history/target")}
+        self._keys = {s: rng.stream_key(seed, s) for s in (Stream.HISTORY_SOURCE, Stream.HISTORY_TARGET)}
 
     def _events(self, users: Users, rows: slice, stream: str, length: np.ndarray | int, n: int, groups: Csr,
                 with_dormant: bool):
@@ -162,11 +162,11 @@ class HistoryGenerator:
     def source(self, users: Users, max_len: int | None = None) -> Histories:
         """Source-domain (content) lifelong history: active and dormant interests."""
         if not self.spec.lifelong.enabled:
-            return self._batch(users, "history/source", 0, self.catalog.content_by_category, True, max_len)
+            return self._batch(users, Stream.HISTORY_SOURCE, 0, self.catalog.content_by_category, True, max_len)
         return self._batch(
-            users, "history/source", self.spec.lifelong.source_length, self.catalog.content_by_category, True, max_len
+            users, Stream.HISTORY_SOURCE, self.spec.lifelong.source_length, self.catalog.content_by_category, True, max_len
         )
 
     def target(self, users: Users, max_len: int | None = None) -> Histories:
         """Target-domain (shop) history: recent behaviour shows active interests only."""
-        return self._batch(users, "history/target", self.spec.lifelong.target_length, self.catalog.target_by_category, False, max_len)
+        return self._batch(users, Stream.HISTORY_TARGET, self.spec.lifelong.target_length, self.catalog.target_by_category, False, max_len)

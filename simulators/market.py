@@ -47,6 +47,7 @@ import pyarrow as pa
 from simab.simulators import rng
 from simab.simulators.catalog import Catalog
 from simab.simulators.spec import MarketSpec
+from simab.simulators.streams import Stream
 from simab.simulators.units import DAY
 
 #: units below a whole one that float rounding of ``capacity * users / 1000 * share`` may lose
@@ -64,7 +65,7 @@ def market_of(seed: int, users: np.ndarray, n_markets: int) -> np.ndarray:
     users = np.asarray(users, np.int64)
     if n_markets == 1:
         return np.zeros(users.shape, np.int64)
-    return (rng.bits(rng.stream_key(seed, "market/of"), users) % np.uint64(n_markets)).astype(np.int64)
+    return (rng.bits(rng.stream_key(seed, Stream.MARKET_OF), users) % np.uint64(n_markets)).astype(np.int64)
 
 
 def limited_items(spec: MarketSpec, catalog: Catalog, seed: int) -> np.ndarray:
@@ -73,7 +74,7 @@ def limited_items(spec: MarketSpec, catalog: Catalog, seed: int) -> np.ndarray:
     n = max(1, int(round(spec.limited_share * catalog.n_shop_items)))
     if spec.limited == "head":
         return np.sort(catalog.popular_target[:n]).astype(np.int64)
-    u = rng.uniform(rng.stream_key(seed, "market/limited"), np.arange(catalog.n_shop_items, dtype=np.int64))
+    u = rng.uniform(rng.stream_key(seed, Stream.MARKET_LIMITED), np.arange(catalog.n_shop_items, dtype=np.int64))
     return np.sort(np.argsort(u, kind="stable")[:n]).astype(np.int64)
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from simab.simulators import rng, streams
 from simab.simulators.catalog import Catalog
 from simab.simulators.spec import WorldSpec
+from simab.simulators.streams import Stream
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -54,21 +55,22 @@ class Oracle:
         self.w_long = np.array([s.w_long for s in sc])
         self.w_intent = np.array([s.w_intent for s in sc])
         self.specific = np.array([s.specific if spec.scenario_specific else 0.0 for s in sc])
-        g = rng.generator(seed, "oracle/specific", 0)
+        g = rng.generator(seed, Stream.ORACLE_SPECIFIC, 0)
         d = spec.dim
         self.P = g.standard_normal((len(sc), d, d)) / np.sqrt(d)
         K = catalog.n_categories
         # the categories whose preference is scenario-specific: a fixed subset (own stream)
         self.specific_categories = np.ones(K, bool)
         if spec.specific_share < 1.0:
-            order = rng.generator(seed, "oracle/specific_categories", 0).permutation(K)
+            order = rng.generator(seed, Stream.ORACLE_SPECIFIC_CATEGORIES, 0).permutation(K)
             self.specific_categories = np.zeros(K, bool)
             self.specific_categories[order[: int(round(spec.specific_share * K))]] = True
         self._specific_item = (None if self.specific_categories.all()
                                else self.specific_categories[catalog.category].astype(np.float64))
         r = spec.response
         self.window_factor = 1.0 - np.exp(-r.attribution_window_h / r.delay_mean_h)
-        self._keys = {k: rng.stream_key(seed, rng.phase_stream(phase, f"response/{k}")) for k in ("click", "conv", "delay", "dwell")}
+        self._keys = {s: rng.stream_key(seed, rng.phase_stream(phase, s))
+                      for s in (Stream.RESPONSE_CLICK, Stream.RESPONSE_CONV, Stream.RESPONSE_DELAY, Stream.RESPONSE_DWELL)}
 
     def examination(self, scenario: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """P(examine | position, scenario) = (1 + p)^-decay; ``scenario`` [B], positions [B, C]."""
@@ -148,7 +150,8 @@ class Oracle:
         k = self._keys
         # one pass over the four streams; the dwell normal is Box-Muller on a counter pair
         uc, uv, ud, u1, u2 = rng.uniforms(
-            (k["click"], k["conv"], k["delay"], k["dwell"], k["dwell"]), rid, streams.response_counters(pos)
+            (k[Stream.RESPONSE_CLICK], k[Stream.RESPONSE_CONV], k[Stream.RESPONSE_DELAY], k[Stream.RESPONSE_DWELL],
+             k[Stream.RESPONSE_DWELL]), rid, streams.response_counters(pos)
         )
         clicked = uc < p_click
         r = self.spec.response

@@ -26,9 +26,9 @@ import numpy as np
 from simab.simulators import rng, streams
 from simab.simulators.catalog import Catalog
 from simab.simulators.spec import WorldSpec
+from simab.simulators.streams import Stream
 
 PROFILE_SIZES = (6, 2, 4, 4)  # age bucket, gender, city tier, activity bucket
-PROFILE_FIELDS = ("age", "gender", "city_tier", "activity")
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,9 @@ class Population:
         self.spec = spec
         self.seed = seed
         self.catalog = catalog
-        self._k = {s: rng.stream_key(seed, f"population/{s}") for s in ("profile", "cats", "weights", "scalars", "topics")}
+        self._k = {s: rng.stream_key(seed, s) for s in (Stream.POPULATION_PROFILE, Stream.POPULATION_CATS,
+                                                        Stream.POPULATION_WEIGHTS, Stream.POPULATION_SCALARS,
+                                                        Stream.POPULATION_TOPICS)}
         # categories of each parent, for related-interest draws
         self._by_parent = [np.flatnonzero(catalog.parent_of == p) for p in range(spec.n_parents)]
 
@@ -77,7 +79,8 @@ class Population:
     def users(self, ids: np.ndarray) -> Users:
         ids = np.asarray(ids, dtype=np.int64)
         spec, cat = self.spec, self.catalog
-        kp, kc, kw, ks = (self._k[s] for s in ("profile", "cats", "weights", "scalars"))
+        kp, kc, kw, ks = (self._k[s] for s in (Stream.POPULATION_PROFILE, Stream.POPULATION_CATS,
+                                               Stream.POPULATION_WEIGHTS, Stream.POPULATION_SCALARS))
         n = ids.shape[0]
         sigma = spec.sessions.activity_sigma
         z_act = rng.normal(ks, ids, streams.ACTIVITY)
@@ -135,7 +138,7 @@ class Population:
         d_active, d_dormant = cat.centroid[active], cat.centroid[dormant]
         topics = None
         if cat.n_topics:
-            topics = rng.integers(self._k["topics"], ids[:, None], np.arange(n_int)[None, :], cat.n_topics)
+            topics = rng.integers(self._k[Stream.POPULATION_TOPICS], ids[:, None], np.arange(n_int)[None, :], cat.n_topics)
             d_active = d_active + spec.topic_spread * cat.topic_vec[active, topics[:, :ia]]
             d_dormant = d_dormant + spec.topic_spread * cat.topic_vec[dormant, topics[:, ia:]]
         u = np.einsum("nk,nkd->nd", wa, d_active)

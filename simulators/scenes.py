@@ -15,7 +15,7 @@ import numpy as np
 from simab.simulators import rng, streams
 from simab.simulators.rng import phase_stream
 from simab.simulators.spec import WorldSpec
-from simab.simulators.streams import Decision
+from simab.simulators.streams import Decision, Stream
 from simab.simulators.units import DAY
 
 PAD, HOME, SEARCH, SHOP, CHANNEL, DETAIL, CART, BUY, CONTENT = range(9)
@@ -42,7 +42,9 @@ class SceneChain:
         self.traffic_cdf = np.cumsum(traffic / traffic.sum())
         self.search_scenarios = [i for i, s in enumerate(self.surfaces) if s == "search"]
         self.shop_scenarios = [i for i, s in enumerate(self.surfaces) if s == "shop"]
-        self.k = {n: rng.stream_key(seed, phase_stream(phase, f"scenes/{n}")) for n in ("arrival", "need", "need_session", "step", "dwell", "need_item")}
+        self.k = {s: rng.stream_key(seed, phase_stream(phase, s))
+                  for s in (Stream.SCENES_ARRIVAL, Stream.SCENES_NEED, Stream.SCENES_NEED_SESSION, Stream.SCENES_STEP,
+                            Stream.SCENES_DWELL, Stream.SCENES_NEED_ITEM)}
         s = spec.sessions
         self._rate = s.per_day / DAY
         self._amp = s.diurnal_amplitude
@@ -67,7 +69,7 @@ class SceneChain:
         for j in range(streams.ARRIVAL_TRIES):
             if not len(todo):
                 break
-            k = self.k["arrival"]
+            k = self.k[Stream.SCENES_ARRIVAL]
             u_gap, u_accept = rng.uniforms((k, k), users[todo], streams.arrival_counters(n[todo], j))
             tj = t[todo] + -np.log(u_gap) / lam_max[todo]  # an Exp(1) gap, as rng.exponential draws it
             ok = u_accept <= self.diurnal(tj) / (1.0 + self._amp)
@@ -90,10 +92,7 @@ class SceneChain:
         it = self.spec.intent
         if not it.enabled or it.needs_per_day <= 0:
             return np.full(len(users), np.inf)
-        return rng.exponential(self.k["need"], users, streams.need_gap_counter(j)) * DAY / it.needs_per_day
-
-    def need_gap(self, user: int, j: int) -> float:
-        return float(self.need_gap_batch(user, j)[0])
+        return rng.exponential(self.k[Stream.SCENES_NEED], users, streams.need_gap_counter(j)) * DAY / it.needs_per_day
 
     def need_session_delay_batch(self, users, j) -> np.ndarray:
         """A need brings the user to the app: with probability ``scene_first`` a session
@@ -102,21 +101,16 @@ class SceneChain:
         users, j = int_rows(users, j)
         it = self.spec.intent
         c_opens, c_delay = streams.need_session_counters(j)
-        opens = rng.uniform(self.k["need_session"], users, c_opens) < it.scene_first
-        delay = rng.exponential(self.k["need_session"], users, c_delay) * 60.0 * it.need_session_delay_min
+        opens = rng.uniform(self.k[Stream.SCENES_NEED_SESSION], users, c_opens) < it.scene_first
+        delay = rng.exponential(self.k[Stream.SCENES_NEED_SESSION], users, c_delay) * 60.0 * it.need_session_delay_min
         return np.where(opens, delay, np.nan)
-
-    def need_session_delay(self, user: int, j: int) -> float | None:
-        """:meth:`need_session_delay_batch` for one user; None where no session opens."""
-        d = float(self.need_session_delay_batch(user, j)[0])
-        return None if np.isnan(d) else d
 
     def need_category_batch(self, users, j, active: np.ndarray, active_w: np.ndarray, n_categories: int) -> np.ndarray:
         """A need is for any category with probability ``need_novelty`` (a need unrelated
         to long-term interest: only the moveline reveals it), else for an active interest
         (``active`` / ``active_w``: [B, A], one row per user)."""
         users, j = int_rows(users, j)
-        u = rng.uniform(self.k["need"], users, streams.need_category_counter(j))
+        u = rng.uniform(self.k[Stream.SCENES_NEED], users, streams.need_category_counter(j))
         q = self.spec.intent.need_novelty
         novel = u < q
         out = np.empty(len(users), np.int64)
@@ -131,18 +125,14 @@ class SceneChain:
         from simab.simulators.history import pick_items
 
         users, j = int_rows(users, j)
-        u = rng.uniform(self.k["need_item"], users, np.asarray(j, np.int64))
+        u = rng.uniform(self.k[Stream.SCENES_NEED_ITEM], users, np.asarray(j, np.int64))
         return pick_items(catalog.target_by_category, np.asarray(cats, np.int64), u)
-
-    def need_category(self, user: int, n: int, active: np.ndarray, active_w: np.ndarray, n_categories: int) -> int:
-        return int(self.need_category_batch(user, n, np.asarray(active)[None], np.asarray(active_w)[None],
-                                            n_categories)[0])
 
     # --- the chain ------------------------------------------------------------------
     def draw_batch(self, users, sessions, steps, decision: int) -> np.ndarray:
         """The uniform of ``decision`` (a ``streams.Decision``) at ``steps`` of ``sessions``."""
         users, sessions, steps = int_rows(users, sessions, steps)
-        return rng.uniform(self.k["step"], users, streams.step_counter(sessions, steps, int(decision)))
+        return rng.uniform(self.k[Stream.SCENES_STEP], users, streams.step_counter(sessions, steps, int(decision)))
 
     def draw(self, user: int, session: int, step: int, decision: int) -> float:
         return float(self.draw_batch(user, session, step, decision)[0])
@@ -198,7 +188,7 @@ class SceneChain:
     def goes_to_cart_batch(self, users, sessions, steps, positions) -> np.ndarray:
         """Whether a click at slate ``positions`` of ``steps`` goes on to the cart."""
         users, sessions, steps, positions = int_rows(users, sessions, steps, positions)
-        u = rng.uniform(self.k["step"], users, streams.cart_counter(sessions, steps, positions))
+        u = rng.uniform(self.k[Stream.SCENES_STEP], users, streams.cart_counter(sessions, steps, positions))
         return u < self.spec.sessions.cart_prob
 
     def goes_to_cart(self, user: int, session: int, step: int, position: int) -> bool:
@@ -207,7 +197,7 @@ class SceneChain:
     def scene_dwell_batch(self, users, sessions, steps) -> np.ndarray:
         """Seconds spent on a scene before acting: LogNormal(log 20 s, 0.8)."""
         users, sessions, steps = int_rows(users, sessions, steps)
-        return np.exp(np.log(20.0) + 0.8 * rng.normal(self.k["dwell"], users, streams.dwell_counter(sessions, steps)))
+        return np.exp(np.log(20.0) + 0.8 * rng.normal(self.k[Stream.SCENES_DWELL], users, streams.dwell_counter(sessions, steps)))
 
     def scene_dwell(self, user: int, session: int, step: int) -> float:
         return float(self.scene_dwell_batch(user, session, step)[0])

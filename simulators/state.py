@@ -72,10 +72,6 @@ class Ring:
         pos = self.count[rows][:, None] - m + np.arange(m)[None, :]
         return self.data[field][rows[:, None], pos % self.length], pos >= 0
 
-    def tail(self, row: int, field: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-        values, real = self.tail_rows(np.array([row]), field, n)
-        return values[0], real[0]
-
     def gather(self, rows: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Chronological (oldest first) copies and the mask of real entries."""
         rows = np.asarray(rows, np.int64)
@@ -277,9 +273,6 @@ class UserState:
         if new.any():
             self.next_need_t[rows[new]] = self.t0 + chain.need_gap_batch(users[new], 0)
         return self.next_need_t[rows]
-
-    def next_need(self, row: int, user: int, chain) -> float:
-        return float(self.next_need_batch(np.array([row]), user, chain)[0])
 
     def need_session_time_batch(self, rows: np.ndarray, users: np.ndarray, chain) -> np.ndarray:
         """When each row's next need brings the user to the app (inf when it does not)."""

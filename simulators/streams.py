@@ -1,4 +1,5 @@
-"""Random-stream slots: the one place that says which counters every draw uses.
+"""Random streams: the one place that names every stream (:class:`Stream`) and says
+which counters every draw uses.
 
 A draw is a pure function of (seed, stream, unit, counter) (``simulators/rng.py``).  A
 stream's unit is a user, a session id or a request id; several decisions share a stream
@@ -15,11 +16,55 @@ that no two keys coincide.
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 import numpy as np
 
 from simab.errors import SimabError
+
+
+# --------------------------------------------------------------------------- names
+class Stream(StrEnum):
+    """Every random stream's name: the ``stream`` of ``rng.stream_key(seed, stream)`` and
+    ``rng.generator``.  The behaviour streams (scenes, responses, retrieval, policy
+    uniforms, latency) get the simulation phase's prefix through ``World.stream`` /
+    ``rng.phase_stream``; a stream kept per arm or per salt is named by :meth:`of`.  A
+    name is part of every draw's key: renaming a stream changes the world's draws."""
+
+    CATALOG = "catalog"  # unit 0: a numpy generator for the whole catalogue
+    CATALOG_TOPICS = "catalog/topics"
+    POPULATION_PROFILE = "population/profile"  # unit user (no phase: the same person in every phase)
+    POPULATION_CATS = "population/cats"
+    POPULATION_WEIGHTS = "population/weights"
+    POPULATION_SCALARS = "population/scalars"
+    POPULATION_TOPICS = "population/topics"
+    HISTORY_SOURCE = "history/source"  # unit user: the lifelong histories
+    HISTORY_TARGET = "history/target"
+    ORACLE_SPECIFIC = "oracle/specific"  # unit 0: the scenario-specific preference matrices
+    ORACLE_SPECIFIC_CATEGORIES = "oracle/specific_categories"
+    SCENES_ARRIVAL = "scenes/arrival"  # unit user: the scene chain (phase-prefixed)
+    SCENES_NEED = "scenes/need"
+    SCENES_NEED_SESSION = "scenes/need_session"
+    SCENES_NEED_ITEM = "scenes/need_item"
+    SCENES_STEP = "scenes/step"
+    SCENES_DWELL = "scenes/dwell"
+    RESPONSE_CLICK = "response/click"  # unit request id: the responses (phase-prefixed)
+    RESPONSE_CONV = "response/conv"
+    RESPONSE_DELAY = "response/delay"
+    RESPONSE_DWELL = "response/dwell"
+    RETRIEVAL = "retrieval"  # unit request id (phase-prefixed)
+    SERVING_LATENCY = "serving/latency"  # unit request id (phase-prefixed)
+    POLICY_UNIFORMS = "policy-uniforms"  # per arm; unit request id (phase-prefixed)
+    OPE_MARGINAL = "ope-marginal"  # per logging arm: Monte-Carlo marginal propensities
+    SHARDS = "shards"  # unit user: a user's shard
+    ASSIGNMENT = "assignment"  # per salt, seed 0: a unit's hash bucket
+    MARKET_OF = "market/of"  # unit user: a user's market (world.market.n_markets)
+    MARKET_LIMITED = "market/limited"  # unit shop item: the keyed random set of limited items
+
+    def of(self, name: str) -> str:
+        """The stream of this family for one arm or salt: ``<stream>/<name>``."""
+        return f"{self.value}/{name}"
+
 
 # --------------------------------------------------------------------------- unit ids
 REQUEST_BITS = 24  # request id = user << 24 | (the user's request number)

@@ -35,6 +35,7 @@ from simab.reports.calibration import (
     peeking,
     rows_of,
 )
+from simab.reports.formatting import fmt_ci, fmt_number, fmt_pct
 
 BATTERIES = ("aa", "known-effect", "peeking", "naive")
 NOMINAL_ALPHA = 0.05
@@ -239,18 +240,6 @@ def _verdict(entry: dict) -> str:
     return "all targets met" if entry["pass"] else "TARGET MISSED"
 
 
-def _pct(x: float | None, sign: str = "") -> str:
-    return "n/a" if x is None or x != x else f"{x:{sign}.2%}"
-
-
-def _num(x: float | None) -> str:
-    return "n/a" if x is None or x != x else f"{x:.3g}"
-
-
-def _ci(ci: list[float]) -> str:
-    return f"[{_pct(ci[0])}, {_pct(ci[1])}]"
-
-
 def _yes(v: dict) -> str:
     return "yes" if v["pass"] else "NO"
 
@@ -258,21 +247,21 @@ def _yes(v: dict) -> str:
 #: Each battery's table after the metric and runs columns: headers and one cell function each.
 TABLES: dict[str, tuple[list[str], list]] = {
     "aa": (["false-positive rate", "95% CI", "KS p", "5% inside CI"],
-           [lambda v: _pct(v["false_positive_rate"]), lambda v: _ci(v["ci"]),
-            lambda v: _num(v["ks_p_value"]), _yes]),
+           [lambda v: fmt_pct(v["false_positive_rate"], ""), lambda v: fmt_ci(v["ci"], ""),
+            lambda v: fmt_number(v["ks_p_value"], ".3g"), _yes]),
     "known-effect": (["coverage", "95% CI", "mean true lift", "bias (se)", "mean CI width", "power", ">= 93%"],
-                     [lambda v: _pct(v["coverage"]), lambda v: _ci(v["ci"]),
-                      lambda v: _pct(v["mean_true_rel_lift"], "+"),
-                      lambda v: f"{_pct(v['bias'], '+')} ({_pct(v['bias_se'])})",
-                      lambda v: _pct(v["mean_ci_width"]), lambda v: _pct(v["power"]), _yes]),
+                     [lambda v: fmt_pct(v["coverage"], ""), lambda v: fmt_ci(v["ci"], ""),
+                      lambda v: fmt_pct(v["mean_true_rel_lift"]),
+                      lambda v: f"{fmt_pct(v['bias'])} ({fmt_pct(v['bias_se'], sign='')})",
+                      lambda v: fmt_pct(v["mean_ci_width"], ""), lambda v: fmt_pct(v["power"], ""), _yes]),
     "peeking": (["looks", "naive daily FPR", "95% CI", "final look only", "always-valid FPR", "95% CI", "target"],
-                [lambda v: _num(v["looks"]), lambda v: _pct(v["naive_false_positive_rate"]),
-                 lambda v: _ci(v["naive_ci"]), lambda v: _pct(v["final_look_false_positive_rate"]),
-                 lambda v: _pct(v["false_positive_rate"]), lambda v: _ci(v["ci"]), _yes]),
+                [lambda v: fmt_number(v["looks"], ".3g"), lambda v: fmt_pct(v["naive_false_positive_rate"], ""),
+                 lambda v: fmt_ci(v["naive_ci"], ""), lambda v: fmt_pct(v["final_look_false_positive_rate"], ""),
+                 lambda v: fmt_pct(v["false_positive_rate"], ""), lambda v: fmt_ci(v["ci"], ""), _yes]),
     "naive": (["exposure-level FPR", "95% CI", "user-level FPR", "95% CI", "design effect"],
-              [lambda v: _pct(v["exposure_level_false_positive_rate"]), lambda v: _ci(v["exposure_level_ci"]),
-               lambda v: _pct(v["false_positive_rate"]), lambda v: _ci(v["ci"]),
-               lambda v: _num(v["design_effect"])]),
+              [lambda v: fmt_pct(v["exposure_level_false_positive_rate"], ""), lambda v: fmt_ci(v["exposure_level_ci"], ""),
+               lambda v: fmt_pct(v["false_positive_rate"], ""), lambda v: fmt_ci(v["ci"], ""),
+               lambda v: fmt_number(v["design_effect"], ".3g")]),
 }
 
 

@@ -7,7 +7,7 @@ replicate seed -> validated ``CampaignSpec`` -> ``run_campaign`` (one worker, on
 and ``sweep.md`` in the output folder.
 
 Runs, not shards, are the unit of parallel work: each run is single-worker and the runs go
-to a local process pool or to Ray.  Replicate ``r`` of a grid point uses seed
+to the executor (``simab.run.executor``: a local process pool or Ray).  Replicate ``r`` of a grid point uses seed
 ``spec.seed + r`` (the same seeds at every grid point, so points are compared on common
 seeds), and rows are ordered by (point, replicate), so the table does not depend on the
 number of workers.  A run folder that already holds the rows of the same spec is reused
@@ -25,7 +25,6 @@ import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
@@ -35,8 +34,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from simab.errors import SimabError
+from simab.eventlog import TABLES
 from simab.overrides import nest, parse_strict_value, split_assignment
 from simab.progress import progress
+from simab.reports.formatting import fmt_pct
 from simab.reports.json_numbers import number
 from simab.simulators.spec import deep_merge
 from simab.spec import (
@@ -48,7 +49,8 @@ from simab.spec import (
 )
 
 ROWS_FILE = "rows.json"
-EVENT_FOLDERS = ("exposures", "requests", "moveline", "assignments", "counterfactual", "models", "global", "market")
+#: What a sweep removes from each run folder unless asked to keep its events.
+EVENT_FOLDERS = (*TABLES, "counterfactual", "models", "global", "market")
 
 
 # --------------------------------------------------------------------------- grid
@@ -235,31 +237,6 @@ def _relabel(rows: list[dict], run: SweepRun) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- execution
-def _pool_results(runs: list[SweepRun], workers: int, backend: str) -> Iterator[tuple[SweepRun, dict]]:
-    if backend == "ray":
-        from simab.run.shards import start_ray
-
-        ray = start_ray(workers)
-        remote = ray.remote(run_one)
-        pending = {remote.remote(r): r for r in runs}
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            yield pending.pop(ready[0]), ray.get(ready[0])
-        return
-    if backend != "local":
-        raise SimabError(f"unknown backend {backend!r}; allowed: local, ray", key="--backend")
-    if workers <= 1:
-        for r in runs:
-            yield r, run_one(r)
-        return
-    import multiprocessing as mp
-
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(run_one, r): r for r in runs}
-        for fut in as_completed(futures):
-            yield futures[fut], fut.result()
-
-
 @dataclass
 class SweepResult:
     """The collected rows (ordered by run, then metric), the table and where it was written."""
@@ -277,18 +254,23 @@ class SweepResult:
 
 def execute(runs: list[SweepRun], *, workers: int = 1, backend: str = "local",
             label: str = "sweep") -> tuple[list[dict[str, Any]], list[float], float]:
-    """Run every campaign; rows in run order whatever the completion order."""
+    """Run every campaign on one :class:`~simab.run.executor.Executor`; rows in run order
+    whatever the completion order."""
+    from simab.run.executor import Executor
+
     if workers < 1:
         raise SimabError(f"must be at least 1, got {workers}", source="<cli>", key="--workers")
     started = time.perf_counter()
     by_index: dict[int, dict] = {}
-    for done, (run, res) in enumerate(_pool_results(runs, workers, backend), start=1):
-        by_index[run.index] = res
-        elapsed = time.perf_counter() - started
-        eta = elapsed / done * (len(runs) - done)
-        how = "reused" if res["reused"] else f"{res['wall_s']:.1f}s"
-        progress(f"  {label}: run {done}/{len(runs)} (point {run.point}, seed {run.seed}, {how}); "
-                 f"elapsed {elapsed:.0f}s, eta {eta:.0f}s")
+    with Executor(workers, backend) as executor:
+        for done, (i, res) in enumerate(executor.map(run_one, runs), start=1):
+            run = runs[i]
+            by_index[run.index] = res
+            elapsed = time.perf_counter() - started
+            eta = elapsed / done * (len(runs) - done)
+            how = "reused" if res["reused"] else f"{res['wall_s']:.1f}s"
+            progress(f"  {label}: run {done}/{len(runs)} (point {run.point}, seed {run.seed}, {how}); "
+                     f"elapsed {elapsed:.0f}s, eta {eta:.0f}s")
     rows = [row for i in sorted(by_index) for row in by_index[i]["rows"]]
     walls = [by_index[i]["wall_s"] for i in sorted(by_index)]
     return rows, walls, time.perf_counter() - started
@@ -353,12 +335,6 @@ def _sweep_into(out: Path, runs: list[SweepRun], grid: dict[str, list[Any]], rep
     return result
 
 
-def _fmt(x: float | None, sign: str = "+") -> str:
-    if x is None or x != x:
-        return "n/a"
-    return f"{x:{sign}.2%}"
-
-
 def sweep_markdown(rows: list[dict[str, Any]], grid: dict[str, list[Any]]) -> str:
     """Per grid point and metric: runs, mean relative lift (and its sd over runs), mean true
     lift, share of runs with p < alpha, share of CIs covering the truth."""
@@ -379,9 +355,9 @@ def sweep_markdown(rows: list[dict[str, Any]], grid: dict[str, list[Any]]) -> st
         pvals = [r for r in rs if r["p_value"] is not None]
         cov = [r["ci_covers_truth"] for r in rs if r["ci_covers_truth"] is not None]
         cells = [*(json.dumps(points[p][k]) for k in keys), metric, comp, str(len(rs)),
-                 _fmt(mean), _fmt(sd, ""),
-                 _fmt(sum(truths) / len(truths) if truths else None),
-                 f"{sum(r['p_value'] < r['alpha'] for r in pvals) / len(pvals):.1%}" if pvals else "n/a",
-                 f"{sum(cov) / len(cov):.1%}" if cov else "n/a"]
+                 fmt_pct(mean), fmt_pct(sd, ""),
+                 fmt_pct(sum(truths) / len(truths) if truths else None),
+                 fmt_pct(sum(r["p_value"] < r["alpha"] for r in pvals) / len(pvals) if pvals else None, "", 1),
+                 fmt_pct(sum(cov) / len(cov) if cov else None, "", 1)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

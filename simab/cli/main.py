@@ -7,6 +7,7 @@
     simab world PRESET [--users N] [--seed N] [--out DIR]
     simab train --world PRESET --policy NAME [--set key=value ...] [--epochs N] [--device D] --out DIR
     simab power ...
+    simab analyze DATA --arm COL --control VALUE --metric NAME=NUM[/DEN] ... (real experiments)
     simab ope CAMPAIGN.toml [--out DIR] [--logging uniform|epsilon|plackett_luce] [--temperature T] [--online]
               [--seed N] [--workers N] [--set KEY=VALUE ...]
     simab sweep [CAMPAIGN.toml] --grid KEY=V1,V2,... [--replicates N] [--workers N] [--backend local|ray] [--out DIR]
@@ -113,6 +114,12 @@ def cmd_power(args) -> int:
     from simab.cli.power import power_cli
 
     return power_cli(args.rest)
+
+
+def cmd_analyze(args) -> int:
+    from simab.cli.analyze import analyze_main
+
+    return analyze_main(args.rest)
 
 
 def cmd_ope(args) -> int:
@@ -277,6 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override a spec key, e.g. world.n_users=500 (repeatable; default: none)")
     op.set_defaults(func=cmd_ope)
 
+    an = sub.add_parser("analyze", help="analyse a real experiment's data (CSV/Parquet): data checks, "
+                        "lifts, SRM, CUPED, sequential looks; writes report.json / .md / .html", add_help=False)
+    an.add_argument("rest", nargs=argparse.REMAINDER)
+    an.set_defaults(func=cmd_analyze)
+
     pw = sub.add_parser("power", help="minimum detectable effect / sample size", add_help=False)
     pw.add_argument("rest", nargs=argparse.REMAINDER)
     pw.set_defaults(func=cmd_power)
@@ -285,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 CORRECTIONS = ("holm", "bh", "bonferroni", "none")  # what reports.analyze accepts
 
-_PASS_THROUGH = {"world": cmd_world, "power": cmd_power}
+_PASS_THROUGH = {"world": cmd_world, "power": cmd_power, "analyze": cmd_analyze}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,6 +37,7 @@ from simab.ope.estimators import (
 )
 from simab.ope.logs import OPE_LOGGING_MODES, OpeLog, collect
 from simab.progress import progress
+from simab.reports.formatting import fmt_ci, fmt_number, fmt_pct
 
 #: metric -> the logged reward column (per exposure) and the truth column prefix
 METRICS = {"ctr": "clicked", "ctcvr": "converted"}
@@ -90,14 +91,6 @@ def analyze(log: OpeLog, logpop: np.ndarray, n_scenarios: int, alpha: float = 0.
     return out
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.4g}"
-
-
-def _pct(x: float) -> str:
-    return "n/a" if x is None or math.isnan(x) else f"{x:+.2%}"
-
-
 def render_md(data: dict) -> str:
     lines = [f"# Off-policy evaluation: {data['campaign']}", "",
              f"Logging policy `{data['logging']['mode']}` over the pre-period: {data['logging']['users']:,} users, "
@@ -109,28 +102,27 @@ def render_md(data: dict) -> str:
     if offline:
         lines += ["## Offline metrics (validation)", "", "| arm | " + " | ".join(OFFLINE_KEYS) + " |",
                   "|---|" + "---|" * len(OFFLINE_KEYS)]
-        lines += [f"| {a} | " + " | ".join(_fmt(v.get(k, float("nan"))) for k in OFFLINE_KEYS) + " |"
+        lines += [f"| {a} | " + " | ".join(fmt_number(v.get(k, float("nan"))) for k in OFFLINE_KEYS) + " |"
                   for a, v in offline.items()]
         lines.append("")
     for metric, m in data["metrics"].items():
-        lines += [f"## {metric}", "", f"Logged value (logging policy): {_fmt(m['logged_value'])}", "",
+        lines += [f"## {metric}", "", f"Logged value (logging policy): {fmt_number(m['logged_value'])}", "",
                   "| arm | truth | " + " | ".join(f"{e} [CI]" for e in ESTIMATORS) + " |",
                   "|---|---|" + "---|" * len(ESTIMATORS)]
         for arm, a in m["arms"].items():
-            cells = [f"{_fmt(r['value'])} [{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}]{'' if r['covers_truth'] else ' (miss)'}"
+            cells = [f"{fmt_number(r['value'])} [{fmt_number(r['ci'][0])}, {fmt_number(r['ci'][1])}]{'' if r['covers_truth'] else ' (miss)'}"
                      for r in a["estimates"].values()]
-            lines.append(f"| {arm} | {_fmt(a['true_value'])} | " + " | ".join(cells) + " |")
+            lines.append(f"| {arm} | {fmt_number(a['true_value'])} | " + " | ".join(cells) + " |")
         for name, c in m["comparisons"].items():
-            lines += ["", f"Relative lift {name}: truth {c['true_rel_lift']:+.2%}", "",
+            lines += ["", f"Relative lift {name}: truth {fmt_pct(c['true_rel_lift'])}", "",
                       "| estimator | rel lift | CI | covers truth |", "|---|---|---|---|"]
-            lines += [f"| {e} | {_pct(r['rel_lift'])} | [{_pct(r['rel_ci'][0])}, {_pct(r['rel_ci'][1])}] | "
+            lines += [f"| {e} | {fmt_pct(r['rel_lift'])} | {fmt_ci(r['rel_ci'])} | "
                       f"{ {True: 'yes', False: 'no'}.get(r['covers_truth'], 'n/a')} |" for e, r in c["estimates"].items()]
             o = c.get("online")
             if o and o["rel_lift"] is not None and None not in o["rel_ci"]:
                 covers = {True: "yes", False: "no"}.get(o["ci_covers_truth"], "n/a")
-                true = "n/a" if o["true_rel_lift"] is None else f"{o['true_rel_lift']:+.2%}"
-                lines += ["", f"Online A/B (the campaign): {o['rel_lift']:+.2%} [{o['rel_ci'][0]:+.2%}, "
-                          f"{o['rel_ci'][1]:+.2%}]; the campaign's true lift {true} (covered: {covers})"]
+                lines += ["", f"Online A/B (the campaign): {fmt_pct(o['rel_lift'])} {fmt_ci(o['rel_ci'])}; "
+                          f"the campaign's true lift {fmt_pct(o['true_rel_lift'])} (covered: {covers})"]
             d = c.get("offline_difference")
             if d:
                 lines += ["", "Offline difference (treatment - control, validation): "
@@ -287,7 +279,7 @@ def run_ope(spec, out: Path, *, mode: str = "uniform", temperature: float = 1.0,
     if spec.world.pre_period_days <= 0:
         raise SimabError("off-policy evaluation needs a pre-period: must be > 0", key="world.pre_period_days")
     world = World.build(spec.world, spec.seed)
-    descs = prepare_policies(spec, world, out, workers, cache_dir(spec.training.cache_dir))
+    descs = prepare_policies(spec, world, out, cache_dir(spec.training.cache_dir), workers=workers)
     policies = {}
     for arm, desc in descs.items():
         p = build_policy(desc, world)

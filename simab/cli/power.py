@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from simab.errors import SimabError
+from simab.reports.formatting import fmt_pct
 from simab.reports.power import mde, sample_size
 
 
@@ -63,7 +64,7 @@ def power_cli(argv: list[str]) -> int:
             raise SimabError(f"--users x --ratio gives {n_t} treatment users; at least 2 are needed",
                              source="<cli>", key="--ratio")
         m = mde(sd, args.users, n_t, baseline=baseline, alpha=args.alpha, power=args.power)
-        rel = f"{m.rel_mde:+.2%}" if m.rel_mde is not None else "n/a"
+        rel = fmt_pct(m.rel_mde)
         print(
             f"minimum detectable effect: absolute {m.abs_mde:.6g}, relative {rel} "
             f"(control {args.users}, treatment {n_t} users, alpha {args.alpha}, power {args.power})"

@@ -20,7 +20,14 @@ import numpy as np
 from simab.simulators import rng, streams
 from simab.simulators.catalog import Csr
 from simab.simulators.market import Availability
-from simab.simulators.streams import CONTEXT, CONTEXT_ITEM_OFFSET, POPULAR, RANDOM, SEARCH_TAIL
+from simab.simulators.streams import (
+    CONTEXT,
+    CONTEXT_ITEM_OFFSET,
+    POPULAR,
+    RANDOM,
+    SEARCH_TAIL,
+    Stream,
+)
 from simab.simulators.world import World
 
 _MISSING = -1
@@ -30,7 +37,7 @@ class Retriever:
     def __init__(self, world: World):
         self.w = world
         c = world.catalog
-        self.key = rng.stream_key(world.seed, world.stream("retrieval"))
+        self.key = rng.stream_key(world.seed, world.stream(Stream.RETRIEVAL))
         self.n_target = c.n_shop_items
         self.top = c.popular_target[: max(200, c.n_shop_items // 10)]
         self.cat_sizes = c.target_by_category.sizes()
@@ -170,13 +177,6 @@ def retrieval_contexts(ml_cat: np.ndarray, ml_real: np.ndarray, seq_cat: np.ndar
     not read as category 0, a real category (world v2 did, over-weighting category 0 for
     users with few target-history events)."""
     return np.concatenate([np.where(ml_real, ml_cat, -1), np.where(seq_real, seq_cat, -1)], axis=-1)
-
-
-def retrieval_context(ml_cat: np.ndarray, ml_real: np.ndarray, seq_cat: np.ndarray,
-                      seq_real: np.ndarray) -> np.ndarray:
-    """:func:`retrieval_contexts` of one request, absent entries dropped."""
-    ctx = retrieval_contexts(ml_cat, ml_real, seq_cat, seq_real)
-    return ctx[ctx >= 0]
 
 
 def user_contexts(state, rows: np.ndarray) -> np.ndarray:

@@ -17,8 +17,8 @@ Latency model (deterministic, per request; see docs/architecture.md):
 
 with ``U1``, ``Z`` drawn from the ``serving/latency`` stream keyed by request id (common to
 the arms), ``C`` the number of candidates and ``us_per_candidate`` the policy's service cost
-(``Policy.service_us_per_candidate``; measured by ``scripts/bench_serving.py``, recorded in
-docs/benchmarks.md).  The user sees the slate ``latency_ms`` after sending the request; a
+(``Policy.service_us_per_candidate``; the neural policies' figure is the scoring throughput
+that ``scripts/bench_campaign.py`` measures, recorded in docs/benchmarks.md).  The user sees the slate ``latency_ms`` after sending the request; a
 request slower than ``abandon_after_ms`` is abandoned (logged, no exposures).  The measured
 compute time of each call is kept per arm (``compute_s`` in the manifest) to compare the
 model with the machine.
@@ -35,6 +35,7 @@ from simab.engine.retrieval import user_contexts
 from simab.policies.world_features import GROUP_RINGS, FeatureBuilder, Snapshot
 from simab.simulators import rng, streams
 from simab.simulators.oracle import Response
+from simab.simulators.streams import Stream
 from simab.simulators.world import World
 
 #: Service cost per candidate (microseconds) of a policy that does not declare one.
@@ -107,7 +108,7 @@ class Served(NamedTuple):
 
 def policy_uniform_key(world: World, arm: str) -> np.ndarray:
     """The stream key of the uniforms a stochastic policy of ``arm`` draws its slates from."""
-    return rng.stream_key(world.seed, world.stream(f"policy-uniforms/{arm}"))
+    return rng.stream_key(world.seed, world.stream(Stream.POLICY_UNIFORMS.of(arm)))
 
 
 class LatencyModel:
@@ -118,7 +119,7 @@ class LatencyModel:
         self.base_ms = float(serving.base_ms)
         self.sigma = float(serving.jitter_sigma)
         self.us_per_candidate = float(getattr(policy, "service_us_per_candidate", DEFAULT_US_PER_CANDIDATE))
-        self.key = rng.stream_key(world.seed, world.stream("serving/latency"))
+        self.key = rng.stream_key(world.seed, world.stream(Stream.SERVING_LATENCY))
 
     def latency_ms(self, rids: np.ndarray, n_candidates: np.ndarray) -> np.ndarray:
         c_wait, c_jitter = streams.LATENCY_WAIT, streams.LATENCY_JITTER

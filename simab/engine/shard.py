@@ -1,7 +1,7 @@
 """One shard of a campaign (or of the pre-period): the shared parts of both engines.
 
 A shard simulates its users over ``[t_begin, t_end)``.  Two engines tell the same story
-(see docs/architecture.md, "Engines"):
+(docs/architecture.md, "Data flow of one campaign", step 5):
 
 - ``engine = "wave"`` (default, :mod:`simab.engine.wave`): users are struct-of-arrays; a
   SimPy process advances the clock tick by tick and, within a tick, every user whose next

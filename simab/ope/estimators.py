@@ -24,7 +24,10 @@ exposure (request j, position k) with the logged item ``a_jk``, its reward ``r_j
 
 Confidence intervals: each estimate is a smooth function f of the means over users of a
 vector of per-user totals z_u; Var f ~ grad f' Cov(z) grad f / U (the delta method with
-the user as the cluster), and the interval is f +- z_{1 - alpha/2} se.  A lift between two
+the user as the cluster), and the interval is f +- z_{1 - alpha/2} se.  The moments of z and
+the linearised variance are the campaign report's (``simab.reports.moments``,
+``simab.reports.estimates.variance_form``), the interval its ``t_interval`` with infinite
+degrees of freedom.  A lift between two
 policies evaluated on the same log is a function of both policies' totals, so its interval
 accounts for their correlation.
 """
@@ -35,7 +38,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import norm
+
+from simab.reports.comparison import t_interval
+from simab.reports.estimates import variance_form
+from simab.reports.moments import Moments
 
 ESTIMATORS = ("ips", "snips", "dm", "dr")
 
@@ -119,11 +125,13 @@ def _stats(log: SlateLog, target: TargetPolicy, estimator: str) -> _Stats:
 
 
 def _interval(value: float, grad: np.ndarray, z: np.ndarray, alpha: float) -> Estimate:
-    U = z.shape[0]
-    cov = np.atleast_2d(np.cov(z, rowvar=False)) if U > 1 else np.full((z.shape[1], z.shape[1]), np.nan)
-    se = float(np.sqrt(max(grad @ cov @ grad, 0.0) / U))
-    h = norm.ppf(1 - alpha / 2) * se
-    return Estimate(float(value), se, (float(value - h), float(value + h)))
+    """``value`` with its delta-method standard error over the users' totals ``z`` [U, m]
+    (reports' moments and linearised variance: the campaign report's code) and the normal
+    interval (the t interval with infinite df)."""
+    m = Moments.from_columns({f"z{j}": z[:, j] for j in range(z.shape[1])})
+    se = math.sqrt(variance_form(grad, m.cov_matrix()) / m.n) if m.n else math.nan
+    ci, _ = t_interval(float(value), se, math.inf, alpha)
+    return Estimate(float(value), se, ci)
 
 
 def estimate(log: SlateLog, target: TargetPolicy, estimator: str, alpha: float = 0.05) -> Estimate:

@@ -40,6 +40,7 @@ from simab.run.preperiod import (
     pre_period_users,
 )
 from simab.simulators import rng, streams
+from simab.simulators.streams import Stream
 from simab.simulators.world import World
 
 #: Logging modes whose marginal propensities ``simab ope`` computes (simab/ope/marginal.py).
@@ -58,7 +59,7 @@ class OpeRecorder:
         self.world, self.policies = world, policies
         self.builder = FeatureBuilder(world)
         self.logger, self.logger_key = logger, policy_uniform_key(world, logger_arm)
-        self.mc_key = rng.stream_key(world.seed, world.stream(f"ope-marginal/{logger_arm}"))
+        self.mc_key = rng.stream_key(world.seed, world.stream(Stream.OPE_MARGINAL.of(logger_arm)))
         self.parts: list[dict[str, np.ndarray]] = []
 
     def _batch(self, policy, state, rows, t, sc, cand, attraction) -> dict:

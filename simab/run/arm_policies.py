@@ -1,6 +1,6 @@
 """Every arm's ranking policy: fitted on the pre-period (or loaded from the checkpoint
 cache) once per run, described in a picklable form that each shard worker rebuilds the
-policy from."""
+policy from (once per process and run: ``simab.run.shards.shard_context``)."""
 
 from __future__ import annotations
 
@@ -15,27 +15,30 @@ from simab.simulators.world import World
 from simab.spec import CampaignSpec
 
 
-def prepare_policies(spec: CampaignSpec, world: World, run_dir: Path, workers: int = 1,
-                     cache: Path | None = None) -> dict[str, dict]:
-    """Fit (or load from ``cache``, default the spec's cache folder) every arm's policy;
-    returns picklable descriptions the shard workers rebuild policies from."""
-    from simab.policies.base import make_policy
-    from simab.run.folder import cache_dir
+def prepare_policies(spec: CampaignSpec, world: World, run_dir: Path, cache: Path,
+                     pre: Path | None = None, workers: int = 1) -> dict[str, dict]:
+    """Fit (or load from the checkpoint cache in ``cache``) every arm's policy; returns
+    picklable descriptions the shard workers rebuild policies from (:func:`build_policy`).
+    ``pre``: the pre-period's folder (:func:`~simab.run.preperiod.pre_period`), which a
+    campaign computes once and passes on; without it the pre-period is computed here (on
+    ``workers`` processes) when an arm trains.  A fixed policy is not built here: the
+    spec's validation built it once already, and the shards build what they serve."""
+    from simab.policies.base import trains
 
     fs = feature_spec_of(world.spec)
     out, data = {}, None
-    cache = cache or cache_dir(spec.training.cache_dir)
     for arm, a in spec.arms.items():
-        policy = make_policy(a.policy, a.params, fs, key=f"arms.{arm}.policy")
-        if not getattr(policy, "trainable", False):
+        if not trains(a.policy, a.params, fs, key=f"arms.{arm}.policy"):
             out[arm] = {"kind": "fixed", "name": a.policy, "params": dict(a.params)}
             continue
         from simab.policies.checkpoint import load_or_train
         from simab.policies.trainer import TrainerConfig
 
         if data is None:
-            progress("pre-period: logging policy over the world (cached per world) ...")
-            data = training_data(world, pre_period(world, cache, workers=workers))
+            if pre is None:
+                progress("pre-period: logging policy over the world (cached per world) ...")
+                pre = pre_period(world, cache, workers=workers)
+            data = training_data(world, pre)
         t = spec.training
         cfg = TrainerConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, device=t.device,
                             max_steps=t.max_steps, seed=spec.seed)

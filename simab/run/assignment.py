@@ -13,13 +13,14 @@ from __future__ import annotations
 import numpy as np
 
 from simab.simulators import rng
+from simab.simulators.streams import Stream
 from simab.simulators.units import DAY
 
 N_BUCKETS = 10_000
 
 
 def buckets(salt: str, units: np.ndarray) -> np.ndarray:
-    key = rng.stream_key(0, f"assignment/{salt}")
+    key = rng.stream_key(0, Stream.ASSIGNMENT.of(salt))
     return (rng.bits(key, np.asarray(units, np.int64)) % np.uint64(N_BUCKETS)).astype(np.int32)
 
 

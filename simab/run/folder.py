@@ -25,9 +25,8 @@ from typing import Any
 
 from simab.atomic import write_atomic
 from simab.errors import SimabError
-from simab.eventlog import sha256
+from simab.eventlog import TABLES, sha256
 
-TABLES = ("exposures", "requests", "assignments", "moveline")
 #: Files simab writes at the top of a run folder (sweeps add rows.json to their runs).
 OWNED_FILES = frozenset({
     "spec.json", "run.json", "run.json.partial", "manifest.json", "truth.parquet",

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from simab.eventlog import Manifest, read_table
 from simab.run.design import items_table, markets_of
+from simab.run.executor import Executor
 from simab.run.plan import ShardJob, campaign_users
 from simab.run.shards import execute
 from simab.run.truth import exposure_parts, oracle_truth
@@ -35,7 +36,7 @@ from simab.spec import CampaignSpec
 SOURCE = "global"
 
 
-def global_truth(spec: CampaignSpec, run_dir: Path, policies: dict, workers: int, backend: str,
+def global_truth(spec: CampaignSpec, run_dir: Path, policies: dict, executor: Executor,
                  resume: bool = False) -> list[dict]:
     """truth.parquet rows (``source = "global"``) of the worlds in which each arm serves the
     whole market; the worlds' event logs go to ``run_dir/global/<arm>/``."""
@@ -47,7 +48,7 @@ def global_truth(spec: CampaignSpec, run_dir: Path, policies: dict, workers: int
         manifest = Manifest(Path(run_dir) / sub)
         jobs = [ShardJob(spec_json, str(run_dir), s, policies, arm, sub) for s in range(spec.shards)]
         jobs = [j for j in jobs if not (resume and manifest.complete(j.shard))]
-        execute(jobs, workers, backend, f"global all-{arm}", manifest)
+        execute(jobs, executor, f"global all-{arm}", manifest)
         n_users = read_table(Path(run_dir) / sub, "assignments", ["user"]).num_rows
         # a global world knows what a counterfactual replay knows (exposures per user included)
         for row in oracle_truth(exposure_parts(Path(run_dir) / sub), {arm: n_users}, source="counterfactual"):

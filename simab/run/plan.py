@@ -11,6 +11,7 @@ import numpy as np
 
 from simab.run.assignment import Allocation, buckets
 from simab.simulators import rng
+from simab.simulators.streams import Stream
 from simab.simulators.units import DAY
 from simab.spec import CampaignSpec
 
@@ -34,7 +35,7 @@ def campaign_users(spec: CampaignSpec) -> np.ndarray:
 def shard_of(seed: int, users: np.ndarray, shards: int) -> np.ndarray:
     """The shard of each user: a hash of (seed, user), so shards are balanced whatever
     the id range and a user's shard does not depend on the other users."""
-    return (rng.bits(rng.stream_key(seed, "shards"), users) % np.uint64(shards)).astype(np.int64)
+    return (rng.bits(rng.stream_key(seed, Stream.SHARDS), users) % np.uint64(shards)).astype(np.int64)
 
 
 def campaign_shard_of(spec: CampaignSpec, users: np.ndarray) -> np.ndarray:

@@ -12,12 +12,12 @@ keyed per user and request; serving latency is a per-request model).
 
 from __future__ import annotations
 
+import contextlib
 import json
-import multiprocessing as mp
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from simab.progress import progress
+from simab.run.executor import Executor, process_memo
 from simab.run.plan import shard_of
 from simab.simulators.spec import WorldSpec
 from simab.simulators.units import DAY
@@ -68,19 +69,32 @@ def pre_period_users(world: World, shard: int, shards: int) -> np.ndarray:
     return users[shard_of(world.seed, users, shards) == shard]
 
 
-def pre_period_shard(world_spec: WorldSpec, seed: int, s: int, shards: int, tmp: str) -> int:
-    """One shard of the pre-period; writes its exposures and features under ``tmp``;
+@dataclass(frozen=True)
+class PrePeriodShard:
+    """One shard of the pre-period: ``shard`` of ``shards``, written under ``tmp``."""
+
+    world_spec: WorldSpec
+    seed: int
+    shard: int
+    shards: int
+    tmp: str
+
+
+def pre_period_shard(job: PrePeriodShard) -> int:
+    """One shard of the pre-period; writes its exposures and features under ``job.tmp``;
     returns its number of exposures.  Top-level so that a process pool can run it."""
-    world = World.build(world_spec, seed)
-    sim = logging_simulation(world, pre_period_users(world, s, shards), world.spec.pre_period_days, s)
+    world = process_memo(("world", job.world_spec.model_dump_json(), job.seed),
+                         lambda: World.build(job.world_spec, job.seed))
+    s = job.shard
+    sim = logging_simulation(world, pre_period_users(world, s, job.shards), world.spec.pre_period_days, s)
     sim.run()
     tables = sim.tables()
     # each part sorted by request id (then position): its bytes do not depend on the order in
     # which the engine served the shard's requests, and a user's rows are contiguous (the
     # shard's logs lay the features out in request order already)
     pq.write_table(tables["exposures"].sort_by([("request", "ascending"), ("position", "ascending")]),
-                   Path(tmp) / f"exposures-{s:03d}.parquet")
-    pq.write_table(tables["features"], Path(tmp) / f"features-{s:03d}.parquet")
+                   Path(job.tmp) / f"exposures-{s:03d}.parquet")
+    pq.write_table(tables["features"], Path(job.tmp) / f"features-{s:03d}.parquet")
     return tables["exposures"].num_rows
 
 
@@ -93,12 +107,14 @@ def pre_period_shards(n_users: int) -> int:
     return max(4, -(-n_users // PRE_PERIOD_SHARD_USERS))
 
 
-def pre_period(world: World, cache_dir: Path, shards: int | None = None, workers: int = 1) -> Path:
+def pre_period(world: World, cache_dir: Path, shards: int | None = None, workers: int = 1,
+               executor: Executor | None = None) -> Path:
     """Run the logging policy over [-pre_period_days, 0) and cache its logs (Parquet)
     under ``cache_dir/preperiod-<world fingerprint>``; returns that folder.  Shards are
     pure functions of (world, shard), and what a user does does not depend on its shard, so
-    ``workers`` processes give the same bytes (``shards``: default
-    :func:`pre_period_shards`)."""
+    any number of workers gives the same bytes (``shards``: default
+    :func:`pre_period_shards`).  The shards run on ``executor`` (a campaign passes its
+    own), else on a new one of ``workers`` processes."""
     shards = pre_period_shards(world.spec.n_users) if shards is None else shards
     name = f"preperiod-{world.fingerprint()}"
     out = cache_dir / name
@@ -108,18 +124,10 @@ def pre_period(world: World, cache_dir: Path, shards: int | None = None, workers
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    args = [(world.spec, world.seed, s, shards, str(tmp)) for s in range(shards)]
-    if workers <= 1:
-        done = (pre_period_shard(*a) for a in args)
-    else:
-        pool = ProcessPoolExecutor(max_workers=min(workers, shards), mp_context=mp.get_context("spawn"))
-        done = pool.map(pre_period_shard, *zip(*args, strict=True))
-    try:
-        for s, rows in enumerate(done):
-            progress(f"  pre-period shard {s + 1}/{shards}: {rows:,} exposures")
-    finally:
-        if workers > 1:
-            pool.shutdown()
+    jobs = [PrePeriodShard(world.spec, world.seed, s, shards, str(tmp)) for s in range(shards)]
+    with Executor(min(workers, shards)) if executor is None else contextlib.nullcontext(executor) as ex:
+        for done, (_, rows) in enumerate(ex.map(pre_period_shard, jobs), start=1):
+            progress(f"  pre-period: shard {done}/{shards} done ({rows:,} exposures)")
     (tmp / "COMPLETE").write_text(json.dumps({"wall_s": time.perf_counter() - started}))
     if out.exists():
         shutil.rmtree(tmp, ignore_errors=True)

@@ -3,7 +3,10 @@
 It ties the steps together, each in its own module: the pre-period and its cached logs
 (``simab.run.preperiod``), the arms' policies (``simab.run.arm_policies``), the plan of users and
 shards (``simab.run.plan``), running the shards (``simab.run.shards``), the truth
-(``simab.run.truth``) and the run's summary files (``simab.run.outputs``).
+(``simab.run.truth``) and the run's summary files (``simab.run.outputs``).  One
+:class:`~simab.run.executor.Executor` runs every shard of the run: the pre-period's, the
+campaign's and the counterfactual worlds'.  The pre-period is computed once, first, and
+passed on: its logs train the arms and give the CUPED covariates.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from simab.eventlog import Manifest, read_table
 from simab.progress import progress
 from simab.run.arm_policies import prepare_policies
 from simab.run.design import interference, interference_info
+from simab.run.executor import Executor
 from simab.run.global_truth import global_truth, write_items
 from simab.run.outputs import run_info, write_run_info
 from simab.run.plan import ShardJob
@@ -29,8 +33,6 @@ from simab.run.shards import execute
 from simab.run.truth import exposure_parts, oracle_truth, users_per_arm, write_truth
 from simab.simulators.world import World
 from simab.spec import CampaignSpec
-
-TABLES = ("exposures", "requests", "assignments", "moveline")
 
 
 @dataclass
@@ -81,37 +83,38 @@ def run_campaign(
     world = World.build(spec.world, spec.seed)
     progress(f"campaign {spec.name!r}: world {spec.world.preset} ({spec.world.n_users:,} users), "
              f"{len(spec.arms)} arms, {spec.duration_days:g} days, {spec.shards} shards, {workers} worker(s)")
-    policies = prepare_policies(spec, world, run_dir, workers, cache)
-    manifest = Manifest(run_dir)
-    spec_json = spec.model_dump_json()
-    jobs = [ShardJob(spec_json, str(run_dir), s, policies, None, "") for s in range(spec.shards)]
-    jobs = [j for j in jobs if not (resume and manifest.complete(j.shard))]
-    if resume and len(jobs) < spec.shards:
-        progress(f"  resume: {spec.shards - len(jobs)} shard(s) already complete")
-    for j in jobs:
-        manifest.drop(j.shard)
-    manifest.save()
-    execute(jobs, workers, backend, "campaign", manifest)
-
     arms = list(spec.arms)
-    truth = oracle_truth(exposure_parts(run_dir), users_per_arm(run_dir, arms))
-    if interference(spec):  # the GTE: the whole market under each arm (replaces the counterfactual worlds)
-        truth += global_truth(spec, run_dir, policies, workers, backend, resume)
-        write_items(spec, world, run_dir)
-    elif spec.truth == "counterfactual":
-        for arm in arms:
-            sub = f"counterfactual/{arm}"
-            (run_dir / sub).mkdir(parents=True, exist_ok=True)
-            cf_manifest = Manifest(run_dir / sub)
-            cf_jobs = [ShardJob(spec_json, str(run_dir), s, policies, arm, sub) for s in range(spec.shards)]
-            cf_jobs = [j for j in cf_jobs if not (resume and cf_manifest.complete(j.shard))]
-            execute(cf_jobs, workers, backend, f"counterfactual all-{arm}", cf_manifest)
-            n_users = read_table(run_dir / sub, "assignments", ["user"]).num_rows
-            truth += oracle_truth(exposure_parts(run_dir / sub), {arm: n_users}, source="counterfactual")
+    with Executor(workers, backend) as executor:
+        progress("pre-period: logging policy over the world (cached per world) ...")
+        pre = pre_period(world, cache, executor=executor)
+        policies = prepare_policies(spec, world, run_dir, cache, pre)
+        manifest = Manifest(run_dir)
+        spec_json = spec.model_dump_json()
+        jobs = [ShardJob(spec_json, str(run_dir), s, policies, None, "") for s in range(spec.shards)]
+        jobs = [j for j in jobs if not (resume and manifest.complete(j.shard))]
+        if resume and len(jobs) < spec.shards:
+            progress(f"  resume: {spec.shards - len(jobs)} shard(s) already complete")
+        for j in jobs:
+            manifest.drop(j.shard)
+        manifest.save()
+        execute(jobs, executor, "campaign", manifest)
+
+        truth = oracle_truth(exposure_parts(run_dir), users_per_arm(run_dir, arms))
+        if interference(spec):  # the GTE: the whole market under each arm (replaces the counterfactual worlds)
+            truth += global_truth(spec, run_dir, policies, executor, resume)
+            write_items(spec, world, run_dir)
+        elif spec.truth == "counterfactual":
+            for arm in arms:
+                sub = f"counterfactual/{arm}"
+                (run_dir / sub).mkdir(parents=True, exist_ok=True)
+                cf_manifest = Manifest(run_dir / sub)
+                cf_jobs = [ShardJob(spec_json, str(run_dir), s, policies, arm, sub) for s in range(spec.shards)]
+                cf_jobs = [j for j in cf_jobs if not (resume and cf_manifest.complete(j.shard))]
+                execute(cf_jobs, executor, f"counterfactual all-{arm}", cf_manifest)
+                n_users = read_table(run_dir / sub, "assignments", ["user"]).num_rows
+                truth += oracle_truth(exposure_parts(run_dir / sub), {arm: n_users}, source="counterfactual")
     write_truth(truth, run_dir / "truth.parquet")
-    if spec.world.pre_period_days > 0:
-        cov_dir = pre_period(world, cache, workers=workers)
-        pq.write_table(covariates(cov_dir), run_dir / "covariates.parquet")
+    pq.write_table(covariates(pre), run_dir / "covariates.parquet")
     digests = run_folder.file_digests(run_dir)
 
     wall = time.perf_counter() - started

@@ -1,24 +1,38 @@
 """Running shards: one shard is a deterministic unit of work (its own SimPy Environment;
-every random draw is keyed by user, session or request), simulated in this process, a
-local process pool (``workers``) or on Ray; each streams its Parquet parts through a
-:class:`~simab.eventlog.ShardSink`, puts them in place atomically when it ends, and is
-then listed in the manifest."""
+every random draw is keyed by user, session or request), run by the run's
+:class:`~simab.run.executor.Executor` (in this process, a local process pool or Ray); each
+streams its Parquet parts through a :class:`~simab.eventlog.ShardSink`, puts them in place
+atomically when it ends, and is then listed in the manifest."""
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import json
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from simab.errors import SimabError
-from simab.eventlog import Manifest, ShardSink, write_part
+from simab.eventlog import Manifest, PartWriter, ShardSink
 from simab.progress import progress
 from simab.run.arm_policies import build_policy
 from simab.run.design import shard_setup
+from simab.run.executor import Executor, process_memo
 from simab.run.plan import ShardJob
 from simab.simulators.world import World
 from simab.spec import CampaignSpec
+
+
+def shard_context(spec: CampaignSpec, policies: dict[str, dict]) -> tuple[World, dict]:
+    """The world and every arm's policy a shard of ``spec`` runs with, built once per
+    process for the run (:func:`~simab.run.executor.process_memo`): a campaign's shards
+    and its counterfactual shards share them.  Policies keep no state between requests
+    (a neural one scores in eval mode), so sharing them leaves every shard's bytes as they
+    were."""
+    key = ("shard", spec.world.model_dump_json(), spec.seed, json.dumps(policies, sort_keys=True))
+
+    def build() -> tuple[World, dict]:
+        world = World.build(spec.world, spec.seed)
+        return world, {a: build_policy(policies[a], world) for a in spec.arms}
+
+    return process_memo(key, build)
 
 
 def run_shard(job: ShardJob) -> dict:
@@ -29,9 +43,8 @@ def run_shard(job: ShardJob) -> dict:
 
     torch.set_num_threads(1)
     spec = CampaignSpec.model_validate_json(job.spec_json)
-    world = World.build(spec.world, spec.seed)
+    world, policies = shard_context(spec, job.policies)
     arms = list(spec.arms)
-    policies = {a: build_policy(job.policies[a], world) for a in arms}
     setup = shard_setup(spec, world, job.shard, job.force_arm, policies)  # the design's plan, rankers, market
     started = time.perf_counter()
     out = Path(job.run_dir) / job.subdir if job.subdir else Path(job.run_dir)
@@ -44,50 +57,19 @@ def run_shard(job: ShardJob) -> dict:
         sink.write("assignments", sim.assignments_table())
         parts = sink.close()
     if setup.market is not None:  # each day's spend of every limited item
-        parts["market"] = write_part(out, "market", job.shard, setup.market.table(job.shard))
+        table = setup.market.table(job.shard)
+        with PartWriter(out, "market", job.shard, table.schema) as part:
+            part.write(table)
+            parts["market"] = part.close()
     compute = {a: s.compute_s for a, s in sim.services.items()}
     score = {a: s.score_s for a, s in sim.services.items()}
     return {"shard": job.shard, "parts": parts, "wall_s": time.perf_counter() - started, "compute_s": compute,
             "score_s": score}
 
 
-def execute(jobs: list[ShardJob], workers: int, backend: str, label: str, manifest: Manifest) -> None:
-    """Run ``jobs`` and record each finished shard in ``manifest``."""
-    done = 0
-    total = len(jobs)
-
-    def record(entry: dict) -> None:
-        nonlocal done
-        done += 1
+def execute(jobs: list[ShardJob], executor: Executor, label: str, manifest: Manifest) -> None:
+    """Run ``jobs`` on ``executor`` and record each finished shard in ``manifest``."""
+    for done, (_, entry) in enumerate(executor.map(run_shard, jobs), start=1):
         manifest.add(entry["shard"], entry["parts"], {k: entry[k] for k in ("wall_s", "compute_s", "score_s")})
         rows = entry["parts"]["exposures"]["rows"]
-        progress(f"  {label}: shard {done}/{total} done ({rows:,} exposures, {entry['wall_s']:.1f}s)")
-
-    if not jobs:
-        return
-    if backend == "ray":
-        ray = start_ray(workers)
-        remote = ray.remote(run_shard)
-        pending = [remote.remote(j) for j in jobs]
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            record(ray.get(ready[0]))
-        return
-    if workers <= 1:
-        for j in jobs:
-            record(run_shard(j))
-        return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        for entry in pool.map(run_shard, jobs):
-            record(entry)
-
-
-def start_ray(workers: int):
-    """The ``ray`` module, with a local Ray started on ``workers`` CPUs if none is running."""
-    try:
-        import ray
-    except ImportError:
-        raise SimabError("the ray backend needs the 'ray' extra: pip install 'simab[ray]'", key="--backend") from None
-    if not ray.is_initialized():
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-    return ray
+        progress(f"  {label}: shard {done}/{len(jobs)} done ({rows:,} exposures, {entry['wall_s']:.1f}s)")

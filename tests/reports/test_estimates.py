@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from simab.reports.comparison import compare
-from simab.reports.estimates import Functional, cuped_estimates, estimate
+from simab.reports.estimates import Functional, cuped_fit, estimate
 from simab.reports.moments import Moments
 
 
@@ -15,7 +15,8 @@ def test_cuped_variance_reduction_is_rho_squared():
         pre = rng.normal(size=20000)
         y = effect + rho * pre + np.sqrt(1 - rho**2) * rng.normal(size=20000)
         moments[arm] = Moments.from_columns({"y": y, "pre": pre})
-    adjusted, theta = cuped_estimates(moments, Functional("y"), Functional("pre"))
+    fit = cuped_fit(moments, Functional("y"), Functional("pre"))
+    adjusted, theta = fit.estimates, fit.theta
     plain = {a: estimate(a, m, Functional("y")) for a, m in moments.items()}
     assert theta == pytest.approx(rho, abs=0.02)
     reduction = 1 - adjusted["control"].var / plain["control"].var
@@ -39,9 +40,9 @@ def test_cuped_on_ratio_metric_keeps_point_close_and_reduces_variance():
                 "pre_exposures": pre_exp,
             }
         )
-    adjusted, _ = cuped_estimates(
+    adjusted = cuped_fit(
         moments, Functional("clicks", "exposures"), Functional("pre_clicks", "pre_exposures")
-    )
+    ).estimates
     plain = estimate("control", moments["control"], Functional("clicks", "exposures"))
     assert adjusted["control"].var < 0.8 * plain.var
     assert adjusted["control"].value == pytest.approx(plain.value, abs=3 * plain.var**0.5)

@@ -25,7 +25,6 @@ from simab.eventlog import (
     read_table,
     sha256,
     with_version,
-    write_part,
 )
 from simab.reports import analyze
 from simab.reports.run_data import decode_dictionaries, read_run
@@ -102,6 +101,13 @@ def _split_by_arm(src: Path, dst: Path) -> None:
             manifest.data["shards"].setdefault(str(shard), {"parts": {}})["parts"][table] = \
                 write_part(dst, table, shard, rows)
     manifest.save()
+
+
+def write_part(run_dir, table: str, shard: int, data: pa.Table) -> dict:
+    """Write one table's part for a shard in one go; its manifest entry."""
+    with PartWriter(run_dir, table, shard, data.schema) as part:
+        part.write(data)
+        return part.close()
 
 
 def test_parts_with_different_dictionaries_give_the_same_report(run, tmp_path):

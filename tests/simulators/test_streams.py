@@ -2,6 +2,7 @@
 the specs allow, specs that would overflow a slot are refused, and no caller packs
 counters by hand."""
 
+import ast
 import re
 from pathlib import Path
 
@@ -150,3 +151,45 @@ def test_vectorised_ids_pack_as_the_scalar_ones_and_refuse_overflow():
     for fn, limit in ((session_ids, 1 << 20), (request_ids, 1 << 24)):
         with pytest.raises(SimabError, match="duration_days"):
             fn(users, np.array([0, limit, 1]))
+
+
+# --------------------------------------------------------------------------- names
+def test_every_stream_has_its_own_name():
+    """An enum member whose value repeats another's is an alias: two purposes would share
+    every draw."""
+    assert len(s.Stream.__members__) == len({m.value for m in s.Stream.__members__.values()})
+    assert s.Stream.POLICY_UNIFORMS.of("treatment") == "policy-uniforms/treatment"
+    assert f"{s.Stream.RETRIEVAL}" == "retrieval"  # what rng.stream_key hashes: the value
+
+
+# (function, position of the stream argument) of the calls that name a stream
+_NAMED = {"stream_key": 1, "generator": 1, "phase_stream": 1, "stream": 0}
+
+
+def _spelled_names(tree: ast.AST) -> list[int]:
+    """Lines that pass a stream name spelled as a string (a literal or an f-string)."""
+    lines = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+        pos = _NAMED.get(name)
+        if pos is None or len(node.args) <= pos:
+            continue
+        arg = node.args[pos]
+        if isinstance(arg, ast.JoinedStr) or (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_stream_names_come_from_the_enum():
+    """Every call that names a stream takes a ``Stream`` member (or a name built from one),
+    never a string spelled at the call."""
+    found = {}
+    for folder in ("simab", "simulators", "policies", "reports", "scripts"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            lines = _spelled_names(ast.parse(path.read_text()))
+            if lines:
+                found[str(path.relative_to(ROOT))] = lines
+    assert not found, f"stream names spelled as strings (use simulators/streams.py's Stream): {found}"
+    assert _spelled_names(ast.parse('rng.stream_key(1, f"x/{a}"); w.stream("retrieval")')) == [1, 1]

@@ -210,7 +210,8 @@ def test_ring_tail_is_the_end_of_a_gather():
     for row in range(3):
         vals, mask = ring.gather(np.array([row]))
         for n in (3, 6, 10):
-            tail, real = ring.tail(row, "cat", n)
+            tails, reals = ring.tail_rows(np.array([row]), "cat", n)
+            tail, real = tails[0], reals[0]
             assert np.array_equal(real, mask[0][-n:])
             assert np.array_equal(tail[real], vals["cat"][0][-n:][mask[0][-n:]])
 

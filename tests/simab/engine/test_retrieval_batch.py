@@ -20,7 +20,14 @@ from simab.errors import SimabError
 from simab.simulators import rng, streams
 from simab.simulators.catalog import Csr
 from simab.simulators.spec import world_spec
-from simab.simulators.streams import CONTEXT, CONTEXT_ITEM_OFFSET, POPULAR, RANDOM, SEARCH_TAIL
+from simab.simulators.streams import (
+    CONTEXT,
+    CONTEXT_ITEM_OFFSET,
+    POPULAR,
+    RANDOM,
+    SEARCH_TAIL,
+    Stream,
+)
 from simab.simulators.world import World
 
 SURFACES = ("home", "channel", "search", "shop")
@@ -34,7 +41,7 @@ class ScalarRetriever:
     def __init__(self, world: World):
         self.w = world
         c = world.catalog
-        self.key = rng.stream_key(world.seed, world.stream("retrieval"))
+        self.key = rng.stream_key(world.seed, world.stream(Stream.RETRIEVAL))
         self.n_target = c.n_shop_items
         self.top = c.popular_target[: max(200, c.n_shop_items // 10)]
         self.shops_by_cat = [np.flatnonzero(c.shop_category == k) for k in range(c.n_categories)]

@@ -3,7 +3,13 @@ an empty slot of the short sequence read as category 0, a real category)."""
 
 import numpy as np
 
-from simab.engine.retrieval import retrieval_context
+from simab.engine.retrieval import retrieval_contexts
+
+
+def retrieval_context(ml_cat, ml_real, seq_cat, seq_real) -> np.ndarray:
+    """One request's context, absent entries (-1) dropped."""
+    ctx = retrieval_contexts(ml_cat, ml_real, seq_cat, seq_real)
+    return ctx[ctx >= 0]
 
 
 def test_empty_slots_of_the_short_sequence_are_no_category():

@@ -51,6 +51,29 @@ def test_ips_interval_is_the_clustered_delta_method():
     assert est.ci[1] == pytest.approx(1.6 + z * 0.48, rel=1e-9)
 
 
+def test_ope_intervals_are_the_campaign_reports_delta_method():
+    """A target that ranks as the logger did (w = 1) has IPS = the logged reward rate
+    sum r / N: the campaign report's ratio estimate (reports' moments and delta method) on
+    the same per-user sums gives its value and standard error.  The two paths evaluate the
+    same formulas through different gradients, so they agree to rounding (rel 1e-12)."""
+    from simab.reports.estimates import Functional
+    from simab.reports.estimates import estimate as report_estimate
+    from simab.reports.moments import Moments
+
+    g = np.random.default_rng(5)
+    user = np.sort(g.integers(0, 60, 400))
+    reward = (g.random(400) < 0.3).astype(float)
+    log = SlateLog(user, g.integers(0, 4, 400), reward, np.full(400, 0.25), np.zeros(400))
+    est = estimate(log, TargetPolicy(np.full(400, 0.25), np.zeros(400)), "ips", alpha=0.1)
+    ids = np.unique(user)
+    clicks = np.array([reward[user == u].sum() for u in ids])
+    rows = np.array([(user == u).sum() for u in ids], float)
+    ref = report_estimate("arm", Moments.from_columns({"r": clicks, "n": rows}), Functional("r", "n"))
+    assert est.value == pytest.approx(ref.value, rel=1e-12)
+    assert est.se == pytest.approx(math.sqrt(ref.var), rel=1e-12)
+    assert est.ci[1] - est.value == pytest.approx(1.6448536269514722 * est.se, rel=1e-9)  # the normal's 0.95 quantile
+
+
 @pytest.mark.parametrize("estimator", ["ips", "snips", "dm", "dr"])
 def test_lift_of_a_policy_against_itself_is_zero_with_zero_width(estimator):
     a, r = lift(LOG, TARGET, TARGET, estimator)

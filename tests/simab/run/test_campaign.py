@@ -171,14 +171,15 @@ def test_pre_period_and_campaign_draw_independently(tmp_path):
     assert len(here & shifted) <= 0.01 * len(here)
 
 
-def test_column_buffer_keeps_row_order_across_single_rows_and_chunks():
+def test_column_buffer_keeps_row_order_across_chunks_and_broadcasts_scalars():
     from simab.eventlog import ColumnBuffer
 
     buf = ColumnBuffer("moveline")
-    buf.append_row(1, 0.5, "home", -1, -1, "shop")
+    buf.append(user=np.array([1]), ts=np.array([0.5]), scene=["home"], category=np.array([-1], np.int32),
+               shop=np.array([-1], np.int32), domain="shop")
     buf.append(user=np.array([2, 3]), ts=np.array([1.0, 2.0]), scene=["search", "shop"],
                category=np.array([4, 5], np.int32), shop=np.array([-1, 7], np.int32), domain="shop")
-    buf.append_row(4, 3.0, "content", 9, -1, "content")
+    buf.append(user=np.array([4]), ts=np.array([3.0]), scene=["content"], category=9, shop=-1, domain="content")
     t = buf.to_table()
     assert buf.rows == 4 and t.num_rows == 4
     assert t.column("user").to_pylist() == [1, 2, 3, 4]
