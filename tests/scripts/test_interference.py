@@ -76,3 +76,16 @@ def test_the_quick_study_runs_every_part(tmp_path, monkeypatch):
             "market"} == set(pts["5"]["designs"])
     assert "## A/A battery" in (out / "interference.md").read_text()
     _check_outputs(out, result)
+
+
+def test_the_recorded_page_is_the_render_of_its_json():
+    """docs/results/interference.md is the script's page of the JSON beside it, followed only by
+    the hand-written findings."""
+    import argparse
+
+    result = json.loads((ROOT / "docs" / "results" / "interference.json").read_text())
+    page = (ROOT / "docs" / "results" / "interference.md").read_text()
+    text = interference.page(result, argparse.Namespace(**result["settings"]), result["command"], result["wall_s"])
+    head = text.split("<!-- notes -->", 1)[0]
+    assert page.startswith(head) and page[len(head):].startswith("<!-- notes -->")
+    assert result["settings"]["markets"] >= 200  # the issue: at least 200 replicates per point
