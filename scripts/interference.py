@@ -351,6 +351,7 @@ def figure(result: dict, path: Path) -> None:
 
     pts = [pt for pt in result["points"].values() if not pt["aa"]]
     caps = [pt["capacity"] for pt in pts]
+    users = result["settings"]["users"]
     x = np.arange(len(caps))
     names = list(pts[0]["designs"])
     fig, axes = plt.subplots(2, 3, figsize=(16, 8.5))
@@ -360,12 +361,16 @@ def figure(result: dict, path: Path) -> None:
             r = [pt["designs"][name][metric] for pt in pts]
             axes[row, 0].errorbar(x + off, [100 * v["bias"] for v in r], yerr=[200 * v["bias_mcse"] for v in r],
                                   marker="o", capsize=2, label=name)
-            axes[row, 1].plot(x + off, [100 * v["sd"] for v in r], marker="o", label=name)
+            axes[row, 1].plot(x + off, [100 * v["sd"] * math.sqrt(v.get("users_per_replicate", 1) / users)
+                                        for v in r], marker="o", label=name)
             axes[row, 2].plot(x + off, [100 * v["coverage"] for v in r], marker="o", label=name)
         axes[row, 0].axhline(0, color="k", lw=0.8)
         axes[row, 2].axhline(95, color="k", lw=0.8, ls="--")
+        if metric == "revenue":  # short switchbacks' ratios explode when budgets bind: a log scale past 10
+            for ax in axes[row, :2]:
+                ax.set_yscale("symlog", linthresh=10)
         for ax, title in zip(axes[row], (f"{metric}: bias vs GTE (points, ±2 MC-SE)",
-                                         f"{metric}: spread of estimate - GTE (points)",
+                                         f"{metric}: spread of estimate - GTE (points, at {users} users)",
                                          f"{metric}: coverage of the GTE (%)"), strict=True):
             ax.set_xticks(x, [f"{c:g}" for c in caps])
             ax.set_xlabel("capacity (clicks per 1,000 users per day; left = slack)")
