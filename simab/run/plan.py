@@ -40,13 +40,14 @@ def shard_of(seed: int, users: np.ndarray, shards: int) -> np.ndarray:
 
 def campaign_shard_of(spec: CampaignSpec, users: np.ndarray) -> np.ndarray:
     """The shard of each campaign user: :func:`shard_of` the user, or with a market
-    (``world.market``) of the user's market, since a market couples its users and a shard
-    holds whole markets."""
+    (``world.market``) its market's number modulo the shards, since a market couples its
+    users and a shard holds whole markets (markets are hashed from users already, so their
+    numbers spread the users evenly)."""
     market = spec.world.market
     if market.enabled:
         from simab.simulators.market import market_of
 
-        return shard_of(spec.seed, market_of(spec.seed, users, market.n_markets), spec.shards)
+        return market_of(spec.seed, users, market.n_markets) % spec.shards
     return shard_of(spec.seed, users, spec.shards)
 
 
