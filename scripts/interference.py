@@ -256,7 +256,8 @@ def analyse(sims: list[dict], args) -> dict:
             stats = {s["label"]: {"wall_s": s["wall_s"], "exposures": s["exposures"], **s["market"]} for s in here}
             rows = {}
             for m in METRICS:
-                truth = gte(glob["treatment"], m) / gte(glob["control"], m) - 1
+                with np.errstate(invalid="ignore", divide="ignore"):  # a market without clicks: no truth
+                    truth = gte(glob["treatment"], m) / gte(glob["control"], m) - 1
                 for s in here:
                     for name, per in s.get("results", {}).items():
                         r = per[m]
