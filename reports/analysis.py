@@ -591,8 +591,10 @@ def analyze_run(
             metrics[name] = _percentile_metric(REGISTRY[name], run, arms, control, treatments, alpha)
         else:
             metrics[name] = _unit_metric(name, run, totals, design, ctx)
-    metrics = adjust_families(metrics, correction,
-                              lambda family: _family_correlation(metrics, family, totals, control))
+    interference, srm = _interference(run, alpha, control, treatments, ctx["truth"], metrics, srm, rel_method)
+    correlation = None if interference is not None and interference.kind in _cluster_designs() else (
+        lambda family: _family_correlation(metrics, family, totals, control))
+    metrics = adjust_families(metrics, correction, correlation)
 
     runtime = info.get("runtime") or {}
     return Report(
@@ -618,7 +620,31 @@ def analyze_run(
             "comparisons": family_size(metrics),
         },
         rel_method=rel_method,
+        interference=interference,
     )
+
+
+def _cluster_designs() -> frozenset:
+    from simab.reports.design_run import CLUSTER_DESIGNS
+
+    return frozenset(CLUSTER_DESIGNS)
+
+
+def _interference(run: RunData, alpha, control, treatments, truth, metrics: dict, srm, rel_method=DEFAULT_REL_METHOD):
+    """Under interference (run.json's ``interference``): the design's analysis beside the global
+    truth; where the design's units are not users its comparisons replace the per-user ones
+    (and its units' SRM the users')."""
+    if not run.info.get("interference"):
+        return None, srm
+    from simab.reports.design_run import CLUSTER_DESIGNS, analyze_design, design_metric_reports
+
+    design = analyze_design(run, alpha, rel_method)
+    if design.kind in CLUSTER_DESIGNS:
+        metrics.clear()
+        metrics.update(design_metric_reports(design, control, treatments[0], truth))
+        if design.srm is not None:
+            srm = design.srm
+    return design, srm
 
 
 def control_baseline(run_dir: str | Path, metric: str) -> tuple[float, float]:

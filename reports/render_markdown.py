@@ -139,6 +139,11 @@ def render_markdown(report: Report) -> str:
     srm_how = ("expected users within entry cohorts of the ramp schedule" if report.srm.method == "entry cohorts"
                else "expected users from the allocation shares")
     lines += ["", f"SRM chi-square p = {report.srm.p_value:.4g} ({srm_how}, df {report.srm.df}): {srm}", ""]
+    if report.interference is not None:  # the design beside the global effect (docs/interference.md)
+        from simab.reports.designs import markdown as design_markdown
+
+        treatment = next((a for a in report.arms if a != report.control), report.control)
+        lines += design_markdown(report.interference, report.control, treatment)
     lines += ["## Lifts", "", truth_sentence(report), ""]
     lines += _table(HEADER, summary_rows(report))
     lines += [

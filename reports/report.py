@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from simab.reports.comparison import Comparison
 from simab.reports.cross_check import OlsCrossCheck
@@ -220,6 +221,8 @@ class Report:
     #: the multiple-testing family: correction, method, members, comparisons
     family: dict = field(default_factory=dict)
     rel_method: str = "delta-log"
+    #: the design's analysis beside the global truth (runs with interference; a DesignReport)
+    interference: Any = None
 
     def to_json_dict(self) -> dict:
         """The report.json contract (docs/report_json.md, field by field); NaN-free, and
@@ -283,4 +286,4 @@ class Report:
             "days": list(self.days),
             "runtime": {k: number(v) for k, v in self.runtime.items()},
             "integrity": {"complete": not self.integrity, "problems": list(self.integrity)},
-        })
+        } | ({"interference": self.interference.to_json_dict()} if self.interference is not None else {}))

@@ -71,6 +71,8 @@ def summary_table(report: Report) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     if guardrail:
         lines.insert(2 + len(confirmatory), "guardrails (own family; see report.md):")
+    if report.interference is not None:
+        lines += interference_lines(report.interference)
     srm = "ok" if report.srm.ok else "MISMATCH"
     lines.append(
         f"SRM p = {report.srm.p_value:.4g} ({srm}); alpha {report.alpha}; "
@@ -79,3 +81,14 @@ def summary_table(report: Report) -> str:
     lines.append(f"true lift: {TRUTH_LABELS.get(report.truth.kind, report.truth.kind)}; "
                  f"rel CI: {report.rel_method} (p tests the same statistic)")
     return "\n".join(lines)
+
+
+def interference_lines(design) -> list[str]:
+    """The design's estimates beside the global effect (a DesignReport) for the terminal."""
+    out = [f"interference: design {design.kind}; true lift = the global effect (GTE: everyone in treatment vs "
+           "everyone in control); in-experiment truth beside it:"]
+    for m, d in design.metrics.items():
+        out.append(f"  {m:<8} estimate {fmt_pct(d.comparison.rel_lift)} {fmt_ci(d.comparison.rel_ci)}  "
+                   f"GTE {fmt_pct(d.gte_rel_lift)}  in-experiment {fmt_pct(d.in_experiment_rel_lift)}  "
+                   f"covers GTE: {fmt_covered(d.covers_gte)}")
+    return out

@@ -7,6 +7,9 @@ Two kinds of truth rows can be in ``truth.parquet`` (column ``source``):
   every one of them been in that arm (paired worlds with common random numbers).  The true
   lift is a population quantity, fixed before randomisation: the estimand of the A/B
   test, and the only truth the report's ``true_rel_lift`` and ``ci_covers_truth`` use.
+- ``global`` (runs with interference): each arm's expected values had the whole market,
+  shared budgets and stock included, been under that arm (two global runs); the global
+  treatment effect wins over the counterfactual rows where present.
 - ``oracle``: each arm's expected values from the true probabilities on the exposures of
   that arm's *own* users.  This is a *realised-group* quantity: it moves with which users
   the randomisation put in each arm (its lift has the sampling spread of the estimate), so
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 COUNTERFACTUAL = "counterfactual"
+GLOBAL = "global"  # the whole market under each arm (runs with interference, docs/interference.md)
 REALISED = "oracle"  # the truth.parquet source name of the realised-group rows
 
 DEFINITIONS = {
@@ -29,6 +33,11 @@ DEFINITIONS = {
         "true lift = the lift over all of the campaign's users had every one of them been in each "
         "arm (paired counterfactual worlds, common random numbers); a fixed population quantity, "
         "the estimand of the test"
+    ),
+    "global": (
+        "true lift = the global treatment effect: the lift had the whole market (its shared budgets "
+        "and stock included) been under each arm, from two global runs; the estimand interference "
+        "biases, a fixed quantity"
     ),
     "realised-group": (
         "no counterfactual truth in this run: only each arm's expected values on its own users' "
@@ -41,7 +50,7 @@ DEFINITIONS = {
 
 @dataclass(frozen=True)
 class TruthInfo:
-    """Which truth a report uses: ``kind`` (counterfactual, realised-group, none) and the
+    """Which truth a report uses: ``kind`` (global, counterfactual, realised-group, none) and the
     one-sentence ``definition`` report.json/md/html print."""
 
     kind: str
@@ -59,8 +68,10 @@ def _rows(truth: pa.Table | None, source: str) -> dict[tuple[str, str], float]:
 
 
 def true_values(truth: pa.Table | None) -> dict[tuple[str, str], float]:
-    """(arm, metric) -> counterfactual expected value (the truth coverage is judged on)."""
-    return _rows(truth, COUNTERFACTUAL)
+    """(arm, metric) -> the expected value coverage is judged on: ``global`` rows (the whole
+    market under each arm, written under interference) where the run has them, else the
+    ``counterfactual`` rows."""
+    return _rows(truth, GLOBAL) or _rows(truth, COUNTERFACTUAL)
 
 
 def realised_values(truth: pa.Table | None) -> dict[tuple[str, str], float]:
@@ -70,7 +81,9 @@ def realised_values(truth: pa.Table | None) -> dict[tuple[str, str], float]:
 
 def truth_info(truth: pa.Table | None) -> TruthInfo:
     """The kind of truth a run's table holds."""
-    if true_values(truth):
+    if _rows(truth, GLOBAL):
+        kind = "global"
+    elif _rows(truth, COUNTERFACTUAL):
         kind = "counterfactual"
     elif realised_values(truth):
         kind = "realised-group"

@@ -97,6 +97,9 @@ SCHEMAS: dict[str, pa.Schema] = {
 #: The event log's tables: the one list (a run folder's table folders, what a sweep removes,
 #: a shard's parts).
 TABLES: tuple[str, ...] = tuple(SCHEMAS)
+#: per-shard tables a campaign's record may list: the event log's and, in a run with a market
+#: (``world.market``), each day's spend of every limited item (``simab.simulators.market``)
+PART_TABLES: tuple[str, ...] = (*TABLES, "market")
 
 
 def with_version(schema: pa.Schema, table: str) -> pa.Schema:
@@ -320,14 +323,14 @@ class Manifest(FolderRecord):
         if not isinstance(data.get("schema"), int) or not isinstance(shards, dict):
             return "schema and shards: expected an integer and a table"
         if not (isinstance(plan, dict) and isinstance(plan.get("shards"), int)
-                and isinstance(plan.get("tables"), list) and all(t in SCHEMAS for t in plan["tables"])):
+                and isinstance(plan.get("tables"), list) and all(t in PART_TABLES for t in plan["tables"])):
             return "part_plan: expected tables (of the event log) and shards"
         for s, entry in shards.items():
             parts = entry.get("parts") if isinstance(entry, dict) else None
             if not (s.isdigit() and isinstance(parts, dict)):
                 return f"shards.{s}: expected a shard number and its parts"
             for table, meta in parts.items():
-                if table not in SCHEMAS or not (isinstance(meta, dict) and isinstance(meta.get("sha256"), str)
+                if table not in PART_TABLES or not (isinstance(meta, dict) and isinstance(meta.get("sha256"), str)
                                                 and isinstance(meta.get("rows"), int)):
                     return f"shards.{s}.parts.{table}: expected an event-log table with rows and sha256"
         return None

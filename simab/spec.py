@@ -15,7 +15,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from simab.errors import SimabError, pydantic_to_simab
 from simab.reports.metric_registry import METRIC_NAMES
@@ -102,6 +110,29 @@ class ServingSpec(_Strict):
                                            "differ from the CPU's within float tolerance)")
 
 
+DESIGNS = ("user", "budget_split", "item", "two_sided", "switchback", "market")
+
+
+class DesignSpec(_Strict):
+    """How the experiment randomises (docs/interference.md).  ``user`` is the classic A/B
+    test; the others exist for worlds with interference (``[world.market]``)."""
+
+    kind: Literal["user", "budget_split", "item", "two_sided", "switchback", "market"] = Field(
+        "user", description="user: users by hash; budget_split: users, each limited item's units split across the "
+        "arms by their shares; item: items (or clusters of them) by hash; two_sided: users and items, treated "
+        "when both are; switchback: time blocks by hash; market: whole markets (world.market.n_markets) by hash")
+    cluster: Literal["item", "category", "parent", "shop"] = Field(
+        "item", description="item and two_sided: the unit of item randomisation (an item, its category, its "
+        "parent category or its shop)")
+    item_share: float = Field(0.5, gt=0.0, lt=1.0, description="two_sided: share of item clusters in treatment")
+    merge: Literal["score", "rank"] = Field(
+        "score", description="item and two_sided: how a slate mixes two policies (score: their scores share one "
+        "scale; rank: each candidate's rank under its own arm's policy)")
+    block_hours: float = Field(24.0, gt=0.0, le=24.0 * 365, description="switchback: length of a time block")
+    washout_hours: float = Field(0.0, ge=0.0, description="switchback: hours at the start of each block left out "
+                                 "of the analysis (the previous block's carryover)")
+
+
 class TrainingSpec(_Strict):
     epochs: int = Field(2, ge=1, le=1000)
     batch_size: int = Field(512, ge=1, le=1_000_000)
@@ -150,6 +181,16 @@ class CampaignSpec(_Strict):
     training: TrainingSpec = TrainingSpec()
     engine: Engine = Field("wave", description="wave: batched (default); "
                                                   "reference: one process per user, for tests")
+    design: DesignSpec = DesignSpec()
+
+    @model_serializer(mode="wrap")
+    def _design_only_when_set(self, handler):
+        """A campaign with the default design dumps as it did before designs existed (its
+        spec.json is unchanged)."""
+        data = handler(self)
+        if self.design == DesignSpec() and isinstance(data, dict):
+            data.pop("design", None)
+        return data
 
     @field_validator("name")
     @classmethod
@@ -244,6 +285,49 @@ def _check_allocations(spec: CampaignSpec, source: str) -> None:
         )
 
 
+def _check_design(spec: CampaignSpec, source: str) -> None:
+    """What a design needs: two arms and no ramps beyond user randomisation, a market for
+    budget-split, shares that cover every item or block, deterministic policies to mix."""
+    d, market = spec.design, spec.world.market
+    if market.enabled and spec.unit != "user":
+        raise SimabError("a market needs unit = \"user\" (an unassigned session would not consume)",
+                         source=source, key="unit")
+    if d.kind == "user":
+        return
+    if d.kind == "budget_split" and not market.enabled:
+        raise SimabError("budget_split splits the market's units: set world.market.enabled = true",
+                         source=source, key="design.kind")
+    if d.kind == "market" and not (market.enabled and market.n_markets >= 2):
+        raise SimabError("market randomisation needs markets: set world.market.enabled = true and "
+                         "world.market.n_markets >= 2", source=source, key="design.kind")
+    if len(spec.arms) != 2:
+        raise SimabError(f"design {d.kind!r} compares two arms, got {len(spec.arms)}", source=source, key="arms")
+    if spec.ramps:
+        raise SimabError(f"design {d.kind!r} does not take ramps", source=source, key="ramps")
+    if spec.unit != "user":
+        raise SimabError(f"design {d.kind!r} sets its own units; leave unit = \"user\"", source=source, key="unit")
+    if d.kind in ("item", "switchback"):
+        total = sum(a.share for a in spec.arms.values())
+        if abs(total - 1.0) > 1e-9:
+            what = "item clusters" if d.kind == "item" else "time blocks"
+            raise SimabError(f"design {d.kind!r} assigns every one of its {what}: the arms' shares must sum to 1, "
+                             f"got {total:g}", source=source, key="arms")
+    if d.kind == "switchback" and d.washout_hours >= d.block_hours:
+        raise SimabError(f"washout_hours ({d.washout_hours:g}) must be shorter than block_hours "
+                         f"({d.block_hours:g})", source=source, key="design.washout_hours")
+
+
+def _check_mixable(spec: CampaignSpec, policies: dict[str, Any], source: str) -> None:
+    """Item-side designs rank every slate with both arms' policies: neither may be stochastic."""
+    if spec.design.kind not in ("item", "two_sided"):
+        return
+    for a, p in policies.items():
+        if getattr(p, "stochastic", False):
+            raise SimabError(f"design {spec.design.kind!r} mixes the arms' scores in one slate; policy "
+                             f"{spec.arms[a].policy!r} draws random slates and cannot be mixed",
+                             source=source, key=f"arms.{a}.policy")
+
+
 def parse_campaign(data: dict[str, Any], *, source: str = "<spec>") -> CampaignSpec:
     """Validate a campaign table (already parsed from TOML)."""
     data = copy.deepcopy(data)
@@ -265,19 +349,22 @@ def parse_campaign(data: dict[str, Any], *, source: str = "<spec>") -> CampaignS
     if spec.shards > spec.simulated_users:
         raise SimabError(f"{spec.shards} shards for {spec.simulated_users} users; at most one shard per user "
                          "(each shard costs a pass of its own)", source=source, key="shards")
+    _check_design(spec, source)
     # every arm's policy must exist with valid parameters for this world
     from simab.policies.base import make_policy
     from simab.policies.world_features import feature_spec_of
 
     fs = feature_spec_of(spec.world)
+    policies = {}
     for a, arm in spec.arms.items():
         try:
-            make_policy(arm.policy, arm.params, fs, key=f"arms.{a}.policy")
+            policies[a] = make_policy(arm.policy, arm.params, fs, key=f"arms.{a}.policy")
         except SimabError as e:
             key = e.key if e.key and e.key.startswith("arms.") else f"arms.{a}.{e.key or 'policy'}"
             if e.key and e.key.startswith("params"):
                 key = f"arms.{a}.{e.key}"
             raise SimabError(e.message, source=source, key=key) from None
+    _check_mixable(spec, policies, source)
     return spec
 
 

@@ -12,7 +12,15 @@ import tomllib
 from importlib import resources
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from simab.errors import SimabError, pydantic_to_simab
 from simab.simulators import streams
@@ -114,6 +122,36 @@ class ScenarioSpec(_Strict):
         return self
 
 
+class MarketSpec(_Strict):
+    """Shared, constrained resources: a daily budget (or stock) per limited item, which clicks
+    (or purchases) consume and which every user of a shard's market shares, whatever their arm.
+    Off by default; docs/interference.md."""
+
+    enabled: bool = Field(False, description="switch: limited items with daily budgets or stock (interference)")
+    n_markets: int = Field(1, ge=1, le=1_000_000, description="users are split by hash into this many markets "
+                           "(cities); each has its own units, scaled to its users; shards hold whole markets")
+    resource: Literal["budget", "stock"] = Field(
+        "budget", description="budget: each click spends one unit of the item's daily budget; "
+        "stock: each purchase takes one unit of its daily stock")
+    limited: Literal["head", "random"] = Field(
+        "head", description="which target items are limited: the most popular (head) or a keyed random set")
+    limited_share: float = Field(0.1, gt=0.0, le=0.9, description="share of the target items that are limited")
+    capacity: float = Field(10.0, gt=0.0, description="the tightness dial: daily budget (or stock) of each limited "
+                            "item, in units per 1,000 users of the market (small = tight)")
+    pacing: Literal["none", "even"] = Field(
+        "none", description="none: an item sells out when its day's units are gone; even: by each refresh at most "
+        "the elapsed share of the day's units may be spent")
+    refresh_s: int = Field(900, ge=60, le=86400, description="seconds between updates of the serving index (which "
+                           "items are available); must divide a day")
+
+    @field_validator("refresh_s")
+    @classmethod
+    def _refresh_divides_day(cls, v: int) -> int:
+        if 86400 % v:
+            raise ValueError(f"{v} must divide a day (86400 s), e.g. 300, 900, 3600")
+        return v
+
+
 CALIBRATIONS = ("realistic", "dense")
 MAX_SCENARIOS = 64
 
@@ -149,6 +187,16 @@ class WorldSpec(_Strict):
     moveline_len: int = Field(50, ge=1, le=1000)
     logging_epsilon: float = Field(0.3, ge=0.0, le=1.0, description="logging policy exploration share")
     pre_period_days: float = Field(3.0, gt=0.0, le=365.0, description="days of logging-policy traffic used as training data")
+    market: MarketSpec = MarketSpec()
+
+    @model_serializer(mode="wrap")
+    def _market_only_when_on(self, handler):
+        """A world without a market dumps as it did before markets existed, so its spec.json,
+        fingerprint and caches are unchanged (the mechanics are off by default)."""
+        data = handler(self)
+        if not self.market.enabled and isinstance(data, dict):
+            data.pop("market", None)
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> WorldSpec:
@@ -160,6 +208,13 @@ class WorldSpec(_Strict):
             raise ValueError(f"n_categories ({self.n_categories}) must be >= n_parents ({self.n_parents})")
         if self.interest.n_active + self.interest.n_dormant > self.n_categories:
             raise ValueError("interest.n_active + interest.n_dormant must not exceed n_categories")
+        if self.market.enabled:
+            # retrieval tops candidates up with random available items: keep enough of them
+            free = self.n_shop_items - max(1, round(self.market.limited_share * self.n_shop_items))
+            need = 4 * max(sc.n_candidates for sc in self.scenarios.values())
+            if free < need:
+                raise ValueError(f"market.limited_share {self.market.limited_share:g} leaves {free} unlimited shop "
+                                 f"items; retrieval needs at least 4 x n_candidates = {need}: lower limited_share")
         return self
 
     @property

@@ -58,6 +58,8 @@ class Stream(StrEnum):
     OPE_MARGINAL = "ope-marginal"  # per logging arm: Monte-Carlo marginal propensities
     SHARDS = "shards"  # unit user: a user's shard
     ASSIGNMENT = "assignment"  # per salt, seed 0: a unit's hash bucket
+    MARKET_OF = "market/of"  # unit user: a user's market (world.market.n_markets)
+    MARKET_LIMITED = "market/limited"  # unit shop item: the keyed random set of limited items
 
     def of(self, name: str) -> str:
         """The stream of this family for one arm or salt: ``<stream>/<name>``."""

@@ -70,8 +70,12 @@ class World:
     def spec_dict(self) -> dict:
         """What determines the world's draws: spec, seed and the generator's version
         (bumped when the same spec and seed would give other draws, so that caches keyed
-        on it are not reused across such a change)."""
-        return {"world": self.spec.model_dump(mode="json"), "seed": self.seed, "version": WORLD_VERSION}
+        on it are not reused across such a change).  The market (``spec.market``) is left
+        out: it acts on campaigns only, never on the pre-period's logs or the models trained
+        on them, which is what this keys."""
+        world = self.spec.model_dump(mode="json")
+        world.pop("market", None)
+        return {"world": world, "seed": self.seed, "version": WORLD_VERSION}
 
     def fingerprint(self) -> str:
         """Hash of (world spec, seed): keys the cached pre-period logs and checkpoints."""

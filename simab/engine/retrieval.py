@@ -19,6 +19,7 @@ import numpy as np
 
 from simab.simulators import rng, streams
 from simab.simulators.catalog import Csr
+from simab.simulators.market import Availability
 from simab.simulators.streams import (
     CONTEXT,
     CONTEXT_ITEM_OFFSET,
@@ -76,11 +77,14 @@ class Retriever:
                                      np.array([query_shop], np.int64), ctx)[0]
 
     def candidates_batch(self, surface: str, n: int, rids: np.ndarray, query_cat: np.ndarray,
-                         query_shop: np.ndarray, ctx: np.ndarray) -> np.ndarray:
+                         query_shop: np.ndarray, ctx: np.ndarray, available: Availability | None = None) -> np.ndarray:
         """``[B, n]`` candidates of ``B`` requests of one ``surface``: row ``i`` for request id
         ``rids[i]``; search reads ``query_cat``, shop ``query_shop`` (ignored, may be -1,
         elsewhere); home / channel read the context categories ``ctx[i][ctx[i] >= 0]``
-        (``[B, M]``, entries below 0 absent, order kept: the draws index into it)."""
+        (``[B, M]``, entries below 0 absent, order kept: the draws index into it).
+        ``available``: a market's serving index for these requests (``simab.simulators.market``):
+        unavailable items are dropped from every pool and from the top-up, so they are never
+        candidates; ``None`` (no market) leaves retrieval as it was."""
         rids = np.asarray(rids, np.int64)
         if surface == "search":
             pools = self._search_pools(n, rids, np.asarray(query_cat, np.int64))
@@ -88,7 +92,7 @@ class Retriever:
             pools = self._shop_pools(n, np.asarray(query_shop, np.int64))
         else:
             pools = self._feed_pools(n, rids, np.asarray(ctx, np.int64))
-        return self._fill(pools, n, rids)
+        return self._fill(_only_available(pools, available), n, rids, available)
 
     def _search_pools(self, n: int, rids: np.ndarray, cats: np.ndarray) -> np.ndarray:
         """The category's head (``n // 2``), ``n`` random items of the category, the related
@@ -135,7 +139,7 @@ class Retriever:
         return np.concatenate([self.top[rng.scale(u_pop, len(self.top))], ctx_items,
                                rng.scale(u_rand, self.n_target)], axis=1)
 
-    def _fill(self, pools: np.ndarray, n: int, rids: np.ndarray) -> np.ndarray:
+    def _fill(self, pools: np.ndarray, n: int, rids: np.ndarray, available: Availability | None = None) -> np.ndarray:
         """Each row's distinct pool items in order of first appearance, cut at ``n``; rows
         still short are topped up with random items keyed by their request, round ``j``
         drawing at ``streams.fill_counters(j, n)``, until full (the rounds that fit are
@@ -144,7 +148,8 @@ class Retriever:
         short = np.flatnonzero(count < n)
         j = 0
         while short.size:
-            extra = rng.integers(self.key, rids[short, None], streams.fill_counters(j, n)[None, :], self.n_target)
+            extra = _only_available(rng.integers(self.key, rids[short, None], streams.fill_counters(j, n)[None, :],
+                                                 self.n_target), None if available is None else available.rows(short))
             sub, sub_count = _first_distinct(np.concatenate([out[short], extra], axis=1), n)
             out[short] = sub
             short = short[sub_count < n]
@@ -178,6 +183,13 @@ def user_contexts(state, rows: np.ndarray) -> np.ndarray:
     """[B, 20] retrieval contexts of the users at ``rows`` of a ``UserState``: their last 10
     moveline and last 10 short-sequence categories (:func:`retrieval_contexts`)."""
     return retrieval_contexts(*state.moveline.tail_rows(rows, "cat", 10), *state.seq.tail_rows(rows, "cat", 10))
+
+
+def _only_available(items: np.ndarray, available: Availability | None) -> np.ndarray:
+    """``items`` [B, W] with every item unavailable to its row marked missing (-1)."""
+    if available is None:
+        return items
+    return np.where(available.of(items), items, _MISSING)
 
 
 def _padded(groups: list[np.ndarray]) -> np.ndarray:

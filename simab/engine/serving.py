@@ -188,9 +188,11 @@ class Server:
             out[rows] = s
         return out
 
-    def serve(self, req: Requests, state) -> Served:
+    def serve(self, req: Requests, state, available=None) -> Served:
         """Serve ``req`` (users at ``state`` rows ``req.rows``): retrieval, features, scores,
-        slates, the world's responses."""
+        slates, the world's responses.  ``available``: the market's serving index for these
+        requests (``simab.simulators.market.Availability``; None without a market):
+        unavailable items are never candidates."""
         w = self.world
         st = state
         rows, rids, t = req.rows, req.rids, req.t
@@ -205,7 +207,8 @@ class Server:
         for surface in np.unique(surfaces):  # retrieval differs by surface
             m = surfaces == surface
             cand[m] = self.retriever.candidates_batch(str(surface), n_cand, rids[m], req.query_cat[m],
-                                                      req.query_shop[m], ctx[m])
+                                                      req.query_shop[m], ctx[m],
+                                                      None if available is None else available.rows(m))
         C = cand.shape[1]
         K = min(spec.slate_size, C)
         users = st.users

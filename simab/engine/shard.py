@@ -71,16 +71,23 @@ class ShardSimulation:
         sink=None,
         ope_recorder=None,
         logs=None,
+        market=None,
+        market_pools: dict[str, int] | None = None,
     ):
         """``sink``: where the logs go during the run (``sink.write(table, pa.Table)``, e.g. a
         ``ShardSink``); without one they stay in memory (:meth:`tables`).  ``ope_recorder``:
         called with every served batch before the state changes (``simab ope``).  ``logs``:
         what receives the served batches, scenes and requests in place of the event log's
-        :class:`ShardLogs` (the counterfactual truth keeps only sums: ``run.truth.TruthLogs``)."""
+        :class:`ShardLogs` (the counterfactual truth keeps only sums: ``run.truth.TruthLogs``).
+        ``market``: the shard's shared budgets or stock (``simab.simulators.market.Market``;
+        None: no interference), ``market_pools`` the pool each arm draws on (default: pool 0)."""
         self.world, self.plan, self.arms, self.campaign = world, plan, arms, campaign
         self.sink, self.ope_recorder = sink, ope_recorder
         self.unit, self.session_arm = unit, session_arm
+        self.market, self.market_pools = market, market_pools or {}
         self.tick_s = float(serving.tick_s)  # the wave engine's tick (outputs do not depend on it)
+        if market is not None:  # a tick boundary is where the market's serving index is refreshed
+            self.tick_s = market.refresh_s
         users = world.population.users(plan.users)
         self.state = UserState(world.spec, users, world.catalog.centroid, plan.t_begin, world.catalog)
         th = world.histories.target(users, max_len=world.spec.seq_len)
@@ -114,7 +121,10 @@ class ShardSimulation:
     def serve_requests(self, arm: str, req: Requests) -> Outcome:
         """Serve ``req`` by ``arm``'s service; log the requests and exposures and apply the
         exposures' fatigue; returns what the users see."""
-        served = self.services[arm].serve(req, self.state)
+        available = self._market_index(arm, req) if self.market is not None else None
+        served = self.services[arm].serve(req, self.state, available)
+        if self.market is not None:
+            self._consume(available, req, served.outcome)
         if self.ope_recorder is not None:  # opt-in (simab ope): candidates and truth before the state changes
             self.ope_recorder.record(self.state, req.rows, req.rids, req.scenarios, req.t, served.candidates,
                                      served.outcome.items.shape[1])
@@ -124,6 +134,22 @@ class ShardSimulation:
         keep = exp.keep
         self.state.expose(req.rows[keep], self.world.catalog.category[exp.slate[keep]], req.t[keep])
         return served.outcome
+
+    def _market_index(self, arm: str, req: Requests):
+        """The market's serving index for the batch (one refresh interval: the wave engine's
+        ticks are the intervals, the reference engine serves one request at a time)."""
+        self.market.catch_up(float(req.t.min()))
+        if np.floor(req.t.max() / self.market.refresh_s) != self.market.k:
+            raise RuntimeError("a served batch spans a market refresh boundary")  # a bug in an engine
+        return self.market.index(self.market.pools(req.rows, self.market_pools.get(arm, 0)))
+
+    def _consume(self, available, req: Requests, out: Outcome) -> None:
+        """The batch's clicks (budget) or purchases (stock) consume their items' units."""
+        t = np.broadcast_to(np.asarray(req.t, np.float64)[:, None], out.items.shape)
+        if self.market.spec.resource == "budget":
+            self.market.record(available.pool, out.items, out.clicked, t, req.rids)
+        else:
+            self.market.record(available.pool, out.items, out.converted, t + out.delay_s, req.rids)
 
     def scene(self, rows: np.ndarray, scenes: np.ndarray, cats: np.ndarray, shops: np.ndarray,
               t: np.ndarray) -> None:
@@ -155,7 +181,10 @@ class ShardSimulation:
 
     def flush(self, final: bool = False) -> None:
         """Hand the logged rows to the sink (``sink.write(table, pa.Table)``) when they are
-        many, or at the end; without a sink they stay in memory (``tables``)."""
+        many, or at the end; without a sink they stay in memory (``tables``).  At the end the
+        market (if any) charges its last events and closes its last day."""
+        if final and self.market is not None:
+            self.market.close(self.plan.t_end)
         if self.sink is not None and (final or self.logs.rows >= self.logs.flush_rows):
             for name, table in self.logs.drain().items():
                 self.sink.write(name, table)

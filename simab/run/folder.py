@@ -30,6 +30,9 @@ from simab.record import LOCK, RECORD, FolderRecord
 #: What a campaign run writes at its top (besides its record, the parts and the children).
 RUN_FILES = ("spec.json", "run.json", "truth.parquet", "covariates.parquet", "report.json", "report.md",
              "report.html")
+#: What a run with a market (``world.market``) adds at its top: the design's items and, with
+#: several markets, each user's market (``simab.run.global_truth.write_items``).
+MARKET_FILES = ("items.parquet", "markets.parquet")
 REPORT_FILES = ("report.json", "report.md", "report.html")
 #: A checkpoint's files (``simab.policies.checkpoint``; SSIM keeps its selection beside them).
 CHECKPOINT_FILES = ("weights.pt", "spec.json", "metrics.json", "shared_instances.parquet")
@@ -288,12 +291,20 @@ def remove_if_empty(path: Path) -> None:
 
 def campaign_plan(spec: Any) -> Plan:
     """Everything a campaign run may write into its folder."""
+    from simab.eventlog import PART_TABLES
+    from simab.run.design import interference
+
     arms = list(spec.arms)
     files = [*RUN_FILES, *(f"models/{a}/{f}" for a in arms for f in CHECKPOINT_FILES)]
     trees = [] if spec.training.cache else [".models"]
     # (the counterfactual truth is sums in the record's shard entries: no folder of its own)
-    return Plan(files=files, exclusive=[f"models/{a}" for a in arms], trees=trees, tables=TABLES,
-                shards=spec.shards)
+    market = spec.world.market.enabled
+    if interference(spec):
+        files += MARKET_FILES
+    # with interference the global truth's worlds: global/<arm>, each a campaign record of its own
+    children = [f"global/{a}" for a in arms] if interference(spec) else []
+    return Plan(files=files, exclusive=[f"models/{a}" for a in arms], trees=trees, children=children,
+                tables=PART_TABLES if market else TABLES, shards=spec.shards)
 
 
 def list_checkpoints(record: FolderRecord, policies: dict[str, dict]) -> None:

@@ -39,6 +39,19 @@ def shard_of(seed: int, users: np.ndarray, shards: int) -> np.ndarray:
     return (rng.bits(rng.stream_key(seed, Stream.SHARDS), users) % np.uint64(shards)).astype(np.int64)
 
 
+def campaign_shard_of(spec: CampaignSpec, users: np.ndarray) -> np.ndarray:
+    """The shard of each campaign user: :func:`shard_of` the user, or with a market
+    (``world.market``) its market's number modulo the shards, since a market couples its
+    users and a shard holds whole markets (markets are hashed from users already, so their
+    numbers spread the users evenly)."""
+    market = spec.world.market
+    if market.enabled:
+        from simab.simulators.market import market_of
+
+        return market_of(spec.seed, users, market.n_markets) % spec.shards
+    return shard_of(spec.seed, users, spec.shards)
+
+
 def session_arms(spec: CampaignSpec) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """Under ``unit = "session"``: the arm index of each session ``sids`` starting at times
     ``t`` (s), or -1 where its bucket is in no arm at that time (outside every share, or in
@@ -59,7 +72,7 @@ def plan_shard(spec: CampaignSpec, shard: int, force_arm: str | None = None):
     from simab.engine.shard import ShardPlan
 
     users = campaign_users(spec)
-    mine = users[shard_of(spec.seed, users, spec.shards) == shard]
+    mine = users[campaign_shard_of(spec, users) == shard]
     arms = list(spec.arms)
     b = buckets(spec.salt or spec.name, mine)
     t_end = spec.duration_days * DAY

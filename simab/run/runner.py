@@ -23,7 +23,9 @@ from simab.errors import SimabError
 from simab.eventlog import Manifest
 from simab.progress import progress
 from simab.run.arm_policies import prepare_policies
+from simab.run.design import interference, interference_info
 from simab.run.executor import Executor
+from simab.run.global_truth import global_truth, write_items
 from simab.run.identity import check_resume, identity_text
 from simab.run.outputs import run_info, write_report_files
 from simab.run.plan import ShardJob
@@ -100,7 +102,9 @@ def _run_in(spec: CampaignSpec, run_dir: Path, manifest: Manifest, *, started: f
         run_folder.list_checkpoints(manifest, policies)
         manifest.save()
         spec_json = spec.model_dump_json()
-        jobs = [ShardJob(spec_json, str(run_dir), s, policies, None, "", spec.truth == "counterfactual")
+        # the counterfactual passes assume no interference: under it the global truth replaces them
+        counterfactual = spec.truth == "counterfactual" and not interference(spec)
+        jobs = [ShardJob(spec_json, str(run_dir), s, policies, None, "", counterfactual)
                 for s in range(spec.shards)]
         jobs = [j for j in jobs if not (resumed and manifest.complete(j.shard))]
         if resumed and len(jobs) < spec.shards:
@@ -110,8 +114,15 @@ def _run_in(spec: CampaignSpec, run_dir: Path, manifest: Manifest, *, started: f
         manifest.save()
         execute(jobs, executor, "campaign", manifest)
         manifest.save()
-    write_truth(campaign_truth(spec, run_dir, manifest.data["shards"], policies), run_dir / "truth.parquet")
+        global_rows = []
+        if interference(spec):  # the GTE: the whole market under each arm (in place of the counterfactual passes)
+            global_rows = global_truth(spec, run_dir, policies, executor, resumed)
+    write_truth(campaign_truth(spec, run_dir, manifest.data["shards"], policies) + global_rows,
+                run_dir / "truth.parquet")
     manifest.add_file("truth.parquet")
+    if interference(spec):
+        for name in write_items(spec, world, run_dir):
+            manifest.add_file(name)
     pq.write_table(covariates(pre), run_dir / "covariates.parquet")
     manifest.add_file("covariates.parquet")
     manifest.save()
@@ -121,6 +132,8 @@ def _run_in(spec: CampaignSpec, run_dir: Path, manifest: Manifest, *, started: f
     compute = {a: sum(v.get("compute_s", {}).get(a, 0.0) for v in manifest.data["shards"].values()) for a in arms}
     info = run_info(spec, wall_s=wall, exposures=n_exp, scoring_s=compute, workers=workers, backend=backend,
                     policies=policies)
+    if interference(spec):
+        info["interference"] = interference_info(spec)
     manifest.write_file("run.json", json.dumps(info, indent=1))
     rep = None
     if report:

@@ -10,11 +10,12 @@ import json
 import time
 from pathlib import Path
 
-from simab.eventlog import Manifest, ShardSink
+from simab.eventlog import Manifest, PartWriter, ShardSink
 from simab.progress import progress
 from simab.run.arm_policies import build_policy
+from simab.run.design import shard_setup
 from simab.run.executor import Executor, process_memo
-from simab.run.plan import ShardJob, plan_shard
+from simab.run.plan import ShardJob
 from simab.simulators.world import World
 from simab.spec import CampaignSpec
 
@@ -44,16 +45,22 @@ def run_shard(job: ShardJob) -> dict:
     spec = CampaignSpec.model_validate_json(job.spec_json)
     world, policies = shard_context(spec, job.policies)
     arms = list(spec.arms)
-    plan, session_arm = plan_shard(spec, job.shard, job.force_arm)
+    setup = shard_setup(spec, world, job.shard, job.force_arm, policies)  # the design's plan, rankers, market
     started = time.perf_counter()
     out = Path(job.run_dir) / job.subdir if job.subdir else Path(job.run_dir)
     with ShardSink(out, job.shard) as sink:  # a part for each table of the event log
         # the engine writes its logs to the sink per tick once they are large, and at the end
-        sim = make_simulation(spec.engine, world, plan, arms, policies, campaign=spec.name, serving=spec.serving,
-                              unit=spec.unit, session_arm=session_arm, sink=sink)
+        sim = make_simulation(spec.engine, world, setup.plan, arms, setup.policies, campaign=spec.name,
+                              serving=spec.serving, unit=setup.unit, session_arm=setup.session_arm, sink=sink,
+                              market=setup.market, market_pools=setup.market_pools)
         sim.run()
         sink.write("assignments", sim.assignments_table())
         parts = sink.close()
+    if setup.market is not None:  # each day's spend of every limited item
+        table = setup.market.table(job.shard)
+        with PartWriter(out, "market", job.shard, table.schema) as part:
+            part.write(table)
+            parts["market"] = part.close()
     compute = {a: s.compute_s for a, s in sim.services.items()}
     score = {a: s.score_s for a, s in sim.services.items()}
     entry = {"shard": job.shard, "parts": parts, "wall_s": time.perf_counter() - started, "compute_s": compute,
@@ -61,7 +68,7 @@ def run_shard(job: ShardJob) -> dict:
     if job.counterfactual:  # the same world, policies and plan: run/truth.py
         from simab.run.truth import shard_counterfactual
 
-        entry["truth"] = shard_counterfactual(spec, world, plan, policies, job.policies, out)
+        entry["truth"] = shard_counterfactual(spec, world, setup.plan, policies, job.policies, out)
         entry["wall_s"] = time.perf_counter() - started
     return entry
 
