@@ -46,13 +46,16 @@ lock:
 	rm -rf .venv-lock
 
 # The suite on the newest versions pyproject's ranges allow (not in CI): a separate venv.
+# torch is held at the pinned CPU build by a constraint (an eager upgrade would otherwise
+# replace it with the newest CUDA build, several GB).
 test-latest:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "error: Makefile: PY: $(PY) not found"; exit 2; }
 	rm -rf .venv-latest
 	$(PY) -m venv .venv-latest
 	.venv-latest/bin/python -m pip install -q --upgrade pip
 	.venv-latest/bin/python -m pip install -q $(TORCH)
-	.venv-latest/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[dev,ray]'
+	echo '$(TORCH)' > .venv-latest/constraints.txt
+	.venv-latest/bin/python -m pip install -q --upgrade --upgrade-strategy eager -c .venv-latest/constraints.txt -e '.[dev,ray]'
 	.venv-latest/bin/python -m pip freeze --exclude-editable > .venv-latest/versions.txt
 	.venv-latest/bin/python -m pytest -q -n 2 -p no:cacheprovider
 	@echo "test-latest passed on the versions in .venv-latest/versions.txt"

@@ -20,10 +20,10 @@ import ctypes
 from collections.abc import Iterator
 
 #: glibc ``mallopt`` parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
 
 
-def _mallopt():
+def glibc_mallopt():
     """glibc's ``mallopt``, or ``None`` on another C library."""
     try:
         return ctypes.CDLL("libc.so.6").mallopt
@@ -35,12 +35,12 @@ def keep_heap() -> bool:
     """From now on in this process, large blocks come from the heap and freed memory is
     kept for reuse (module docstring); what a process serving a neural arm calls once.
     Returns whether the settings were applied (glibc)."""
-    mallopt = _mallopt()
+    mallopt = glibc_mallopt()
     if mallopt is None:
         return False
-    mallopt(_M_MMAP_THRESHOLD, 1 << 30)
-    mallopt(_M_TRIM_THRESHOLD, 1 << 32)
-    mallopt(_M_TOP_PAD, 1 << 30)
+    mallopt(M_MMAP_THRESHOLD, 1 << 30)
+    mallopt(M_TRIM_THRESHOLD, 1 << 32)
+    mallopt(M_TOP_PAD, 1 << 30)
     return True
 
 
@@ -55,7 +55,7 @@ def heap_temporaries() -> Iterator[None]:
     try:
         yield
     finally:
-        mallopt = _mallopt()
-        mallopt(_M_MMAP_THRESHOLD, 32 << 20)
-        mallopt(_M_TRIM_THRESHOLD, 64 << 20)
-        mallopt(_M_TOP_PAD, 128 << 10)
+        mallopt = glibc_mallopt()
+        mallopt(M_MMAP_THRESHOLD, 32 << 20)
+        mallopt(M_TRIM_THRESHOLD, 64 << 20)
+        mallopt(M_TOP_PAD, 128 << 10)

@@ -129,7 +129,7 @@ class DesignSpec(_Strict):
         "score", description="item and two_sided: how a slate mixes two policies (score: their scores share one "
         "scale; rank: each candidate's rank under its own arm's policy)")
     block_hours: float = Field(24.0, gt=0.0, le=24.0 * 365, description="switchback: length of a time block")
-    washout_hours: float = Field(0.0, ge=0.0, description="switchback: hours at the start of each block left out "
+    washout_hours: float = Field(0.0, ge=0.0, le=24.0 * 365, description="switchback: hours at the start of each block left out "
                                  "of the analysis (the previous block's carryover)")
 
 

@@ -136,7 +136,7 @@ class MarketSpec(_Strict):
     limited: Literal["head", "random"] = Field(
         "head", description="which target items are limited: the most popular (head) or a keyed random set")
     limited_share: float = Field(0.1, gt=0.0, le=0.9, description="share of the target items that are limited")
-    capacity: float = Field(10.0, gt=0.0, description="the tightness dial: daily budget (or stock) of each limited "
+    capacity: float = Field(10.0, gt=0.0, le=1e9, description="the tightness dial: daily budget (or stock) of each limited "
                             "item, in units per 1,000 users of the market (small = tight)")
     pacing: Literal["none", "even"] = Field(
         "none", description="none: an item sells out when its day's units are gone; even: by each refresh at most "
