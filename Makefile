@@ -66,8 +66,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2
 
+# the slow tests, and the property tests again on fresh random examples (tests/conftest.py)
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+	HYPOTHESIS_PROFILE=explore $(BIN)/python -m pytest -q -m slow
+	HYPOTHESIS_PROFILE=explore $(BIN)/python -m pytest -q -m 'not slow' $$(grep -rl '^from hypothesis' tests --include='test_*.py')
 
 lint: $(STAMP)
 	$(BIN)/ruff check simab simulators policies reports tests scripts

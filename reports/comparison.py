@@ -129,9 +129,12 @@ def t_interval(
 
 
 def _reference_interval(point: float, se: float, alpha: float, ref: Reference) -> tuple[tuple[float, float], float]:
-    """(CI, p) of a studentized statistic against its permutation reference (reports/permutation.py)."""
-    if not (point == point and se == se) or se <= 0:
+    """(CI, p) of a studentized statistic against its permutation reference (reports/permutation.py);
+    a zero SE gives a point interval and p in {0, 1}, as :func:`t_interval` does."""
+    if not (point == point and se == se) or se < 0:
         return (NAN, NAN), NAN
+    if se == 0:
+        return (point, point), (1.0 if point == 0 else 0.0)
     q = ref.quantile(alpha)
     return _holding_zero((point - q * se, point + q * se), abs(point / se) <= q), ref.p_value(point / se)
 
@@ -144,7 +147,10 @@ def _holding_zero(ci: tuple[float, float], inside: bool) -> tuple[float, float]:
 
 
 def _expm1(x: float) -> float:
-    """exp(x) - 1, infinite beyond the float range (an interval with an infinite quantile)."""
+    """exp(x) - 1, infinite beyond the float range (an interval with an infinite quantile);
+    NaN stays NaN."""
+    if x != x:
+        return NAN
     return math.expm1(x) if x < 709.0 else math.inf
 
 

@@ -184,6 +184,7 @@ arm_values = st.lists(st.tuples(st.integers(0, 30), st.integers(0, 400)), min_si
        st.sampled_from([0.01, 0.05, 0.1, 0.32]), st.sampled_from(["hc2", "none"]), st.booleans())
 @example([(1, 5), (0, 3)], [(9, 10), (8, 9)], "delta-linear", 0.05, "none", False)  # linear CI below -100%
 @example([(0, 0), (1, 1)], [(1, 1), (6, 41)], "delta-log", 0.01, "hc2", True)  # a permutation tie at q
+@example([(0, 0), (7, 25)], [(0, 0), (7, 25)], "delta-log", 0.01, "hc2", True)  # zero SE under a permutation
 def test_p_agrees_with_the_printed_interval(control, treatment, rel_method, alpha, small_sample, permute):
     """p < alpha exactly when rel_ci excludes 0, and no relative interval goes below -100%
     (the contract the significance lists, colours, `simab check` and the pytest plugin rely on)."""
