@@ -12,11 +12,9 @@ from typing import Literal
 
 import numpy as np
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
 Correction = Literal["holm", "maxt", "bh", "bonferroni", "none"]
 CORRECTIONS: tuple[str, ...] = ("holm", "maxt", "bh", "bonferroni", "none")
-_STATSMODELS_METHOD = {"holm": "holm", "bh": "fdr_bh", "bonferroni": "bonferroni"}
 DESCRIPTIONS = {
     "holm": "Holm step-down (family-wise error rate)",
     "maxt": "single-step max-T over the comparisons' joint normal law (family-wise error rate; "
@@ -36,7 +34,10 @@ def adjust_p_values(
 
     ``holm``: Holm (1979), "A Simple Sequentially Rejective Multiple Test Procedure",
     family-wise error control.  ``bh``: Benjamini & Hochberg (1995), false discovery rate.
-    Both via statsmodels ``multipletests``.  ``maxt``: :func:`maxt_adjust` with the tests'
+    ``bonferroni``: m·p.  The stepwise formulas are :func:`stepwise_adjust`'s (the values of
+    statsmodels' ``multipletests``, which tests/reports compare them with; not called here:
+    its Holm branch runs a full garbage collection, a tenth of a second in a process that
+    holds torch, at every report).  ``maxt``: :func:`maxt_adjust` with the tests'
     ``correlation`` (identity when not given).  NaN p-values (undefined tests) stay NaN and
     do not count as members of the family.
     """
@@ -51,8 +52,32 @@ def adjust_p_values(
         corr = np.eye(p.size) if correlation is None else np.asarray(correlation, dtype=float)
         out[defined] = maxt_adjust(p[defined], corr[np.ix_(defined, defined)])
         return out.tolist()
-    out[defined] = multipletests(p[defined], method=_STATSMODELS_METHOD[correction])[1]
+    out[defined] = stepwise_adjust(p[defined], correction)
     return out.tolist()
+
+
+def stepwise_adjust(p: np.ndarray, correction: str) -> np.ndarray:
+    """Adjusted p-values of ``holm``, ``bh`` or ``bonferroni`` for the m p-values ``p`` (no NaN):
+
+    - Bonferroni: min(1, m·p_i).
+    - Holm (step-down): with p sorted ascending, p~_(k) = max_{j<=k} min(1, (m - j + 1)·p_(j)).
+    - Benjamini-Hochberg (step-up): p~_(k) = min_{j>=k} min(1, m·p_(j) / j).
+    """
+    p = np.asarray(p, dtype=float)
+    m = p.size
+    if correction == "bonferroni":
+        return np.minimum(1.0, m * p)
+    order = np.argsort(p, kind="stable")
+    ranked = p[order]
+    if correction == "holm":
+        adjusted = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * ranked))
+    elif correction == "bh":
+        adjusted = np.minimum.accumulate(np.minimum(1.0, m * ranked / np.arange(1, m + 1))[::-1])[::-1]
+    else:
+        raise ValueError(f"not a stepwise correction: {correction!r}")
+    out = np.empty(m)
+    out[order] = adjusted
+    return out
 
 
 def maxt_adjust(p_values: np.ndarray, correlation: np.ndarray) -> np.ndarray:
