@@ -326,6 +326,10 @@ def keep_summary(record: FolderRecord) -> None:
         remove_owned(scan(folder / child, sub).own)
         remove_if_empty(folder / child)
         record.children.remove(child)
+        parent = (folder / child).parent  # e.g. global/ of global/<arm>: the record's no more
+        while parent != folder and folder in parent.parents:
+            remove_if_empty(parent)
+            parent = parent.parent
     for rel in [r for r in record.listed_files() if r not in record.files or r.startswith("models/")]:
         (folder / rel).unlink(missing_ok=True)
         record.forget(rel)

@@ -161,3 +161,48 @@ def test_the_same_bytes_for_one_and_two_workers_two_sided(tmp_path):
 @pytest.mark.parametrize("kind", [k for k in DESIGNS if k != "two_sided"])
 def test_the_same_bytes_for_one_and_two_workers_under_every_design(tmp_path, kind):
     _same_bytes_for_one_and_two_workers(tmp_path, kind)
+
+
+def test_resume_redoes_a_damaged_global_world_and_gives_the_same_bytes(tmp_path):
+    """The global worlds are children of the run's record: a part deleted there is redone by
+    --resume (and only it), and the resumed run equals the clean one byte for byte."""
+    from simab.run.verify import run_problems
+
+    spec = spec_of(tmp_path, design={"kind": "budget_split"})
+    clean = run_campaign(spec, out=tmp_path / "clean", workers=1)
+    broken = run_campaign(spec, out=tmp_path / "broken", workers=1)
+    (broken.run_dir / "global" / "control" / "exposures" / "shard-00001.parquet").unlink()
+    assert run_problems(broken.run_dir) != []
+    again = run_campaign(spec, out=tmp_path / "broken", workers=1, resume=True)
+    assert run_problems(again.run_dir) == []
+    assert _run_digests(again.run_dir) == _run_digests(clean.run_dir)
+
+
+def test_a_fresh_run_replaces_the_global_worlds_and_refuses_foreign_files_there(tmp_path):
+    """Ownership by record reaches into global/<arm>: a fresh run into a finished one removes
+    only what the records list; a foreign file inside a global world makes it refuse."""
+    spec = spec_of(tmp_path, design={"kind": "budget_split"})
+    run = run_campaign(spec, out=tmp_path / "run", workers=1, report=False)
+    (run.run_dir / "global" / "treatment" / "notes.txt").write_text("mine")
+    with pytest.raises(SimabError) as e:
+        run_campaign(spec, out=tmp_path / "run", workers=1, report=False)
+    assert "notes.txt" in str(e.value.source)
+    assert (run.run_dir / "global" / "treatment" / "notes.txt").read_text() == "mine"
+    (run.run_dir / "global" / "treatment" / "notes.txt").unlink()
+    run_campaign(spec, out=tmp_path / "run", workers=1, report=False)
+    assert (run.run_dir / "global" / "control" / "manifest.json").exists()
+
+
+def test_a_sweep_keeps_only_the_summary_of_a_run_with_global_worlds(tmp_path):
+    """keep_summary (a sweep without --keep-events) removes the global worlds with the other
+    parts, and leaves nothing in the folder its record does not list."""
+    from simab.eventlog import Manifest
+    from simab.run.folder import keep_summary, scan
+
+    spec = spec_of(tmp_path, design={"kind": "budget_split"})
+    run = run_campaign(spec, out=tmp_path / "run", workers=1, report=False)
+    record = Manifest(run.run_dir)
+    keep_summary(record)
+    assert not (run.run_dir / "global").exists() and not (run.run_dir / "exposures").exists()
+    assert scan(run.run_dir, Manifest(run.run_dir)).foreign == []
+    assert (run.run_dir / "truth.parquet").exists() and (run.run_dir / "items.parquet").exists()
