@@ -263,6 +263,14 @@ def _segments(tables: dict, design: Design, metric: Functional, control: str, tr
     return out
 
 
+def _arm_mde(control, n_treatment: int, alpha: float):
+    """The relative MDE of a comparison from its control arm's estimate (its per-unit sd and
+    value; NaN parts undefined) and the treatment's units."""
+    sd = math.sqrt(control.unit_var) if control.unit_var == control.unit_var else math.nan
+    baseline = control.value if control.value == control.value else None
+    return mde(sd, control.n, n_treatment, baseline=baseline, alpha=alpha)
+
+
 def _unit_metric(name: str, run: RunData, totals: pa.Table, design: Design, ctx: dict) -> MetricReport:
     mdef = REGISTRY[name]
     metric = UNIT_METRICS[name]
@@ -323,13 +331,7 @@ def _unit_metric(name: str, run: RunData, totals: pa.Table, design: Design, ctx:
             cuped=cuped_result,
             cuped_reason=reason,
             cross_check=ols,
-            mde=mde(
-                math.sqrt(est_c.unit_var) if est_c.unit_var == est_c.unit_var else math.nan,
-                est_c.n,
-                est_t.n,
-                baseline=est_c.value if est_c.value == est_c.value else None,
-                alpha=alpha,
-            ),
+            mde=_arm_mde(est_c, est_t.n, alpha),
             notes=tuple(notes),
             realised_group_rel_lift=true_rel_lift(realised.get((control, name)), realised.get((t, name))),
         )
@@ -424,13 +426,7 @@ def metric_report(
             cuped=cuped_result,
             cuped_reason=reason,
             cross_check=ols,
-            mde=mde(
-                math.sqrt(est_c.unit_var) if est_c.unit_var == est_c.unit_var else math.nan,
-                est_c.n,
-                arm_est[t].n,
-                baseline=est_c.value if est_c.value == est_c.value else None,
-                alpha=alpha,
-            ),
+            mde=_arm_mde(est_c, arm_est[t].n, alpha),
             notes=(*_role_notes(mdef), no_truth),
         )
     return MetricReport(
@@ -591,9 +587,10 @@ def analyze_run(
             metrics[name] = _percentile_metric(REGISTRY[name], run, arms, control, treatments, alpha)
         else:
             metrics[name] = _unit_metric(name, run, totals, design, ctx)
-    interference, srm = _interference(run, alpha, control, treatments, ctx["truth"], metrics, srm, rel_method)
-    correlation = None if interference is not None and interference.kind in _cluster_designs() else (
-        lambda family: _family_correlation(metrics, family, totals, control))
+    interference, srm, replaced = _interference(run, alpha, control, treatments, ctx["truth"], metrics, srm,
+                                                rel_method)
+    # max-T's correlation is that of the per-user comparisons (none where the design's replaced them)
+    correlation = None if replaced else (lambda family: _family_correlation(metrics, family, totals, control))
     metrics = adjust_families(metrics, correction, correlation)
 
     runtime = info.get("runtime") or {}
@@ -624,27 +621,23 @@ def analyze_run(
     )
 
 
-def _cluster_designs() -> frozenset:
-    from simab.reports.design_run import CLUSTER_DESIGNS
-
-    return frozenset(CLUSTER_DESIGNS)
-
-
 def _interference(run: RunData, alpha, control, treatments, truth, metrics: dict, srm, rel_method=DEFAULT_REL_METHOD):
     """Under interference (run.json's ``interference``): the design's analysis beside the global
     truth; where the design's units are not users its comparisons replace the per-user ones
-    (and its units' SRM the users')."""
+    (and its units' SRM the users').  Returns (the design's analysis or None, the SRM, whether
+    the per-user comparisons were replaced)."""
     if not run.info.get("interference"):
-        return None, srm
+        return None, srm, False
     from simab.reports.design_run import CLUSTER_DESIGNS, analyze_design, design_metric_reports
 
     design = analyze_design(run, alpha, rel_method)
-    if design.kind in CLUSTER_DESIGNS:
+    replaced = design.kind in CLUSTER_DESIGNS
+    if replaced:
         metrics.clear()
         metrics.update(design_metric_reports(design, control, treatments[0], truth))
         if design.srm is not None:
             srm = design.srm
-    return design, srm
+    return design, srm, replaced
 
 
 def control_baseline(run_dir: str | Path, metric: str) -> tuple[float, float]:

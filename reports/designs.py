@@ -42,7 +42,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simab.reports.comparison import DEFAULT_REL_METHOD, Comparison, RelMethod, compare, ratio_comparison
+from simab.reports.comparison import (
+    DEFAULT_REL_METHOD,
+    Comparison,
+    RelMethod,
+    compare,
+    ratio_comparison,
+)
 from simab.reports.estimates import ArmEstimate
 from simab.reports.json_numbers import number
 from simab.reports.srm import SrmResult, srm_test

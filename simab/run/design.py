@@ -72,6 +72,13 @@ def interference(spec: CampaignSpec) -> bool:
     return spec.world.market.enabled or spec.design.kind != "user"
 
 
+def counterfactual_passes(spec: CampaignSpec) -> bool:
+    """Whether the run's shards compute the counterfactual truth (run/truth.py): with
+    ``truth = "counterfactual"`` and no interference (the passes assume none; under
+    interference the global truth replaces them)."""
+    return spec.truth == "counterfactual" and not interference(spec)
+
+
 def interference_info(spec: CampaignSpec) -> dict:
     """run.json's ``interference`` table: the design and the market, as the analysis reads them."""
     market = spec.world.market

@@ -23,7 +23,7 @@ from simab.errors import SimabError
 from simab.eventlog import Manifest
 from simab.progress import progress
 from simab.run.arm_policies import prepare_policies
-from simab.run.design import interference, interference_info
+from simab.run.design import counterfactual_passes, interference, interference_info
 from simab.run.executor import Executor
 from simab.run.global_truth import global_truth, write_items
 from simab.run.identity import check_resume, identity_text
@@ -102,9 +102,7 @@ def _run_in(spec: CampaignSpec, run_dir: Path, manifest: Manifest, *, started: f
         run_folder.list_checkpoints(manifest, policies)
         manifest.save()
         spec_json = spec.model_dump_json()
-        # the counterfactual passes assume no interference: under it the global truth replaces them
-        counterfactual = spec.truth == "counterfactual" and not interference(spec)
-        jobs = [ShardJob(spec_json, str(run_dir), s, policies, None, "", counterfactual)
+        jobs = [ShardJob(spec_json, str(run_dir), s, policies, None, "", counterfactual_passes(spec))
                 for s in range(spec.shards)]
         jobs = [j for j in jobs if not (resumed and manifest.complete(j.shard))]
         if resumed and len(jobs) < spec.shards:

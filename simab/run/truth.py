@@ -216,9 +216,9 @@ def campaign_truth(spec, run_dir: Path, manifest_shards: dict, policies: dict[st
     ``truth = "counterfactual"``, the counterfactual rows from the shards' sums."""
     arms = list(spec.arms)
     rows = oracle_truth(exposure_parts(run_dir), users_per_arm(run_dir, arms))
-    from simab.run.design import interference
+    from simab.run.design import counterfactual_passes
 
-    if spec.truth != "counterfactual" or interference(spec):  # under interference: the global truth
+    if not counterfactual_passes(spec):  # no counterfactual truth, or interference (the global truth)
         return rows
     groups = world_groups(arms, policies)
     sums = {rep: np.zeros(N_SUMS) for rep in groups}

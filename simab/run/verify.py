@@ -229,18 +229,17 @@ def inspect_run(run_dir: str | Path, *, what: str = "report", skip: tuple[str, .
     if spec.world.pre_period_days > 0:
         required.append("covariates.parquet")
     problems += [f"{rel} is not listed in {RECORD}" for rel in required if rel not in record.files]
-    for child in record.children:  # the global truth's worlds (runs with interference)
-        from simab.run.folder import read_child
+    from simab.run.design import counterfactual_passes
+    from simab.run.folder import read_child
 
+    for child in record.children:  # the global truth's worlds (runs with interference)
         sub = read_child(record.folder / child)
         if sub is None:
             problems.append(f"{child}/{RECORD} is missing or not a campaign record")
             continue
         problems += _shard_problems(sub, spec.shards, f"{child}/")
         problems += [f"{child}/{p}" for p in file_problems(sub)]
-    from simab.run.design import interference
-
-    if spec.truth == "counterfactual" and not interference(spec):  # the counterfactual truth: sums in every shard's entry
+    if counterfactual_passes(spec):  # the counterfactual truth: sums in every shard's entry
         untrue = [s for s, e in sorted(record.data["shards"].items(), key=lambda x: int(x[0]))
                   if int(s) < spec.shards and not isinstance(e.get("truth"), dict)]
         if untrue:
