@@ -44,7 +44,7 @@ class SceneChain:
         self.shop_scenarios = [i for i, s in enumerate(self.surfaces) if s == "shop"]
         self.k = {s: rng.stream_key(seed, phase_stream(phase, s))
                   for s in (Stream.SCENES_ARRIVAL, Stream.SCENES_NEED, Stream.SCENES_NEED_SESSION, Stream.SCENES_STEP,
-                            Stream.SCENES_DWELL, Stream.SCENES_NEED_ITEM)}
+                            Stream.SCENES_DWELL, Stream.SCENES_NEED_ITEM, Stream.SCENES_VISIBLE)}
         s = spec.sessions
         self._rate = s.per_day / DAY
         self._amp = s.diurnal_amplitude
@@ -127,6 +127,16 @@ class SceneChain:
         users, j = int_rows(users, j)
         u = rng.uniform(self.k[Stream.SCENES_NEED_ITEM], users, np.asarray(j, np.int64))
         return pick_items(catalog.target_by_category, np.asarray(cats, np.int64), u)
+
+    def logged_in_full_batch(self, users, events) -> np.ndarray:
+        """Whether a search, shop or content visit is logged with its category and shop
+        (probability ``moveline_visible``), per row: ``events`` is the visit's index in
+        its user's moveline (the stream's counter).  No draw at 1, the default."""
+        users, events = int_rows(users, events)
+        p = self.spec.moveline_visible
+        if p >= 1.0:
+            return np.ones(len(users), bool)
+        return rng.uniform(self.k[Stream.SCENES_VISIBLE], users, events) < p
 
     # --- the chain ------------------------------------------------------------------
     def draw_batch(self, users, sessions, steps, decision: int) -> np.ndarray:

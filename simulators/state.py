@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from simab.simulators.population import Users
-from simab.simulators.scenes import SEARCH, SHOP, float_rows, int_rows, weighted_pick
+from simab.simulators.scenes import CONTENT, SEARCH, SHOP, float_rows, int_rows, weighted_pick
 from simab.simulators.spec import WorldSpec
 from simab.simulators.streams import Decision
 
@@ -123,8 +123,11 @@ class UserState:
         self.seq = Ring(n, spec.seq_len, {"item": np.int64, "cat": np.int64, "ts": np.float64})
         # ids are raw (category/shop -1 = none); features shift them by one (0 = padding)
         self.ais = Ring(n, spec.aiseq_len, {"item": np.int64, "cat": np.int64, "scene": np.int64, "ts": np.float64})
+        # cat / shop: as logged (``moveline_visible`` < 1 logs some visits without them);
+        # world_cat: what the scene was about, which the world's own retrieval reads
         self.moveline = Ring(
-            n, spec.moveline_len, {"scene": np.int64, "cat": np.int64, "shop": np.int64, "ts": np.float64}
+            n, spec.moveline_len, {"scene": np.int64, "cat": np.int64, "shop": np.int64, "ts": np.float64,
+                                   "world_cat": np.int64}
         )
         self.sessions = np.zeros(n, np.int64)
         self.requests = np.zeros(n, np.int64)
@@ -238,12 +241,24 @@ class UserState:
         self.click_batch(np.array([row]), item, cat, scene, t, np.asarray(latent)[None])
 
     def scene_batch(self, rows: np.ndarray, scenes: np.ndarray, cats: np.ndarray, shops: np.ndarray,
-                    t: np.ndarray) -> None:
-        """Moveline events (rows may repeat: pushed in the order given)."""
-        self.moveline.push_rows(rows, scene=scenes, cat=cats, shop=shops, ts=t)
+                    t: np.ndarray, chain=None) -> tuple[np.ndarray, np.ndarray]:
+        """Moveline events (rows may repeat: pushed in the order given).  Returns the
+        category and shop as logged: with ``moveline_visible`` < 1 (``chain`` draws it,
+        keyed by the event's index in its user's moveline) a search, shop or content visit
+        is logged without them (-1) at probability 1 - ``moveline_visible``."""
+        rows = np.atleast_1d(np.asarray(rows, np.int64))
+        scenes, cats, shops = (np.broadcast_to(np.asarray(x, np.int64), rows.shape) for x in (scenes, cats, shops))
+        shown_cats, shown_shops = cats, shops
+        if self.spec.moveline_visible < 1.0 and len(rows):
+            events = self.moveline.count[rows] + rank_within(rows)[0]
+            hidden = np.isin(scenes, (SEARCH, SHOP, CONTENT)) & \
+                ~chain.logged_in_full_batch(self.users.ids[rows], events)
+            shown_cats, shown_shops = np.where(hidden, -1, cats), np.where(hidden, -1, shops)
+        self.moveline.push_rows(rows, scene=scenes, cat=shown_cats, shop=shown_shops, ts=t, world_cat=cats)
+        return shown_cats, shown_shops
 
-    def scene(self, row: int, scene: int, cat: int, shop: int, t: float) -> None:
-        self.scene_batch(np.array([row]), scene, cat, shop, t)
+    def scene(self, row: int, scene: int, cat: int, shop: int, t: float, chain=None) -> None:
+        self.scene_batch(np.array([row]), scene, cat, shop, t, chain)
 
     def purchase_batch(self, rows: np.ndarray, cats: np.ndarray, t: np.ndarray) -> None:
         """Purchases (rows may repeat, applied in the order given): satiation on the

@@ -46,6 +46,7 @@ class Stream(StrEnum):
     SCENES_NEED = "scenes/need"
     SCENES_NEED_SESSION = "scenes/need_session"
     SCENES_NEED_ITEM = "scenes/need_item"
+    SCENES_VISIBLE = "scenes/visible"  # unit user, counter: the event's index in the user's moveline
     SCENES_STEP = "scenes/step"
     SCENES_DWELL = "scenes/dwell"
     RESPONSE_CLICK = "response/click"  # unit request id: the responses (phase-prefixed)

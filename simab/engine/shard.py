@@ -159,7 +159,7 @@ class ShardSimulation:
         cats = np.broadcast_to(np.asarray(cats, np.int64), rows.shape)
         shops = np.broadcast_to(np.asarray(shops, np.int64), rows.shape)
         t = np.broadcast_to(np.asarray(t, np.float64), rows.shape)
-        self.state.scene_batch(rows, scenes, cats, shops, t)
+        cats, shops = self.state.scene_batch(rows, scenes, cats, shops, t, self.world.chain)  # as logged
         self.logs.moveline(self.plan.users[rows], t, scenes, cats, shops)
 
     def purchase(self, rows: np.ndarray, cats: np.ndarray, shops: np.ndarray, t: np.ndarray) -> None:

@@ -163,7 +163,7 @@ class OldState:
             st.u[row] = v / max(np.linalg.norm(v), 1e-12)
 
     def scene(self, row, scene, cat, shop, t) -> None:
-        old_push_one(self.st.moveline, row, scene=scene, cat=cat, shop=shop, ts=t)
+        old_push_one(self.st.moveline, row, scene=scene, cat=cat, shop=shop, ts=t, world_cat=cat)
 
     def purchase(self, row, cat, t) -> None:
         st = self.st

@@ -164,3 +164,27 @@ def test_item_intent_ratio_rises_with_item_level():
         r.append(signals.item_intent_signal(w, log.exposures, log.features))
     assert r[0].strata > 300 and r[1].strata > 300
     assert r[1].ratio > r[0].ratio + 0.15
+
+
+def test_moveline_visible_changes_what_the_log_shows_and_nothing_the_world_does():
+    """``moveline_visible`` (AMEN's dial, issue #30): the same users and seed at 0 / 0.5 / 1
+    give identical exposures and clicks (the base CTR is fixed by construction), while the
+    share of search / shop / content visits logged with a category is the dial (binomial,
+    4 se) and, at 0, none is."""
+    from simab.simulators.scenes import SCENE_NAMES
+
+    logs = {v: logged_world("moveline", 200, 1.0, f'{{"moveline_visible": {v}}}') for v in (0.0, 0.5, 1.0)}
+    ref = logs[1.0][1].exposures
+    for v, (_, log) in logs.items():
+        for col in ("item", "clicked", "position", "p_click"):
+            np.testing.assert_array_equal(log.exposures.column(col).to_numpy(), ref.column(col).to_numpy())
+        ml = log.moveline
+        scene = np.asarray(ml.column("scene").to_pylist())
+        cat = ml.column("category").to_numpy()
+        visits = np.isin(scene, [SCENE_NAMES[k] for k in (2, 3, 8)])  # search, shop, content
+        shown = (cat[visits] >= 0).mean()
+        n = visits.sum()
+        assert n > 1000
+        assert abs(shown - v) <= 4 * np.sqrt(max(v * (1 - v), 1e-12) / n) + 1e-12
+        # other scenes (detail, cart, buy, home, channel) are logged as they were
+        np.testing.assert_array_equal(cat[~visits], logs[1.0][1].moveline.column("category").to_numpy()[~visits])
