@@ -16,9 +16,12 @@ The paper's full text is not available to us; this module follows the seed summa
    shop slots with the target's own (shared) embeddings and the scene-type and gap
    slots with learned prompt vectors per scenario, then adds a linear map of the
    target's fields; ``"mlp"`` maps the target's fields with an MLP.
-3. **Main net** over profile, scenario, target fields, the popularity prior and both
-   pathways -> main logit.  *Assumed*: an MLP (``mlp_units``); the short click
-   sequence is not an input unless ``short_seq`` is ``"mean"``.
+3. **Main net** over profile, scenario, target fields, the popularity prior, the short
+   click sequence and both pathways -> main logit.  *Assumed*: an MLP (``mlp_units``);
+   the click sequence enters through DIN's local activation unit driven by the target
+   (``short_seq="din"``, the default since issue #30: AMEN = DIN + the moveline pathways,
+   so that AMEN - DIN measures what the moveline adds); ``"mean"`` pools it, ``"none"``
+   drops it (the model before issue #30).
 4. **Moveline reward head**: an MLP over both pathways' outputs -> a scalar reward
    ``r`` (``reward_inputs="pathways"``; ``"pathways+prompt"`` also feeds the prompt,
    i.e. the target's own fields, which lets the reward carry item-only effects); the
@@ -71,6 +74,7 @@ from simab.policies.base import Batch, in_range, layer_sizes, one_of, register_p
 from simab.policies.features import FeatureSpec
 from simab.policies.layers import (
     MLP,
+    ActivationUnitAttention,
     EmbeddingBank,
     MultiHeadTargetAttention,
     candidate_fields,
@@ -131,7 +135,8 @@ class AMEN(NeuralPolicy):
         "prompt": "aligned",
         "attention_norm": False,
         "prompt_init": "default",
-        "short_seq": "none",
+        "short_seq": "din",
+        "attention_units": [64, 32],  # DIN's activation unit over the click sequence (short_seq="din")
         "reward_units": [32],
         "reward_combine": "add",
         "reward_inputs": "pathways",
@@ -150,7 +155,8 @@ class AMEN(NeuralPolicy):
         "n_heads": in_range(1),
         "prompt": one_of("aligned", "mlp"),
         "prompt_init": one_of("zero", "default"),
-        "short_seq": one_of("none", "mean"),
+        "short_seq": one_of("din", "none", "mean"),
+        "attention_units": layer_sizes(1),
         "reward_units": layer_sizes(),
         "reward_combine": one_of("add", "scaled", "off"),
         "reward_inputs": one_of("pathways", "pathways+prompt"),
@@ -190,7 +196,9 @@ class AMEN(NeuralPolicy):
             self.scene_norm_q, self.scene_norm_k = norm(4 * d), norm(4 * d)
         self.prompting = Prompting(d, max(feature_spec.n_scenarios, len(feature_spec.scenario_names)),
                                    p["prompt"], p["activation"], p["prompt_init"])
-        if p["short_seq"] == "mean":
+        if p["short_seq"] == "din":
+            self.short_attention = ActivationUnitAttention(2 * d, p["attention_units"], activation=p["activation"])
+        if p["short_seq"] != "none":
             main_in += 2 * d
         main_in += sum(path_dims)
         self.main = MLP(main_in, p["mlp_units"], out_dim=1, activation=p["activation"], dropout=p["dropout"])
@@ -265,7 +273,11 @@ class AMEN(NeuralPolicy):
         fields = candidate_fields(self.bank, batch)
         outs, prompt = self._pathways(batch, target)
         parts = [fields.flatten(-2), batch["item_pop"].unsqueeze(-1), *outs]
-        if self.params["short_seq"] == "mean":
+        if self.params["short_seq"] == "din":  # DIN's interest: the clicks weighed by the target
+            clicks = self.bank.item_key(batch["seq_item"], batch["seq_cat"])
+            parts.append(self.short_attention(self.bank.item_key(batch["item"], batch["item_cat"]), clicks,
+                                              batch["seq_mask"]))
+        elif self.params["short_seq"] == "mean":
             seq = masked_mean(self.bank.item_key(batch["seq_item"], batch["seq_cat"]), batch["seq_mask"])
             parts.append(seq.unsqueeze(1).expand(-1, target.shape[1], -1))
         logit = self.main(torch.cat(parts, dim=-1)).squeeze(-1)

@@ -36,13 +36,14 @@ from typing import Any
 
 import experiment_kit as kit
 import numpy as np
+import oracle_amen
 
 # seed -> preset, focus scenario, dial key path, dial values, extra world keys, baseline labels,
 # model rows, and the online campaign (control label, treatment label, metrics)
 SEEDS: dict[str, dict] = {
-    "amen": {
-        "preset": "moveline", "focus": "marketing_channel", "dial": ("intent", "strength"), "values": [0.0, 1.0, 2.0, 3.0], "base": {},
-        "baselines": ["DIN"],
+    "amen": {  # how visible scene-level behaviour is, at a fixed base CTR (issue #30); AMEN = DIN + moveline
+        "preset": "moveline", "focus": "marketing_channel", "dial": ("moveline_visible",), "values": [0.0, 0.33, 0.67, 1.0],
+        "base": {}, "baselines": ["DIN"], "headline": ("AMEN", "DIN"), "oracle": oracle_amen.oracle,
         "models": [kit.Model("DIN", "din"), kit.Model("AMEN", "amen")],  # TSP's ablation: amen-tsp
         "campaign": ("DIN", "AMEN", ["ctr", "ctcvr"]),
     },

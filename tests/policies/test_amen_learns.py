@@ -274,3 +274,48 @@ def test_target_attention_weights_agree_for_shared_and_per_candidate_keys():
     per_candidate = mhta.attention_weights(target, keys[:, None].expand(3, 4, 7, 5), mask[:, None].expand(3, 4, 7))
     assert shared.shape == (3, 4, 2, 7)
     torch.testing.assert_close(per_candidate, shared)
+
+
+def two_evidence_batch(fs: FeatureSpec, b: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+    """The click sequence (``seq_cat``, items consistent with their categories) and the
+    moveline each hold the target's category or not, independently; each match adds
+    ``TWO_LIFT`` to a base click probability of ``TWO_BASE``."""
+    out = noise_batch(fs, b, g)
+    seq_cat = torch.randint(1, K + 1, (b, fs.seq_len), generator=g)
+    out.update(seq_cat=seq_cat, seq_item=item_of(seq_cat, g))
+    in_seq = (seq_cat == out["item_cat"]).any(1, keepdim=True)
+    in_ml = (out["ml_cat"] == out["item_cat"]).any(1, keepdim=True)
+    p = TWO_BASE + TWO_LIFT * (in_seq.float() + in_ml.float())
+    out["label"] = (torch.rand(p.shape, generator=g) < p).float()
+    return out
+
+
+TWO_BASE, TWO_LIFT = 0.05, 0.4
+WORLDS["two"] = two_evidence_batch
+
+
+def test_amen_is_din_plus_the_moveline(fspec):
+    """Issue #30: AMEN reads the click sequence through DIN's activation unit
+    (``short_seq="din"``, the default) besides its moveline pathways.  On a world where each
+    of the two carries half the signal, a model that reads one of them can at best rank by
+    that match: its AUC on the probe rows is at most that of the match itself (~0.70 each;
+    the true click probability's AUC is ~0.80).  After one epoch AMEN is beyond both
+    ceilings by 2 AUC_SE, while DIN (no moveline) and an AMEN without the click sequence
+    (``short_seq="none"``, the model before #30) are below them (+ 2 AUC_SE), and AMEN stays
+    below the truth's AUC (+ 4 AUC_SE: no leak of the label).
+    Measured (seed 0): AMEN 0.767, AMEN without clicks 0.681, DIN 0.583; ceilings 0.70."""
+    batch = probe_batch(fspec, "two")
+    y = batch["label"].numpy().ravel()
+    in_seq = (batch["seq_cat"] == batch["item_cat"]).any(1).numpy()
+    in_ml = (batch["ml_cat"] == batch["item_cat"]).any(1).numpy()
+    ceiling = max(auc(y, in_seq.astype(float)), auc(y, in_ml.astype(float)))
+    truth = auc(y, TWO_BASE + TWO_LIFT * (in_seq.astype(float) + in_ml))
+    aucs = {}
+    for name, policy in (("amen", amen(fspec)), ("amen_no_clicks", amen(fspec, short_seq="none")),
+                         ("din", make_policy("din", {"embedding_dim": 8, "mlp_units": [32, 16]}, fspec))):
+        torch.manual_seed(0)
+        train_one_epoch(policy, fspec, "two")
+        aucs[name] = batch_auc(policy, batch)
+    assert aucs["amen"] > ceiling + 2 * AUC_SE, (aucs, ceiling)
+    assert aucs["din"] < ceiling + 2 * AUC_SE and aucs["amen_no_clicks"] < ceiling + 2 * AUC_SE, (aucs, ceiling)
+    assert aucs["amen"] < truth + 4 * AUC_SE, (aucs, truth)
