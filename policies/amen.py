@@ -322,9 +322,15 @@ class AMEN(NeuralPolicy):
 
     def fit(self, train: Any, val: Any = None, **trainer_options: Any) -> dict:
         """Train as any neural policy on the training rows with TSP pairs mined by this
-        policy's window and scenario rule (:func:`with_pair_rules`); ``train`` itself is
-        left as it was (arms with other rules may share it)."""
-        return super().fit(with_pair_rules(train, self.params), val, **trainer_options)
+        policy's window and scenario rule (:func:`with_pair_rules`); with
+        ``tsp_context="own"`` the batches also carry each diff row's own context
+        (:class:`PairContextSource`), so every path that trains through ``fit``
+        (``load_or_train``, campaigns, the scripts) trains that variant.  ``train`` itself
+        is left as it was (arms with other rules may share it)."""
+        source = with_pair_rules(train, self.params)
+        if self.params["tsp_context"] == "own" and self.params["tsp_weight"] > 0 and hasattr(source, "pairs"):
+            source = PairContextSource(source)
+        return super().fit(source, val, **trainer_options)
 
     def tsp_loss(self, batch: Batch) -> torch.Tensor | None:
         """Pairwise loss on the rewards stashed by the last training ``forward``; ``None``

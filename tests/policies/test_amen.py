@@ -297,3 +297,35 @@ def test_fit_leaves_a_shared_dataset_unchanged(tiny_world_data):
     assert (tuple(ds.pair_window), ds.pair_same_scenario) == rules
     for k, v in before.items():
         np.testing.assert_array_equal(getattr(ds, k), v, err_msg=k)
+
+
+def test_own_context_trains_through_load_or_train(tiny_world_data, tmp_path, monkeypatch):
+    """Issue #30: ``tsp_context="own"`` trains through ``load_or_train`` (campaigns, the
+    dose study): ``AMEN.fit`` hands the trainer a ``PairContextSource`` over the pairs mined
+    by the policy's rules, whose batches carry the diff rows' own context, and the TSP loss
+    is computed on them (the step records it)."""
+    from simab.policies import neural
+    from simab.policies.checkpoint import load_or_train
+
+    world, train, _ = tiny_world_data
+    ds = train.subset(np.arange(train.n_rows))
+    seen, losses = [], []
+    real_fit, real_loss = neural.fit, AMEN.loss
+
+    def recording_fit(policy, source, val, config):
+        seen.append(source)
+        return real_fit(policy, source, val, config)
+
+    def recording_loss(self, batch, logits):
+        total, parts = real_loss(self, batch, logits)
+        losses.append("tsp" in parts)
+        return total, parts
+
+    monkeypatch.setattr(neural, "fit", recording_fit)
+    monkeypatch.setattr(AMEN, "loss", recording_loss)
+    params = {**TINY, "tsp_context": "own", "tsp_weight": 1.0}
+    load_or_train(tmp_path, world.spec_dict(), "amen", params, feature_spec_of(world.spec), 0, ds, None,
+                  TrainerConfig(epochs=1, batch_size=128, max_steps=3, progress=False))
+    assert len(seen) == 1 and isinstance(seen[0], PairContextSource)
+    assert seen[0].dataset.pairs is ds.pairs or np.array_equal(seen[0].dataset.pairs, ds.pairs)
+    assert len(losses) == 3 and any(losses)
