@@ -8,10 +8,11 @@ the same per-request snapshot the models read:
   short click sequence's evidence for c: log(1 + clicks on c), whether one of the last three
   clicks is on c, log(1 + clicks);
 * extra (the moveline match, what AMEN's pathways add): over the moveline's scene-level
-  events (search, shop and content visits; detail / cart / buy follow clicks, which the base
-  has) of category c before t, the recency-weighted count sum 2^(-age / half-life) with the
-  world's intent half-life, the same per scenario (intent weighs differently per scenario),
-  log(1 + matches in the last 24 h), and whether the latest scene-level event is about c.
+  events (search, shop and content visits) of category c before t, the recency-weighted
+  count sum 2^(-age / half-life) with the world's intent half-life, the same per scenario
+  (intent weighs differently per scenario), log(1 + matches in the last 24 h), and whether
+  the latest scene-level event is about c; and the recency-weighted count of the item-level
+  events (detail, cart, buy: they follow clicks, whose order the base has but not their time).
 
 The gain is the validation AUC of an L2 logistic regression on base + extra minus that on
 base alone (``experiment_kit.logistic_auc_gain``); the marketing channel's gain beside it.
@@ -22,7 +23,7 @@ from __future__ import annotations
 import experiment_kit as kit
 import numpy as np
 
-from simab.simulators.scenes import CONTENT, SEARCH, SHOP
+from simab.simulators.scenes import BUY, CART, CONTENT, DETAIL, SEARCH, SHOP
 
 #: rows per feature chunk (the moveline snapshot is [rows, moveline_len])
 CHUNK = 100_000
@@ -33,7 +34,7 @@ DAY_S = 86400.0
 
 
 def match_features(ds, rows: np.ndarray, half_life_s: float, n_scenarios: int) -> tuple[np.ndarray, np.ndarray]:
-    """(base [n, S + 4], extra [n, S + 3]) features of ``rows`` of a ``LogDataset`` (see the
+    """(base [n, S + 4], extra [n, S + 4]) features of ``rows`` of a ``LogDataset`` (see the
     module docstring)."""
     snap = ds._snapshot(rows)
     a, m = snap.arrays, snap.masks
@@ -51,7 +52,9 @@ def match_features(ds, rows: np.ndarray, half_life_s: float, n_scenarios: int) -
     # the latest scene-level event (right-aligned snapshots: the last True of each row)
     last = scene_level.shape[1] - 1 - np.argmax(scene_level[:, ::-1], axis=1)
     latest = scene_level.any(1) & hit[np.arange(len(rows)), last]
-    extra = np.column_stack([scen * decayed[:, None], day, latest, decayed])
+    item_level = np.isin(a["ml_scene"], (DETAIL, CART, BUY)) & m["moveline"] & (a["ml_cat"] == cat[:, None])
+    clicked = (item_level * 0.5 ** (age / half_life_s)).sum(1)
+    extra = np.column_stack([scen * decayed[:, None], day, latest, decayed, clicked])
     return base.astype(np.float64), extra.astype(np.float64)
 
 

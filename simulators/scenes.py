@@ -129,9 +129,9 @@ class SceneChain:
         return pick_items(catalog.target_by_category, np.asarray(cats, np.int64), u)
 
     def logged_in_full_batch(self, users, events) -> np.ndarray:
-        """Whether a search, shop or content visit is logged with its category and shop
-        (probability ``moveline_visible``), per row: ``events`` is the visit's index in
-        its user's moveline (the stream's counter).  No draw at 1, the default."""
+        """Whether a moveline event is logged with its category and shop (probability
+        ``moveline_visible``), per row: ``events`` is the event's index in its user's
+        moveline (the stream's counter).  No draw at 1, the default."""
         users, events = int_rows(users, events)
         p = self.spec.moveline_visible
         if p >= 1.0:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from simab.simulators.population import Users
-from simab.simulators.scenes import CONTENT, SEARCH, SHOP, float_rows, int_rows, weighted_pick
+from simab.simulators.scenes import SEARCH, SHOP, float_rows, int_rows, weighted_pick
 from simab.simulators.spec import WorldSpec
 from simab.simulators.streams import Decision
 
@@ -244,15 +244,14 @@ class UserState:
                     t: np.ndarray, chain=None) -> tuple[np.ndarray, np.ndarray]:
         """Moveline events (rows may repeat: pushed in the order given).  Returns the
         category and shop as logged: with ``moveline_visible`` < 1 (``chain`` draws it,
-        keyed by the event's index in its user's moveline) a search, shop or content visit
-        is logged without them (-1) at probability 1 - ``moveline_visible``."""
+        keyed by the event's index in its user's moveline) an event is logged without them
+        (-1) at probability 1 - ``moveline_visible``: its scene type and time only."""
         rows = np.atleast_1d(np.asarray(rows, np.int64))
         scenes, cats, shops = (np.broadcast_to(np.asarray(x, np.int64), rows.shape) for x in (scenes, cats, shops))
         shown_cats, shown_shops = cats, shops
         if self.spec.moveline_visible < 1.0 and len(rows):
             events = self.moveline.count[rows] + rank_within(rows)[0]
-            hidden = np.isin(scenes, (SEARCH, SHOP, CONTENT)) & \
-                ~chain.logged_in_full_batch(self.users.ids[rows], events)
+            hidden = ~chain.logged_in_full_batch(self.users.ids[rows], events)
             shown_cats, shown_shops = np.where(hidden, -1, cats), np.where(hidden, -1, shops)
         self.moveline.push_rows(rows, scene=scenes, cat=shown_cats, shop=shown_shops, ts=t, world_cat=cats)
         return shown_cats, shown_shops

@@ -168,23 +168,22 @@ def test_item_intent_ratio_rises_with_item_level():
 
 def test_moveline_visible_changes_what_the_log_shows_and_nothing_the_world_does():
     """``moveline_visible`` (AMEN's dial, issue #30): the same users and seed at 0 / 0.5 / 1
-    give identical exposures and clicks (the base CTR is fixed by construction), while the
-    share of search / shop / content visits logged with a category is the dial (binomial,
-    4 se) and, at 0, none is."""
-    from simab.simulators.scenes import SCENE_NAMES
-
+    give identical exposures and clicks (the base CTR is fixed by construction) and the same
+    moveline events (scene types, times), while the share of events that carry a category
+    among those that had one is the dial (binomial, 4 se) and, at 0, none does."""
     logs = {v: logged_world("moveline", 200, 1.0, f'{{"moveline_visible": {v}}}') for v in (0.0, 0.5, 1.0)}
-    ref = logs[1.0][1].exposures
+    ref, ref_ml = logs[1.0][1].exposures, logs[1.0][1].moveline
+    had = ref_ml.column("category").to_numpy() >= 0
+    assert had.sum() > 2000
     for v, (_, log) in logs.items():
         for col in ("item", "clicked", "position", "p_click"):
             np.testing.assert_array_equal(log.exposures.column(col).to_numpy(), ref.column(col).to_numpy())
         ml = log.moveline
-        scene = np.asarray(ml.column("scene").to_pylist())
-        cat = ml.column("category").to_numpy()
-        visits = np.isin(scene, [SCENE_NAMES[k] for k in (2, 3, 8)])  # search, shop, content
-        shown = (cat[visits] >= 0).mean()
-        n = visits.sum()
-        assert n > 1000
-        assert abs(shown - v) <= 4 * np.sqrt(max(v * (1 - v), 1e-12) / n) + 1e-12
-        # other scenes (detail, cart, buy, home, channel) are logged as they were
-        np.testing.assert_array_equal(cat[~visits], logs[1.0][1].moveline.column("category").to_numpy()[~visits])
+        for col in ("user", "ts", "scene"):
+            assert ml.column(col).equals(ref_ml.column(col)), col
+        cat, shop = ml.column("category").to_numpy(), ml.column("shop").to_numpy()
+        shown = cat[had] >= 0
+        assert abs(shown.mean() - v) <= 4 * np.sqrt(max(v * (1 - v), 1e-12) / had.sum()) + 1e-12
+        # an event is logged in full or with neither its category nor its shop
+        np.testing.assert_array_equal(cat[had][shown], ref_ml.column("category").to_numpy()[had][shown])
+        assert (shop[had][~shown] == -1).all()
