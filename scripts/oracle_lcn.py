@@ -87,38 +87,8 @@ def features(data: kit.WorldData) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     return np.concatenate(parts_b), np.concatenate(parts_e), np.concatenate(labels), mask
 
 
-def _logistic_auc_gain(base: np.ndarray, extra: np.ndarray, labels: np.ndarray, train_mask: np.ndarray,
-                       l2: float = 1e-3) -> dict:
-    """Validation AUC of an L2 logistic regression (standardised features, fitted on the
-    training rows) on ``base`` and on ``base + extra``, and the gain."""
-    from scipy.optimize import minimize
-
-    from simab.policies.metrics import auc
-
-    def fit_auc(x: np.ndarray) -> float:
-        mu, sd = x[train_mask].mean(0), x[train_mask].std(0)
-        z = np.c_[np.ones(len(x)), (x - mu) / np.where(sd > 0, sd, 1.0)]
-        zt, yt = z[train_mask], labels[train_mask]
-
-        def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
-            s = zt @ w
-            p = 1.0 / (1.0 + np.exp(-s))
-            f = np.mean(np.logaddexp(0.0, s) - yt * s) + 0.5 * l2 * w[1:] @ w[1:]
-            g = zt.T @ (p - yt) / len(yt)
-            g[1:] += l2 * w[1:]
-            return f, g
-
-        w = minimize(loss, np.zeros(z.shape[1]), jac=True, method="L-BFGS-B").x
-        return auc(labels[~train_mask], z[~train_mask] @ w)
-
-    a0 = fit_auc(base)
-    a1 = fit_auc(np.c_[base, extra])
-    return {"auc_base": a0, "auc_full": a1, "gain": a1 - a0}
-
-
 def oracle(data: kit.WorldData) -> dict:
     """``{"gain", "auc_base", "auc_full"}``: the validation-AUC gain of the tag features over
     the category-search base (module docstring)."""
     base, extra, labels, mask = features(data)
-    fit = getattr(kit, "logistic_auc_gain", _logistic_auc_gain)
-    return dict(fit(base, extra, labels, mask))
+    return dict(kit.logistic_auc_gain(base, extra, labels, mask))

@@ -201,6 +201,10 @@ class WorldSpec(_Strict):
         data = handler(self)
         if not self.market.enabled and isinstance(data, dict):
             data.pop("market", None)
+        if self.topic_level == "category" and self.topic_share == 0.0 and isinstance(data, dict):
+            # likewise for the parent-level topics of issue #30 (off by default)
+            data.pop("topic_level", None)
+            data.pop("topic_share", None)
         return data
 
     @model_validator(mode="after")
