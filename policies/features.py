@@ -22,6 +22,8 @@ Feature groups (a policy declares which it needs in ``Policy.feature_groups``):
 ``aiseq``     ``ais_item`` / ``ais_cat`` / ``ais_scene`` [B, A] long, ``ais_mask`` [B, A]
 ``moveline``  ``ml_scene`` / ``ml_cat`` / ``ml_shop`` / ``ml_gap`` [B, M] long, ``ml_mask``
 ``lifelong``  ``ll_item`` / ``ll_cat`` / ``ll_action`` / ``ll_gap`` [B, N] long, ``ll_mask``
+``tags``      ``item_tag`` [B, C] long, ``ll_tag`` [B, N] long (aligned with ``ll_item``): the
+              item's topic tag, the id both domains share (0 on a world without topics)
 ``pairs``     ``pair_item`` / ``pair_cat`` / ``pair_shop`` / ``pair_price`` [B] long,
               ``pair_label`` [B] float, ``pair_mask`` [B] bool (TSP diff items; training only)
 ``oracle``    ``p_click`` [B, C] float: the world's true click probability (only the
@@ -43,6 +45,7 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
     "aiseq": ("ais_item", "ais_cat", "ais_scene", "ais_mask"),
     "moveline": ("ml_scene", "ml_cat", "ml_shop", "ml_gap", "ml_mask"),
     "lifelong": ("ll_item", "ll_cat", "ll_action", "ll_gap", "ll_mask"),
+    "tags": ("item_tag", "ll_tag"),
     "pairs": ("pair_item", "pair_cat", "pair_shop", "pair_price", "pair_label", "pair_mask"),
     "oracle": ("p_click",),
 }
@@ -80,6 +83,7 @@ class FeatureSpec:
     aiseq_len: int = 30
     moveline_len: int = 50
     lifelong_len: int = 2000
+    n_tags: int = 1
     provides: tuple[str, ...] = field(default_factory=lambda: tuple(FEATURE_GROUPS))
 
     @property

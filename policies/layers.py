@@ -28,6 +28,7 @@ VOCABULARIES: dict[str, str] = {
     "scene": "n_scene_types",
     "gap": "n_gap_buckets",
     "action": "n_actions",
+    "tag": "n_tags",
 }
 #: The scenario index is 0-based (a real scenario), so its table has no padding row.
 _NO_PADDING = frozenset({"scenario"})

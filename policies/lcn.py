@@ -167,10 +167,21 @@ def category_mean(batch: Batch, rows: torch.Tensor, cats: torch.Tensor) -> torch
     return match / match.sum(-1, keepdim=True).clamp_min(1.0)
 
 
-#: ``crp_positive`` -> ``f(batch, rows [R], categories [R]) -> weights [R, N]`` over the
-#: lifelong events of the anchors' users; a world that exposes finer item groups (topics)
-#: adds its selector here.
-CRP_POSITIVES = {"recent_same_category": recent_same_category, "category_mean": category_mean}
+def recent_same_tag(batch: Batch, rows: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+    """CRP positive: one-hot ``[R, N]`` weights on the most recent real source event of
+    user ``rows`` whose tag is ``tags`` (the id both domains share; all zero when there is
+    none, or when the world has no tags: tag 0 is padding)."""
+    match = (batch["ll_tag"][rows] == tags.unsqueeze(1)) & batch["ll_mask"][rows] & (tags > 0).unsqueeze(1)
+    n = match.shape[-1]
+    last = (match * torch.arange(1, n + 1, device=match.device)).argmax(-1)
+    return F.one_hot(last, n) * match.any(-1, keepdim=True)
+
+
+#: ``crp_positive`` -> (``f(batch, rows [R], groups [R]) -> weights [R, N]`` over the
+#: lifelong events of the anchors' users, the group the positive shares with its anchor:
+#: ``"cat"`` or ``"tag"``).  Negatives are the other anchors' positives of another group.
+CRP_POSITIVES = {"recent_same_category": (recent_same_category, "cat"), "category_mean": (category_mean, "cat"),
+                 "recent_same_tag": (recent_same_tag, "tag")}
 
 
 class CompleteScopeAttention(nn.Module):
@@ -201,10 +212,18 @@ class CompleteScopeAttention(nn.Module):
             # to take the shared tables over from the other consumers.  Centred: the tables
             # drift in a common direction, which would make every pair look alike.
             k = keys.detach()
-            w = mask.unsqueeze(-1).to(k.dtype)
-            centre = (k * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1.0)  # [B, 1, dk]
+            w = mask.to(k.dtype)
+            centre = (torch.einsum("bn,bnd->bd", w, k) / w.sum(1, keepdim=True).clamp_min(1.0)).unsqueeze(1)  # [B, 1, dk]
             query = F.normalize(self.query(target.detach() - centre), dim=-1) * self.log_scale.exp()
-            scores = torch.einsum("bcd,bnd->bcn", query, F.normalize(k - centre, dim=-1))
+            # cos(q, k - m) without the [B, N, dk] difference: q·k - q·m over |k - m|, with
+            # |k - m|² = |k|² - 2 k·m + |m|² (F.normalize's max(|x|, 1e-12), on the squares)
+            kk = torch.einsum("bnd,bnd->bn", k, k)
+            norm2 = kk - 2.0 * torch.einsum("bnd,bd->bn", k, centre[:, 0]) + centre[:, 0].square().sum(-1, keepdim=True)
+            # an event at the centre (a one-event history) scores 0, as F.normalize's zero vector did:
+            # below 1e-6 |k|² the difference is float32 rounding of the expansion
+            inv_norm = torch.where(norm2 > 1e-6 * kk, norm2.clamp_min(1e-24).rsqrt(), torch.zeros_like(norm2))  # [B, N]
+            scores = (torch.einsum("bcd,bnd->bcn", query, k) - (query * centre).sum(-1, keepdim=True)) \
+                * inv_norm.unsqueeze(1)
         else:
             scores = torch.einsum("bcd,bnd->bcn", self.query(target), keys) * self.scale
         weights = masked_softmax(scores, mask.unsqueeze(1).expand_as(scores))
@@ -233,6 +252,7 @@ class MedianScopeAttention(nn.Module):
 class LCN(NeuralPolicy):
     name = "lcn"
     serve_batch = 16  # requests per scoring call (docs/benchmarks.md, "Neural arms")
+    #: plus ``tags`` where the world provides them (:meth:`__init__`)
     feature_groups = ("profile", "scenario", "target", "short_seq", "lifelong")
     DEFAULTS: dict[str, Any] = {
         **COMMON_DEFAULTS,
@@ -250,12 +270,14 @@ class LCN(NeuralPolicy):
         "crp_weight": 0.1,
         "crp_temperature": 0.1,
         "crp_features": "item",
-        "crp_projection": "none",
+        "crp_projection": "mlp",
         "csa_score": "cosine",
         "csa_init": "identity",
         "csa_scale": 5.0,
         "csa_match_weight": 0.1,
-        "crp_positive": "recent_same_category",
+        "crp_positive": "recent_same_tag",
+        "csa_match": "category_or_tag",
+        "count_features": True,
     }
     RULES = {
         **COMMON_RULES,
@@ -274,36 +296,50 @@ class LCN(NeuralPolicy):
         "csa_scale": in_range(0.0, lo_open=True),
         "csa_match_weight": in_range(0.0),
         "crp_positive": one_of(*CRP_POSITIVES),
+        "csa_match": one_of("category", "tag", "category_or_tag"),
     }
 
     def __init__(self, params: dict, feature_spec: FeatureSpec):
+        # the shared tag ids, where the world provides them: an item's key is item ⊕ category ⊕ tag
+        self.tags = "tags" in feature_spec.provides and feature_spec.n_tags > 1
+        self.feature_groups = LCN.feature_groups + (("tags",) if self.tags else ())
         super().__init__(params, feature_spec)
         p, d = self.params, self.params["embedding_dim"]
         check_heads(self.name, p["fsa_dim"], "fsa_dim", p["n_heads"])
         self.bank = EmbeddingBank(feature_spec, d, ["item", "cat", "shop", "price", "scenario", "profile",
-                                                    "action", "gap"])
-        in_dim = feature_spec.input_width(d)
+                                                    "action", "gap", *(["tag"] if self.tags else [])])
+        kd = (3 if self.tags else 2) * d  # an item's key: item ⊕ category (⊕ tag)
+        in_dim = feature_spec.input_width(d) + 2 * int(p["count_features"])
         if p["short_seq"] == "din":
             self.short_attention = ActivationUnitAttention(2 * d, p["attention_units"], activation=p["activation"])
             in_dim += 2 * d
         if p["pyramid"]:
             if p["use_csa"]:
-                self.csa = CompleteScopeAttention(2 * d, 2 * d, p["csa_score"], p["csa_init"], p["csa_scale"])
-                in_dim += 2 * d + int(p["score_mass"])
+                self.csa = CompleteScopeAttention(kd, kd, p["csa_score"], p["csa_init"], p["csa_scale"])
+                in_dim += kd + int(p["score_mass"])
             if p["use_msa"]:
-                self.msa = MedianScopeAttention(2 * d, 4 * d)
-                in_dim += 4 * d + int(p["score_mass"])
+                self.msa = MedianScopeAttention(kd, kd + 2 * d)
+                in_dim += kd + 2 * d + int(p["score_mass"])
         if p["use_fsa"] or not p["pyramid"]:
-            self.fsa = MultiHeadTargetAttention(2 * d, 4 * d, p["fsa_dim"], n_heads=p["n_heads"])
+            self.fsa = MultiHeadTargetAttention(kd, kd + 2 * d, p["fsa_dim"], n_heads=p["n_heads"])
             in_dim += p["fsa_dim"]
         self.mlp = MLP(in_dim, p["mlp_units"], out_dim=1, activation=p["activation"], dropout=p["dropout"])
         if p["crp_projection"] == "mlp":
-            crp_dim = d if p["crp_features"] == "item" else 2 * d
+            crp_dim = d if p["crp_features"] == "item" else kd
             self.crp_head = MLP(crp_dim, [crp_dim], out_dim=crp_dim, activation=p["activation"])
         self._crp: tuple[torch.Tensor, ...] | None = None
         self._csa_scores: torch.Tensor | None = None
 
     # Lifelong event representations -------------------------------------------------
+    def key(self, batch: Batch, items: str, cats: str, tags: str, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """item ⊕ category (⊕ tag, where the world has tags) embeddings of ``batch[items]``
+        etc. (at per-candidate positions ``idx`` when given) -> ``[..., kd]``."""
+        take = (lambda k: batch[k]) if idx is None else (lambda k: gather_events(batch[k], idx))
+        if not self.tags:
+            return self.bank.item_key(take(items), take(cats))
+        return torch.cat([self.bank("item", take(items)), self.bank("cat", take(cats)), self.bank("tag", take(tags))],
+                         dim=-1)  # one concatenation (item_key's and another would copy the N events twice)
+
     def _events(self, batch: Batch, keys: torch.Tensor, idx: torch.Tensor, full: list) -> torch.Tensor:
         """item ⊕ category ⊕ action ⊕ gap embeddings of the events at per-candidate positions
         ``idx [B, C, k]`` -> ``[B, C, k, 4d]``; ``keys`` are the item ⊕ category embeddings
@@ -314,19 +350,26 @@ class LCN(NeuralPolicy):
         n = batch["ll_item"].shape[1]
         if idx.shape[1] * idx.shape[2] >= n:
             if not full:
+                if torch.is_grad_enabled() and not keys.requires_grad:  # CSA's fixed keys: these events train
+                    keys = self.key(batch, "ll_item", "ll_cat", "ll_tag")
                 full.append(torch.cat([keys, self.bank("action", batch["ll_action"]),
                                        self.bank("gap", batch["ll_gap"])], dim=-1))
             return gather_events(full[0], idx)
         def take(name: str) -> torch.Tensor:
             return gather_events(batch[name], idx)
 
-        return torch.cat([self.bank.item_key(take("ll_item"), take("ll_cat")), self.bank("action", take("ll_action")),
+        return torch.cat([self.key(batch, "ll_item", "ll_cat", "ll_tag", idx), self.bank("action", take("ll_action")),
                           self.bank("gap", take("ll_gap"))], dim=-1)
 
     def lifelong_interest(self, batch: Batch, target: torch.Tensor) -> list[torch.Tensor]:
         """The outputs of the active pyramid levels (or of full attention), each ``[B, C, *]``."""
         p, mask = self.params, batch["ll_mask"]
-        keys = self.bank.item_key(batch["ll_item"], batch["ll_cat"])  # [B, N, 2d]
+        # the cosine CSA reads the N events' embeddings as fixed (its score always did, its
+        # pooled output too since issue #30): no gradient over all N events, whose embedding
+        # backward was a quarter of a training step; MSA and FSA train the events they read
+        fixed = p["pyramid"] and p["use_csa"] and p["csa_score"] == "cosine"
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not fixed):
+            keys = self.key(batch, "ll_item", "ll_cat", "ll_tag")  # [B, N, kd]
         if not p["pyramid"]:
             return [self.fsa(target, torch.cat([keys, self.bank("action", batch["ll_action"]),
                                                 self.bank("gap", batch["ll_gap"])], dim=-1), mask)]
@@ -361,11 +404,16 @@ class LCN(NeuralPolicy):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         fields = candidate_fields(self.bank, batch)  # [B, C, F, d]
-        target = self.bank.item_key(batch["item"], batch["item_cat"])  # [B, C, 2d]
+        target = self.key(batch, "item", "item_cat", "item_tag")  # [B, C, kd]
         parts = [fields.flatten(-2)]
+        if self.params["count_features"]:  # SIM's: how many lifelong events share the candidate's category
+            n_match = ((batch["ll_cat"].unsqueeze(1) == batch["item_cat"].unsqueeze(-1))
+                       & batch["ll_mask"].unsqueeze(1)).sum(-1)  # [B, C]
+            n_events = batch["ll_mask"].sum(-1, keepdim=True).clamp_min(1)
+            parts.append(torch.stack([torch.log1p(n_match.float()), n_match / n_events], dim=-1))
         if self.params["short_seq"] == "din":
             short = self.bank.item_key(batch["seq_item"], batch["seq_cat"])
-            parts.append(self.short_attention(target, short, batch["seq_mask"]))
+            parts.append(self.short_attention(target[..., : 2 * self.bank.dim], short, batch["seq_mask"]))
         self._csa_scores = None
         parts += self.lifelong_interest(batch, target)
         parts.append(batch["item_pop"].unsqueeze(-1))
@@ -374,31 +422,39 @@ class LCN(NeuralPolicy):
         return self.mlp(torch.cat(parts, dim=-1)).squeeze(-1)
 
     # Cross Representation Production ------------------------------------------------
-    def _item_repr(self, items: torch.Tensor, cats: torch.Tensor) -> torch.Tensor:
+    def _item_repr(self, batch: Batch, prefix: str, rows: torch.Tensor, cand: torch.Tensor | None) -> torch.Tensor:
+        """The CRP representation of the candidates (``prefix="item"``, at ``rows, cand``)
+        or of the lifelong events (``"ll"``, rows ``rows``): the item id embedding, or the
+        whole key (``crp_features="item_cat"``)."""
+        names = ("item", "item_cat", "item_tag") if prefix == "item" else ("ll_item", "ll_cat", "ll_tag")
+        sub = {k: (batch[k][rows, cand] if cand is not None else batch[k][rows]) for k in names if k in batch}
         if self.params["crp_features"] == "item":
-            return self.bank("item", items)
-        return self.bank.item_key(items, cats)
+            return self.bank("item", sub[names[0]])
+        return self.key(sub, *names)
 
     def crp_pairs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Anchors ``[R, D]`` (the clicked candidates: ``label > 0``), positives ``[R, D]``
         (the representation of the same user's source events that ``crp_positive``
-        weights) and the anchors' categories ``[R]``, for the ``R`` clicked candidates
-        that have a positive."""
+        weights) and the anchors' groups ``[R]`` (category or tag, the selector's), for the
+        ``R`` clicked candidates that have a positive."""
         clicked = batch["label"] > 0  # [B, C]
         rows, cand = clicked.nonzero(as_tuple=True)
-        item, cat = batch["item"][rows, cand], batch["item_cat"][rows, cand]
-        weights = CRP_POSITIVES[self.params["crp_positive"]](batch, rows, cat)  # [R, N]
+        select, group = CRP_POSITIVES[self.params["crp_positive"]]
+        if group == "tag" and not self.tags:  # a world without tags: the category is the finest shared group
+            select, group = CRP_POSITIVES["recent_same_category"]
+        group_ids = batch["item_cat" if group == "cat" else "item_tag"][rows, cand]
+        weights = select(batch, rows, group_ids)  # [R, N]
         has = weights.sum(-1) > 0
-        rows, item, cat, weights = rows[has], item[has], cat[has], weights[has]
+        rows, cand, group_ids, weights = rows[has], cand[has], group_ids[has], weights[has]
         # the anchors' users' events looked up again (R rows, R << B): taking them from CSA's
-        # [B, N, 2d] keys would make the backward write zeros over all B rows' N events
-        source = self._item_repr(batch["ll_item"][rows], batch["ll_cat"][rows])  # [R, N, D]
+        # [B, N, kd] keys would make the backward write zeros over all B rows' N events
+        source = self._item_repr(batch, "ll", rows, None)  # [R, N, D]
         positive = torch.einsum("rn,rnd->rd", weights.to(source.dtype), source)
-        return self._item_repr(item, cat), positive, cat
+        return self._item_repr(batch, "item", rows, cand), positive, group_ids
 
     def crp_loss(self, anchor: torch.Tensor, positive: torch.Tensor, cats: torch.Tensor) -> torch.Tensor:
         """InfoNCE: ``-mean log softmax_j(cos(a_i, p_j)/tau)[i]`` over the columns ``j = i``
-        or of another category (same-category columns are not negatives)."""
+        or of another group ``cats`` (category or tag; same-group columns are not negatives)."""
         if anchor.shape[0] == 0:
             return anchor.sum() * 0.0
         logits = F.normalize(anchor, dim=-1) @ F.normalize(positive, dim=-1).T / self.params["crp_temperature"]
@@ -409,10 +465,18 @@ class LCN(NeuralPolicy):
         return F.cross_entropy(logits, target)
 
     def csa_match_loss(self, scores: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """``-mean log(CSA attention mass on the events of the target's category)`` over
-        the clicked candidates that have such events (0 when there is none)."""
+        """``-mean log(CSA attention mass on the matching events)`` over the clicked
+        candidates that have such events (0 when there is none); matching (``csa_match``):
+        of the target's category, of its tag, or either (a world without tags: category)."""
         mask = batch["ll_mask"].unsqueeze(1).expand_as(scores)
-        match = (batch["ll_cat"].unsqueeze(1) == batch["item_cat"].unsqueeze(-1)) & mask  # [B, C, N]
+        how = self.params["csa_match"] if self.tags else "category"
+        match = torch.zeros_like(mask)
+        if how != "tag":
+            match = match | (batch["ll_cat"].unsqueeze(1) == batch["item_cat"].unsqueeze(-1))
+        if how != "category":  # tag 0 is padding (a world without topics): never a match
+            match = match | ((batch["ll_tag"].unsqueeze(1) == batch["item_tag"].unsqueeze(-1))
+                             & (batch["item_tag"] > 0).unsqueeze(-1))
+        match = match & mask  # [B, C, N]
         rows = (batch["label"] > 0) & match.any(-1)
         if not rows.any():
             return scores.sum() * 0.0

@@ -28,7 +28,7 @@ SEQUENCES: dict[str, tuple[str, ...]] = {
     "seq_mask": ("seq_item", "seq_cat"),
     "ais_mask": ("ais_item", "ais_cat", "ais_scene"),
     "ml_mask": ("ml_scene", "ml_cat", "ml_shop", "ml_gap"),
-    "ll_mask": ("ll_item", "ll_cat", "ll_action", "ll_gap"),
+    "ll_mask": ("ll_item", "ll_cat", "ll_action", "ll_gap", "ll_tag"),
 }
 #: Prefixes of keys that hold another row's sequences (AMEN's ``pair_ctx_*``): cut with
 #: their own masks.

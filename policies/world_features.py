@@ -41,6 +41,7 @@ def feature_spec_of(s: WorldSpec) -> FeatureSpec:
         aiseq_len=s.aiseq_len,
         moveline_len=s.moveline_len,
         lifelong_len=s.lifelong.source_length if s.lifelong.enabled else 0,
+        n_tags=(s.n_topics * (s.n_categories if s.topic_level == "category" else s.n_parents)) + 1,
     )
 
 
@@ -153,6 +154,8 @@ class FeatureBuilder:
             out["ml_shop"] = _shift(a["ml_shop"], mm)
             out["ml_gap"] = np.where(mm, gap_bucket(snap.ts[:, None] - a["ml_ts"]), 0)
             out["ml_mask"] = mm
+        if "tags" in groups:
+            out["item_tag"] = c.tag[items] + 1 if c.tag is not None else np.zeros_like(items)
         if "lifelong" in groups:
             h = histories if histories is not None else \
                 self.world.histories.source(users, max_len=self.fs.lifelong_len or None)
@@ -161,6 +164,8 @@ class FeatureBuilder:
             out["ll_action"] = np.where(h.mask, h.action, 0)
             out["ll_gap"] = np.where(h.mask, gap_bucket(snap.ts[:, None] - h.ts), 0)
             out["ll_mask"] = h.mask
+            if "tags" in groups:
+                out["ll_tag"] = np.where(h.mask, c.tag[h.item] + 1, 0) if c.tag is not None else np.zeros_like(h.item)
         if "oracle" in groups and p_click is not None:
             out["p_click"] = p_click.astype(np.float32)
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}

@@ -37,6 +37,7 @@ from typing import Any
 import experiment_kit as kit
 import numpy as np
 import oracle_amen
+import oracle_lcn
 
 # seed -> preset, focus scenario, dial key path, dial values, extra world keys, baseline labels,
 # model rows, and the online campaign (control label, treatment label, metrics)
@@ -61,10 +62,17 @@ SEEDS: dict[str, dict] = {
                    kit.Model("AMEN", "amen", {"tsp_context": "own"})],
     },
     "lcn": {
-        "preset": "lifelong", "focus": "channel_feed", "dial": ("lifelong", "item_affinity"), "values": [0.0, 0.3, 0.6, 0.9],
-        "base": {"n_topics": 4}, "baselines": ["DIN", "SIM"],
+        # tags: 2 topics per parent shared by both domains; one dormant interest whose share on its
+        # tag is the dial; siblings far apart (category_spread 1), so at 0 the dormant interest is its
+        # exact category (SIM's search finds it) and at 1 its tag across the parent (only a learned
+        # similarity over the tag ids finds it); lifelong events are of the user's topic 80% of the time
+        "preset": "lifelong", "focus": "channel_feed", "dial": ("topic_share",), "values": [0.0, 0.33, 0.67, 1.0],
+        "base": {"n_topics": 2, "topic_level": "parent", "topic_spread": 1.0, "category_spread": 1.0,
+                 "interest": {"n_dormant": 1}, "lifelong": {"item_affinity": 0.8}},
+        "baselines": ["DIN", "SIM"],
         "models": [kit.Model("DIN", "din"), kit.Model("SIM", "sim"), kit.Model("LCN", "lcn")],
-        "campaign": ("DIN", "LCN", ["ctr", "stay_time"]),
+        "campaign": ("SIM", "LCN", ["ctr", "stay_time"]),
+        "headline": ("LCN", "SIM"), "oracle": oracle_lcn.oracle,
     },
     "ssim": {
         "preset": "sharing", "focus": "s3", "dial": ("specific_share",), "values": [0.0, 0.33, 0.67, 1.0], "base": {},
@@ -113,24 +121,30 @@ def sharing_probe(policy: Any, data: kit.WorldData, seed: int) -> dict:
 def csa_probe(policy: Any, data: kit.WorldData, rows: int = 2048) -> dict:
     """What LCN's complete-scope attention selects on the first ``rows`` validation rows:
     the share of events of the target's category among its top-``k1`` events, and among all
-    real events of the history (what a random selection gets)."""
+    real events of the history (what a random selection gets); where the world has tags, the
+    same for events of the target's tag in *another* category (what an exact-category search
+    cannot find)."""
     import torch
 
     batch = next(iter(data.val.batches(rows, shuffle=False, groups=policy.feature_groups)))
     policy.eval()
     with torch.no_grad():
         b = policy.to_device(batch)
-        target = policy.bank.item_key(b["item"], b["item_cat"])  # [B, 1, 2d]
-        keys = policy.bank.item_key(b["ll_item"], b["ll_cat"])
+        target = policy.key(b, "item", "item_cat", "item_tag")  # [B, 1, kd]
+        keys = policy.key(b, "ll_item", "ll_cat", "ll_tag")
         scores, _ = policy.csa(target, keys, b["ll_mask"])
     from simab.policies.lcn import top_k_positions
 
-    same = (b["ll_cat"] == b["item_cat"]) & b["ll_mask"]  # [B, N]: one candidate per row
     idx, sel = top_k_positions(scores, b["ll_mask"], policy.params["k1"])
-    picked = same.gather(1, idx[:, 0]) & sel[:, 0]
-    return {"k1": int(policy.params["k1"]),
-            "same_category_in_top_k": float(picked.sum() / sel[:, 0].sum().clamp(min=1)),
-            "same_category_in_history": float(same.sum() / b["ll_mask"].sum().clamp(min=1))}
+    groups = {"same_category": (b["ll_cat"] == b["item_cat"]) & b["ll_mask"]}  # [B, N]: one candidate per row
+    if "ll_tag" in b and policy.tags:
+        groups["same_tag_other_category"] = (b["ll_tag"] == b["item_tag"]) & ~groups["same_category"] & b["ll_mask"]
+    out: dict = {"k1": int(policy.params["k1"])}
+    for name, hit in groups.items():
+        picked = hit.gather(1, idx[:, 0]) & sel[:, 0]
+        out[f"{name}_in_top_k"] = float(picked.sum() / sel[:, 0].sum().clamp(min=1))
+        out[f"{name}_in_history"] = float(hit.sum() / b["ll_mask"].sum().clamp(min=1))
+    return out
 
 
 def campaign(args: argparse.Namespace, cfg: dict, shared: dict, value: float) -> dict:
@@ -495,12 +509,18 @@ def render(summary: dict) -> str:
                    "n/a" if p["shareable_among_shared"] is None else f"{p['shareable_among_shared']:.3f}",
                    f"{p['shareable_among_all']:.3f}"]
                   for r in s["results"] for who, p in r.get("selection", {}).items()]
-    csa_rows = [[f"{r['value']:g}", who, str(p["k1"]), f"{p['same_category_in_top_k']:.3f}",
-                 f"{p['same_category_in_history']:.3f}"] for r in s["results"] for who, p in r.get("csa", {}).items()]
+    tagged = any("same_tag_other_category_in_top_k" in p for r in s["results"] for p in r.get("csa", {}).values())
+    fmt = lambda p, k: f"{p[k]:.3f}" if k in p else "n/a"  # noqa: E731
+    csa_rows = [[f"{r['value']:g}", who, str(p["k1"]), fmt(p, "same_category_in_top_k"), fmt(p, "same_category_in_history"),
+                 *([fmt(p, "same_tag_other_category_in_top_k"), fmt(p, "same_tag_other_category_in_history")] if tagged else [])]
+                for r in s["results"] for who, p in r.get("csa", {}).items()]
     if csa_rows:
         lines += ["", "What LCN's complete-scope attention selects on 2,048 validation rows: the share of lifelong "
-                  "events of the target's category among its top-k1 events and among all events (a random selection):", ""]
-        lines += kit.md_table(["dial", "model", "k1", "target's category in top-k1", "in the whole history"], csa_rows)
+                  "events of the target's category among its top-k1 events and among all events (a random selection)"
+                  + (", and the same for events of the target's tag in another category" if tagged else "") + ":", ""]
+        lines += kit.md_table(["dial", "model", "k1", "target's category in top-k1", "in the whole history",
+                               *(["target's tag, other category, in top-k1", "in the whole history"] if tagged else [])],
+                              csa_rows)
     if probe_rows:
         lines += ["", "What the selection marked shared on the training rows (a category is shareable when the oracle "
                   "gives it no scenario-specific part):", ""]

@@ -9,6 +9,10 @@ quality, a Zipf popularity and a latent vector near its category centroid.  With
 ``n_topics`` > 0 every item also has a topic within its category, shared by both domains:
 its latent leans ``topic_spread`` towards the topic's direction, so a content item and a
 shop item of the same (category, topic) are closer than the category alone makes them.
+With ``topic_level = "parent"`` a topic is a *tag* of a parent category: its direction is
+shared by every category under the parent, so items of one tag in sibling categories are
+alike beyond their categories.  ``Catalog.tag`` is the item's tag id, (category or parent)
+x ``n_topics`` + topic: the id both domains share, which policies may read.
 """
 
 from __future__ import annotations
@@ -69,9 +73,11 @@ class Catalog:
     popular_target: np.ndarray  # target items by popularity, descending
     n_topics: int = 0
     topic: np.ndarray | None = None  # [I] topic within the category (n_topics > 0)
-    topic_vec: np.ndarray | None = None  # [K, T, d] unit topic directions
+    topic_vec: np.ndarray | None = None  # [K or P, T, d] unit topic directions (topic_level)
     target_by_topic: Csr | None = None  # keyed category * T + topic
     content_by_topic: Csr | None = None
+    tag: np.ndarray | None = None  # [I] (category or parent) * T + topic: the id both domains share (n_topics > 0)
+    n_tags: int = 0
 
     @property
     def n_items(self) -> int:
@@ -126,9 +132,11 @@ class Catalog:
         if T:
             # topics have their own generator: the other catalog draws do not depend on them
             tg = generator(seed, Stream.CATALOG_TOPICS, 0)
-            topic_vec = _unit(tg.standard_normal((K, T, d)))
+            # a topic's direction: per category, or per parent (shared by its categories)
+            owner = category if spec.topic_level == "category" else parent_of[category]
+            topic_vec = _unit(tg.standard_normal((K if spec.topic_level == "category" else P, T, d)))
             topic = tg.integers(0, T, n_t + n_c)
-            latent = _unit(centroid[category] + spec.topic_spread * topic_vec[category, topic] + noise)
+            latent = _unit(centroid[category] + spec.topic_spread * topic_vec[owner, topic] + noise)
         else:
             latent = _unit(centroid[category] + noise)
 
@@ -159,4 +167,6 @@ class Catalog:
             topic_vec=topic_vec,
             target_by_topic=by_topic_t,
             content_by_topic=by_topic_c,
+            tag=None if T == 0 else (owner * T + topic).astype(np.int64),
+            n_tags=0 if T == 0 else (K if spec.topic_level == "category" else P) * T,
         )

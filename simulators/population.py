@@ -13,7 +13,8 @@ under a parent that no active interest has; later categories share a parent with
 earlier one of their facet half of the time (related interests), so interest spills
 over to related categories within a facet but a dormant facet is not predictable from
 the active one.  The long-term interest vector ``u`` is the weighted sum of the
-category centroids; dormant categories carry ``dormant_weight`` of it and appear only in
+category centroids (leaning towards the user's topics, or with ``topic_level = "parent"``
+mixing each dormant interest with its parent-level tag by ``topic_share``); dormant categories carry ``dormant_weight`` of it and appear only in
 old lifelong history, so only a lifelong model can see them.
 """
 
@@ -143,8 +144,17 @@ class Population:
         topics = None
         if cat.n_topics:
             topics = rng.integers(self._k[Stream.POPULATION_TOPICS], ids[:, None], np.arange(n_int)[None, :], cat.n_topics)
-            d_active = d_active + spec.topic_spread * cat.topic_vec[active, topics[:, :ia]]
-            d_dormant = d_dormant + spec.topic_spread * cat.topic_vec[dormant, topics[:, ia:]]
+            if spec.topic_level == "category":
+                d_active = d_active + spec.topic_spread * cat.topic_vec[active, topics[:, :ia]]
+                d_dormant = d_dormant + spec.topic_spread * cat.topic_vec[dormant, topics[:, ia:]]
+            else:
+                # tags: a dormant interest is its category's centroid and its parent-level tag's
+                # direction mixed by topic_share at unit norm (0: the exact category, as without
+                # topics; 1: the tag across the parent's categories); active interests stay
+                # category-level, so only the old source-domain history reveals the tag
+                s = spec.topic_share
+                tag_dir = cat.topic_vec[cat.parent_of[dormant], topics[:, ia:]]
+                d_dormant = np.sqrt(1.0 - s) * d_dormant + np.sqrt(s) * tag_dir
         u = np.einsum("nk,nkd->nd", wa, d_active)
         if idm and spec.interest.dormant_drives_clicks:
             u = u + np.einsum("nk,nkd->nd", wd, d_dormant)

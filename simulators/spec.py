@@ -173,6 +173,11 @@ class WorldSpec(_Strict):
     item_spread: float = Field(0.45, ge=0.0, le=10.0, description="item latent noise around its category")
     n_topics: int = Field(0, ge=0, le=64, description="topics within each category, shared by both domains (0: none)")
     topic_spread: float = Field(0.6, ge=0.0, le=10.0, description="weight of the topic direction in item latents and user interests")
+    topic_level: Literal["category", "parent"] = Field(
+        "category", description="where a topic lives: within one category, or across a parent's categories (a tag)")
+    topic_share: float = Field(0.0, ge=0.0, le=1.0, description=(
+        "topic_level parent: share of a dormant interest carried by its parent-level topic "
+        "(0: the exact category; active interests never lean on topics at this level)"))
     scenario_specific: bool = Field(True, description="switch: scenario-specific label parts")
     specific_share: float = Field(1.0, ge=0.0, le=1.0,
                                   description="share of categories whose preference is scenario-specific; the others are shareable")
@@ -199,6 +204,10 @@ class WorldSpec(_Strict):
         data = handler(self)
         if not self.market.enabled and isinstance(data, dict):
             data.pop("market", None)
+        if self.topic_level == "category" and self.topic_share == 0.0 and isinstance(data, dict):
+            # likewise for the parent-level topics of issue #30 (off by default)
+            data.pop("topic_level", None)
+            data.pop("topic_share", None)
         return data
 
     @model_validator(mode="after")
@@ -211,6 +220,8 @@ class WorldSpec(_Strict):
             raise ValueError(f"n_categories ({self.n_categories}) must be >= n_parents ({self.n_parents})")
         if self.interest.n_active + self.interest.n_dormant > self.n_categories:
             raise ValueError("interest.n_active + interest.n_dormant must not exceed n_categories")
+        if self.topic_share > 0 and (self.n_topics == 0 or self.topic_level != "parent"):
+            raise ValueError("topic_share > 0 needs n_topics > 0 and topic_level = \"parent\"")
         if self.market.enabled:
             # retrieval tops candidates up with random available items: keep enough of them
             free = self.n_shop_items - max(1, round(self.market.limited_share * self.n_shop_items))
