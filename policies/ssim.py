@@ -92,6 +92,12 @@ SHARED_KEY = "ssim_shared"
 SHARED_FILE = "shared_instances.parquet"
 
 
+def ratio_list(value: Any) -> str | None:
+    """Rule of ``ratio_grid``: a list of share ratios in (0, 1] (empty: no tuning)."""
+    ok = all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0.0 < x <= 1.0 for x in value)
+    return None if ok else "a list of ratios in (0, 1]"
+
+
 class _StraightThrough(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
@@ -216,6 +222,8 @@ class SSIM(NeuralPolicy):
         "tau_end": 0.2,
         "anneal_steps": 2000,
         "share_ratio": 0.2,
+        "ratio_grid": [],
+        "sh_norm": "tower",
         "ratio_scope": "per_scenario",
         "selection": "learned",
         "shared_in": "",
@@ -234,6 +242,8 @@ class SSIM(NeuralPolicy):
         "tau_end": in_range(0.0, lo_open=True),
         "anneal_steps": in_range(0),
         "share_ratio": in_range(0.0, 1.0),
+        "ratio_grid": ratio_list,
+        "sh_norm": one_of("tower", "row"),
         "ratio_scope": one_of("per_scenario", "global"),
         "selection": one_of("learned", "random"),
     }
@@ -370,7 +380,10 @@ class SSIM(NeuralPolicy):
                                                            reduction="none")
             not_own = 1.0 - F.one_hot(batch["scenario"][rows], n_s).to(per_tower.dtype)
             other = other.index_put((rows,), (per_tower * not_own).sum(1))
-        msr = (own + g.detach() * other).mean()
+        if self.params["sh_norm"] == "tower" and len(rows) and n_s > 1:
+            msr = self._per_tower_msr(own, batch["scenario"], rows, g.detach(), per_tower, not_own)
+        else:
+            msr = (own + g.detach() * other).mean()
         parts = {"bce": own.mean().detach(), "msr": msr.detach(), "shared_frac": (g.detach() > 0).float().mean()}
         total = msr
         if "p" in st:
@@ -382,6 +395,23 @@ class SSIM(NeuralPolicy):
             total = total + (g * delta).mean() + self.kl_weight() * kl
             parts.update(kl=kl.detach(), delta=delta.mean())
         return total, parts
+
+    def _per_tower_msr(self, own: torch.Tensor, scenario: torch.Tensor, rows: torch.Tensor, g: torch.Tensor,
+                       per_tower: torch.Tensor, not_own: torch.Tensor) -> torch.Tensor:
+        """``L_msr`` normalised per tower: tower ``s`` averages its BCE over its own rows and
+        the rows shared into it, ``L_s = (sum_own BCE_s + sum_shared-in g BCE_s) / (n_s + m_s)``,
+        and the towers are weighted by their scenario's share of the batch, ``sum_s (n_s / B) L_s``.
+        With nothing shared this is the plain multi-task loss (the batch mean of the own BCE);
+        a shared row adds one example to each other tower without raising that tower's
+        weight (the per-row sum counted a shared row's loss once per other tower)."""
+        n_s = self.n_scenarios
+        own_hot = F.one_hot(scenario, n_s).to(own.dtype)  # [B, S]
+        num = own_hot.T @ own  # [S] own rows' BCE per tower
+        count = own_hot.sum(0)  # n_s
+        w = g[rows].unsqueeze(1) * not_own  # [R, S] rows shared into each other tower
+        num = num + (w * per_tower).sum(0)
+        den = count + w.sum(0)
+        return (count / own.shape[0] * num / den.clamp_min(1.0)).sum()
 
     def to_device(self, batch: Batch, device: torch.device | None = None) -> Batch:
         out = super().to_device(batch, device)
@@ -404,9 +434,9 @@ class SSIM(NeuralPolicy):
         self.train(was)
         return np.concatenate(out) if out else np.zeros(0)
 
-    def select(self, source: Any, seed: int = 0) -> pa.Table:
-        """Mark the top ``share_ratio`` rows by selector logit (or random rows) as shared;
-        ties are broken at random (seeded), not by row order."""
+    def select(self, source: Any, seed: int = 0, ratio: float | None = None) -> pa.Table:
+        """Mark the top ``ratio`` (default ``share_ratio``) of the rows by selector logit (or
+        random rows) as shared; ties are broken at random (seeded), not by row order."""
         n = source.n_rows
         rng = np.random.default_rng([seed, 2])
         tiebreak = rng.random(n)
@@ -416,7 +446,7 @@ class SSIM(NeuralPolicy):
             logit = self.scores(source)
         scen = np.concatenate([c["scenario"] for c in _row_columns(source)])
         shared = np.zeros(n, dtype=bool)
-        ratio = self.params["share_ratio"]
+        ratio = self.params["share_ratio"] if ratio is None else ratio
         groups = [np.arange(n)] if self.params["ratio_scope"] == "global" else \
             [np.flatnonzero(scen == s) for s in np.unique(scen)]
         for rows in groups:
@@ -427,7 +457,7 @@ class SSIM(NeuralPolicy):
                           "score": score.astype(np.float64), "logit": logit.astype(np.float64),
                           "shared": shared})
         meta = {"fingerprint": source_fingerprint(source), "backbone": self.params["backbone"],
-                "selection": self.params["selection"], "share_ratio": str(self.params["share_ratio"])}
+                "selection": self.params["selection"], "share_ratio": str(ratio)}
         return table.replace_schema_metadata(meta)
 
     def reset_backbone(self) -> None:
@@ -451,17 +481,53 @@ class SSIM(NeuralPolicy):
                 for prm in self.selector.parameters():
                     prm.requires_grad_(True)
                 metrics["search"] = trainer.fit(self, RowSource(base), val, config)
+            if self.params["ratio_grid"]:
+                return self._tune_ratio(base, val, config, metrics)
             self.shared_table = self.select(base, seed=config.seed)
             mask = self.shared_table.column("shared").to_numpy(zero_copy_only=False)
             if self.params["shared_out"]:
                 save_shared(self.params["shared_out"], self.shared_table)
+        metrics.update(self._retrain(base, val, config, mask))
+        return metrics
+
+    def _retrain(self, base: Any, val: BatchSource | None, config: trainer.TrainerConfig, mask: np.ndarray) -> dict:
+        """The retrain phase: the backbone from its initial weights, the selector frozen,
+        ``mask`` the shared rows."""
         self.reset_backbone()
         self.phase = "retrain"
         for prm in self.selector.parameters():
             prm.requires_grad_(False)
-        retrain = trainer.fit(self, RowSource(base, shared=mask), val, config)
-        metrics.update(retrain)
-        metrics["shared_frac"] = float(mask.mean()) if len(mask) else 0.0
+        out = trainer.fit(self, RowSource(base, shared=mask), val, config)
+        out["shared_frac"] = float(mask.mean()) if len(mask) else 0.0
+        return out
+
+    def _tune_ratio(self, base: Any, val: BatchSource | None, config: trainer.TrainerConfig, metrics: dict) -> dict:
+        """The seed's choice of the share ratio (eq. 4, "after determining the optimal
+        selection ratio"): retrain at every ratio of ``ratio_grid`` and keep the one whose
+        retrained backbone is best on the validation rows (by the trainer's monitor:
+        lower logloss, or higher AUC); the metrics say which (``share_ratio``) and what
+        every ratio gave (``ratio_search``)."""
+        if val is None:
+            raise SimabError("ratio_grid needs validation rows to choose the ratio", key="params.ratio_grid")
+        lower = getattr(config, "monitor", "auc") == "logloss"
+        best: tuple[float, dict, dict, pa.Table] | None = None
+        tried = []
+        for ratio in sorted(self.params["ratio_grid"]):
+            table = self.select(base, seed=config.seed, ratio=float(ratio))
+            out = self._retrain(base, val, config, table.column("shared").to_numpy(zero_copy_only=False))
+            value = out["logloss"] if lower else -out["auc"]
+            tried.append({"ratio": float(ratio), "auc": out["auc"], "logloss": out["logloss"],
+                          "steps": out["train"]["steps"]})
+            if best is None or value < best[0]:
+                best = (value, out, copy.deepcopy(self.backbone.state_dict()), table)
+        assert best is not None  # the grid is not empty
+        _, out, state, self.shared_table = best
+        self.backbone.load_state_dict(state)
+        if self.params["shared_out"]:
+            save_shared(self.params["shared_out"], self.shared_table)
+        metrics.update(out)
+        metrics["ratio_search"] = tried
+        metrics["share_ratio"] = float(self.shared_table.schema.metadata[b"share_ratio"].decode())
         return metrics
 
     def save_extras(self, directory: str | Path) -> None:

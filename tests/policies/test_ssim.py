@@ -83,11 +83,14 @@ def test_kl_weight_warms_up_linearly(spec):
 
 
 @pytest.mark.parametrize("backbone", ["star", "dnn", "hmoe"])
-def test_towers_and_loss_forms(spec, small_source, backbone):
-    """Own column of the towers = the backbone's logit; a shared row keeps its own tower's
-    cross-entropy at weight 1 and adds every other tower's (one more training instance
-    each); an unshared row is the own-tower BCE.  Tolerances: float32 sums in another order."""
-    pol = policy(spec, backbone=backbone)
+@pytest.mark.parametrize("sh_norm", ["row", "tower"])
+def test_towers_and_loss_forms(spec, small_source, backbone, sh_norm):
+    """Own column of the towers = the backbone's logit.  ``sh_norm = "row"``: a shared row
+    keeps its own tower's cross-entropy at weight 1 and adds every other tower's; ``"tower"``:
+    each tower averages its BCE over its own rows and the rows shared into it, weighted by
+    its scenario's share of the batch (written out below as a loop over towers).  An
+    unshared batch is the plain MT loss in both.  Tolerances: float32 sums in another order."""
+    pol = policy(spec, backbone=backbone, sh_norm=sh_norm)
     b = batch_of(small_source, 32)
     pol.eval()
     rows = torch.arange(32)
@@ -108,7 +111,17 @@ def test_towers_and_loss_forms(spec, small_source, backbone):
     per = F.binary_cross_entropy_with_logits(towers, y[srows].unsqueeze(1).expand_as(towers), reduction="none")
     own_bce = F.binary_cross_entropy_with_logits(logits[:, 0], y, reduction="none")
     other = torch.zeros(32).index_put((srows,), per.sum(1) - per.gather(1, b["scenario"][srows, None]).squeeze(1))
-    want = (own_bce + other).mean()
+    if sh_norm == "row":
+        want = (own_bce + other).mean()
+    else:
+        want = torch.zeros(())
+        scen = b["scenario"]
+        for s in range(pol.n_scenarios):
+            terms = [own_bce[i] for i in range(32) if scen[i] == s]
+            n_own = len(terms)
+            terms += [per[j, s] for j, i in enumerate(srows.tolist()) if scen[i] != s]
+            if n_own:
+                want = want + n_own / 32 * torch.stack(terms).mean()
     assert torch.allclose(loss, want, atol=1e-5)
     assert float(parts["shared_frac"]) == pytest.approx(float(shared.float().mean()))
     b0 = {**b, SHARED_KEY: torch.zeros(32, dtype=torch.bool)}  # nothing shared: the plain MT loss
