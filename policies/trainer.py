@@ -1,7 +1,7 @@
 """Training and offline evaluation of policies.
 
 ``fit`` trains a :class:`~simab.policies.neural.NeuralPolicy` with Adam, early
-stopping on validation AUC and best-weights restore; ``evaluate`` computes AUC, GAUC
+stopping on validation AUC or logloss (``TrainerConfig.monitor``) and best-weights restore; ``evaluate`` computes AUC, GAUC
 and logloss overall and per scenario; ``train_policy`` is what ``simab train`` calls.
 Determinism: a seed fixes weight initialisation (``base.build_policy``), data order
 (``BatchSource.batches(shuffle=True, seed=seed + epoch)``) and dropout; on CPU two
@@ -32,11 +32,16 @@ from simab.policies.features import FeatureSpec
 from simab.policies.metrics import offline_metrics
 from simab.policies.runtime import heap_temporaries
 
+#: What early stopping can watch on the validation rows, and whether higher is better.
+MONITORS = {"auc": True, "logloss": False}
+
 
 @dataclass(frozen=True)
 class TrainerConfig:
     """How to train.  ``max_steps`` (if set) stops mid-epoch; ``patience`` counts
-    epochs without a better validation AUC before stopping; ``amp`` only acts on CUDA."""
+    epochs without a better validation ``monitor`` (``"auc"``: higher is better;
+    ``"logloss"``: lower is better) before stopping, from epoch ``min_epochs`` on; the best
+    epoch's weights are kept.  ``amp`` only acts on CUDA."""
 
     epochs: int = 1
     batch_size: int = 256
@@ -45,6 +50,8 @@ class TrainerConfig:
     device: str = "auto"
     amp: bool = True
     patience: int = 2
+    monitor: str = "auc"
+    min_epochs: int = 1
     seed: int = 0
     max_steps: int | None = None
     progress: bool = True
@@ -53,7 +60,7 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "patience": self.patience,
-                    "log_every": self.log_every, "eval_batch_size": self.eval_batch_size}
+                    "min_epochs": self.min_epochs, "log_every": self.log_every, "eval_batch_size": self.eval_batch_size}
         for k, v in positive.items():
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise SimabError(f"must be an integer >= 1, got {v!r}", key=f"trainer.{k}")
@@ -63,6 +70,8 @@ class TrainerConfig:
             raise SimabError(f"must be a number > 0, got {self.lr!r}", key="trainer.lr")
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
             raise SimabError(f"must be a number >= 0, got {self.weight_decay!r}", key="trainer.weight_decay")
+        if self.monitor not in MONITORS:
+            raise SimabError(f"must be one of {', '.join(MONITORS)}, got {self.monitor!r}", key="trainer.monitor")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise SimabError(f"must be auto, cpu or cuda, got {self.device!r}", key="trainer.device")
 
@@ -81,6 +90,11 @@ class TrainerConfig:
         d = asdict(self)
         for k in ("device", "progress", "log_every", "eval_batch_size"):
             d.pop(k)
+        # at their defaults these two leave the key as it was before they existed (cached
+        # checkpoints of the default rule stay valid)
+        for k, default in (("monitor", "auc"), ("min_epochs", 1)):
+            if d[k] == default:
+                d.pop(k)
         return d
 
 
@@ -124,8 +138,9 @@ def fit(policy: nn.Module, train: BatchSource, val: BatchSource | None, config: 
     policy.to(device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(train.n_rows / config.batch_size)
-    best_auc, best_state, best_epoch, best_val = -math.inf, None, 0, None
-    stale, step, epoch, samples, history = 0, 0, 0, 0, []
+    higher = MONITORS[config.monitor]
+    best_score, best_state, best_epoch, best_val = -math.inf, None, 0, None
+    stale, step, epoch, samples, history, stopped_by = 0, 0, 0, 0, [], "epochs"
     start = time.perf_counter()
     with deterministic(), heap_temporaries(), \
             torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
@@ -154,20 +169,27 @@ def fit(policy: nn.Module, train: BatchSource, val: BatchSource | None, config: 
             history.append({"epoch": epoch, "loss": float(loss_sum) / max(n_batches, 1)})
             if val is not None:
                 metrics = evaluate(policy, val, config.eval_batch_size)
-                history[-1]["val_auc"] = metrics["auc"]
-                auc_now = metrics["auc"] if not math.isnan(metrics["auc"]) else -math.inf
-                if best_state is None or auc_now > best_auc:
-                    best_auc, best_epoch, best_val, stale = auc_now, epoch, metrics, 0
+                history[-1].update(val_auc=metrics["auc"], val_logloss=metrics["logloss"])
+                watched = metrics[config.monitor]
+                # the score to maximise; a NaN (one class, no logloss) is the worst
+                score = -math.inf if math.isnan(watched) else (watched if higher else -watched)
+                if best_state is None or score > best_score:
+                    best_score, best_epoch, best_val, stale = score, epoch, metrics, 0
                     best_state = copy.deepcopy(policy.state_dict())
                 else:
                     stale += 1
-            if (config.max_steps is not None and step >= config.max_steps) or stale >= config.patience:
+            if config.max_steps is not None and step >= config.max_steps:
+                stopped_by = "max_steps"
+                break
+            if stale >= config.patience and epoch >= config.min_epochs:
+                stopped_by = "patience"
                 break
     seconds = time.perf_counter() - start
     if best_state is not None:
         policy.load_state_dict(best_state)
     out = dict(best_val) if best_val is not None else {}
     out["train"] = {"steps": step, "epochs_run": epoch, "best_epoch": best_epoch, "history": history,
+                    "monitor": config.monitor, "stopped_by": stopped_by, "converged": stopped_by == "patience",
                     "seconds": seconds, "samples_per_s": samples / seconds if seconds > 0 else float("nan"),
                     "device": str(device)}
     return out

@@ -17,6 +17,14 @@ standard deviation of the edge), what the mechanism selected (SSIM's shared rows
 complete-scope attention), and with ``--campaign-days`` an online campaign at the top value
 (or ``--campaign-at``) with ``simab power``'s users per arm for its true lift.  Checkpoints
 and pre-periods are cached (``--cache``), so a rerun with the campaign reuses every training.
+
+Issue #30: models train to convergence by default (early stopping on validation logloss,
+patience 2, ``--epochs`` 12 as the cap; every row records its steps and what stopped it), and
+``--gate-only`` measures, before any model is trained, whether each dial value's world offers
+the phenomenon at a fixed base rate: the click rate of the pre-period rows (within +/-20% of
+its value at dial 0) and the seed's oracle information (``SEEDS[seed]["oracle"]``: the AUC gain
+of a logistic model given the true mechanism's features) -> ``OUT/gate_<seed>.{json,md,png}``.
+The page JSON carries a ``summary`` in the fixed form :func:`check_summary` validates.
 """
 
 from __future__ import annotations
@@ -183,6 +191,9 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("seed_model", choices=sorted(SEEDS))
     kit.add_common_args(ap, users=5000, campaign_days=0.0)
+    ap.set_defaults(monitor="logloss", epochs=12)  # to convergence: the same rule and patience for every model
+    ap.add_argument("--gate-only", action="store_true",
+                    help="only measure each dial value's base CTR and oracle information (no training): OUT/gate_<seed>.*")
     ap.add_argument("--values", help="dial values, comma-separated (default: the seed's four)")
     ap.add_argument("--position-tower", action="store_true",
                     help="also train every model with position_tower = true ('<label> +pos'); page dose_<seed>_position")
@@ -199,11 +210,15 @@ def main(argv: list[str]) -> int:
         models += [kit.Model(f"{m.label} +pos", m.policy, {**m.params, "position_tower": True}) for m in cfg["models"]]
         baselines += [f"{b} +pos" for b in cfg["baselines"]]
     dial = ".".join(cfg["dial"])
+    if args.gate_only:
+        return gate(args, cfg, values, argv)
     seeds = kit.model_seeds(args)
     results = []
     for v in values:
         data = kit.load_world(world_table(cfg, args.users, v), args.seed, args.cache)
-        print(f"{dial} = {v:g}: {data.train.n_rows:,} training rows", flush=True)
+        world_info = gate_row(cfg, data, v)
+        print(f"{dial} = {v:g}: {data.train.n_rows:,} training rows, base CTR {world_info['base_ctr']:.4%}"
+              + (f", oracle gain {world_info['oracle']['gain']:+.4f}" if world_info.get("oracle") else ""), flush=True)
         grid = kit.train_grid(models, seeds, kit.checkpoint_trainer(data, args.cache),
                               lambda s: kit.trainer_config(args, s),
                               params_for=lambda m: {**shared, **m.params}, keep_policies=True, row=scenario_row)
@@ -219,7 +234,12 @@ def main(argv: list[str]) -> int:
                     continue  # each pair of baselines once (the later minus the earlier)
                 edges[f"{label} - {b}"] = paired(rows, label, b, "auc")
                 focus[f"{label} - {b}"] = paired(rows, label, b, f"auc_{cfg['focus']}")
-        results.append({"value": v, "rows": rows, "edges": edges, "focus_edges": focus, **({"selection": probes} if probes else {}),
+        if "headline" in cfg:  # the headline pair even where its baseline is not one of the baselines
+            model, base = cfg["headline"]
+            edges.setdefault(f"{model} - {base}", paired(rows, model, base, "auc"))
+            focus.setdefault(f"{model} - {base}", paired(rows, model, base, f"auc_{cfg['focus']}"))
+        results.append({"value": v, "world": world_info, "rows": rows, "edges": edges, "focus_edges": focus,
+                        **({"selection": probes} if probes else {}),
                         **({"csa": attention} if attention else {})})
     online = None
     if args.campaign_days > 0 and "campaign" in cfg:
@@ -229,14 +249,178 @@ def main(argv: list[str]) -> int:
                "focus": cfg["focus"],
                "command": "scripts/dose_response.py " + " ".join(argv),
                "users": args.users, "epochs": args.epochs, "max_steps": args.max_steps,
-               "batch_size": args.batch_size, "seeds": seeds, "position_tower": args.position_tower,
+               "batch_size": args.batch_size, "monitor": args.monitor, "patience": args.patience,
+               "seeds": seeds, "position_tower": args.position_tower,
                "models": [m.label for m in models], "results": results, "campaign": online}
+    if "headline" in cfg:  # the seed pages of issue #30 (a smoke config may have no headline)
+        summary["summary"] = page_summary(summary, cfg)
     out, stem = Path(args.out), page_stem(summary)
     plot(summary, out / f"{stem}.png")
     page = out / f"{stem}.md"
     kit.write_page(out, stem, summary, kit.keep_notes(page, render(summary)))
     print(render(summary))
     return 0
+
+
+# --------------------------------------------------------------------------- the gate
+def base_ctr(data: kit.WorldData) -> float:
+    """The click rate of the world's pre-period rows (training and validation together)."""
+    clicks = float(data.train.label.sum()) + float(data.val.label.sum())
+    return clicks / (data.train.n_rows + data.val.n_rows)
+
+
+def gate_row(cfg: dict, data: kit.WorldData, value: float) -> dict:
+    """What one dial value's world offers before any model is trained: its base CTR and the
+    seed's oracle information (``cfg["oracle"](data)``, a dict with at least ``gain``)."""
+    oracle = cfg.get("oracle")
+    return {"value": value, "base_ctr": base_ctr(data), "rows": data.train.n_rows + data.val.n_rows,
+            **({"oracle": oracle(data)} if oracle else {})}
+
+
+#: How far the base CTR may move across a dial (relative to its value at dial 0): issue #30.
+BASE_CTR_BAND = 0.20
+
+
+def ctr_within_band(ctrs: list[float]) -> bool:
+    """Every base CTR within +/-20% of the first (dial 0)."""
+    return all(abs(c / ctrs[0] - 1.0) <= BASE_CTR_BAND for c in ctrs) if ctrs and ctrs[0] > 0 else False
+
+
+def gate(args: argparse.Namespace, cfg: dict, values: list[float], argv: list[str]) -> int:
+    """``--gate-only``: each dial value's base CTR and oracle information, no training."""
+    dial = ".".join(cfg["dial"])
+    rows = []
+    for v in values:
+        data = kit.load_world(world_table(cfg, args.users, v), args.seed, args.cache)
+        rows.append(gate_row(cfg, data, v))
+        r = rows[-1]
+        print(f"{dial} = {v:g}: base CTR {r['base_ctr']:.4%}"
+              + (f", oracle gain {r['oracle']['gain']:+.4f}" if "oracle" in r else ""), flush=True)
+    gains = [r["oracle"]["gain"] for r in rows if "oracle" in r]
+    report = {"seed_model": args.seed_model, "preset": cfg["preset"], "dial": dial, "base": cfg["base"],
+              "users": args.users, "seed": args.seed, "command": "scripts/dose_response.py " + " ".join(argv),
+              "rows": rows, "base_ctr_within_band": ctr_within_band([r["base_ctr"] for r in rows]),
+              "oracle_gain_rises": bool(gains) and all(b >= a for a, b in zip(gains, gains[1:], strict=False))}
+    out = Path(args.out)
+    stem = f"gate_{args.seed_model}"
+    plot_gate(report, out / f"{stem}.png")
+    text = render_gate(report)
+    kit.write_page(out, stem, report, kit.keep_notes(out / f"{stem}.md", text))
+    print(text)
+    return 0
+
+
+def render_gate(report: dict) -> str:
+    """The gate page: base CTR and oracle information per dial value."""
+    r0 = report["rows"][0]["base_ctr"]
+    lines = [f"# Gate: does the world offer {report['seed_model']}'s phenomenon? `{report['dial']}` "
+             f"({report['preset']} preset)", "",
+             f"Generated by `.venv/bin/python {report['command']}`; {report['users']:,} users, world seed "
+             f"{report['seed']}. No model is trained: the base CTR is the click rate of the pre-period rows "
+             f"(it must stay within ±{BASE_CTR_BAND:.0%} of its value at dial 0), the oracle gain is the "
+             "validation AUC gain of a logistic model given the true mechanism's features over the same model "
+             "without them.", ""]
+    rows = []
+    for r in report["rows"]:
+        o = r.get("oracle", {})
+        rows.append([f"{r['value']:g}", f"{r['rows']:,}", f"{r['base_ctr']:.4%}", f"{r['base_ctr'] / r0 - 1:+.1%}",
+                     f"{o['auc_base']:.4f}" if "auc_base" in o else "n/a",
+                     f"{o['auc_full']:.4f}" if "auc_full" in o else "n/a",
+                     f"{o['gain']:+.4f}" if "gain" in o else "n/a"])
+    lines += kit.md_table(["dial", "rows", "base CTR", "vs dial 0", "oracle AUC without", "with", "oracle gain"], rows)
+    lines += ["", f"Base CTR within ±{BASE_CTR_BAND:.0%} across the dial: "
+              f"**{'yes' if report['base_ctr_within_band'] else 'no'}**; oracle gain non-decreasing with the dial: "
+              f"**{'yes' if report['oracle_gain_rises'] else 'no'}**.", "",
+              f"![gate](gate_{report['seed_model']}.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_gate(report: dict, path: Path) -> None:
+    """Base CTR and oracle gain against the dial (two panels)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    xs = [r["value"] for r in report["rows"]]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9.0, 3.2), dpi=110)
+    ctr = [r["base_ctr"] for r in report["rows"]]
+    a.plot(xs, [100 * c for c in ctr], "o-")
+    a.fill_between(xs, 100 * ctr[0] * (1 - BASE_CTR_BAND), 100 * ctr[0] * (1 + BASE_CTR_BAND), alpha=0.15,
+                   label=f"±{BASE_CTR_BAND:.0%} of dial 0")
+    a.set_xlabel(report["dial"])
+    a.set_ylabel("base CTR (%)")
+    a.legend(fontsize=7, frameon=False)
+    if all("oracle" in r for r in report["rows"]):
+        b.plot(xs, [r["oracle"]["gain"] for r in report["rows"]], "o-", color="C1")
+    b.axhline(0, color="0.5", lw=0.8)
+    b.set_xlabel(report["dial"])
+    b.set_ylabel("oracle AUC gain")
+    fig.suptitle(f"{report['seed_model']} gate, {report['users']:,} users", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- the page summary
+#: The headline edge each seed's page reports (issue #30, item 6).
+HEADLINES = ("AMEN - DIN", "LCN - SIM", "SSIM - random sharing")
+SUMMARY_KEYS = ("dial", "values", "headline_edge", "edges", "oracle_gain", "base_ctr", "steps", "converged")
+
+
+def page_summary(page: dict, cfg: dict) -> dict:
+    """The page's ``summary`` in issue #30's fixed form: per dial value the mean and sample sd
+    over model seeds of every edge, the oracle gain and base CTR of the world, the mean
+    training steps; ``converged`` when every training stopped by the patience rule."""
+    results = page["results"]
+    names = list(results[0]["edges"]) if results else []
+    edges = {n: {"mean": [float(np.mean(r["edges"][n])) for r in results],
+                 "sd": [kit.sample_std(r["edges"][n]) for r in results]} for n in names}
+    trainings = [row for r in results for rows in r["rows"].values() for row in rows]
+    steps = [float(np.mean([row["steps"] for rows in r["rows"].values() for row in rows if row.get("steps") is not None]
+                           or [np.nan])) for r in results]
+    headline = " - ".join(cfg["headline"])
+    return {"dial": page["dial"], "values": [r["value"] for r in results], "headline_edge": headline,
+            "edges": edges,
+            "oracle_gain": [r.get("world", {}).get("oracle", {}).get("gain") for r in results],
+            "base_ctr": [r.get("world", {}).get("base_ctr") for r in results],
+            "steps": steps,
+            "converged": bool(trainings) and all(row.get("stopped_by") == "patience" and (row.get("epochs_run") or 0) >= 1
+                                                 for row in trainings)}
+
+
+def check_summary(summary: object) -> list[str]:
+    """What is wrong with a page's ``summary`` (empty when it has exactly issue #30's form)."""
+    if not isinstance(summary, dict):
+        return ["summary is not an object"]
+    errs = []
+    if sorted(summary) != sorted(SUMMARY_KEYS):
+        errs.append(f"keys {sorted(summary)}; expected exactly {sorted(SUMMARY_KEYS)}")
+        return errs
+    values = summary["values"]
+    n = len(values) if isinstance(values, list) else -1
+    if not isinstance(summary["dial"], str) or not summary["dial"]:
+        errs.append("dial must be a non-empty string")
+    if n < 4 or 0.0 not in values or values != sorted(values):
+        errs.append(f"values must be >= 4 increasing dial values including 0, got {values}")
+    if summary["headline_edge"] not in HEADLINES:
+        errs.append(f"headline_edge must be one of {HEADLINES}, got {summary['headline_edge']!r}")
+    elif summary["headline_edge"] not in summary["edges"]:
+        errs.append(f"headline_edge {summary['headline_edge']!r} has no entry in edges")
+    for name, e in (summary["edges"] or {}).items():
+        if not isinstance(e, dict) or sorted(e) != ["mean", "sd"] or any(
+                not isinstance(e[k], list) or len(e[k]) != n or not all(isinstance(x, (int, float)) for x in e[k])
+                for k in ("mean", "sd")):
+            errs.append(f"edges[{name!r}] must be {{'mean': [{n} numbers], 'sd': [{n} numbers]}}")
+    for key in ("oracle_gain", "base_ctr", "steps"):
+        v = summary[key]
+        if not isinstance(v, list) or len(v) != n or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                             and np.isfinite(x) for x in v):
+            errs.append(f"{key} must be {n} finite numbers, got {v}")
+    if not isinstance(summary["converged"], bool):
+        errs.append("converged must be true or false")
+    return errs
 
 
 def edge_verdict(edge: list[float]) -> tuple[float, float, str]:
@@ -249,6 +433,30 @@ def edge_verdict(edge: list[float]) -> tuple[float, float, str]:
 def page_stem(summary: dict) -> str:
     """``dose_<seed>``, with ``_position`` for a run with the position-tower variants."""
     return f"dose_{summary['seed_model']}" + ("_position" if summary["position_tower"] else "")
+
+
+def summary_lines(s: dict) -> list[str]:
+    """The headline of a page with an issue-#30 summary: the world (base CTR, oracle gain) and
+    the headline edge per dial value, the steps and the convergence verdict; GAUC per model."""
+    sm = s["summary"]
+    head = sm["headline_edge"]
+    e = sm["edges"].get(head, {"mean": [], "sd": []})
+    rows = []
+    for i, v in enumerate(sm["values"]):
+        m, sd = e["mean"][i], e["sd"][i]
+        rows.append([f"{v:g}", f"{sm['base_ctr'][i]:.4%}" if sm["base_ctr"][i] is not None else "n/a",
+                     f"{sm['oracle_gain'][i]:+.4f}" if sm["oracle_gain"][i] is not None else "n/a",
+                     f"{m:+.4f} ± {sd:.4f}", "yes" if abs(m) > 2 * sd and sd > 0 else "no", f"{sm['steps'][i]:,.0f}"])
+    stops = sorted({row.get("stopped_by") or "n/a" for r in s["results"] for rr in r["rows"].values() for row in rr})
+    lines = [f"**Headline edge: {head}** (validation AUC, mean ± sd over model seeds). Every model trains until "
+             f"validation {s.get('monitor', 'logloss')} has not improved for {s.get('patience', 2)} epochs "
+             f"(cap {s['epochs']} epochs); converged (every training stopped by that rule): "
+             f"**{'yes' if sm['converged'] else 'no'}** (stops: {', '.join(stops)}).", ""]
+    lines += kit.md_table(["dial", "base CTR", "oracle gain", head, "beyond 2 sd", "mean steps"], rows)
+    lines += ["", "Validation GAUC (by user) per model:", ""]
+    lines += kit.md_table(["dial", *s["models"]], [[f"{r['value']:g}", *[kit.mean_std([x["gauc"] for x in r["rows"][m]])
+                                                                       for m in s["models"]]] for r in s["results"]])
+    return lines + [""]
 
 
 def edge_table(results: list[dict], key: str) -> list[str]:
@@ -275,6 +483,8 @@ def render(summary: dict) -> str:
     lines += kit.md_table(["dial", *s["models"]], [[f"{r['value']:g}", *[kit.mean_std([x["auc"] for x in r["rows"][m]])
                                                                        for m in s["models"]]] for r in s["results"]])
     lines.append("")
+    if s.get("summary"):
+        lines += summary_lines(s)
     lines += edge_table(s["results"], "edges")
     if any(r.get("focus_edges") for r in s["results"]):
         lines += ["", f"The same edges on the validation rows of the `{s['focus']}` scenario alone:", ""]

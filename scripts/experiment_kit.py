@@ -49,6 +49,9 @@ def add_common_args(ap: argparse.ArgumentParser, *, users: int, campaign_days: f
     ap.add_argument("--users", type=int, default=users, help=users_help)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--monitor", choices=["auc", "logloss"], default="auc",
+                    help="early stopping watches this validation metric (default auc; --epochs is the cap)")
+    ap.add_argument("--patience", type=int, default=2, help="epochs without a better monitored value before stopping")
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--embedding-dim", type=int, default=8)
@@ -87,6 +90,7 @@ def trainer_config(args: argparse.Namespace, seed: int):
 
     torch.set_num_threads(args.threads)
     return TrainerConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_steps=args.max_steps,
+                         monitor=getattr(args, "monitor", "auc"), patience=getattr(args, "patience", 2),
                          seed=seed, progress=False)
 
 
@@ -130,6 +134,50 @@ def load_world(table: dict, seed: int, cache: str | Path) -> WorldData:
     return WorldData(table, world, train, val)
 
 
+# --------------------------------------------------------------------------- oracle information
+def logistic_auc_gain(base: np.ndarray, extra: np.ndarray, labels: np.ndarray, train_mask: np.ndarray, *,
+                      l2: float = 1e-3) -> dict:
+    """How much a world's mechanism features add to what a simple model can know: an
+    L2-regularised logistic regression on standardised ``base`` features [n, p] and one on
+    ``base`` + ``extra`` [n, p + q], both fitted on the rows of ``train_mask`` and scored by
+    AUC on the others. Returns ``{"auc_base", "auc_full", "gain"}`` (gain = full - base).
+
+    The fit is a convex problem (L-BFGS, exact gradient), so the figure is a property of the
+    features and the labels, not of a training run; ``l2`` (per row) only keeps
+    separable or collinear columns finite."""
+    from scipy.optimize import minimize
+
+    from simab.policies.metrics import auc
+
+    y = np.asarray(labels, dtype=float)
+    train_mask = np.asarray(train_mask, dtype=bool)
+    if train_mask.all() or not train_mask.any():
+        raise ValueError("train_mask must leave rows on both sides")
+
+    def fit_auc(x: np.ndarray) -> float:
+        x = np.asarray(x, dtype=float).reshape(len(y), -1)
+        mu, sd = x[train_mask].mean(0), x[train_mask].std(0)
+        z = np.column_stack([np.ones(len(y)), (x - mu) / np.where(sd > 0, sd, 1.0)])
+        zt, yt, n = z[train_mask], y[train_mask], int(train_mask.sum())
+
+        def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+            m = zt @ w
+            p = 1.0 / (1.0 + np.exp(-m))
+            nll = np.logaddexp(0.0, m).sum() - yt @ m
+            reg = 0.5 * l2 * n * (w[1:] @ w[1:])
+            grad = zt.T @ (p - yt)
+            grad[1:] += l2 * n * w[1:]
+            return (nll + reg) / n, grad / n
+
+        w = minimize(loss, np.zeros(z.shape[1]), jac=True, method="L-BFGS-B").x
+        return float(auc(y[~train_mask], z[~train_mask] @ w))
+
+    a_base = fit_auc(base)
+    a_full = fit_auc(np.column_stack([np.asarray(base, dtype=float).reshape(len(y), -1),
+                                      np.asarray(extra, dtype=float).reshape(len(y), -1)]))
+    return {"auc_base": a_base, "auc_full": a_full, "gain": a_full - a_base}
+
+
 # --------------------------------------------------------------------------- train grid
 @dataclass(frozen=True)
 class Model:
@@ -143,9 +191,13 @@ class Model:
 
 
 def offline_row(seed: int, metrics: dict, cached: bool, **extra: float) -> dict:
-    """The offline-metrics row of one trained model (validation AUC, GAUC, logloss)."""
+    """The offline-metrics row of one trained model (validation AUC, GAUC, logloss) and how its
+    training ended (steps, epochs run, what stopped it: ``patience`` = converged, ``epochs`` =
+    the cap, ``max_steps``)."""
+    train = metrics.get("train", {})
     return {"seed": seed, "auc": metrics["auc"], "gauc": metrics["gauc"], "logloss": metrics["logloss"], **extra,
-            "seconds": metrics.get("train", {}).get("seconds", math.nan), "cached": cached}
+            "steps": train.get("steps"), "epochs_run": train.get("epochs_run"), "stopped_by": train.get("stopped_by"),
+            "seconds": train.get("seconds", math.nan), "cached": cached}
 
 
 def describe_row(row: dict) -> str:
@@ -227,6 +279,9 @@ def ab_campaign(args: argparse.Namespace, name: str, world_table: dict, control:
     training = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "cache_dir": args.cache}
     if args.max_steps is not None:
         training["max_steps"] = args.max_steps
+    for key in ("monitor", "patience"):  # the offline rule, so the arms reuse the offline checkpoints
+        if hasattr(args, key):
+            training[key] = getattr(args, key)
     overrides = {
         "name": name, "seed": args.seed, "duration_days": args.campaign_days, "world": world_table,
         "control": "control", "shards": shards,

@@ -139,9 +139,22 @@ class TrainingSpec(_Strict):
     lr: float = Field(2e-3, gt=0.0, le=MAX_LR, description=f"learning rate, at most {MAX_LR:g}")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_steps: int | None = Field(None, ge=1, le=1_000_000_000)
+    monitor: Literal["auc", "logloss"] = Field("auc", description="what early stopping watches on the validation rows")
+    patience: int = Field(2, ge=1, le=1000, description="epochs without a better monitored value before stopping")
     cache: bool = True
     cache_dir: str | None = Field(None, description="pre-period / model cache; None: $SIMAB_CACHE, "
                                   "else $XDG_CACHE_HOME/simab or ~/.cache/simab")
+
+    @model_serializer(mode="wrap")
+    def _stopping_only_when_set(self, handler):
+        """At the default early-stopping rule a campaign dumps as it did before the rule could
+        be set (its spec.json is unchanged)."""
+        data = handler(self)
+        if isinstance(data, dict):
+            for k in ("monitor", "patience"):
+                if getattr(self, k) == TrainingSpec.model_fields[k].default:
+                    data.pop(k, None)
+        return data
 
 
 #: The shard engines by name (``simab/engine/engines.py`` builds them): the one list.

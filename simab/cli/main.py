@@ -252,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"learning rate, in [1e-09, {MAX_LR:g}] (default 0.002)")
     t.add_argument("--max-steps", type=int_at_least(1, 1_000_000_000),
                    help="stop after this many steps (default: no limit)")
+    t.add_argument("--monitor", default="auc", choices=["auc", "logloss"],
+                   help="early stopping watches this on the validation rows (default auc)")
+    t.add_argument("--patience", type=int_at_least(1, 1000), default=2,
+                   help="epochs without a better monitored value before stopping, 1 to 1000 (default 2)")
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="torch device; auto uses CUDA when available (default auto)")
     t.add_argument("--seed", type=seed, default=0, help=f"world and training seed, 0 to {MAX_SEED} (default 0)")

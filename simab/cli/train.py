@@ -43,7 +43,7 @@ def train_main(args) -> int:
         raise SimabError(f"policy {args.policy!r} learns nothing; trainable: {', '.join(trainable)}",
                          source="--policy")
     cfg = TrainerConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
-                        max_steps=args.max_steps, seed=args.seed)
+                        max_steps=args.max_steps, monitor=args.monitor, patience=args.patience, seed=args.seed)
     cache = cache_dir(None)
     with output_folder(args.out, kind="train", command="simab train", plan=Plan(files=list(CHECKPOINT_FILES))) as rec:
         out = rec.folder

@@ -45,7 +45,7 @@ def prepare_policies(spec: CampaignSpec, world: World, run_dir: Path, cache: Pat
             data = training_data(world, pre)
         t = spec.training
         cfg = TrainerConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, device=t.device,
-                            max_steps=t.max_steps, seed=spec.seed)
+                            max_steps=t.max_steps, monitor=t.monitor, patience=t.patience, seed=spec.seed)
         progress(f"policy {arm}: {a.policy} ...")
         policy, metrics, cached = load_or_train(
             cache if t.cache else run_dir / ".models", world.spec_dict(), a.policy, a.params, fs, spec.seed,

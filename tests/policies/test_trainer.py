@@ -73,3 +73,46 @@ def test_evaluate_uses_score_kind(spec, small_source):
     y = small_source.label
     expected = -(y * math.log(0.3) + (1 - y) * math.log(0.7)).mean()
     assert m["logloss"] == pytest.approx(expected)
+
+
+def test_early_stopping_on_logloss_keeps_the_lowest_and_says_why_it_stopped(spec, world, small_source):
+    val = world.source(400, seed=9)
+    policy = build_policy("dnn", TINY, spec, seed=0)
+    # the large learning rate makes validation logloss go up and down between epochs
+    metrics = policy.fit(small_source, val, epochs=8, batch_size=32, lr=0.05, patience=2, monitor="logloss",
+                         progress=False)
+    train = metrics["train"]
+    losses = [h["val_logloss"] for h in train["history"]]
+    assert metrics["logloss"] == min(losses)
+    assert train["best_epoch"] == losses.index(min(losses)) + 1
+    # stopped `patience` epochs after the best one (converged), or ran out of epochs (not converged)
+    if train["stopped_by"] == "patience":
+        assert len(losses) == train["best_epoch"] + 2 and train["converged"]
+    else:
+        assert train["stopped_by"] == "epochs" and len(losses) == 8 and not train["converged"]
+    assert evaluate(policy, val)["logloss"] == pytest.approx(min(losses), rel=1e-9)  # best weights restored
+
+
+def test_min_epochs_holds_off_the_patience_rule(spec, world, small_source):
+    val = world.source(400, seed=9)
+    policy = build_policy("dnn", TINY, spec, seed=0)
+    metrics = policy.fit(small_source, val, epochs=5, batch_size=32, lr=0.05, patience=1, min_epochs=5,
+                         monitor="logloss", progress=False)
+    assert metrics["train"]["epochs_run"] == 5
+
+
+def test_max_steps_is_not_convergence(spec, small_source, world):
+    policy = build_policy("dnn", TINY, spec, seed=0)
+    metrics = policy.fit(small_source, world.source(200, seed=9), epochs=3, max_steps=2, batch_size=32, progress=False)
+    assert metrics["train"]["stopped_by"] == "max_steps" and not metrics["train"]["converged"]
+
+
+def test_an_unknown_monitor_is_a_user_error():
+    with pytest.raises(SimabError, match="trainer.monitor|auc, logloss"):
+        TrainerConfig(monitor="accuracy")
+
+
+def test_default_rule_keeps_the_checkpoint_key():
+    # the cache key of the default rule is what it was before monitor / min_epochs existed
+    assert "monitor" not in TrainerConfig().result_relevant()
+    assert TrainerConfig(monitor="logloss").result_relevant()["monitor"] == "logloss"

@@ -85,3 +85,71 @@ def test_the_issue_pages_are_recorded():
     """The three seeds' pages exist (docs/results/README.md and README.md link them)."""
     for seed in ("amen", "lcn", "ssim"):
         assert (ROOT / "docs" / "results" / f"dose_{seed}.md").exists(), seed
+
+
+def test_gate_measures_base_ctr_and_oracle_information_without_training(tmp_path, monkeypatch):
+    calls = []
+
+    def oracle(data):
+        calls.append(data.table)
+        return {"auc_base": 0.6, "auc_full": 0.61, "gain": 0.01 * len(calls)}
+
+    cfg = {"preset": "default", "focus": "home_feed", "dial": ("intent", "strength"), "values": [0.0, 2.0],
+           "base": TINY_BASE, "baselines": ["DNN"], "models": [kit.Model("DNN", "dnn")], "oracle": oracle}
+    monkeypatch.setitem(dose.SEEDS, "amen", cfg)
+    out = tmp_path / "out"
+    assert dose.main(["amen", "--gate-only", "--users", "240", "--cache", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    report = json.loads((out / "gate_amen.json").read_text())
+    assert [r["value"] for r in report["rows"]] == [0.0, 2.0] and len(calls) == 2
+    assert [r["oracle"]["gain"] for r in report["rows"]] == [0.01, 0.02] and report["oracle_gain_rises"]
+    for r in report["rows"]:
+        assert 0 < r["base_ctr"] < 1
+    ctrs = [r["base_ctr"] for r in report["rows"]]
+    assert report["base_ctr_within_band"] == all(abs(c / ctrs[0] - 1) <= 0.2 for c in ctrs)
+    assert not (tmp_path / "cache" / "models").exists() or not any((tmp_path / "cache" / "models").iterdir())
+    assert (out / "gate_amen.png").stat().st_size > 0 and "oracle gain" in (out / "gate_amen.md").read_text()
+
+
+def test_base_ctr_band_is_twenty_percent_of_dial_zero():
+    assert dose.ctr_within_band([0.010, 0.0119, 0.0081])
+    assert not dose.ctr_within_band([0.010, 0.0121])
+    assert not dose.ctr_within_band([0.0, 0.0])  # no clicks at dial 0: nothing to hold fixed
+
+
+def _summary(**change):
+    s = {"dial": "intent.scene_first", "values": [0.0, 0.3, 0.6, 0.9], "headline_edge": "AMEN - DIN",
+         "edges": {"AMEN - DIN": {"mean": [0.0, 0.002, 0.004, 0.006], "sd": [0.001] * 4}},
+         "oracle_gain": [0.0, 0.01, 0.02, 0.03], "base_ctr": [0.02] * 4, "steps": [900.0] * 4, "converged": True}
+    s.update(change)
+    return s
+
+
+def test_check_summary_accepts_exactly_the_issue_form_and_names_what_is_wrong():
+    assert dose.check_summary(_summary()) == []
+    assert dose.check_summary({**_summary(), "extra": 1})  # exactly these keys
+    assert "headline_edge" in dose.check_summary(_summary(headline_edge="AMEN - DNN"))[0]
+    assert "values" in dose.check_summary(_summary(values=[0.3, 0.6, 0.9, 1.0]))[0]  # must include 0
+    assert "edges" in dose.check_summary(_summary(edges={"AMEN - DIN": {"mean": [0.0] * 3, "sd": [0.0] * 4}}))[0]
+    assert "base_ctr" in dose.check_summary(_summary(base_ctr=[0.02, None, 0.02, 0.02]))[0]
+    assert "converged" in dose.check_summary(_summary(converged="yes"))[0]
+
+
+def test_a_tiny_sweep_writes_a_summary_of_the_issue_form(tmp_path, monkeypatch):
+    cfg = {"preset": "default", "focus": "home_feed", "dial": ("intent", "strength"),
+           "values": [0.0, 1.0, 2.0, 3.0], "base": TINY_BASE, "baselines": ["DIN"], "headline": ("AMEN", "DIN"),
+           "models": [kit.Model("DIN", "din"), kit.Model("AMEN", "dnn")],
+           "oracle": lambda data: {"gain": 0.0}}
+    monkeypatch.setitem(dose.SEEDS, "amen", cfg)
+    out = tmp_path / "out"
+    assert dose.main(["amen", "--users", "240", "--seeds", "2", "--epochs", "3", "--batch-size", "256",
+                      "--cache", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    page = json.loads((out / "dose_amen.json").read_text())
+    s = page["summary"]
+    assert dose.check_summary(s) == []
+    edge = [a["auc"] - b["auc"] for a, b in zip(page["results"][1]["rows"]["AMEN"], page["results"][1]["rows"]["DIN"],
+                                              strict=True)]
+    assert s["edges"]["AMEN - DIN"]["mean"][1] == pytest.approx(sum(edge) / 2)  # mean over the two seeds
+    rows = [row for r in page["results"] for rr in r["rows"].values() for row in rr]
+    assert all(row["stopped_by"] in ("patience", "epochs") for row in rows)
+    assert s["converged"] == all(row["stopped_by"] == "patience" for row in rows)
+    assert "Headline edge: AMEN - DIN" in (out / "dose_amen.md").read_text()
