@@ -59,6 +59,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +181,22 @@ def _row_columns(source: Any) -> Iterator[dict[str, np.ndarray]]:
                "label": b["label"][:, 0].numpy()}
 
 
+def selection_path(directory: str | Path, source: Any, seed: int, fingerprint: str | None = None) -> Path:
+    """Where ``selections_dir`` keeps the selection of one training set (or ``fingerprint``)
+    and model seed."""
+    return Path(directory) / f"{(fingerprint or source_fingerprint(source))[:16]}-seed{seed}.parquet"
+
+
+def read_ratio(directory: str | Path, source: Any, seed: int) -> float:
+    """The share ratio of the selection saved in ``directory`` for these training rows and
+    seed (``ratio_of``: a random selection at the ratio a learned one chose)."""
+    path = selection_path(directory, source, seed)
+    if not path.exists():
+        raise SimabError(f"no selection for these training rows and seed {seed} in {directory} (train the "
+                         "learned SSIM with selections_dir first)", key="params.ratio_of")
+    return float((pq.read_schema(str(path)).metadata or {})[b"share_ratio"].decode())
+
+
 def save_shared(path: str | Path, table: pa.Table) -> None:
     pq.write_table(table, str(path))
 
@@ -212,6 +229,8 @@ class SSIM(NeuralPolicy):
         "scenario_heads": True,
         "tower_units": 32,
         "warm_start": True,
+        "search": "frozen",
+        "search_epochs": 1,
         "epsilon": 0.5,
         "kl_weight": 0.01,
         "kl_warmup_steps": 0,
@@ -228,6 +247,8 @@ class SSIM(NeuralPolicy):
         "selection": "learned",
         "shared_in": "",
         "shared_out": "",
+        "selections_dir": "",
+        "ratio_of": "",
     }
     RULES = {
         **COMMON_RULES,
@@ -242,6 +263,8 @@ class SSIM(NeuralPolicy):
         "tau_end": in_range(0.0, lo_open=True),
         "anneal_steps": in_range(0),
         "share_ratio": in_range(0.0, 1.0),
+        "search": one_of("frozen", "joint"),
+        "search_epochs": in_range(1),
         "ratio_grid": ratio_list,
         "sh_norm": one_of("tower", "row"),
         "ratio_scope": one_of("per_scenario", "global"),
@@ -259,6 +282,9 @@ class SSIM(NeuralPolicy):
         except SimabError as exc:  # the common parameters passed the rules above: the culprit is backbone_params
             key = (exc.key or "params").replace("params", "params.backbone_params", 1)
             raise SimabError(exc.message, key=key) from None
+        if p["search"] == "frozen" and not p["warm_start"] and p["selection"] == "learned":
+            raise SimabError("search = 'frozen' searches over the warm start's towers: it needs warm_start = true "
+                             "(or search = 'joint')", key="params.search")
         self.n_scenarios = max(feature_spec.n_scenarios, len(feature_spec.scenario_names))
         d = p["embedding_dim"]
         in_dim = feature_spec.input_width(d, scenario=False, item_pop=p["selector_pop"])
@@ -457,7 +483,7 @@ class SSIM(NeuralPolicy):
                           "score": score.astype(np.float64), "logit": logit.astype(np.float64),
                           "shared": shared})
         meta = {"fingerprint": source_fingerprint(source), "backbone": self.params["backbone"],
-                "selection": self.params["selection"], "share_ratio": str(ratio)}
+                "selection": self.params["selection"], "share_ratio": str(ratio), "seed": str(seed)}
         return table.replace_schema_metadata(meta)
 
     def reset_backbone(self) -> None:
@@ -470,25 +496,67 @@ class SSIM(NeuralPolicy):
         config = trainer.TrainerConfig.from_options(trainer_options)
         base = train
         metrics: dict[str, Any] = {}
+        ratio = None
         if self.params["shared_in"]:
             mask = load_shared(self.params["shared_in"], base)
         else:
+            ratio = read_ratio(self.params["ratio_of"], base, config.seed) if self.params["ratio_of"] else None
             if self.params["selection"] == "learned":
                 if self.params["warm_start"]:
                     self.phase = "mt"
                     metrics["warm_start"] = trainer.fit(self, RowSource(base), val, config)
-                self.phase = "search"
-                for prm in self.selector.parameters():
-                    prm.requires_grad_(True)
-                metrics["search"] = trainer.fit(self, RowSource(base), val, config)
-            if self.params["ratio_grid"]:
-                return self._tune_ratio(base, val, config, metrics)
-            self.shared_table = self.select(base, seed=config.seed)
+                metrics["search"] = self._search(base, val, config)
+            if self.params["ratio_grid"] and ratio is None:
+                metrics = self._tune_ratio(base, val, config, metrics)
+                self._save_selection(base, config.seed)
+                return self._phase_totals(metrics)
+            self.shared_table = self.select(base, seed=config.seed, ratio=ratio)
             mask = self.shared_table.column("shared").to_numpy(zero_copy_only=False)
             if self.params["shared_out"]:
                 save_shared(self.params["shared_out"], self.shared_table)
+            self._save_selection(base, config.seed)
         metrics.update(self._retrain(base, val, config, mask))
+        metrics["share_ratio"] = self.params["share_ratio"] if ratio is None else ratio
+        return self._phase_totals(metrics)
+
+    @staticmethod
+    def _phase_totals(metrics: dict) -> dict:
+        """The retrain's record is the model's ``train`` record (what serves); beside it the
+        steps and seconds of every phase (warm start, search, every retrain of the ratio
+        grid) and whether each stopped by the patience rule."""
+        phases = [metrics[k]["train"] for k in ("warm_start", "search") if k in metrics]
+        phases += [r["train"] for r in metrics.get("ratio_search", [])] or [metrics["train"]]
+        metrics["train"]["all_phases"] = {"steps": sum(p["steps"] for p in phases),
+                                          "seconds": sum(p["seconds"] for p in phases),
+                                          "stopped_by": [p.get("stopped_by") for p in phases]}
         return metrics
+
+    def _search(self, base: Any, val: BatchSource | None, config: trainer.TrainerConfig) -> dict:
+        """The search phase: the selector learns which rows the other towers fit as well as
+        their own (``search = "joint"``: backbone and selector together, the seed's eq. 3,
+        with early stopping like every phase; ``"frozen"``: the backbone as the warm start
+        left it, the selector alone for ``search_epochs`` epochs, no early stopping: its
+        target, the frozen towers' excess loss, does not move)."""
+        self.phase = "search"
+        for prm in self.selector.parameters():
+            prm.requires_grad_(True)
+        if self.params["search"] == "joint":
+            return trainer.fit(self, RowSource(base), val, config)
+        for prm in self.backbone.parameters():
+            prm.requires_grad_(False)
+        try:
+            return trainer.fit(self, RowSource(base), None, replace(config, epochs=self.params["search_epochs"]))
+        finally:
+            for prm in self.backbone.parameters():
+                prm.requires_grad_(True)
+
+    def _save_selection(self, base: Any, seed: int) -> None:
+        """With ``selections_dir``: the selection, named by the training rows and the seed, so
+        a random selection at the same ratio (``ratio_of``) can find it."""
+        if self.params["selections_dir"] and self.shared_table is not None:
+            path = selection_path(self.params["selections_dir"], base, seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_shared(path, self.shared_table)
 
     def _retrain(self, base: Any, val: BatchSource | None, config: trainer.TrainerConfig, mask: np.ndarray) -> dict:
         """The retrain phase: the backbone from its initial weights, the selector frozen,
@@ -517,7 +585,8 @@ class SSIM(NeuralPolicy):
             out = self._retrain(base, val, config, table.column("shared").to_numpy(zero_copy_only=False))
             value = out["logloss"] if lower else -out["auc"]
             tried.append({"ratio": float(ratio), "auc": out["auc"], "logloss": out["logloss"],
-                          "steps": out["train"]["steps"]})
+                          "per_scenario_auc": {k: v["auc"] for k, v in out.get("per_scenario", {}).items()},
+                          "train": {k: out["train"].get(k) for k in ("steps", "seconds", "epochs_run", "stopped_by")}})
             if best is None or value < best[0]:
                 best = (value, out, copy.deepcopy(self.backbone.state_dict()), table)
         assert best is not None  # the grid is not empty
@@ -542,6 +611,12 @@ class SSIM(NeuralPolicy):
         path = Path(directory) / SHARED_FILE
         if path.exists():
             self.shared_table = pq.read_table(str(path))
+            meta = self.shared_table.schema.metadata or {}
+            if self.params["selections_dir"] and b"seed" in meta:  # publish it again (a cached model)
+                out = selection_path(self.params["selections_dir"], None, int(meta[b"seed"]),
+                                     meta[b"fingerprint"].decode())
+                out.parent.mkdir(parents=True, exist_ok=True)
+                save_shared(out, self.shared_table)
 
 
 register_policy("ssim", SSIM, SSIM.load)

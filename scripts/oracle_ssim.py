@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import experiment_kit as kit
 import numpy as np
 
 #: Pseudo-count of the target encodings' shrinkage towards the prior click rate.
@@ -34,8 +35,12 @@ FOLDS = 5
 
 
 def shareable_rows(world: Any, source: Any) -> np.ndarray:
-    """Whether each row of ``source`` (a ``LogDataset``) belongs to a user of the shared
-    segment: the rows worth sharing across scenarios (bool per row)."""
+    """Whether each row of ``source`` (a ``LogDataset``) is worth sharing across scenarios
+    (bool per row): its user belongs to the shared segment, or, in a world without the
+    segment's mechanism (``specific_share`` only, issue #19), its item's category has no
+    scenario-specific part."""
+    if not world.oracle.needs_profile:
+        return ~world.oracle.specific_categories[world.catalog.category[source.item]]
     ids = np.unique(source.user)
     seg = world.oracle.in_segment(world.population.users(ids).profile)
     return seg[np.searchsorted(ids, source.user)]
@@ -71,72 +76,58 @@ def _encodings(keys_fit: np.ndarray, y_fit: np.ndarray, keys_train: np.ndarray, 
     return train, val
 
 
-def logistic_auc(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-                 l2: float = 1.0) -> float:
-    """Validation AUC of an L2 logistic regression on standardised features (Newton's
-    method; a constant column gets a zero coefficient)."""
-    from simab.policies.metrics import auc
-
-    mu, sd = x_train.mean(0), x_train.std(0)
-    sd = np.where(sd > 1e-12, sd, np.inf)  # a constant column becomes 0
-    a = np.column_stack([np.ones(len(x_train)), (x_train - mu) / sd])
-    w = np.zeros(a.shape[1])
-    reg = np.full(a.shape[1], l2)
-    reg[0] = 0.0
-    for _ in range(50):
-        p = 1.0 / (1.0 + np.exp(-a @ w))
-        grad = a.T @ (p - y_train) + reg * w
-        hess = (a * (p * (1 - p))[:, None]).T @ a + np.diag(reg + 1e-9)
-        step = np.linalg.solve(hess, grad)
-        w -= step
-        if np.abs(step).max() < 1e-8:
-            break
-    b = np.column_stack([np.ones(len(x_val)), (x_val - mu) / sd])
-    return float(auc(y_val, b @ w))
-
-
 def oracle_gain(data: Any) -> dict:
     """The oracle information of a built world and its pre-period (``kit.WorldData``):
-    ``gain`` (AUC of the oracle-sharing logistic model over the same model without the
-    shared rows, on the segment scenario's validation rows), ``gain_share_all``, the two
-    AUCs, the segment's share of the training rows and the rows it was measured on."""
+    ``gain``, the validation AUC of the oracle-sharing logistic model over the same model
+    without the shared rows, on every scenario's validation rows together (``gain_<s>`` on
+    scenario ``s``'s alone); ``gain_share_all`` the same for sharing every other scenario's
+    rows (no selection); the segment's share of the training rows."""
     world, tr, va = data.world, data.train, data.val
     o = world.oracle
-    s3 = o.segment_scenario
-    n_cat = world.catalog.n_categories
+    n_cat, n_sc = world.catalog.n_categories, len(world.scenario_names)
     prof_tr, prof_va = _profile(world, tr.user), _profile(world, va.user)
     cat_tr, cat_va = world.catalog.category[tr.item], world.catalog.category[va.item]
     seg_tr, seg_va = o.in_segment(prof_tr), o.in_segment(prof_va)
     y_tr, y_va = tr.label.astype(np.float64), va.label.astype(np.float64)
     prior = float(y_tr.mean())
-    m_tr, m_va = tr.scenario == s3, va.scenario == s3
-    pairs = [(0, 6), (2, 4)]  # (age, category), (city, category): the specific part's tables
-    base_tr, base_va, full_tr, full_va, all_tr, all_va = [], [], [], [], [], []
-    for field, size in pairs:
-        k_tr = prof_tr[:, field] * n_cat + cat_tr
-        k_va = prof_va[:, field] * n_cat + cat_va
-        n_keys = size * n_cat
-        own = _encodings(k_tr[m_tr], y_tr[m_tr], k_tr[m_tr], k_va[m_va], n_keys, prior, out_of_fold=True)
-        others = ~m_tr
-        shared = others & seg_tr
-        sh = _encodings(k_tr[shared], y_tr[shared], k_tr[m_tr], k_va[m_va], n_keys, prior, out_of_fold=False)
-        everything = _encodings(k_tr[others], y_tr[others], k_tr[m_tr], k_va[m_va], n_keys, prior, out_of_fold=False)
-        base_tr.append(own[0])
-        base_va.append(own[1])
-        full_tr.append(sh[0] * seg_tr[m_tr])
-        full_va.append(sh[1] * seg_va[m_va])
-        all_tr.append(everything[0])
-        all_va.append(everything[1])
-    seg_col_tr, seg_col_va = seg_tr[m_tr].astype(float), seg_va[m_va].astype(float)
-    xb_tr, xb_va = np.column_stack(base_tr), np.column_stack(base_va)
-    xf_tr = np.column_stack([xb_tr, *full_tr, seg_col_tr])
-    xf_va = np.column_stack([xb_va, *full_va, seg_col_va])
-    xa_tr, xa_va = np.column_stack([xb_tr, *all_tr]), np.column_stack([xb_va, *all_va])
-    yt, yv = y_tr[m_tr], y_va[m_va]
-    auc_base = logistic_auc(xb_tr, yt, xb_va, yv)
-    auc_full = logistic_auc(xf_tr, yt, xf_va, yv)
-    auc_all = logistic_auc(xa_tr, yt, xa_va, yv)
-    return {"gain": auc_full - auc_base, "auc_base": auc_base, "auc_full": auc_full,
-            "gain_share_all": auc_all - auc_base, "segment_share_of_rows": float(seg_tr.mean()),
-            "scenario": world.scenario_names[s3], "train_rows": int(m_tr.sum()), "val_rows": int(m_va.sum()),
-            "val_clicks": int(yv.sum())}
+    n_tr, n_va = tr.n_rows, va.n_rows
+    cols = {k: (np.zeros((n_tr, 2)), np.zeros((n_va, 2))) for k in ("own", "shared", "all")}
+    for j, (field, size) in enumerate([(0, 6), (2, 4)]):  # (age, category), (city, category)
+        # keyed by the segment too: the base model may tell the segment's users apart within a
+        # scenario from that scenario's own rows (what a tower on the profile fields can learn);
+        # the oracle adds only the other scenarios' rows of the segment
+        k_tr = (prof_tr[:, field] * n_cat + cat_tr) * 2 + seg_tr
+        k_va = (prof_va[:, field] * n_cat + cat_va) * 2 + seg_va
+        n_keys = size * n_cat * 2
+        for s in range(n_sc):
+            m_tr, m_va = tr.scenario == s, va.scenario == s
+            others = ~m_tr
+            for name, fit_rows, oof in (("own", m_tr, True), ("shared", others & seg_tr, False),
+                                        ("all", others, False)):
+                e_tr, e_va = _encodings(k_tr[fit_rows], y_tr[fit_rows], k_tr[m_tr], k_va[m_va], n_keys, prior,
+                                        out_of_fold=oof)
+                cols[name][0][m_tr, j], cols[name][1][m_va, j] = e_tr, e_va
+    onehot = lambda sc: np.eye(n_sc)[sc][:, 1:]  # noqa: E731  the scenarios' base rates
+    stack = lambda a, b: np.vstack([a, b])  # noqa: E731
+    base = stack(np.column_stack([cols["own"][0], onehot(tr.scenario)]),
+                 np.column_stack([cols["own"][1], onehot(va.scenario)]))
+    shared = stack(cols["shared"][0] * seg_tr[:, None], cols["shared"][1] * seg_va[:, None])
+    everything = stack(cols["all"][0], cols["all"][1])
+    labels = np.concatenate([y_tr, y_va])
+    train_mask = np.arange(n_tr + n_va) < n_tr
+    out = kit.logistic_auc_gain(base, shared, labels, train_mask)
+    out["gain_share_all"] = kit.logistic_auc_gain(base, everything, labels, train_mask)["gain"]
+    # per scenario: the two fitted models' scores on that scenario's validation rows
+    for s, name in enumerate(world.scenario_names):
+        m = np.concatenate([np.zeros(n_tr, bool), va.scenario == s])
+        out[f"gain_{name}"] = _scenario_gain(base, shared, labels, train_mask, m)
+    return {**out, "segment_share_of_rows": float(seg_tr.mean()), "val_rows": int(n_va), "val_clicks": int(y_va.sum())}
+
+
+def _scenario_gain(base: np.ndarray, extra: np.ndarray, labels: np.ndarray, train_mask: np.ndarray,
+                   rows: np.ndarray) -> float:
+    """The oracle gain on the validation rows ``rows`` only: both logistic models fitted on
+    the training rows, scored on those rows (``kit.logistic_auc_gain`` with the other
+    validation rows left out of the scoring)."""
+    keep = train_mask | rows
+    return kit.logistic_auc_gain(base[keep], extra[keep], labels[keep], train_mask[keep])["gain"]

@@ -15,7 +15,8 @@ label function (SSIM's signal).  ``specific`` is 0 when ``scenario_specific`` is
 only items of a fixed ``specific_share`` of the categories carry it (the others are
 "shareable": the same label function in every scenario up to the base rate).  With
 ``specific_features`` the part is a function of what a model sees instead,
-``specific(sc) (T_sc[age_u, cat_i] + T_sc[city_u, cat_i])`` (tables of sd
+``specific(sc) (T_sc[age_u, parent_i] + T_sc[city_u, parent_i])`` (``parent_i``: the parent
+category of the item's category; tables of sd
 ``specific_feature_sd / sqrt 2``).  ``shared_segment`` (SSIM's dial) picks that share of
 the (age, gender, city) profile cells: their users follow the specific part of
 ``segment_scenario`` in every scenario, so their rows of any scenario are worth sharing
@@ -79,8 +80,9 @@ class Oracle:
         if spec.specific_features:
             gt = rng.generator(seed, Stream.ORACLE_SPECIFIC_FEATURES, 0)
             sd = spec.specific_feature_sd / np.sqrt(2.0)
-            self.feature_tables = (sd * gt.standard_normal((len(sc), PROFILE_SIZES[0], K)),
-                                   sd * gt.standard_normal((len(sc), PROFILE_SIZES[2], K)))
+            n_par = spec.n_parents
+            self.feature_tables = (sd * gt.standard_normal((len(sc), PROFILE_SIZES[0], n_par)),
+                                   sd * gt.standard_normal((len(sc), PROFILE_SIZES[2], n_par)))
         names = list(spec.scenarios)
         self.segment_scenario = (names.index(spec.segment_scenario) if spec.segment_scenario
                                  else int(np.argmin([s.traffic for s in sc])))
@@ -121,7 +123,7 @@ class Oracle:
                 raise ValueError("this world's label function reads the user's profile: pass profile")
             own = np.where(self.in_segment(profile), self.segment_scenario, scenario)  # whose function
         if self.feature_tables is not None:
-            cat = self.catalog.category[items]
+            cat = self.catalog.parent_of[self.catalog.category[items]]
             t_age, t_city = self.feature_tables
             part = t_age[own[:, None], profile[:, 0:1], cat] + t_city[own[:, None], profile[:, 2:3], cat]
         else:

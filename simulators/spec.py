@@ -177,7 +177,7 @@ class WorldSpec(_Strict):
     specific_share: float = Field(1.0, ge=0.0, le=1.0,
                                   description="share of categories whose preference is scenario-specific; the others are shareable")
     specific_features: bool = Field(False, description="the scenario-specific part is a function of features a model "
-                                    "sees: T_sc[age, category] + T_sc[city, category] (else the latent <P_sc u, v>)")
+                                    "sees: T_sc[age, parent category] + T_sc[city, parent category] (else the latent <P_sc u, v>)")
     specific_feature_sd: float = Field(0.3, ge=0.0, le=10.0,
                                        description="sd of the scenario-specific part with specific_features")
     shared_segment: float = Field(0.0, ge=0.0, le=1.0, description="SSIM's dial: share of the (age, gender, city) "

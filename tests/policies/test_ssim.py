@@ -135,18 +135,22 @@ def test_eval_scores_are_the_backbone(spec, small_source):
     assert torch.equal(pol.score(b), pol.backbone.score(b))
 
 
-@pytest.mark.parametrize("warm_start", [True, False])
-def test_retrain_starts_from_initial_weights(spec, small_source, monkeypatch, warm_start):
+@pytest.mark.parametrize(("warm_start", "search"), [(True, "frozen"), (True, "joint"), (False, "joint")])
+def test_retrain_starts_from_initial_weights(spec, small_source, monkeypatch, warm_start, search):
     """Warm start: a plain multi-task pass from the initial weights, then the search from
-    its result; the retrain always restarts from the initial weights."""
-    pol = policy(spec, warm_start=warm_start)
+    its result (a frozen search leaves the backbone as it was); the retrain always restarts
+    from the initial weights."""
+    pol = policy(spec, warm_start=warm_start, search=search)
+    ends = {}
     init = {k: v.clone() for k, v in pol.backbone.state_dict().items()}
     seen = []
     real_fit = trainer_mod.fit
 
     def spy(model, train, val, config):
         seen.append((model.phase, {k: v.clone() for k, v in model.backbone.state_dict().items()}))
-        return real_fit(model, train, val, config)
+        out = real_fit(model, train, val, config)
+        ends[model.phase] = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+        return out
 
     monkeypatch.setattr(trainer_mod, "fit", spy)
     pol.fit(small_source, None, **FAST)
@@ -157,6 +161,8 @@ def test_retrain_starts_from_initial_weights(spec, small_source, monkeypatch, wa
     assert all(torch.equal(seen[0][1][k], init[k]) for k in init)
     if warm_start:  # the search starts where the multi-task pass ended, not from the initial weights
         assert not all(torch.equal(starts["search"][k], init[k]) for k in init)
+    frozen = all(torch.equal(starts["search"][k], ends["search"][k]) for k in init)
+    assert frozen == (search == "frozen")
     # the search phase really changed the weights, so the reset is not vacuous
     assert not all(torch.equal(pol.initial_backbone_state[k], pol.backbone.state_dict()[k]) for k in init)
     assert not any(p.requires_grad for p in pol.selector.parameters())
@@ -248,3 +254,8 @@ def test_selector_reads_popularity_only_when_asked(spec, small_source, with_pop)
     moved = {**b, "item_pop": b["item_pop"] + 3.0}
     changed = not torch.equal(pol.selector_logit(b), pol.selector_logit(moved))
     assert changed == with_pop
+
+
+def test_frozen_search_needs_the_warm_start(spec):
+    with pytest.raises(SimabError, match="warm_start"):
+        policy(spec, warm_start=False, search="frozen")
