@@ -59,6 +59,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,12 @@ HEADED = ("dnn", "deepfm", "dcn")
 #: Batch key carrying the fixed shared mask during retrain.
 SHARED_KEY = "ssim_shared"
 SHARED_FILE = "shared_instances.parquet"
+
+
+def ratio_list(value: Any) -> str | None:
+    """Rule of ``ratio_grid``: a list of share ratios in (0, 1] (empty: no tuning)."""
+    ok = all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0.0 < x <= 1.0 for x in value)
+    return None if ok else "a list of ratios in (0, 1]"
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -174,6 +181,22 @@ def _row_columns(source: Any) -> Iterator[dict[str, np.ndarray]]:
                "label": b["label"][:, 0].numpy()}
 
 
+def selection_path(directory: str | Path, source: Any, seed: int, fingerprint: str | None = None) -> Path:
+    """Where ``selections_dir`` keeps the selection of one training set (or ``fingerprint``)
+    and model seed."""
+    return Path(directory) / f"{(fingerprint or source_fingerprint(source))[:16]}-seed{seed}.parquet"
+
+
+def read_ratio(directory: str | Path, source: Any, seed: int) -> float:
+    """The share ratio of the selection saved in ``directory`` for these training rows and
+    seed (``ratio_of``: a random selection at the ratio a learned one chose)."""
+    path = selection_path(directory, source, seed)
+    if not path.exists():
+        raise SimabError(f"no selection for these training rows and seed {seed} in {directory} (train the "
+                         "learned SSIM with selections_dir first)", key="params.ratio_of")
+    return float((pq.read_schema(str(path)).metadata or {})[b"share_ratio"].decode())
+
+
 def save_shared(path: str | Path, table: pa.Table) -> None:
     pq.write_table(table, str(path))
 
@@ -206,6 +229,8 @@ class SSIM(NeuralPolicy):
         "scenario_heads": True,
         "tower_units": 32,
         "warm_start": True,
+        "search": "frozen",
+        "search_epochs": 1,
         "epsilon": 0.5,
         "kl_weight": 0.01,
         "kl_warmup_steps": 0,
@@ -216,10 +241,14 @@ class SSIM(NeuralPolicy):
         "tau_end": 0.2,
         "anneal_steps": 2000,
         "share_ratio": 0.2,
+        "ratio_grid": [],
+        "sh_norm": "tower",
         "ratio_scope": "per_scenario",
         "selection": "learned",
         "shared_in": "",
         "shared_out": "",
+        "selections_dir": "",
+        "ratio_of": "",
     }
     RULES = {
         **COMMON_RULES,
@@ -234,6 +263,10 @@ class SSIM(NeuralPolicy):
         "tau_end": in_range(0.0, lo_open=True),
         "anneal_steps": in_range(0),
         "share_ratio": in_range(0.0, 1.0),
+        "search": one_of("frozen", "joint"),
+        "search_epochs": in_range(1),
+        "ratio_grid": ratio_list,
+        "sh_norm": one_of("tower", "row"),
         "ratio_scope": one_of("per_scenario", "global"),
         "selection": one_of("learned", "random"),
     }
@@ -249,6 +282,9 @@ class SSIM(NeuralPolicy):
         except SimabError as exc:  # the common parameters passed the rules above: the culprit is backbone_params
             key = (exc.key or "params").replace("params", "params.backbone_params", 1)
             raise SimabError(exc.message, key=key) from None
+        if p["search"] == "frozen" and not p["warm_start"] and p["selection"] == "learned":
+            raise SimabError("search = 'frozen' searches over the warm start's towers: it needs warm_start = true "
+                             "(or search = 'joint')", key="params.search")
         self.n_scenarios = max(feature_spec.n_scenarios, len(feature_spec.scenario_names))
         d = p["embedding_dim"]
         in_dim = feature_spec.input_width(d, scenario=False, item_pop=p["selector_pop"])
@@ -370,7 +406,10 @@ class SSIM(NeuralPolicy):
                                                            reduction="none")
             not_own = 1.0 - F.one_hot(batch["scenario"][rows], n_s).to(per_tower.dtype)
             other = other.index_put((rows,), (per_tower * not_own).sum(1))
-        msr = (own + g.detach() * other).mean()
+        if self.params["sh_norm"] == "tower" and len(rows) and n_s > 1:
+            msr = self._per_tower_msr(own, batch["scenario"], rows, g.detach(), per_tower, not_own)
+        else:
+            msr = (own + g.detach() * other).mean()
         parts = {"bce": own.mean().detach(), "msr": msr.detach(), "shared_frac": (g.detach() > 0).float().mean()}
         total = msr
         if "p" in st:
@@ -382,6 +421,23 @@ class SSIM(NeuralPolicy):
             total = total + (g * delta).mean() + self.kl_weight() * kl
             parts.update(kl=kl.detach(), delta=delta.mean())
         return total, parts
+
+    def _per_tower_msr(self, own: torch.Tensor, scenario: torch.Tensor, rows: torch.Tensor, g: torch.Tensor,
+                       per_tower: torch.Tensor, not_own: torch.Tensor) -> torch.Tensor:
+        """``L_msr`` normalised per tower: tower ``s`` averages its BCE over its own rows and
+        the rows shared into it, ``L_s = (sum_own BCE_s + sum_shared-in g BCE_s) / (n_s + m_s)``,
+        and the towers are weighted by their scenario's share of the batch, ``sum_s (n_s / B) L_s``.
+        With nothing shared this is the plain multi-task loss (the batch mean of the own BCE);
+        a shared row adds one example to each other tower without raising that tower's
+        weight (the per-row sum counted a shared row's loss once per other tower)."""
+        n_s = self.n_scenarios
+        own_hot = F.one_hot(scenario, n_s).to(own.dtype)  # [B, S]
+        num = own_hot.T @ own  # [S] own rows' BCE per tower
+        count = own_hot.sum(0)  # n_s
+        w = g[rows].unsqueeze(1) * not_own  # [R, S] rows shared into each other tower
+        num = num + (w * per_tower).sum(0)
+        den = count + w.sum(0)
+        return (count / own.shape[0] * num / den.clamp_min(1.0)).sum()
 
     def to_device(self, batch: Batch, device: torch.device | None = None) -> Batch:
         out = super().to_device(batch, device)
@@ -404,9 +460,9 @@ class SSIM(NeuralPolicy):
         self.train(was)
         return np.concatenate(out) if out else np.zeros(0)
 
-    def select(self, source: Any, seed: int = 0) -> pa.Table:
-        """Mark the top ``share_ratio`` rows by selector logit (or random rows) as shared;
-        ties are broken at random (seeded), not by row order."""
+    def select(self, source: Any, seed: int = 0, ratio: float | None = None) -> pa.Table:
+        """Mark the top ``ratio`` (default ``share_ratio``) of the rows by selector logit (or
+        random rows) as shared; ties are broken at random (seeded), not by row order."""
         n = source.n_rows
         rng = np.random.default_rng([seed, 2])
         tiebreak = rng.random(n)
@@ -416,7 +472,7 @@ class SSIM(NeuralPolicy):
             logit = self.scores(source)
         scen = np.concatenate([c["scenario"] for c in _row_columns(source)])
         shared = np.zeros(n, dtype=bool)
-        ratio = self.params["share_ratio"]
+        ratio = self.params["share_ratio"] if ratio is None else ratio
         groups = [np.arange(n)] if self.params["ratio_scope"] == "global" else \
             [np.flatnonzero(scen == s) for s in np.unique(scen)]
         for rows in groups:
@@ -427,7 +483,7 @@ class SSIM(NeuralPolicy):
                           "score": score.astype(np.float64), "logit": logit.astype(np.float64),
                           "shared": shared})
         meta = {"fingerprint": source_fingerprint(source), "backbone": self.params["backbone"],
-                "selection": self.params["selection"], "share_ratio": str(self.params["share_ratio"])}
+                "selection": self.params["selection"], "share_ratio": str(ratio), "seed": str(seed)}
         return table.replace_schema_metadata(meta)
 
     def reset_backbone(self) -> None:
@@ -440,28 +496,107 @@ class SSIM(NeuralPolicy):
         config = trainer.TrainerConfig.from_options(trainer_options)
         base = train
         metrics: dict[str, Any] = {}
+        ratio = None
         if self.params["shared_in"]:
             mask = load_shared(self.params["shared_in"], base)
         else:
+            ratio = read_ratio(self.params["ratio_of"], base, config.seed) if self.params["ratio_of"] else None
             if self.params["selection"] == "learned":
                 if self.params["warm_start"]:
                     self.phase = "mt"
                     metrics["warm_start"] = trainer.fit(self, RowSource(base), val, config)
-                self.phase = "search"
-                for prm in self.selector.parameters():
-                    prm.requires_grad_(True)
-                metrics["search"] = trainer.fit(self, RowSource(base), val, config)
-            self.shared_table = self.select(base, seed=config.seed)
+                metrics["search"] = self._search(base, val, config)
+            if self.params["ratio_grid"] and ratio is None:
+                metrics = self._tune_ratio(base, val, config, metrics)
+                self._save_selection(base, config.seed)
+                return self._phase_totals(metrics)
+            self.shared_table = self.select(base, seed=config.seed, ratio=ratio)
             mask = self.shared_table.column("shared").to_numpy(zero_copy_only=False)
             if self.params["shared_out"]:
                 save_shared(self.params["shared_out"], self.shared_table)
+            self._save_selection(base, config.seed)
+        metrics.update(self._retrain(base, val, config, mask))
+        metrics["share_ratio"] = self.params["share_ratio"] if ratio is None else ratio
+        return self._phase_totals(metrics)
+
+    @staticmethod
+    def _phase_totals(metrics: dict) -> dict:
+        """The retrain's record is the model's ``train`` record (what serves); beside it the
+        steps and seconds of every phase (warm start, search, every retrain of the ratio
+        grid) and whether each stopped by the patience rule."""
+        phases = [metrics[k]["train"] for k in ("warm_start", "search") if k in metrics]
+        phases += [r["train"] for r in metrics.get("ratio_search", [])] or [metrics["train"]]
+        metrics["train"]["all_phases"] = {"steps": sum(p["steps"] for p in phases),
+                                          "seconds": sum(p["seconds"] for p in phases),
+                                          "stopped_by": [p.get("stopped_by") for p in phases]}
+        return metrics
+
+    def _search(self, base: Any, val: BatchSource | None, config: trainer.TrainerConfig) -> dict:
+        """The search phase: the selector learns which rows the other towers fit as well as
+        their own (``search = "joint"``: backbone and selector together, the seed's eq. 3,
+        with early stopping like every phase; ``"frozen"``: the backbone as the warm start
+        left it, the selector alone for ``search_epochs`` epochs, no early stopping: its
+        target, the frozen towers' excess loss, does not move)."""
+        self.phase = "search"
+        for prm in self.selector.parameters():
+            prm.requires_grad_(True)
+        if self.params["search"] == "joint":
+            return trainer.fit(self, RowSource(base), val, config)
+        for prm in self.backbone.parameters():
+            prm.requires_grad_(False)
+        try:
+            return trainer.fit(self, RowSource(base), None, replace(config, epochs=self.params["search_epochs"]))
+        finally:
+            for prm in self.backbone.parameters():
+                prm.requires_grad_(True)
+
+    def _save_selection(self, base: Any, seed: int) -> None:
+        """With ``selections_dir``: the selection, named by the training rows and the seed, so
+        a random selection at the same ratio (``ratio_of``) can find it."""
+        if self.params["selections_dir"] and self.shared_table is not None:
+            path = selection_path(self.params["selections_dir"], base, seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_shared(path, self.shared_table)
+
+    def _retrain(self, base: Any, val: BatchSource | None, config: trainer.TrainerConfig, mask: np.ndarray) -> dict:
+        """The retrain phase: the backbone from its initial weights, the selector frozen,
+        ``mask`` the shared rows."""
         self.reset_backbone()
         self.phase = "retrain"
         for prm in self.selector.parameters():
             prm.requires_grad_(False)
-        retrain = trainer.fit(self, RowSource(base, shared=mask), val, config)
-        metrics.update(retrain)
-        metrics["shared_frac"] = float(mask.mean()) if len(mask) else 0.0
+        out = trainer.fit(self, RowSource(base, shared=mask), val, config)
+        out["shared_frac"] = float(mask.mean()) if len(mask) else 0.0
+        return out
+
+    def _tune_ratio(self, base: Any, val: BatchSource | None, config: trainer.TrainerConfig, metrics: dict) -> dict:
+        """The seed's choice of the share ratio (eq. 4, "after determining the optimal
+        selection ratio"): retrain at every ratio of ``ratio_grid`` and keep the one whose
+        retrained backbone is best on the validation rows (by the trainer's monitor:
+        lower logloss, or higher AUC); the metrics say which (``share_ratio``) and what
+        every ratio gave (``ratio_search``)."""
+        if val is None:
+            raise SimabError("ratio_grid needs validation rows to choose the ratio", key="params.ratio_grid")
+        lower = getattr(config, "monitor", "auc") == "logloss"
+        best: tuple[float, dict, dict, pa.Table] | None = None
+        tried = []
+        for ratio in sorted(self.params["ratio_grid"]):
+            table = self.select(base, seed=config.seed, ratio=float(ratio))
+            out = self._retrain(base, val, config, table.column("shared").to_numpy(zero_copy_only=False))
+            value = out["logloss"] if lower else -out["auc"]
+            tried.append({"ratio": float(ratio), "auc": out["auc"], "logloss": out["logloss"],
+                          "per_scenario_auc": {k: v["auc"] for k, v in out.get("per_scenario", {}).items()},
+                          "train": {k: out["train"].get(k) for k in ("steps", "seconds", "epochs_run", "stopped_by")}})
+            if best is None or value < best[0]:
+                best = (value, out, copy.deepcopy(self.backbone.state_dict()), table)
+        assert best is not None  # the grid is not empty
+        _, out, state, self.shared_table = best
+        self.backbone.load_state_dict(state)
+        if self.params["shared_out"]:
+            save_shared(self.params["shared_out"], self.shared_table)
+        metrics.update(out)
+        metrics["ratio_search"] = tried
+        metrics["share_ratio"] = float(self.shared_table.schema.metadata[b"share_ratio"].decode())
         return metrics
 
     def save_extras(self, directory: str | Path) -> None:
@@ -476,6 +611,12 @@ class SSIM(NeuralPolicy):
         path = Path(directory) / SHARED_FILE
         if path.exists():
             self.shared_table = pq.read_table(str(path))
+            meta = self.shared_table.schema.metadata or {}
+            if self.params["selections_dir"] and b"seed" in meta:  # publish it again (a cached model)
+                out = selection_path(self.params["selections_dir"], None, int(meta[b"seed"]),
+                                     meta[b"fingerprint"].decode())
+                out.parent.mkdir(parents=True, exist_ok=True)
+                save_shared(out, self.shared_table)
 
 
 register_policy("ssim", SSIM, SSIM.load)

@@ -38,6 +38,15 @@ import experiment_kit as kit
 import numpy as np
 import oracle_amen
 import oracle_lcn
+import oracle_ssim
+
+#: SSIM's world (issue #30): every category scenario-specific, the specific part from features.
+SSIM_WORLD = {"specific_share": 1.0, "specific_features": True, "specific_feature_sd": 1.5,
+              "scenarios": {"s1": {"base_logit": -4.6}, "s2": {"base_logit": -4.7}, "s3": {"base_logit": -4.6}}}
+#: SSIM as the study trains it: the ratio tuned on validation over a grid (the seed's "optimal
+#: selection ratio"), the selection saved where the random baseline reads its ratio.
+SSIM_PARAMS = {"ratio_grid": [0.1, 0.4, 0.8], "kl_weight": 0.003,
+               "selections_dir": str(Path(kit.cache_root()) / "ssim_selections")}
 
 # seed -> preset, focus scenario, dial key path, dial values, extra world keys, baseline labels,
 # model rows, and the online campaign (control label, treatment label, metrics)
@@ -75,11 +84,28 @@ SEEDS: dict[str, dict] = {
         "headline": ("LCN", "SIM"), "oracle": oracle_lcn.oracle,
     },
     "ssim": {
-        "preset": "sharing", "focus": "s3", "dial": ("specific_share",), "values": [0.0, 0.33, 0.67, 1.0], "base": {},
-        "baselines": ["MT-Backbone", "MT-Backbone-S"],
-        "models": [kit.Model("MT-Backbone", "dnn", {"scenario_heads": True}), kit.Model("SSIM", "ssim"),
-                   kit.Model("MT-Backbone-S", "ssim", {"selection": "random"})],
+        # issue #30: shareability per instance -- the users of a share of the profile cells follow
+        # s3's scenario-specific function in every scenario (docs/world.md, "Dials"); the specific
+        # part is built from profile x category features the models see, strong enough that the
+        # towers learn it (specific_feature_sd 1.5, base logits lowered 1.0 to keep CTR ~5%)
+        "preset": "sharing", "focus": "s3", "dial": ("shared_segment",), "values": [0.0, 0.27, 0.53, 0.8],
+        "base": SSIM_WORLD, "baselines": ["MT-Backbone", "random sharing"],
+        "models": [kit.Model("MT-Backbone", "dnn", {"scenario_heads": True}),
+                   kit.Model("SSIM", "ssim", SSIM_PARAMS),
+                   kit.Model("random sharing", "ssim", {"selection": "random", "ratio_of": SSIM_PARAMS["selections_dir"]})],
+        "headline": ("SSIM", "random sharing"), "oracle": oracle_ssim.oracle_gain,
         "campaign": ("MT-Backbone", "SSIM", ["ctr"]),
+    },
+    "ssim-backbones": {  # the seed's other backbones (issue #30, item 4: at the top value, --values 0.8)
+        "preset": "sharing", "focus": "s3", "dial": ("shared_segment",), "values": [0.0, 0.27, 0.53, 0.8],
+        "base": SSIM_WORLD, "baselines": [],
+        "models": [m for b in ("deepfm", "dcn", "star", "hmoe") for m in (
+            kit.Model(f"MT-Backbone {b}", b, {"scenario_heads": True} if b in ("deepfm", "dcn") else {}),
+            kit.Model(f"SSIM {b}", "ssim", {**SSIM_PARAMS, "backbone": b, "selections_dir": SSIM_PARAMS["selections_dir"] + b}),
+            kit.Model(f"random sharing {b}", "ssim", {"selection": "random", "backbone": b,
+                                                      "ratio_of": SSIM_PARAMS["selections_dir"] + b}))],
+        "pairs": [(f"{m} {b}", f"{base} {b}") for b in ("deepfm", "dcn", "star", "hmoe")
+                  for m, base in (("SSIM", "random sharing"), ("SSIM", "MT-Backbone"), ("random sharing", "MT-Backbone"))],
     },
 }
 
@@ -102,17 +128,16 @@ def scenario_row(seed: int, metrics: dict, cached: bool) -> dict:
 
 def sharing_probe(policy: Any, data: kit.WorldData, seed: int) -> dict:
     """What an SSIM selected on the training rows: the share of rows marked shared, and
-    among them and among all rows the share whose item's category is shareable (not
-    scenario-specific in the oracle); the selector prefers shareable rows when the first
-    exceeds the second."""
+    among them and among all rows the share that is worth sharing (``oracle_ssim.shareable_rows``:
+    the shared segment's users); the selector prefers shareable rows when the first exceeds
+    the second."""
     table, source = getattr(policy, "shared_table", None), "search"
     if table is None:
         # a checkpoint written before selections were saved with it: the frozen selector's
         # own top rows now (its inputs moved in the retrain phase, so not exactly those rows)
         table, source = policy.select(data.train, seed=seed), "reselected"  # the trainer's seed, as in SSIM.fit
     shared = table.column("shared").to_numpy(zero_copy_only=False)
-    world = data.world
-    shareable = ~world.oracle.specific_categories[world.catalog.category[data.train.item]]
+    shareable = oracle_ssim.shareable_rows(data.world, data.train)
     return {"source": source, "shared_frac": float(shared.mean()),
             "shareable_among_shared": float(shareable[shared].mean()) if shared.any() else None,
             "shareable_among_all": float(shareable.mean())}
@@ -249,6 +274,9 @@ def main(argv: list[str]) -> int:
                     continue  # each pair of baselines once (the later minus the earlier)
                 edges[f"{label} - {b}"] = paired(rows, label, b, "auc")
                 focus[f"{label} - {b}"] = paired(rows, label, b, f"auc_{cfg['focus']}")
+        for label, b in cfg.get("pairs", []):  # named pairs (a page without one baseline for all)
+            edges[f"{label} - {b}"] = paired(rows, label, b, "auc")
+            focus[f"{label} - {b}"] = paired(rows, label, b, f"auc_{cfg['focus']}")
         if "headline" in cfg:  # the headline pair even where its baseline is not one of the baselines
             model, base = cfg["headline"]
             edges.setdefault(f"{model} - {base}", paired(rows, model, base, "auc"))
@@ -522,8 +550,9 @@ def render(summary: dict) -> str:
                                *(["target's tag, other category, in top-k1", "in the whole history"] if tagged else [])],
                               csa_rows)
     if probe_rows:
-        lines += ["", "What the selection marked shared on the training rows (a category is shareable when the oracle "
-                  "gives it no scenario-specific part):", ""]
+        lines += ["", "What the selection marked shared on the training rows (shareable: a row of the shared "
+                  "segment's users, or of a category without scenario-specific part in a world without the "
+                  "segment; `scripts/oracle_ssim.py`):", ""]
         lines += kit.md_table(["dial", "model", "share of rows shared", "shareable among shared",
                                "shareable among all"], probe_rows)
     if s.get("campaign"):

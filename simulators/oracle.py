@@ -13,7 +13,14 @@ and item ``i`` at position ``p`` (0-based):
 ``P_sc`` is a fixed random d x d matrix per scenario: the scenario-specific part of the
 label function (SSIM's signal).  ``specific`` is 0 when ``scenario_specific`` is off, and
 only items of a fixed ``specific_share`` of the categories carry it (the others are
-"shareable": the same label function in every scenario up to the base rate).  ``bias_u``
+"shareable": the same label function in every scenario up to the base rate).  With
+``specific_features`` the part is a function of what a model sees instead,
+``specific(sc) (T_sc[age_u, parent_i] + T_sc[city_u, parent_i])`` (``parent_i``: the parent
+category of the item's category; tables of sd
+``specific_feature_sd / sqrt 2``).  ``shared_segment`` (SSIM's dial) picks that share of
+the (age, gender, city) profile cells: their users follow the specific part of
+``segment_scenario`` in every scenario, so their rows of any scenario are worth sharing
+with that scenario's model (and with each other), the other users' rows are not.  ``bias_u``
 is a per-user click propensity (``response.user_click_bias_sd``, 0 by default).
 Every exposure logs its true P(click) and P(convert within window | click).
 """
@@ -26,6 +33,7 @@ import numpy as np
 
 from simab.simulators import rng, streams
 from simab.simulators.catalog import Catalog
+from simab.simulators.population import PROFILE_SIZES
 from simab.simulators.spec import WorldSpec
 from simab.simulators.streams import Stream
 
@@ -67,6 +75,22 @@ class Oracle:
             self.specific_categories[order[: int(round(spec.specific_share * K))]] = True
         self._specific_item = (None if self.specific_categories.all()
                                else self.specific_categories[catalog.category].astype(np.float64))
+        # each table and the segment from its own stream: the default world's draws are untouched
+        self.feature_tables: tuple[np.ndarray, np.ndarray] | None = None
+        if spec.specific_features:
+            gt = rng.generator(seed, Stream.ORACLE_SPECIFIC_FEATURES, 0)
+            sd = spec.specific_feature_sd / np.sqrt(2.0)
+            n_par = spec.n_parents
+            self.feature_tables = (sd * gt.standard_normal((len(sc), PROFILE_SIZES[0], n_par)),
+                                   sd * gt.standard_normal((len(sc), PROFILE_SIZES[2], n_par)))
+        names = list(spec.scenarios)
+        self.segment_scenario = (names.index(spec.segment_scenario) if spec.segment_scenario
+                                 else int(np.argmin([s.traffic for s in sc])))
+        n_cells = PROFILE_SIZES[0] * PROFILE_SIZES[1] * PROFILE_SIZES[2]
+        self.segment_cells = np.zeros(n_cells, bool)
+        if spec.shared_segment > 0:
+            order = rng.generator(seed, Stream.ORACLE_SEGMENT, 0).permutation(n_cells)
+            self.segment_cells[order[: int(round(spec.shared_segment * n_cells))]] = True
         r = spec.response
         self.window_factor = 1.0 - np.exp(-r.attribution_window_h / r.delay_mean_h)
         self._keys = {s: rng.stream_key(seed, rng.phase_stream(phase, s))
@@ -76,12 +100,36 @@ class Oracle:
         """P(examine | position, scenario) = (1 + p)^-decay; ``scenario`` [B], positions [B, C]."""
         return (1.0 + positions) ** (-self.decay[scenario][:, None])
 
-    def affinity(self, u: np.ndarray, intent: np.ndarray, scenario: np.ndarray, items: np.ndarray) -> np.ndarray:
+    @property
+    def needs_profile(self) -> bool:
+        """Whether the label function reads the user's profile (``affinity``'s ``profile``)."""
+        return self.feature_tables is not None or bool(self.segment_cells.any())
+
+    def in_segment(self, profile: np.ndarray) -> np.ndarray:
+        """Whether users of ``profile [B, 4]`` belong to the shared segment (``shared_segment``)."""
+        cell = (profile[:, 0] * PROFILE_SIZES[1] + profile[:, 1]) * PROFILE_SIZES[2] + profile[:, 2]
+        return self.segment_cells[cell]
+
+    def affinity(self, u: np.ndarray, intent: np.ndarray, scenario: np.ndarray, items: np.ndarray,
+                 profile: np.ndarray | None = None) -> np.ndarray:
+        """The affinity ``a`` of each (user, item) ``[B, C]``; ``profile [B, 4]`` is needed
+        when ``needs_profile`` (the specific part reads the profile or the segment)."""
         v = self.catalog.latent[items]  # [B, C, d]
         pref = self.w_long[scenario][:, None] * u + self.w_intent[scenario][:, None] * intent
         shared = np.einsum("bd,bcd->bc", pref, v)
-        spec_u = np.einsum("bij,bj->bi", self.P[scenario], u)
-        specific = self.specific[scenario][:, None] * np.einsum("bd,bcd->bc", spec_u, v)
+        own = scenario
+        if self.needs_profile:
+            if profile is None:
+                raise ValueError("this world's label function reads the user's profile: pass profile")
+            own = np.where(self.in_segment(profile), self.segment_scenario, scenario)  # whose function
+        if self.feature_tables is not None:
+            cat = self.catalog.parent_of[self.catalog.category[items]]
+            t_age, t_city = self.feature_tables
+            part = t_age[own[:, None], profile[:, 0:1], cat] + t_city[own[:, None], profile[:, 2:3], cat]
+        else:
+            spec_u = np.einsum("bij,bj->bi", self.P[own], u)
+            part = np.einsum("bd,bcd->bc", spec_u, v)
+        specific = self.specific[own][:, None] * part
         if self._specific_item is not None:
             specific = specific * self._specific_item[items]
         return shared + specific
@@ -109,9 +157,10 @@ class Oracle:
         price_sensitivity: np.ndarray,
         conversion_propensity: np.ndarray,
         click_bias: np.ndarray | None = None,
+        profile: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """True (P(click), P(convert within window | click), affinity) for any slate."""
-        a = self.affinity(u, intent, scenario, items)
+        a = self.affinity(u, intent, scenario, items, profile)
         p_click = self.examination(scenario, positions) * sigmoid(self.click_logit(a, scenario, items, penalty, click_bias))
         r = self.spec.response
         cv_logit = (
@@ -134,6 +183,7 @@ class Oracle:
         price_sensitivity: np.ndarray,
         conversion_propensity: np.ndarray,
         click_bias: np.ndarray | None = None,
+        profile: np.ndarray | None = None,
     ) -> Response:
         """Draw the response to slates ``items`` [B, K] shown in order (position = column).
 
@@ -143,7 +193,7 @@ class Oracle:
         B, K = items.shape
         positions = np.broadcast_to(np.arange(K), (B, K))
         p_click, p_conv, a = self.probabilities(
-            u, intent, scenario, items, positions, penalty, price_sensitivity, conversion_propensity, click_bias
+            u, intent, scenario, items, positions, penalty, price_sensitivity, conversion_propensity, click_bias, profile
         )
         rid = request_ids[:, None]
         pos = positions

@@ -216,7 +216,7 @@ def scenario_label_correlation(world: World, n_users: int = 2000, n_items: int =
     logits = []
     for s in range(len(names)):
         sc = np.full(n, s, np.int64)
-        a = world.oracle.affinity(users.u, zero, sc, items)
+        a = world.oracle.affinity(users.u, zero, sc, items, users.profile)
         logits.append(world.oracle.click_logit(a, sc, items, np.zeros(items.shape)).ravel())
     if subset != "all":
         specific = world.oracle.specific_categories[world.catalog.category[items]].ravel()

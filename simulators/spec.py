@@ -181,6 +181,14 @@ class WorldSpec(_Strict):
     scenario_specific: bool = Field(True, description="switch: scenario-specific label parts")
     specific_share: float = Field(1.0, ge=0.0, le=1.0,
                                   description="share of categories whose preference is scenario-specific; the others are shareable")
+    specific_features: bool = Field(False, description="the scenario-specific part is a function of features a model "
+                                    "sees: T_sc[age, parent category] + T_sc[city, parent category] (else the latent <P_sc u, v>)")
+    specific_feature_sd: float = Field(0.3, ge=0.0, le=10.0,
+                                       description="sd of the scenario-specific part with specific_features")
+    shared_segment: float = Field(0.0, ge=0.0, le=1.0, description="SSIM's dial: share of the (age, gender, city) "
+                                  "profile cells whose users follow segment_scenario's specific part in every scenario")
+    segment_scenario: str = Field("", description="the scenario the shared segment follows (empty: the one with the "
+                                  "least traffic)")
     interest: InterestSpec = InterestSpec()
     intent: IntentSpec = IntentSpec()
     sessions: SessionSpec = SessionSpec()
@@ -216,6 +224,9 @@ class WorldSpec(_Strict):
             raise ValueError("at least one scenario is required")
         if len(self.scenarios) > MAX_SCENARIOS:
             raise ValueError(f"{len(self.scenarios)} scenarios; at most {MAX_SCENARIOS} are allowed")
+        if self.segment_scenario and self.segment_scenario not in self.scenarios:
+            raise ValueError(f"segment_scenario {self.segment_scenario!r} is not a scenario; allowed: "
+                             f"{', '.join(self.scenarios)}")
         if self.n_categories < self.n_parents:
             raise ValueError(f"n_categories ({self.n_categories}) must be >= n_parents ({self.n_parents})")
         if self.interest.n_active + self.interest.n_dormant > self.n_categories:

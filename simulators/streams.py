@@ -42,6 +42,8 @@ class Stream(StrEnum):
     HISTORY_TARGET = "history/target"
     ORACLE_SPECIFIC = "oracle/specific"  # unit 0: the scenario-specific preference matrices
     ORACLE_SPECIFIC_CATEGORIES = "oracle/specific_categories"
+    ORACLE_SPECIFIC_FEATURES = "oracle/specific_features"  # unit 0: the feature tables (specific_features)
+    ORACLE_SEGMENT = "oracle/segment"  # unit 0: the order of the profile cells (shared_segment)
     SCENES_ARRIVAL = "scenes/arrival"  # unit user: the scene chain (phase-prefixed)
     SCENES_NEED = "scenes/need"
     SCENES_NEED_SESSION = "scenes/need_session"

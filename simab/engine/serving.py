@@ -219,7 +219,7 @@ class Server:
             pen = st.penalty(rows, w.catalog.category[cand], t)
             p_click_top, _, _ = w.oracle.probabilities(
                 u, intent, sc, cand, np.zeros((B, C)), pen, users.price_sensitivity[rows],
-                users.conversion_propensity[rows], users.click_bias[rows])
+                users.conversion_propensity[rows], users.click_bias[rows], users.profile[rows])
         t_score = time.process_time()
         snap = Snapshot.from_state(st, rows, t, sc, self.rings)
         batch = self.builder.build(snap, cand, self.groups, p_click=p_click_top)
@@ -237,7 +237,7 @@ class Server:
                      else np.zeros(B, bool))
         pen = st.penalty(rows, w.catalog.category[slate], t)
         resp = w.oracle.respond(rids, u, intent, sc, slate, pen, users.price_sensitivity[rows],
-                                users.conversion_propensity[rows], users.click_bias[rows])
+                                users.conversion_propensity[rows], users.click_bias[rows], users.profile[rows])
         keep = ~abandoned
         self.compute_s += time.process_time() - t0
         self.calls += 1

@@ -109,7 +109,7 @@ class OpeRecorder:
         pen = st.penalty(rows, w.catalog.category[cand], t)
         attraction, p_convert, _ = w.oracle.probabilities(
             st.u[rows], st.intent(rows, t), sc, cand, np.zeros((B, C)), pen, users.price_sensitivity[rows],
-            users.conversion_propensity[rows], users.click_bias[rows])
+            users.conversion_propensity[rows], users.click_bias[rows], users.profile[rows])
         exam = w.oracle.examination(sc, np.broadcast_to(np.arange(K), (B, K)))
         part = {"request": np.repeat(rids, K), "user": np.repeat(users.ids[rows], K),
                 "scenario": np.repeat(sc, K), "position": np.tile(np.arange(K), B),

@@ -83,11 +83,14 @@ def test_kl_weight_warms_up_linearly(spec):
 
 
 @pytest.mark.parametrize("backbone", ["star", "dnn", "hmoe"])
-def test_towers_and_loss_forms(spec, small_source, backbone):
-    """Own column of the towers = the backbone's logit; a shared row keeps its own tower's
-    cross-entropy at weight 1 and adds every other tower's (one more training instance
-    each); an unshared row is the own-tower BCE.  Tolerances: float32 sums in another order."""
-    pol = policy(spec, backbone=backbone)
+@pytest.mark.parametrize("sh_norm", ["row", "tower"])
+def test_towers_and_loss_forms(spec, small_source, backbone, sh_norm):
+    """Own column of the towers = the backbone's logit.  ``sh_norm = "row"``: a shared row
+    keeps its own tower's cross-entropy at weight 1 and adds every other tower's; ``"tower"``:
+    each tower averages its BCE over its own rows and the rows shared into it, weighted by
+    its scenario's share of the batch (written out below as a loop over towers).  An
+    unshared batch is the plain MT loss in both.  Tolerances: float32 sums in another order."""
+    pol = policy(spec, backbone=backbone, sh_norm=sh_norm)
     b = batch_of(small_source, 32)
     pol.eval()
     rows = torch.arange(32)
@@ -108,7 +111,17 @@ def test_towers_and_loss_forms(spec, small_source, backbone):
     per = F.binary_cross_entropy_with_logits(towers, y[srows].unsqueeze(1).expand_as(towers), reduction="none")
     own_bce = F.binary_cross_entropy_with_logits(logits[:, 0], y, reduction="none")
     other = torch.zeros(32).index_put((srows,), per.sum(1) - per.gather(1, b["scenario"][srows, None]).squeeze(1))
-    want = (own_bce + other).mean()
+    if sh_norm == "row":
+        want = (own_bce + other).mean()
+    else:
+        want = torch.zeros(())
+        scen = b["scenario"]
+        for s in range(pol.n_scenarios):
+            terms = [own_bce[i] for i in range(32) if scen[i] == s]
+            n_own = len(terms)
+            terms += [per[j, s] for j, i in enumerate(srows.tolist()) if scen[i] != s]
+            if n_own:
+                want = want + n_own / 32 * torch.stack(terms).mean()
     assert torch.allclose(loss, want, atol=1e-5)
     assert float(parts["shared_frac"]) == pytest.approx(float(shared.float().mean()))
     b0 = {**b, SHARED_KEY: torch.zeros(32, dtype=torch.bool)}  # nothing shared: the plain MT loss
@@ -122,18 +135,22 @@ def test_eval_scores_are_the_backbone(spec, small_source):
     assert torch.equal(pol.score(b), pol.backbone.score(b))
 
 
-@pytest.mark.parametrize("warm_start", [True, False])
-def test_retrain_starts_from_initial_weights(spec, small_source, monkeypatch, warm_start):
+@pytest.mark.parametrize(("warm_start", "search"), [(True, "frozen"), (True, "joint"), (False, "joint")])
+def test_retrain_starts_from_initial_weights(spec, small_source, monkeypatch, warm_start, search):
     """Warm start: a plain multi-task pass from the initial weights, then the search from
-    its result; the retrain always restarts from the initial weights."""
-    pol = policy(spec, warm_start=warm_start)
+    its result (a frozen search leaves the backbone as it was); the retrain always restarts
+    from the initial weights."""
+    pol = policy(spec, warm_start=warm_start, search=search)
+    ends = {}
     init = {k: v.clone() for k, v in pol.backbone.state_dict().items()}
     seen = []
     real_fit = trainer_mod.fit
 
     def spy(model, train, val, config):
         seen.append((model.phase, {k: v.clone() for k, v in model.backbone.state_dict().items()}))
-        return real_fit(model, train, val, config)
+        out = real_fit(model, train, val, config)
+        ends[model.phase] = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+        return out
 
     monkeypatch.setattr(trainer_mod, "fit", spy)
     pol.fit(small_source, None, **FAST)
@@ -144,6 +161,8 @@ def test_retrain_starts_from_initial_weights(spec, small_source, monkeypatch, wa
     assert all(torch.equal(seen[0][1][k], init[k]) for k in init)
     if warm_start:  # the search starts where the multi-task pass ended, not from the initial weights
         assert not all(torch.equal(starts["search"][k], init[k]) for k in init)
+    frozen = all(torch.equal(starts["search"][k], ends["search"][k]) for k in init)
+    assert frozen == (search == "frozen")
     # the search phase really changed the weights, so the reset is not vacuous
     assert not all(torch.equal(pol.initial_backbone_state[k], pol.backbone.state_dict()[k]) for k in init)
     assert not any(p.requires_grad for p in pol.selector.parameters())
@@ -235,3 +254,8 @@ def test_selector_reads_popularity_only_when_asked(spec, small_source, with_pop)
     moved = {**b, "item_pop": b["item_pop"] + 3.0}
     changed = not torch.equal(pol.selector_logit(b), pol.selector_logit(moved))
     assert changed == with_pop
+
+
+def test_frozen_search_needs_the_warm_start(spec):
+    with pytest.raises(SimabError, match="warm_start"):
+        policy(spec, warm_start=False, search="frozen")
