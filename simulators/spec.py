@@ -156,6 +156,12 @@ CALIBRATIONS = ("realistic", "dense")
 MAX_SCENARIOS = 64
 
 
+#: World fields added by issue #30 (the seeds' dials); dropped from the dump at their defaults,
+#: so the default world's spec.json, fingerprint and model caches are those of before.
+_DIALS_SINCE_30 = ("topic_level", "topic_share", "specific_features", "specific_feature_sd",
+                   "shared_segment", "segment_scenario", "moveline_visible")
+
+
 class WorldSpec(_Strict):
     preset: str = "default"
     calibration: Literal["realistic", "dense"] = Field(
@@ -212,10 +218,12 @@ class WorldSpec(_Strict):
         data = handler(self)
         if not self.market.enabled and isinstance(data, dict):
             data.pop("market", None)
-        if self.topic_level == "category" and self.topic_share == 0.0 and isinstance(data, dict):
-            # likewise for the parent-level topics of issue #30 (off by default)
-            data.pop("topic_level", None)
-            data.pop("topic_share", None)
+        if isinstance(data, dict):
+            # likewise for the dials issue #30 added (each off by default): while every one of
+            # them is at its default the world dumps as before they existed
+            for key in _DIALS_SINCE_30:
+                if key in data and getattr(self, key) == type(self).model_fields[key].default:
+                    data.pop(key)
         return data
 
     @model_validator(mode="after")
