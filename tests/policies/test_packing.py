@@ -37,7 +37,7 @@ def request_batch(fs, b: int, c: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     batch = random_request_batch(fs, b, c, g)
     vocab = {"item": fs.n_items, "cat": fs.n_categories, "scene": fs.n_scene_types, "shop": fs.n_shops,
-             "gap": fs.n_gap_buckets, "action": fs.n_actions}
+             "gap": fs.n_gap_buckets, "action": fs.n_actions, "tag": max(fs.n_tags, 2)}
     for mask_key, keys in SEQUENCES.items():
         width = LENGTHS[mask_key.split("_")[0]]
         n = rng.integers(0, width + 1, b)
