@@ -47,6 +47,12 @@ SEEDS: dict[str, dict] = {
         "models": [kit.Model("DIN", "din"), kit.Model("AMEN", "amen")],  # TSP's ablation: amen-tsp
         "campaign": ("DIN", "AMEN", ["ctr", "ctcvr"]),
     },
+    "amen-norm": {  # AMEN's learning configuration (layer-normed attention, zero-started prompt map)
+        "preset": "moveline", "focus": "marketing_channel", "dial": ("moveline_visible",), "values": [0.0, 0.33, 0.67, 1.0],
+        "base": {}, "baselines": ["DIN"], "headline": ("AMEN norm", "DIN"), "oracle": oracle_amen.oracle,
+        "models": [kit.Model("DIN", "din"),
+                   kit.Model("AMEN norm", "amen", {"attention_norm": True, "prompt_init": "zero"})],
+    },
     "amen-item": {
         "preset": "moveline", "focus": "marketing_channel", "dial": ("intent", "item_level"), "values": [0.0, 0.3, 0.6, 0.9], "base": {},
         "baselines": ["DIN"],
