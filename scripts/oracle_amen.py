@@ -87,3 +87,66 @@ def oracle(data: kit.WorldData) -> dict:
         focus = kit.logistic_auc_gain(base[mc], extra[mc], labels[mc], train[mc])
         out["gain_marketing_channel"] = focus["gain"]
     return out
+
+
+def attention_probe(policy, data: kit.WorldData, rows: int = 4096) -> dict:
+    """What a trained AMEN's pathways attend to on ``rows`` evenly spaced validation rows (the
+    page's measured evidence, issue #30 item 7).  Per pathway: each head's mean attention
+    mass on the sequence positions whose category is the target's (``head_mass``), over the
+    rows where such a position exists, against the mass uniform attention puts there
+    (``chance``: their mean share of the real positions); ``rows_with_match`` is the share
+    of rows that have one.  The scene pathway reads the moveline (``ml_*``), the item
+    pathway the AISeq (``ais_*``).  Also the moveline reward head's mean contribution to the
+    logit on rows whose target category is on the moveline against rows where it is not."""
+    groups = tuple(g for g in policy.feature_groups if g != "pairs")
+    n = data.val.n_rows
+    batch = data.val.batch(np.unique(np.linspace(0, n - 1, min(rows, n)).astype(np.int64)), groups)
+    weights = policy.attention_weights(batch)
+    out: dict = {"rows": int(batch["label"].shape[0])}
+    for name, key in (("scene", "ml"), ("item", "ais")):
+        if name not in weights:
+            continue
+        mask = batch[f"{key}_mask"]
+        match = (batch[f"{key}_cat"] == batch["item_cat"][:, :1]) & mask  # [B, L]
+        has = match.any(1)
+        w = weights[name][:, 0]  # [B, H, L]: one candidate per row
+        entry = {"rows_with_match": float(has.float().mean())}
+        if has.any():
+            mass = (w * match[:, None].float()).sum(-1)[has].mean(0)
+            chance = (match.sum(1).float() / mask.sum(1).clamp(min=1).float())[has].mean()
+            entry.update(head_mass=[round(float(x), 4) for x in mass], chance=round(float(chance), 4))
+        out[name] = entry
+    if policy.params["reward_combine"] != "off":
+        on_ml = ((batch["ml_cat"] == batch["item_cat"][:, :1]) & batch["ml_mask"]).any(1)
+        r = policy.moveline_reward(batch)[:, 0]
+        out["reward"] = {"on_moveline": float(r[on_ml].mean()) if on_ml.any() else None,
+                         "not_on_moveline": float(r[~on_ml].mean()) if (~on_ml).any() else None,
+                         "sd": float(r.std())}
+    return out
+
+
+def attention_lines(results: list[dict]) -> list[str]:
+    """The page's table of :func:`attention_probe` per dial value and model seed (none when
+    no result has one)."""
+    def mass(entry: dict | None) -> str:
+        if not entry or "head_mass" not in entry:
+            return "n/a"
+        return f"{max(entry['head_mass']):.3f} / {entry['chance']:.3f}"
+
+    def reward(entry: dict | None) -> str:
+        if not entry or entry.get("on_moveline") is None or entry.get("not_on_moveline") is None:
+            return "n/a"
+        return f"{entry['on_moveline'] - entry['not_on_moveline']:+.3f}"
+
+    rows = [[f"{r['value']:g}", who, f"{p.get('scene', {}).get('rows_with_match', 0):.3f}", mass(p.get("scene")),
+             mass(p.get("item")), reward(p.get("reward"))]
+            for r in results for who, p in r.get("moveline_attention", {}).items()]
+    if not rows:
+        return []
+    return ["", "What AMEN's pathways attend to on 4,096 evenly spaced validation rows "
+            "(`oracle_amen.attention_probe`): the larger head's mean attention mass on the positions of the "
+            "target's category, over the rows that have one, against uniform attention's mass there "
+            "(mass / chance); and the moveline reward's mean logit on rows whose target category is on the "
+            "logged moveline minus on rows where it is not:", "",
+            *kit.md_table(["dial", "model", "rows with the category on the moveline", "scene pathway (moveline)",
+                           "item pathway (AISeq)", "reward: on - not on"], rows)]

@@ -205,8 +205,8 @@ class WorldSpec(_Strict):
     aiseq_len: int = Field(30, ge=1, le=1000)
     moveline_len: int = Field(50, ge=1, le=1000)
     moveline_visible: float = Field(1.0, ge=0.0, le=1.0,
-                                    description="P(a moveline event is logged with its category and shop; else with its "
-                                    "scene type and time only): what the log shows, not what the user does")
+                                    description="P(a moveline event is logged; else it is left out of the log, and a search "
+                                    "or shop visit's clicks out of the AISeq): what the log shows, not what the user does")
     logging_epsilon: float = Field(0.3, ge=0.0, le=1.0, description="logging policy exploration share")
     pre_period_days: float = Field(3.0, gt=0.0, le=365.0, description="days of logging-policy traffic used as training data")
     market: MarketSpec = MarketSpec()

@@ -15,7 +15,16 @@ from __future__ import annotations
 import numpy as np
 
 from simab.simulators.population import Users
-from simab.simulators.scenes import SEARCH, SHOP, float_rows, int_rows, weighted_pick
+from simab.simulators.scenes import (
+    BUY,
+    CART,
+    DETAIL,
+    SEARCH,
+    SHOP,
+    float_rows,
+    int_rows,
+    weighted_pick,
+)
 from simab.simulators.spec import WorldSpec
 from simab.simulators.streams import Decision
 
@@ -123,12 +132,18 @@ class UserState:
         self.seq = Ring(n, spec.seq_len, {"item": np.int64, "cat": np.int64, "ts": np.float64})
         # ids are raw (category/shop -1 = none); features shift them by one (0 = padding)
         self.ais = Ring(n, spec.aiseq_len, {"item": np.int64, "cat": np.int64, "scene": np.int64, "ts": np.float64})
-        # cat / shop: as logged (``moveline_visible`` < 1 logs some visits without them);
-        # world_cat: what the scene was about, which the world's own retrieval reads
+        # the moveline as logged (``moveline_visible`` < 1 leaves some events out of the log)
         self.moveline = Ring(
             n, spec.moveline_len, {"scene": np.int64, "cat": np.int64, "shop": np.int64, "ts": np.float64,
                                    "world_cat": np.int64}
         )
+        # every moveline event's category (what the scene was about), which the world's own
+        # retrieval reads; the logged ring itself when every event is logged (the default)
+        self.world_moveline = self.moveline if spec.moveline_visible >= 1.0 else \
+            Ring(n, spec.moveline_len, {"world_cat": np.int64})
+        # whether the user's current visit (latest scene-level event) is logged: a click in
+        # a search / shop visit enters the AISeq only then (the AISeq is the moveline's items)
+        self.visit_logged = np.ones(n, bool)
         self.sessions = np.zeros(n, np.int64)
         self.requests = np.zeros(n, np.int64)
         self.t0 = t0
@@ -223,7 +238,7 @@ class UserState:
         items, cats, scenes = int_rows(items, cats, scenes, size=len(rows))
         (t,) = float_rows(t, size=len(rows))
         self.seq.push_rows(rows, item=items, cat=cats, ts=t)
-        on = (scenes == SEARCH) | (scenes == SHOP)
+        on = ((scenes == SEARCH) | (scenes == SHOP)) & self.visit_logged[rows]
         self.ais.push_rows(rows[on], item=items[on], cat=cats[on], scene=scenes[on], ts=t[on])
         drift = self.spec.intent.interest_drift
         if drift > 0 and len(rows):
@@ -241,20 +256,28 @@ class UserState:
         self.click_batch(np.array([row]), item, cat, scene, t, np.asarray(latent)[None])
 
     def scene_batch(self, rows: np.ndarray, scenes: np.ndarray, cats: np.ndarray, shops: np.ndarray,
-                    t: np.ndarray, chain=None) -> tuple[np.ndarray, np.ndarray]:
-        """Moveline events (rows may repeat: pushed in the order given).  Returns the
-        category and shop as logged: with ``moveline_visible`` < 1 (``chain`` draws it,
-        keyed by the event's index in its user's moveline) an event is logged without them
-        (-1) at probability 1 - ``moveline_visible``: its scene type and time only."""
+                    t: np.ndarray, chain=None) -> np.ndarray:
+        """Moveline events (rows may repeat: pushed in the order given).  Returns which
+        events are logged: with ``moveline_visible`` < 1 (``chain`` draws it, keyed by the
+        event's index in its user's moveline) an event is left out of the log at
+        probability 1 - ``moveline_visible``; the clicks of a visit left out do not enter
+        the AISeq.  The world's retrieval sees every event (``world_moveline``)."""
         rows = np.atleast_1d(np.asarray(rows, np.int64))
         scenes, cats, shops = (np.broadcast_to(np.asarray(x, np.int64), rows.shape) for x in (scenes, cats, shops))
-        shown_cats, shown_shops = cats, shops
-        if self.spec.moveline_visible < 1.0 and len(rows):
-            events = self.moveline.count[rows] + rank_within(rows)[0]
-            hidden = ~chain.logged_in_full_batch(self.users.ids[rows], events)
-            shown_cats, shown_shops = np.where(hidden, -1, cats), np.where(hidden, -1, shops)
-        self.moveline.push_rows(rows, scene=scenes, cat=shown_cats, shop=shown_shops, ts=t, world_cat=cats)
-        return shown_cats, shown_shops
+        if self.spec.moveline_visible >= 1.0 or not len(rows):
+            self.moveline.push_rows(rows, scene=scenes, cat=cats, shop=shops, ts=t, world_cat=cats)
+            return np.ones(len(rows), bool)
+        events = self.world_moveline.count[rows] + rank_within(rows)[0]
+        logged = chain.logged_in_full_batch(self.users.ids[rows], events)
+        self.world_moveline.push_rows(rows, world_cat=cats)
+        ts = np.broadcast_to(np.asarray(t, np.float64), rows.shape)
+        self.moveline.push_rows(rows[logged], scene=scenes[logged], cat=cats[logged], shop=shops[logged],
+                                ts=ts[logged], world_cat=cats[logged])
+        visit = np.flatnonzero(~np.isin(scenes, (DETAIL, CART, BUY)))
+        rank, total = rank_within(rows[visit])
+        last = visit[rank == total - 1]  # a row's last visit in this call decides
+        self.visit_logged[rows[last]] = logged[last]
+        return logged
 
     def scene(self, row: int, scene: int, cat: int, shop: int, t: float, chain=None) -> None:
         self.scene_batch(np.array([row]), scene, cat, shop, t, chain)

@@ -182,10 +182,10 @@ def retrieval_contexts(ml_cat: np.ndarray, ml_real: np.ndarray, seq_cat: np.ndar
 def user_contexts(state, rows: np.ndarray) -> np.ndarray:
     """[B, 20] retrieval contexts of the users at ``rows`` of a ``UserState``: their last 10
     moveline and last 10 short-sequence categories (:func:`retrieval_contexts`).  The
-    moveline's are what each scene was about (``world_cat``), also where the log leaves an
-    event's category out (``moveline_visible`` < 1): the candidate generator is part of the
-    world, so that dial changes what the log shows and nothing the world does."""
-    return retrieval_contexts(*state.moveline.tail_rows(rows, "world_cat", 10), *state.seq.tail_rows(rows, "cat", 10))
+    moveline's are what each scene was about (``world_cat``), also the events the log leaves
+    out (``moveline_visible`` < 1): the candidate generator is part of the world, so that
+    dial changes what the log shows and nothing the world does."""
+    return retrieval_contexts(*state.world_moveline.tail_rows(rows, "world_cat", 10), *state.seq.tail_rows(rows, "cat", 10))
 
 
 def _only_available(items: np.ndarray, available: Availability | None) -> np.ndarray:

@@ -159,8 +159,11 @@ class ShardSimulation:
         cats = np.broadcast_to(np.asarray(cats, np.int64), rows.shape)
         shops = np.broadcast_to(np.asarray(shops, np.int64), rows.shape)
         t = np.broadcast_to(np.asarray(t, np.float64), rows.shape)
-        cats, shops = self.state.scene_batch(rows, scenes, cats, shops, t, self.world.chain)  # as logged
-        self.logs.moveline(self.plan.users[rows], t, scenes, cats, shops)
+        logged = self.state.scene_batch(rows, scenes, cats, shops, t, self.world.chain)
+        if logged.all():
+            self.logs.moveline(self.plan.users[rows], t, scenes, cats, shops)
+        else:  # ``moveline_visible`` < 1: the log holds the logged events only
+            self.logs.moveline(self.plan.users[rows[logged]], t[logged], scenes[logged], cats[logged], shops[logged])
 
     def purchase(self, rows: np.ndarray, cats: np.ndarray, shops: np.ndarray, t: np.ndarray) -> None:
         """Delayed conversions land: satiation, the need fulfilled, a ``buy`` scene."""
