@@ -10,16 +10,18 @@ to bottom as the architecture:
    (seed), the scope narrowing towards the candidate:
 
    - **Complete-scope attention (CSA)**, over all N events.  *Assumed*: to stay cheap it
-     embeds only item ⊕ category of each event (no side information, no key projection:
+     embeds only item ⊕ category of each event (⊕ the tag id both domains share, where the
+     world has tags: the feature group ``tags``; no side information, no key projection:
      the N keys are never multiplied by a matrix) and scores it with a cosine
      ``s = scale · cos(W (q - m), k - m)`` (``csa_score="cosine"``), ``m`` the mean key
      of the user's real events, ``W`` identity-initialised (``csa_init``), ``scale``
-     learnable (initial ``csa_scale = 5``); the score reads the embeddings detached, so
-     it trains ``W`` and the scale only.  Its output is the softmax-weighted sum of the
-     keys (not detached).  Keeps the ``k1`` highest-scoring real events.  The selection
-     has no gradient, so an auxiliary *category-match* loss trains the score as well
+     learnable (initial ``csa_scale = 5``); it reads the N events' embeddings as fixed
+     (detached; its pooled output too since issue #30, so no gradient runs over all N
+     events), so it trains ``W`` and the scale only.  Its output is the softmax-weighted
+     sum of the keys.  Keeps the ``k1`` highest-scoring real events.  The selection has no
+     gradient, so an auxiliary *match* loss trains the score as well
      (``csa_match_weight = 0.1``): on each clicked candidate, ``-log`` of CSA's softmax
-     mass on the history events of the candidate's category.
+     mass on the history events of the candidate's category or tag (``csa_match``).
      Why (numbers in ``docs/models.md``): the embeddings start at std 1e-2, so a raw
      bilinear score ``(W q)·k / sqrt(2d)`` is ~1e-4, its softmax over N events uniform
      and its gradient vanishing (``csa_score="bilinear"`` keeps that form); a cosine does
@@ -47,7 +49,8 @@ to bottom as the architecture:
    The outputs of all active levels are concatenated with profile, scenario and target
    embeddings, a DIN unit over the short target-domain click sequence (*assumed*, so
    that LCN = DIN + lifelong modelling; ``short_seq="none"`` drops it) and the
-   popularity prior, into an MLP.
+   popularity prior, and SIM's count features (``count_features``: ``log(1 + n)`` and the
+   share of the lifelong events of the candidate's category), into an MLP.
 
    Switching a level off (``use_csa``/``use_msa``/``use_fsa``) removes both its output
    and its selection: the next active level reads the top-k of the preceding *active*
@@ -61,18 +64,20 @@ to bottom as the architecture:
    (an unclicked exposure says nothing about what the user wants); the positive is
    picked among the same user's lifelong events (content items, whose ids never
    overlap shop items) by ``crp_positive``, a pluggable selector (:data:`CRP_POSITIVES`):
-   ``"recent_same_category"`` (default) = the most recent event of the anchor's
-   category, one item, so below category level; ``"category_mean"`` = the mean of all
-   of them (a category-level positive, which can teach no more than "item ~ category",
-   what the category table already carries).  Anchors without a positive are skipped.
-   Negatives are the positives of the other anchors whose category differs
-   (same-category ones are masked out: they are not negatives).  Representations
+   ``"recent_same_tag"`` (default since issue #30) = the most recent event of the
+   anchor's tag (the id both domains share; the category on a world without tags);
+   ``"recent_same_category"`` = the most recent event of the anchor's category, one item;
+   ``"category_mean"`` = the mean of all of them (a category-level positive, which can
+   teach no more than "item ~ category", what the category table already carries).
+   Anchors without a positive are skipped.  Negatives are the positives of the other
+   anchors of another group (same-group ones are masked out: they are not negatives).  Representations
    (``crp_features``): ``"item"`` = the shared item-id embeddings (default, so the
    alignment acts on the id embeddings that no category feature already ties
    together); ``"item_cat"`` = item ⊕ category.  ``crp_projection = "mlp"`` passes both
-   through a shared two-layer projection head first (as in SimCLR, Chen et al. 2020),
-   so the contrastive term shapes the embeddings only through the head; ``"none"``
-   (default) compares them directly.  Similarity is cosine / ``crp_temperature``;
+   through a shared two-layer projection head first (as in SimCLR, Chen et al. 2020;
+   default since issue #30: on the raw embeddings CRP's gradient dominated the item
+   table's), so the contrastive term shapes the embeddings only through the head;
+   ``"none"`` compares them directly.  Similarity is cosine / ``crp_temperature``;
    ``L = BCE + crp_weight · L_crp + csa_match_weight · L_match``.
 """
 

@@ -52,7 +52,7 @@ def test_a_tiny_sweep_writes_the_page_json_figure_and_campaign(tmp_path, monkeyp
             "--campaign-days", "0.25", "--cache", str(tmp_path / "cache"), "--out", str(out)]
     assert dose.main(argv) == 0
     summary = json.loads((out / "dose_amen.json").read_text())
-    assert [r["value"] for r in summary["results"]] == [0.0, 2.0]
+    assert [r["value"] for r in summary["results"]] == [0.0, 2.0] and "reduced" not in summary
     for r in summary["results"]:
         assert sorted(r["edges"]) == ["DIN - DNN"]
         edge = [a["auc"] - b["auc"] for a, b in zip(r["rows"]["DIN"], r["rows"]["DNN"], strict=True)]
@@ -142,10 +142,12 @@ def test_a_tiny_sweep_writes_a_summary_of_the_issue_form(tmp_path, monkeypatch):
     monkeypatch.setitem(dose.SEEDS, "amen", cfg)
     out = tmp_path / "out"
     assert dose.main(["amen", "--users", "240", "--seeds", "2", "--epochs", "3", "--batch-size", "256",
-                      "--cache", str(tmp_path / "cache"), "--out", str(out)]) == 0
+                      "--cache", str(tmp_path / "cache"), "--out", str(out), "--reduced", "a tiny test world"]) == 0
     page = json.loads((out / "dose_amen.json").read_text())
     s = page["summary"]
-    assert dose.check_summary(s) == []
+    assert dose.check_summary(s) == []  # the reduction is recorded beside the summary, not in it
+    assert page["reduced"] == {"users": 240, "seeds": 2, "asked": {"users": 5000, "seeds": 3}, "why": "a tiny test world"}
+    assert "**Reduced:** 240 users and 2 model seed(s)" in (out / "dose_amen.md").read_text()
     edge = [a["auc"] - b["auc"] for a, b in zip(page["results"][1]["rows"]["AMEN"], page["results"][1]["rows"]["DIN"],
                                               strict=True)]
     assert s["edges"]["AMEN - DIN"]["mean"][1] == pytest.approx(sum(edge) / 2)  # mean over the two seeds

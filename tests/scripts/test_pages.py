@@ -23,8 +23,8 @@ def _script(name: str):
     return module
 
 
-@pytest.mark.parametrize("script, stem", [("amen", "amen"), ("lcn", "lcn"), ("ssim", "ssim"),
-                                          ("ssim", "ssim_nospecific")])
+# (LCN's page lcn.md was removed as stale in issue #30: scripts/reproduce_lcn.py regenerates it)
+@pytest.mark.parametrize("script, stem", [("amen", "amen"), ("ssim", "ssim"), ("ssim", "ssim_nospecific")])
 def test_recorded_page_is_the_render_of_its_json(script, stem):
     module = _script(script)
     summary = json.loads((ROOT / "docs" / "results" / f"{stem}.json").read_text())
