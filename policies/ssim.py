@@ -249,6 +249,7 @@ class SSIM(NeuralPolicy):
         "shared_out": "",
         "selections_dir": "",
         "ratio_of": "",
+        "match_labels": False,
     }
     RULES = {
         **COMMON_RULES,
@@ -486,6 +487,38 @@ class SSIM(NeuralPolicy):
                 "selection": self.params["selection"], "share_ratio": str(ratio), "seed": str(seed)}
         return table.replace_schema_metadata(meta)
 
+    def select_matched(self, source: Any, learned: pa.Table, seed: int = 0) -> pa.Table:
+        """A random selection with as many shared rows as ``learned`` (a learned selection of
+        the same rows) in every (scenario, label) group (``match_labels``): random sharing at
+        the same ratio *and* the same click share.  A selector can prefer rows that cost
+        the other towers little without any row being worth sharing -- the learned one
+        shares near-certain negatives (a tenth of the scenario's CTR in the issue #30 study
+        at ``shared_segment`` 0), which carry little of the scenario-specific function --
+        so an unmatched random selection is not the no-selection baseline it is meant to be."""
+        if learned.schema.metadata.get(b"fingerprint", b"").decode() != source_fingerprint(source):
+            raise SimabError("the learned selection in ratio_of was made on another training set",
+                             key="params.ratio_of")
+        cols = list(_row_columns(source))
+        scen = np.concatenate([c["scenario"] for c in cols])
+        label = np.concatenate([c["label"] for c in cols]) > 0.5
+        want = learned.column("shared").to_numpy(zero_copy_only=False).astype(bool)
+        n = source.n_rows
+        rng = np.random.default_rng([seed, 2])
+        tiebreak = rng.random(n)
+        shared = np.zeros(n, dtype=bool)
+        group = scen.astype(np.int64) * 2 + label
+        for g in np.unique(group):
+            rows = np.flatnonzero(group == g)
+            order = rows[np.argsort(tiebreak[rows], kind="stable")]
+            shared[order[:int(want[rows].sum())]] = True
+        table = pa.table({"instance_id": np.arange(n, dtype=np.int64), "scenario": scen.astype(np.int64),
+                          "score": tiebreak.astype(np.float64), "logit": tiebreak.astype(np.float64),
+                          "shared": shared})
+        ratio = (learned.schema.metadata or {}).get(b"share_ratio", b"").decode()
+        meta = {"fingerprint": source_fingerprint(source), "backbone": self.params["backbone"],
+                "selection": "random-matched", "share_ratio": ratio, "seed": str(seed)}
+        return table.replace_schema_metadata(meta)
+
     def reset_backbone(self) -> None:
         """Restore the backbone's initial weights (the retrain phase starts here)."""
         self.backbone.load_state_dict(self.initial_backbone_state)
@@ -501,6 +534,16 @@ class SSIM(NeuralPolicy):
             mask = load_shared(self.params["shared_in"], base)
         else:
             ratio = read_ratio(self.params["ratio_of"], base, config.seed) if self.params["ratio_of"] else None
+            if self.params["match_labels"]:
+                if self.params["selection"] != "random" or not self.params["ratio_of"]:
+                    raise SimabError("match_labels draws a random selection like the learned one in ratio_of: it "
+                                     "needs selection = 'random' and ratio_of", key="params.match_labels")
+                learned = pq.read_table(str(selection_path(self.params["ratio_of"], base, config.seed)))
+                self.shared_table = self.select_matched(base, learned, seed=config.seed)
+                mask = self.shared_table.column("shared").to_numpy(zero_copy_only=False)
+                metrics.update(self._retrain(base, val, config, mask))
+                metrics["share_ratio"] = ratio
+                return self._phase_totals(metrics)
             if self.params["selection"] == "learned":
                 if self.params["warm_start"]:
                     self.phase = "mt"

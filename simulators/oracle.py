@@ -15,9 +15,9 @@ label function (SSIM's signal).  ``specific`` is 0 when ``scenario_specific`` is
 only items of a fixed ``specific_share`` of the categories carry it (the others are
 "shareable": the same label function in every scenario up to the base rate).  With
 ``specific_features`` the part is a function of what a model sees instead,
-``specific(sc) (T_sc[age_u, parent_i] + T_sc[city_u, parent_i])`` (``parent_i``: the parent
-category of the item's category; tables of sd
-``specific_feature_sd / sqrt 2``).  ``shared_segment`` (SSIM's dial) picks that share of
+``specific(sc) (T_sc[age_u, c_i] + T_sc[city_u, c_i])`` (``c_i``: the parent category of the
+item's category, or with ``specific_feature_level = "category"`` the category itself; tables
+of sd ``specific_feature_sd / sqrt 2``).  ``shared_segment`` (SSIM's dial) picks that share of
 the (age, gender, city) profile cells: their users follow the specific part of
 ``segment_scenario`` in every scenario, so their rows of any scenario are worth sharing
 with that scenario's model (and with each other), the other users' rows are not.  ``bias_u``
@@ -77,12 +77,16 @@ class Oracle:
                                else self.specific_categories[catalog.category].astype(np.float64))
         # each table and the segment from its own stream: the default world's draws are untouched
         self.feature_tables: tuple[np.ndarray, np.ndarray] | None = None
+        self.feature_key: np.ndarray | None = None
         if spec.specific_features:
             gt = rng.generator(seed, Stream.ORACLE_SPECIFIC_FEATURES, 0)
             sd = spec.specific_feature_sd / np.sqrt(2.0)
-            n_par = spec.n_parents
-            self.feature_tables = (sd * gt.standard_normal((len(sc), PROFILE_SIZES[0], n_par)),
-                                   sd * gt.standard_normal((len(sc), PROFILE_SIZES[2], n_par)))
+            #: the key of an item's column in the tables: its parent category or its category
+            self.feature_key = (catalog.parent_of if spec.specific_feature_level == "parent"
+                                else np.arange(K))[catalog.category]
+            n_keys = spec.n_parents if spec.specific_feature_level == "parent" else K
+            self.feature_tables = (sd * gt.standard_normal((len(sc), PROFILE_SIZES[0], n_keys)),
+                                   sd * gt.standard_normal((len(sc), PROFILE_SIZES[2], n_keys)))
         names = list(spec.scenarios)
         self.segment_scenario = (names.index(spec.segment_scenario) if spec.segment_scenario
                                  else int(np.argmin([s.traffic for s in sc])))
@@ -123,7 +127,7 @@ class Oracle:
                 raise ValueError("this world's label function reads the user's profile: pass profile")
             own = np.where(self.in_segment(profile), self.segment_scenario, scenario)  # whose function
         if self.feature_tables is not None:
-            cat = self.catalog.parent_of[self.catalog.category[items]]
+            cat = self.feature_key[items]
             t_age, t_city = self.feature_tables
             part = t_age[own[:, None], profile[:, 0:1], cat] + t_city[own[:, None], profile[:, 2:3], cat]
         else:

@@ -191,6 +191,9 @@ class WorldSpec(_Strict):
                                     "sees: T_sc[age, parent category] + T_sc[city, parent category] (else the latent <P_sc u, v>)")
     specific_feature_sd: float = Field(0.3, ge=0.0, le=10.0,
                                        description="sd of the scenario-specific part with specific_features")
+    specific_feature_level: Literal["parent", "category"] = Field(
+        "parent", description="what the tables of specific_features are indexed by beside age / city: the item's "
+        "parent category or its category (5x finer: a data-starved scenario cannot learn it from its own rows)")
     shared_segment: float = Field(0.0, ge=0.0, le=1.0, description="SSIM's dial: share of the (age, gender, city) "
                                   "profile cells whose users follow segment_scenario's specific part in every scenario")
     segment_scenario: str = Field("", description="the scenario the shared segment follows (empty: the one with the "

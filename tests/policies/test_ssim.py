@@ -259,3 +259,25 @@ def test_selector_reads_popularity_only_when_asked(spec, small_source, with_pop)
 def test_frozen_search_needs_the_warm_start(spec):
     with pytest.raises(SimabError, match="warm_start"):
         policy(spec, warm_start=False, search="frozen")
+
+
+def test_random_selection_at_the_learned_ratio_and_label_matched(spec, small_source, tmp_path):
+    """``ratio_of`` reads the ratio a learned SSIM published in ``selections_dir``;
+    ``match_labels`` draws, in every (scenario, label) group, exactly as many random rows as
+    the learned selection shared there (not the same rows)."""
+    learned = policy(spec, share_ratio=0.3, selections_dir=str(tmp_path))
+    learned.fit(small_source, None, **FAST)
+    want = learned.shared_table.column("shared").to_numpy(zero_copy_only=False)
+    plain = policy(spec, selection="random", ratio_of=str(tmp_path))
+    assert plain.fit(small_source, None, **FAST)["share_ratio"] == pytest.approx(0.3)
+    matched = policy(spec, selection="random", ratio_of=str(tmp_path), match_labels=True)
+    m = matched.fit(small_source, None, **FAST)
+    got = matched.shared_table.column("shared").to_numpy(zero_copy_only=False)
+    scen, label = small_source.scenario, small_source.label > 0.5
+    for s in np.unique(scen):
+        for y in (False, True):
+            g = (scen == s) & (label == y)
+            assert got[g].sum() == want[g].sum()
+    assert m["shared_frac"] == pytest.approx(want.mean()) and not np.array_equal(got, want)
+    with pytest.raises(SimabError, match="match_labels"):
+        policy(spec, selection="random", match_labels=True).fit(small_source, None, **FAST)
