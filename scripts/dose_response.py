@@ -323,9 +323,9 @@ def main(argv: list[str]) -> int:
                "models": [m.label for m in models], "results": results, "campaign": online}
     if "headline" in cfg:  # the seed pages of issue #30 (a smoke config may have no headline)
         summary["summary"] = page_summary(summary, cfg)
-    if args.users < PAGE_USERS or len(seeds) < PAGE_SEEDS:  # below item 6's size: said plainly
-        summary["reduced"] = {"users": args.users, "asked": PAGE_USERS, "seeds": len(seeds),
-                              "seeds_asked": PAGE_SEEDS, "why": args.reduced_why or "not given"}
+    if "headline" in cfg and (args.users < PAGE_USERS or len(seeds) < PAGE_SEEDS):  # below item 6's size
+        summary["reduced"] = {"users": args.users, "seeds": len(seeds),
+                              "asked": {"users": PAGE_USERS, "seeds": PAGE_SEEDS}, "why": args.reduced_why or "not given"}
     out, stem = Path(args.out), page_stem(summary)
     plot(summary, out / f"{stem}.png")
     page = out / f"{stem}.md"
@@ -564,15 +564,11 @@ def render(summary: dict) -> str:
              "seeds); edge = model AUC - baseline AUC per seed; 'beyond spread' when |mean edge| > 2 sd of the edge.", ""]
     if s.get("reduced"):
         r = s["reduced"]
-        lines[-1:-1] = ["", f"**Reduced:** {r['users']:,} users and {r['seeds']} model seeds where issue #30 asks for "
-                        f"{r['asked']:,} and at least {r['seeds_asked']}: {r['why']}."]
+        lines[-1:-1] = ["", f"**Reduced:** {r['users']:,} users and {r['seeds']} model seed(s), where issue #30 asks for "
+                        f"{r['asked']['users']:,} users and at least {r['asked']['seeds']} seeds: {r['why']}"]
     lines += kit.md_table(["dial", *s["models"]], [[f"{r['value']:g}", *[kit.mean_std([x["auc"] for x in r["rows"][m]])
                                                                        for m in s["models"]]] for r in s["results"]])
     lines.append("")
-    if s.get("reduced"):
-        red = s["reduced"]
-        lines += [f"**Reduced page:** {red['users']:,} users and {red['seeds']} model seed(s) where issue #30 asks "
-                  f"for {red['asked']:,} and {red['asked_seeds']}: {red['why']}", ""]
     if s.get("summary"):
         lines += summary_lines(s)
     lines += edge_table(s["results"], "edges")
