@@ -483,3 +483,37 @@ def test_next_session_accepts_at_the_try_bound(monkeypatch):
     want = [old.next_session(int(u), float(a), float(x), int(n)) for u, a, x, n in zip(users, activity, t, sessions,
                                                                                          strict=True)]
     assert np.array_equal(w.chain.next_session_batch(users, activity, t, sessions), want)
+
+
+def test_hidden_moveline_events_in_one_batch_equal_one_at_a_time():
+    """``moveline_visible`` < 1 (issue #30): scene events with rows repeated in one call leave
+    the logged moveline, the world's own ring, the current-visit flag and, through the flag,
+    the AISeq exactly as pushing them one at a time in the same order (each event's draw is
+    keyed by its index in the user's moveline, not by the batch)."""
+    w = _build("default", json.dumps({"moveline_visible": 0.5, "moveline_len": 6, "aiseq_len": 4}))
+    g = np.random.default_rng(31)
+    a, _ = _with_needs(w, g)
+    b = copy.deepcopy(a)
+    lat = w.catalog.latent
+    for _ in range(4):
+        k = 300
+        rows = g.integers(0, 50, k)
+        rows[:30] = rows[0]
+        items = g.integers(0, w.spec.n_shop_items, k)
+        cats, shops = w.catalog.category[items], w.catalog.shop[items]
+        scenes = g.integers(1, 9, k)
+        t = 5 * 86400.0 + np.sort(g.random(k)) * 3600.0
+        logged = a.scene_batch(rows, scenes, cats, shops, t, w.chain)
+        for i in range(k):
+            b.scene(int(rows[i]), int(scenes[i]), int(cats[i]), int(shops[i]), float(t[i]), w.chain)
+        a.click_batch(rows, items, cats, scenes, t, lat[items])
+        for i in range(k):
+            b.click(int(rows[i]), int(items[i]), int(cats[i]), int(scenes[i]), float(t[i]), lat[items[i]])
+        assert 0.3 < logged.mean() < 0.7  # binomial(300, 0.5): 0.5 +/- 0.03 sd
+        for ring in ("moveline", "world_moveline", "ais"):
+            ra, rb = getattr(a, ring), getattr(b, ring)
+            assert np.array_equal(ra.count, rb.count), ring
+            for f in ra.data:
+                assert np.array_equal(ra.data[f], rb.data[f]), (ring, f)
+        assert np.array_equal(a.visit_logged, b.visit_logged)
+    assert (a.world_moveline.count > a.moveline.count).any()
