@@ -159,7 +159,7 @@ MAX_SCENARIOS = 64
 #: World fields added by issue #30 (the seeds' dials); dropped from the dump at their defaults,
 #: so the default world's spec.json, fingerprint and model caches are those of before.
 _DIALS_SINCE_30 = ("topic_level", "topic_share", "specific_features", "specific_feature_sd",
-                   "shared_segment", "segment_scenario", "moveline_visible")
+                   "specific_feature_level", "shared_segment", "segment_scenario", "moveline_visible")
 
 
 class WorldSpec(_Strict):
