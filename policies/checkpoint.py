@@ -137,10 +137,13 @@ def load_checkpoint(
         raise SimabError(f"checkpoint holds policy {spec['policy']!r}, not {name!r}", source=spec_path, key="policy")
     stored_spec = FeatureSpec.from_dict(spec["feature_spec"])
     if feature_spec is not None:
-        diff = _first_difference(spec["feature_spec"], feature_spec.to_dict())
+        # compared through the current FeatureSpec, so a field added since the checkpoint was
+        # written reads as its default (a world without tags has n_tags = 1 either way)
+        stored = stored_spec.to_dict()
+        diff = _first_difference(stored, feature_spec.to_dict())
         if diff is not None:
             raise SimabError(
-                f"checkpoint was trained on a world with {diff}={spec['feature_spec'].get(diff)!r}, "
+                f"checkpoint was trained on a world with {diff}={stored.get(diff)!r}, "
                 f"this world has {feature_spec.to_dict().get(diff)!r}",
                 source=spec_path, key=f"feature_spec.{diff}")
     with torch.random.fork_rng(devices=[]):

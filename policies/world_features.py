@@ -24,8 +24,12 @@ from simab.simulators.world import World
 
 
 def feature_spec_of(s: WorldSpec) -> FeatureSpec:
-    """Vocabulary sizes and lengths of a world's features (they follow from the spec alone)."""
+    """Vocabulary sizes and lengths of a world's features (they follow from the spec alone).
+    A world without topics provides no ``tags`` group (its feature spec, and so its
+    checkpoints, are those of before tags existed)."""
+    n_tags = s.n_topics * (s.n_categories if s.topic_level == "category" else s.n_parents) + 1
     return FeatureSpec(
+        provides=tuple(g for g in FEATURE_GROUPS if g != "tags" or n_tags > 1),
         n_users=s.n_users + 1,
         n_items=s.n_shop_items + s.n_content_items + 1,
         n_categories=s.n_categories + 1,
@@ -41,7 +45,7 @@ def feature_spec_of(s: WorldSpec) -> FeatureSpec:
         aiseq_len=s.aiseq_len,
         moveline_len=s.moveline_len,
         lifelong_len=s.lifelong.source_length if s.lifelong.enabled else 0,
-        n_tags=(s.n_topics * (s.n_categories if s.topic_level == "category" else s.n_parents)) + 1,
+        n_tags=n_tags,
     )
 
 
