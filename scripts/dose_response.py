@@ -167,7 +167,10 @@ def csa_probe(policy: Any, data: kit.WorldData, rows: int = 2048) -> dict:
     the share of events of the target's category among its top-``k1`` events, and among all
     real events of the history (what a random selection gets); where the world has tags, the
     same for events of the target's tag in *another* category (what an exact-category search
-    cannot find)."""
+    cannot find).  The share among the top-``k1`` is bounded by how many such events a history
+    holds, so each group also gets its recall over the rows whose history is longer than
+    ``k1`` (where CSA selects at all): the share of the group's events that the top-``k1``
+    keeps, against ``k1`` / history length for a random selection (``*_recall_random``)."""
     import torch
 
     batch = next(iter(data.val.batches(rows, shuffle=False, groups=policy.feature_groups)))
@@ -183,11 +186,16 @@ def csa_probe(policy: Any, data: kit.WorldData, rows: int = 2048) -> dict:
     groups = {"same_category": (b["ll_cat"] == b["item_cat"]) & b["ll_mask"]}  # [B, N]: one candidate per row
     if "ll_tag" in b and policy.tags:
         groups["same_tag_other_category"] = (b["ll_tag"] == b["item_tag"]) & ~groups["same_category"] & b["ll_mask"]
-    out: dict = {"k1": int(policy.params["k1"])}
+    k1 = int(policy.params["k1"])
+    n_real = b["ll_mask"].sum(1)
+    long = n_real > k1  # rows where CSA selects (a shorter history is kept whole)
+    out: dict = {"k1": k1, "rows_selecting": int(long.sum())}
     for name, hit in groups.items():
         picked = hit.gather(1, idx[:, 0]) & sel[:, 0]
         out[f"{name}_in_top_k"] = float(picked.sum() / sel[:, 0].sum().clamp(min=1))
         out[f"{name}_in_history"] = float(hit.sum() / b["ll_mask"].sum().clamp(min=1))
+        out[f"{name}_recall"] = float(picked[long].sum() / hit[long].sum().clamp(min=1))
+        out[f"{name}_recall_random"] = float((hit[long].sum(1) * k1 / n_real[long]).sum() / hit[long].sum().clamp(min=1))
     return out
 
 
@@ -582,15 +590,24 @@ def render(summary: dict) -> str:
                   for r in s["results"] for who, p in r.get("selection", {}).items()]
     tagged = any("same_tag_other_category_in_top_k" in p for r in s["results"] for p in r.get("csa", {}).values())
     fmt = lambda p, k: f"{p[k]:.3f}" if k in p else "n/a"  # noqa: E731
+    recall = any("same_category_recall" in p for r in s["results"] for p in r.get("csa", {}).values())
     csa_rows = [[f"{r['value']:g}", who, str(p["k1"]), fmt(p, "same_category_in_top_k"), fmt(p, "same_category_in_history"),
-                 *([fmt(p, "same_tag_other_category_in_top_k"), fmt(p, "same_tag_other_category_in_history")] if tagged else [])]
+                 *([fmt(p, "same_tag_other_category_in_top_k"), fmt(p, "same_tag_other_category_in_history")] if tagged else []),
+                 *([fmt(p, "same_category_recall"), fmt(p, "same_category_recall_random")] if recall else []),
+                 *([fmt(p, "same_tag_other_category_recall"), fmt(p, "same_tag_other_category_recall_random")]
+                   if recall and tagged else [])]
                 for r in s["results"] for who, p in r.get("csa", {}).items()]
     if csa_rows:
         lines += ["", "What LCN's complete-scope attention selects on 2,048 validation rows: the share of lifelong "
                   "events of the target's category among its top-k1 events and among all events (a random selection)"
                   + (", and the same for events of the target's tag in another category" if tagged else "") + ":", ""]
+        if recall:
+            lines += ["Recall: over the rows whose history is longer than k1 (where CSA selects at all), the share of "
+                      "those events that its top-k1 keeps, beside a random selection's (k1 / history length).", ""]
         lines += kit.md_table(["dial", "model", "k1", "target's category in top-k1", "in the whole history",
-                               *(["target's tag, other category, in top-k1", "in the whole history"] if tagged else [])],
+                               *(["target's tag, other category, in top-k1", "in the whole history"] if tagged else []),
+                               *(["category recall", "random"] if recall else []),
+                               *(["tag (other category) recall", "random"] if recall and tagged else [])],
                               csa_rows)
     lines += oracle_amen.attention_lines(s["results"])
     if probe_rows:

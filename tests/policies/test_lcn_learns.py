@@ -60,20 +60,27 @@ def category_world_batch(fs: FeatureSpec, b: int, g: torch.Generator) -> dict[st
     return out
 
 
-def train_one_epoch(policy: LCN, fs: FeatureSpec, seed: int = 0) -> list[dict[str, float]]:
-    """Adam (lr 2e-3, the reproduction scripts' rate) over one epoch; the loss parts per step."""
+def adam_steps(policy: LCN, make_batch, fs: FeatureSpec, steps: int, batch_size: int,
+               seed: int = 0) -> list[dict[str, float]]:
+    """Adam (lr 2e-3, the reproduction scripts' rate) over ``steps`` batches of
+    ``make_batch(fs, batch_size, generator)``; the loss parts per step."""
     opt = torch.optim.Adam(policy.parameters(), lr=2e-3)
     g = torch.Generator().manual_seed(seed)
     history = []
     policy.train()
-    for _ in range(STEPS):
-        batch = category_world_batch(fs, BATCH, g)
+    for _ in range(steps):
+        batch = make_batch(fs, batch_size, g)
         loss, parts = policy.loss(batch, policy(batch))
         opt.zero_grad()
         loss.backward()
         opt.step()
         history.append({k: float(v) for k, v in parts.items()})
     return history
+
+
+def train_one_epoch(policy: LCN, fs: FeatureSpec, seed: int = 0) -> list[dict[str, float]]:
+    """One epoch of the category world (:func:`adam_steps`)."""
+    return adam_steps(policy, category_world_batch, fs, STEPS, BATCH, seed)
 
 
 def csa_probe(policy: LCN, fs: FeatureSpec) -> dict[str, float]:

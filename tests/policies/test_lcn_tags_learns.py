@@ -24,6 +24,8 @@ from simab.policies.lcn import LCN, top_k_positions
 from simab.policies.metrics import auc
 from simab.policies.synthetic import random_request_batch
 
+from .test_lcn_learns import adam_steps
+
 K, T, N, DIM, K1 = 8, 4, 100, 8, 10
 N_TARGET = 257  # target items 1..256 (8 per (category, tag)), source items after them
 STEPS, BATCH = 400, 256  # ~100k rows: the AUC reaches the best (0.829) by then (0.749 at 240 steps, measured)
@@ -60,15 +62,7 @@ def tag_world_batch(fs: FeatureSpec, b: int, g: torch.Generator) -> dict[str, to
 
 
 def train(policy: LCN, fs: FeatureSpec) -> None:
-    opt = torch.optim.Adam(policy.parameters(), lr=2e-3)
-    g = torch.Generator().manual_seed(0)
-    policy.train()
-    for _ in range(STEPS):
-        batch = tag_world_batch(fs, BATCH, g)
-        loss, _ = policy.loss(batch, policy(batch))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    adam_steps(policy, tag_world_batch, fs, STEPS, BATCH)
 
 
 def probe(policy: LCN, fs: FeatureSpec) -> dict[str, float]:

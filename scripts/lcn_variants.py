@@ -1,0 +1,143 @@
+"""LCN variants on the dose page's worlds (docs/results/dose_lcn.md, its notes): each variant
+trains under the page's rule (early stopping on validation logloss, patience 2, cap 12 epochs),
+cached like the page's trainings, and prints its validation AUC / GAUC and what its
+complete-scope attention selected (``dose_response.csa_probe``).
+
+    SIMAB_CACHE=... USERS=1000 .venv/bin/python scripts/lcn_variants.py nocrp:0.0:7 prior:1.0:8
+
+Each argument is ``variant:dial value:model seed``.  Variants: ``base`` (the page's LCN),
+``nocrp`` (``crp_weight = 0``), ``nomatch`` (``csa_match_weight = 0``), ``prior`` (CSA's score
+plus learnable weights on exact category and tag matches, initialised at 3: SIM's hard search
+as a soft prior inside the learned score), ``tagcount`` (the tag's count features beside SIM's
+category counts: what the oracle of scripts/oracle_lcn.py reads), ``notags`` (LCN built as on a
+world without tag ids).  The variants are registered here only (policies ``lcn_prior``,
+``lcn_tagcount``, ``lcn_notags``): experiments, not policies of the package.
+"""
+
+import json
+import os
+import sys
+
+import dose_response as dr
+import experiment_kit as kit
+import torch
+from torch import nn
+
+from simab.policies.base import register_policy
+from simab.policies.layers import MLP, masked_softmax
+from simab.policies.lcn import LCN
+
+
+class PriorCSA(nn.Module):
+    def __init__(self, base, init=3.0):
+        super().__init__()
+        self.base = base
+        self.match_w = nn.Parameter(torch.tensor([init, init]))
+        self.batch = None
+
+    @property
+    def log_scale(self):
+        return self.base.log_scale
+
+    @property
+    def query(self):
+        return self.base.query
+
+    def forward(self, target, keys, mask):
+        scores, _ = self.base(target, keys, mask)
+        b = self.batch
+        cat = (b["ll_cat"].unsqueeze(1) == b["item_cat"].unsqueeze(-1)).to(scores.dtype)
+        scores = scores + self.match_w[0] * cat
+        if "ll_tag" in b and "item_tag" in b:
+            tag = ((b["ll_tag"].unsqueeze(1) == b["item_tag"].unsqueeze(-1)) & (b["item_tag"] > 0).unsqueeze(-1)).to(scores.dtype)
+            scores = scores + self.match_w[1] * tag
+        weights = masked_softmax(scores, mask.unsqueeze(1).expand_as(scores))
+        return scores, torch.einsum("bcn,bnd->bcd", weights, keys)
+
+
+class LCNPrior(LCN):
+    name = "lcn_prior"
+
+    def __init__(self, params, feature_spec):
+        super().__init__(params, feature_spec)
+        self.csa = PriorCSA(self.csa)
+
+    def lifelong_interest(self, batch, target):
+        self.csa.batch = batch
+        return super().lifelong_interest(batch, target)
+
+    def to_device(self, batch, device=None):
+        out = super().to_device(batch, device)
+        self.csa.batch = out
+        return out
+
+
+register_policy("lcn_prior", LCNPrior, LCNPrior.load)
+
+
+class LCNTagCounts(LCN):
+    """LCN plus the tag's count features (as SIM's category counts): log(1 + n) and the share
+    of the lifelong events with the candidate's tag, all and in other categories."""
+    name = "lcn_tagcount"
+
+    def __init__(self, params, feature_spec):
+        super().__init__(params, feature_spec)
+        first = next(m for m in self.mlp.modules() if isinstance(m, nn.Linear))
+        p = self.params
+        self.mlp = MLP(first.in_features + 4, p["mlp_units"], out_dim=1, activation=p["activation"], dropout=p["dropout"])
+
+    def lifelong_interest(self, batch, target):
+        out = super().lifelong_interest(batch, target)
+        mask = batch["ll_mask"].unsqueeze(1)
+        tag = (batch["ll_tag"].unsqueeze(1) == batch["item_tag"].unsqueeze(-1)) & mask & (batch["item_tag"] > 0).unsqueeze(-1)
+        other = tag & (batch["ll_cat"].unsqueeze(1) != batch["item_cat"].unsqueeze(-1))
+        n = batch["ll_mask"].sum(-1, keepdim=True).clamp_min(1)
+        nt, no = tag.sum(-1).float(), other.sum(-1).float()
+        out.append(torch.stack([torch.log1p(nt), nt / n, torch.log1p(no), no / n], dim=-1))
+        return out
+
+
+register_policy("lcn_tagcount", LCNTagCounts, LCNTagCounts.load)
+
+
+class LCNNoTags(LCN):
+    """LCN built as on a world without tags (item ⊕ category keys, category positives)."""
+    name = "lcn_notags"
+
+    def __init__(self, params, feature_spec):
+        import dataclasses
+        super().__init__(params, dataclasses.replace(feature_spec, n_tags=1))
+        self.feature_spec = feature_spec  # the world's, so its checkpoint loads against the world's spec
+
+
+register_policy("lcn_notags", LCNNoTags, LCNNoTags.load)
+
+
+VARIANTS = {"base": ("lcn", {}), "nocrp": ("lcn", {"crp_weight": 0.0}), "nomatch": ("lcn", {"csa_match_weight": 0.0}),
+            "prior": ("lcn_prior", {}), "tagcount": ("lcn_tagcount", {}), "notags": ("lcn_notags", {})}
+
+
+class PageRule:
+    """The dose page's trainer flags (scripts/dose_response.py's defaults)."""
+
+    epochs, batch_size, lr, max_steps, monitor, patience, threads = 12, 512, 2e-3, None, "logloss", 2, 1
+
+
+def main(argv: list[str]) -> int:
+    cfg, users = dr.SEEDS["lcn"], int(os.environ.get("USERS", "1000"))
+    cache = os.environ.get("SIMAB_CACHE") or str(kit.cache_root())
+    for spec in argv:
+        name, value, seed = spec.split(":")
+        data = kit.load_world(dr.world_table(cfg, users, float(value)), 7, cache)
+        policy, params = VARIANTS[name]
+        model = kit.Model(f"LCN {name}", policy, params)
+        pol, met, _ = kit.checkpoint_trainer(data, cache)(model, {"embedding_dim": 8, **params}, int(seed),
+                                                          kit.trainer_config(PageRule, int(seed)))
+        print(json.dumps({"variant": name, "value": float(value), "seed": int(seed), "auc": met["auc"], "gauc": met["gauc"],
+                          "logloss": met["logloss"], "epochs": met["train"]["epochs_run"],
+                          "best_epoch": met["train"]["best_epoch"], "csa": dr.csa_probe(pol, data)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
