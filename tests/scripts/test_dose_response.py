@@ -87,6 +87,20 @@ def test_the_issue_pages_are_recorded():
         assert (ROOT / "docs" / "results" / f"dose_{seed}.md").exists(), seed
 
 
+@pytest.mark.parametrize("seed, headline", [("amen", "AMEN - DIN"), ("lcn", "LCN - SIM"),
+                                            ("ssim", "SSIM - random sharing")])
+def test_the_issue_pages_carry_the_summary_in_its_fixed_form(seed, headline):
+    """Issue #30 item 6: each seed's page JSON has a `summary` of exactly the fixed form, and a
+    page below the asked size (5,000 users, >= 3 model seeds) says so, with a reason, beside it."""
+    page = json.loads((ROOT / "docs" / "results" / f"dose_{seed}.json").read_text())
+    assert dose.check_summary(page.get("summary")) == []
+    assert page["summary"]["headline_edge"] == headline
+    if page["users"] < dose.PAGE_USERS or len(page["seeds"]) < dose.PAGE_SEEDS:
+        r = page["reduced"]
+        assert (r["users"], r["seeds"]) == (page["users"], len(page["seeds"]))
+        assert r["why"] not in ("", "not given")
+
+
 def test_gate_measures_base_ctr_and_oracle_information_without_training(tmp_path, monkeypatch):
     calls = []
 
