@@ -215,7 +215,7 @@ NOTES = """## Notes
   label drawn at its own scenario's rate and, for the `specific` part of the world's
   label function, on another scenario's preference.  A diagnostic run with the
   scenario-specific label part switched off (`scenario_specific = false`,
-  docs/results/ssim_nospecific.md) still shows the loss, which points at the
+  its page ssim_nospecific.md, which this script writes) still shows the loss, which points at the
   base-rate/surface differences rather than the specific part alone.  The seed's
   datasets have near-equal per-scenario loglosses (similar CTRs), where sharing has
   far less to distort.  What would test/change it: a world with near-equal base rates
