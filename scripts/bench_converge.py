@@ -28,24 +28,20 @@ import dose_response as dr
 import experiment_kit as kit
 
 from simab.errors import SimabError
+from simab.overrides import parse_strict_value, split_assignment
 
 
 def override(table: dict, item: str) -> None:
-    """Apply one ``a.b=value`` override (value parsed as JSON where it can be) to ``table``."""
-    key, sep, raw = item.partition("=")
-    if not sep or not key:
-        raise SimabError(f"{item}: expected KEY=VALUE, e.g. lifelong.source_length=2000", source="--world")
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
+    """Apply one ``a.b=value`` override to ``table``: the campaign ``--set`` rules
+    (``simab.overrides``: a TOML value, or a plain word kept as a string)."""
+    key, raw = split_assignment(item, source="--world", shape="KEY=VALUE, e.g. lifelong.source_length=2000")
     *path, last = key.split(".")
     node = table
     for k in path:
         node = node.setdefault(k, {})
         if not isinstance(node, dict):
             raise SimabError(f"{k} is not a table", source="--world", key=key)
-    node[last] = value
+    node[last] = parse_strict_value(raw, source="--world", key=key, name=key)
 
 
 def main(argv: list[str]) -> int:
