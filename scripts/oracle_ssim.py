@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import experiment_kit as kit
 import numpy as np
 
 #: Prior precision of every coefficient (a N(0, 1) prior): the tables' entries have sd ~1 on
@@ -64,20 +65,6 @@ def _design(profile: np.ndarray, column: np.ndarray, scenario: np.ndarray, n_col
     return sparse.csr_matrix((np.ones(idx.size), idx.ravel(), np.arange(0, idx.size + 1, 3)), shape=(n, width))
 
 
-def _fit_map(x: Any, y: np.ndarray) -> np.ndarray:
-    """MAP logistic regression (N(0, 1/PRIOR_PRECISION) prior on each coefficient): L-BFGS
-    on the exact gradient, a convex problem, so the figure is the features' and labels'."""
-    from scipy.optimize import minimize
-
-    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
-        m = x @ w
-        p = 1.0 / (1.0 + np.exp(-m))
-        value = np.logaddexp(0.0, m).sum() - y @ m + 0.5 * PRIOR_PRECISION * (w @ w)
-        return value, x.T @ (p - y) + PRIOR_PRECISION * w
-
-    return minimize(loss, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": 500}).x
-
-
 def oracle_gain(data: Any) -> dict:
     """The oracle information of a built world and its pre-period (``kit.WorldData``): the
     segment scenario's validation AUC of its logistic tower fitted with the oracle's shared
@@ -104,7 +91,7 @@ def oracle_gain(data: Any) -> dict:
     random[rng.choice(others, int(shared.sum()), replace=False)] = True
 
     def tower_auc(rows: np.ndarray) -> float:
-        w = _fit_map(x_tr[rows], y_tr[rows])
+        w = kit.fit_logistic(x_tr[rows], y_tr[rows], PRIOR_PRECISION, maxiter=500)  # MAP: N(0, 1/PRIOR_PRECISION) prior
         return float(auc(y_va, x_va @ w))
 
     a_base = tower_auc(own)
