@@ -94,9 +94,11 @@ SHARED_FILE = "shared_instances.parquet"
 
 
 def ratio_list(value: Any) -> str | None:
-    """Rule of ``ratio_grid``: a list of share ratios in (0, 1] (empty: no tuning)."""
-    ok = all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0.0 < x <= 1.0 for x in value)
-    return None if ok else "a list of ratios in (0, 1]"
+    """Rule of ``ratio_grid``: a list of share ratios in [0, 1] (empty: no tuning).  A ratio
+    of 0 shares nothing (the plain multi-task backbone), so validation can choose not to
+    share where every sharing hurts."""
+    ok = all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0.0 <= x <= 1.0 for x in value)
+    return None if ok else "a list of ratios in [0, 1]"
 
 
 class _StraightThrough(torch.autograd.Function):

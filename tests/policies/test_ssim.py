@@ -281,3 +281,22 @@ def test_random_selection_at_the_learned_ratio_and_label_matched(spec, small_sou
     assert m["shared_frac"] == pytest.approx(want.mean()) and not np.array_equal(got, want)
     with pytest.raises(SimabError, match="match_labels"):
         policy(spec, selection="random", match_labels=True).fit(small_source, None, **FAST)
+
+
+def test_ratio_grid_may_choose_not_to_share(spec, small_source, tmp_path):
+    """Issue #30, item 4: the grid the seed's ratio is tuned over may hold 0 (share nothing:
+    the multi-task backbone), so validation can decline sharing where every sharing hurts;
+    a random selection at the learned ratio (``ratio_of``) then shares nothing either."""
+    val = small_source
+    learned = policy(spec, ratio_grid=[0.0, 0.5], selections_dir=str(tmp_path))
+    m = learned.fit(small_source, val, **FAST, monitor="logloss")
+    assert [r["ratio"] for r in m["ratio_search"]] == [0.0, 0.5]
+    chosen = min(m["ratio_search"], key=lambda r: r["logloss"])["ratio"]
+    assert m["share_ratio"] == chosen
+    only_zero = policy(spec, ratio_grid=[0.0], selections_dir=str(tmp_path / "zero"))
+    z = only_zero.fit(small_source, val, **FAST, monitor="logloss")
+    assert z["share_ratio"] == 0.0 and z["shared_frac"] == 0.0
+    matched = policy(spec, selection="random", ratio_of=str(tmp_path / "zero"), match_labels=True)
+    assert matched.fit(small_source, val, **FAST)["shared_frac"] == 0.0
+    with pytest.raises(SimabError, match=r"ratio_grid|\[0, 1\]"):
+        policy(spec, ratio_grid=[-0.1, 0.5])
