@@ -215,13 +215,14 @@ def campaign(args: argparse.Namespace, cfg: dict, shared: dict, value: float) ->
 
     control, treatment, metrics = cfg["campaign"]
     models = {m.label: m for m in cfg["models"]}
-    table = world_table(cfg, args.users, value)
+    world_users = args.campaign_users or args.users
+    table = world_table(cfg, world_users, value)
     arm = lambda label: (models[label].policy, {**shared, **models[label].params})  # noqa: E731
     c = kit.ab_campaign(args, f"dose_{args.seed_model}_campaign", table, arm(control), arm(treatment))
     users = users_per_arm(c.run_dir, ["control", "treatment"])
     report = c.report.to_json_dict()
     out = {"value": value, "control": control, "treatment": treatment, "days": args.campaign_days,
-           "users": users, "exposures": c.exposures, "seconds": round(c.seconds, 1), "metrics": {}}
+           "world_users": world_users, "users": users, "exposures": c.exposures, "seconds": round(c.seconds, 1), "metrics": {}}
     for name in metrics:
         f = kit.comparison_fields(c.report, name, ["rel_lift", "rel_ci", "true_rel_lift", "ci_covers_truth", "p_value"])
         base, sd = control_baseline(c.run_dir, name)
@@ -236,11 +237,13 @@ def campaign(args: argparse.Namespace, cfg: dict, shared: dict, value: float) ->
     return out
 
 
-def campaign_lines(cmp: dict, dial: str) -> list[str]:
-    """The campaign section of the page."""
+def campaign_lines(cmp: dict, dial: str, page_users: int | None = None) -> list[str]:
+    """The campaign section of the page (its world's size named where it is not the page's)."""
     n = cmp["users"]["control"]
+    world = (f"On a world of {cmp['world_users']:,} users (both arms trained on its pre-period with "
+             "the first model seed, under the page's training rule), ") if cmp.get("world_users") not in (None, page_users) else ""
     lines = ["", f"## Online: {cmp['control']} (control) vs {cmp['treatment']} (treatment) at {dial} = {cmp['value']:g}", "",
-             f"{cmp['days']:g} day(s), {n:,} / {cmp['users']['treatment']:,} users, {cmp['exposures']:,} exposures "
+             f"{world}{cmp['days']:g} day(s), {n:,} / {cmp['users']['treatment']:,} users, {cmp['exposures']:,} exposures "
              f"({cmp['seconds']:.0f} s). 'users needed' is `simab power` for the true lift (80% power, alpha 0.05) "
              "with this run's control baseline and per-user sd.", ""]
     rows = []
@@ -273,6 +276,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--reduced-why", "--reduced", dest="reduced_why", default=None,
                     help="why the page is below item 6's size (5,000 users, 3 model seeds): recorded as the JSON's "
                          "top-level 'reduced' beside 'summary' and stated on the page")
+    ap.add_argument("--campaign-users", type=int, default=None,
+                    help="users of the campaign's world (default: --users); both arms train on that world's pre-period "
+                         "with the first model seed, so a campaign can have the users per arm `simab power` asks for "
+                         "where the page's world is smaller")
     ap.add_argument("--campaign-at", type=float, default=None,
                     help="dial value of the online campaign (default: the largest; --campaign-days > 0 runs it)")
     args = kit.apply_quick(ap.parse_args(argv), {"seeds": 2})
@@ -623,7 +630,7 @@ def render(summary: dict) -> str:
         lines += kit.md_table(["dial", "model", "share of rows shared", "shareable among shared",
                                "shareable among all"], probe_rows)
     if s.get("campaign"):
-        lines += campaign_lines(s["campaign"], s["dial"])
+        lines += campaign_lines(s["campaign"], s["dial"], s["users"])
     return "\n".join(lines) + "\n"
 
 

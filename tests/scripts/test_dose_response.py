@@ -49,7 +49,7 @@ def test_a_tiny_sweep_writes_the_page_json_figure_and_campaign(tmp_path, monkeyp
     monkeypatch.setitem(dose.SEEDS, "amen", cfg)
     out = tmp_path / "out"
     argv = ["amen", "--users", "240", "--seeds", "2", "--max-steps", "2", "--batch-size", "256",
-            "--campaign-days", "0.25", "--cache", str(tmp_path / "cache"), "--out", str(out)]
+            "--campaign-days", "0.25", "--campaign-users", "300", "--cache", str(tmp_path / "cache"), "--out", str(out)]
     assert dose.main(argv) == 0
     summary = json.loads((out / "dose_amen.json").read_text())
     assert [r["value"] for r in summary["results"]] == [0.0, 2.0] and "reduced" not in summary
@@ -61,6 +61,9 @@ def test_a_tiny_sweep_writes_the_page_json_figure_and_campaign(tmp_path, monkeyp
     assert c["value"] == 2.0 and c["control"] == "DNN" and c["treatment"] == "DIN"
     assert sum(c["users"].values()) > 0 and set(c["metrics"]) == {"ctr", "ctcvr"}
     assert c["metrics"]["ctr"]["unit_sd"] > 0
+    # --campaign-users: the campaign's own world (its arms trained on that world's pre-period)
+    assert c["world_users"] == 300 and sum(c["users"].values()) > 240 * 0.5
+    assert "On a world of 300 users" in dose.render(summary)
     assert (out / "dose_amen.png").stat().st_size > 0
     page = (out / "dose_amen.md").read_text()
     text = dose.render(summary)
