@@ -77,12 +77,16 @@ SEEDS: dict[str, dict] = {
         "models": [kit.Model("DIN", "din"), kit.Model("AMEN", "amen"),
                    kit.Model("AMEN no TSP", "amen", {"tsp_weight": 0.0})],
     },
-    "amen-tsp": {
-        "preset": "moveline", "focus": "marketing_channel", "dial": ("response", "user_click_bias_sd"), "values": [0.0, 0.5, 1.0, 1.5],
-        "base": {}, "baselines": ["AMEN no TSP"],
+    "amen-tsp": {  # TSP's phenomenon (issue #30, item 2): a per-user click propensity that pairs of one
+        # user's rows cancel, correlated with activity (more scene-level events, so a pointwise model reads
+        # part of it as an intent match), centred so the base CTR stays put; AMEN in its learning configuration
+        "preset": "moveline", "focus": "marketing_channel", "dial": ("response", "user_click_bias_sd"),
+        "values": [0.0, 0.33, 0.67, 1.0],
+        "base": {"response": {"user_click_bias_activity_corr": 0.8, "user_click_bias_centered": True}},
+        "baselines": ["AMEN no TSP"], "oracle": oracle_amen.oracle_tsp,
         # TSP scores the diff item in its own row's moveline: the mechanism is the moveline's change
-        "models": [kit.Model("AMEN no TSP", "amen", {"tsp_weight": 0.0}),
-                   kit.Model("AMEN", "amen", {"tsp_context": "own"})],
+        "models": [kit.Model("AMEN no TSP", "amen", {**AMEN_LEARNING, "tsp_weight": 0.0}),
+                   kit.Model("AMEN", "amen", {**AMEN_LEARNING, "tsp_context": "own"})],
     },
     "lcn": {
         # tags: 2 topics per parent shared by both domains; one dormant interest whose share on its
@@ -136,8 +140,11 @@ SEEDS: dict[str, dict] = {
 
 
 def world_table(cfg: dict, users: int, value: float) -> dict:
-    """The ``[world]`` table of a seed's preset at one dial value."""
-    return {"preset": cfg["preset"], "n_users": users, **cfg["base"], **kit.nest(cfg["dial"], value)}
+    """The ``[world]`` table of a seed's preset at one dial value (the dial merged into the
+    seed's base keys: a dial inside a table the base also sets, e.g. ``response``, keeps both)."""
+    from simab.simulators.spec import deep_merge
+
+    return deep_merge({"preset": cfg["preset"], "n_users": users, **cfg["base"]}, kit.nest(cfg["dial"], value))
 
 
 def paired(rows: dict, label: str, base: str, key: str) -> list[float]:

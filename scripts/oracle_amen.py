@@ -150,3 +150,26 @@ def attention_lines(results: list[dict]) -> list[str]:
             "logged moveline minus on rows where it is not:", "",
             *kit.md_table(["dial", "model", "rows with the category on the moveline", "scene pathway (moveline)",
                            "item pathway (AISeq)", "reward: on - not on"], rows)]
+
+
+def oracle_tsp(data: kit.WorldData) -> dict:
+    """TSP's oracle information (issue #30, item 2): how much of the click signal is the
+    per-user click propensity (``response.user_click_bias_sd``) that a pair of one user's
+    rows cancels and a pointwise model has to infer from the user's activity.  The AUC gain
+    of adding the user's true click bias to the base and moveline-match features (validation
+    rows).  A per-user constant does not rank one user's rows: what pairs gain shows in GAUC,
+    which the page reports beside AUC."""
+    base, extra, labels, train, _ = features(data)
+    users = np.concatenate([_rows_users(data.train, True), _rows_users(data.val, False)])
+    bias = data.world.population.users(np.unique(users)).click_bias
+    per_row = bias[np.searchsorted(np.unique(users), users)]
+    with_match = np.column_stack([base, extra])
+    return dict(kit.logistic_auc_gain(with_match, per_row[:, None], labels, train))
+
+
+def _rows_users(ds, is_train: bool) -> np.ndarray:
+    """The users of the rows :func:`features` reads, in its order."""
+    rows = np.arange(ds.n_rows)
+    if is_train and ds.n_rows > MAX_TRAIN_ROWS:
+        rows = np.linspace(0, ds.n_rows - 1, MAX_TRAIN_ROWS).astype(np.int64)
+    return ds.user[rows]

@@ -167,6 +167,8 @@ class Population:
         if r.user_click_bias_sd > 0:
             c = r.user_click_bias_activity_corr
             click_bias = r.user_click_bias_sd * (c * z_act + np.sqrt(1.0 - c**2) * rng.normal(ks, ids, streams.CLICK_BIAS))
+            if r.user_click_bias_centered:  # E[exp(b)] = 1: the mean click odds of sd 0 (at low click rates)
+                click_bias = click_bias - 0.5 * r.user_click_bias_sd**2
         else:
             click_bias = np.zeros(n)
         return Users(ids, profile, active, wa, dormant, wd, u, act, price_s, conv, length_z, click_bias, topics)

@@ -102,6 +102,18 @@ class ResponseSpec(_Strict):
                                       description="sd of a per-user click-logit shift (a click propensity that within-user pairs cancel)")
     user_click_bias_activity_corr: float = Field(0.0, ge=-1.0, le=1.0,
                                                  description="correlation of the per-user click bias with log activity")
+    user_click_bias_centered: bool = Field(False, description=(
+        "shift the per-user click bias by -sd^2/2, so the mean click odds stay those of sd 0 (a lognormal's mean): "
+        "the dial of TSP's phenomenon at a fixed base rate (issue #30)"))
+
+    @model_serializer(mode="wrap")
+    def _centred_only_when_on(self, handler):
+        """Dumps as before ``user_click_bias_centered`` existed while it is off (issue #30's
+        rule for its dials: the default world's spec.json, fingerprint and caches stay)."""
+        data = handler(self)
+        if isinstance(data, dict) and not self.user_click_bias_centered:
+            data.pop("user_click_bias_centered", None)
+        return data
 
 
 class ScenarioSpec(_Strict):

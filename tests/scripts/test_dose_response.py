@@ -127,6 +127,15 @@ def test_gate_measures_base_ctr_and_oracle_information_without_training(tmp_path
     assert (out / "gate_amen.png").stat().st_size > 0 and "oracle gain" in (out / "gate_amen.md").read_text()
 
 
+def test_a_dial_inside_a_table_the_base_sets_keeps_both():
+    """amen-tsp's dial (``response.user_click_bias_sd``) sits in the table its base also sets
+    (``response``: the correlation with activity, the centring): the world gets all three."""
+    table = dose.world_table(dose.SEEDS["amen-tsp"], 1000, 0.67)
+    assert table["response"] == {"user_click_bias_activity_corr": 0.8, "user_click_bias_centered": True,
+                                 "user_click_bias_sd": 0.67}
+    assert table["n_users"] == 1000 and table["preset"] == "moveline"
+
+
 def test_base_ctr_band_is_twenty_percent_of_dial_zero():
     assert dose.ctr_within_band([0.010, 0.0119, 0.0081])
     assert not dose.ctr_within_band([0.010, 0.0121])

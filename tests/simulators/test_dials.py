@@ -31,6 +31,24 @@ def test_user_click_bias_is_off_by_default_and_drawn_with_its_sd_and_activity_co
     np.testing.assert_array_equal(u.u, off.u)
 
 
+def test_centred_click_bias_keeps_the_mean_click_odds_and_dumps_only_when_on():
+    """``user_click_bias_centered`` (issue #30, TSP's dial at a fixed base rate): the same draws
+    shifted by -sd^2/2, so E[exp(bias)] = 1 (the lognormal mean); off, the spec dumps as before."""
+    ids = np.arange(20_000)
+    sd = 1.0
+    table = {"preset": "default", "response": {"user_click_bias_sd": sd, "user_click_bias_activity_corr": 0.8}}
+    raw = World.build(world_spec(table), 3).population.users(ids)
+    table["response"]["user_click_bias_centered"] = True
+    spec = world_spec(table)
+    centred = World.build(spec, 3).population.users(ids)
+    np.testing.assert_allclose(centred.click_bias, raw.click_bias - sd**2 / 2, rtol=0, atol=1e-12)  # the same draws
+    # mean of exp(N(-sd^2/2, sd^2)) is 1 with sd of the mean sqrt((e^{sd^2} - 1) / n); 4 se
+    n = len(ids)
+    assert abs(np.exp(centred.click_bias).mean() - 1) < 4 * np.sqrt((np.exp(sd**2) - 1) / n)
+    assert spec.model_dump()["response"]["user_click_bias_centered"] is True
+    assert "user_click_bias_centered" not in world_spec({"preset": "default"}).model_dump()["response"]
+
+
 def test_user_click_icc_rises_with_the_click_bias():
     """Same world seed and users (common random numbers), bias sd 0 / 0.5 / 1.0.  Adding a
     per-user logit shift of variance s^2 to an attraction logit of total variance V with
