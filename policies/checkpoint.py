@@ -186,6 +186,17 @@ def cache_key(world_spec: Mapping[str, Any], policy: str, params: Mapping[str, A
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
+def key_world(world_spec: Mapping[str, Any], groups: Any) -> Mapping[str, Any]:
+    """The world a checkpoint key holds for a policy reading feature ``groups``: the spec
+    without the log-only fields (``simab.simulators.spec.LOG_ONLY_FIELDS``) that change none
+    of those groups, so one training serves every value of such a field."""
+    from simab.simulators.spec import LOG_ONLY_FIELDS
+
+    read = set(groups or ())
+    drop = {f for f, shown in LOG_ONLY_FIELDS.items() if f in world_spec and not read & set(shown)}
+    return {k: v for k, v in world_spec.items() if k not in drop} if drop else world_spec
+
+
 def load_or_train(
     cache_dir: str | Path,
     world_spec: Mapping[str, Any],
@@ -205,6 +216,7 @@ def load_or_train(
     policy = build_policy(name, params, feature_spec, seed)
     if not has_weights(policy):
         return policy, policy.fit(train_source, val_source) or {}, False
+    world_spec = key_world(world_spec, getattr(policy, "feature_groups", ()))
     key = cache_key(world_spec, name, policy.params, seed, config.result_relevant())
     cache_dir = Path(cache_dir)
     entry = cache_dir / key

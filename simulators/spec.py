@@ -174,6 +174,15 @@ _DIALS_SINCE_30 = ("topic_level", "topic_share", "specific_features", "specific_
                    "specific_feature_level", "shared_segment", "segment_scenario", "moveline_visible")
 
 
+#: World fields that change only what some feature groups show (the log of what users did, not
+#: what they did): field -> the feature groups whose values can differ between two values of the
+#: field.  A policy that reads none of them trains on the same batches at every value, so its
+#: checkpoint key leaves the field out (``simab.policies.checkpoint.key_world``) and a dose study
+#: over the field trains it once.  tests/policies/test_checkpoint.py checks each declaration
+#: against the training batches of two values.
+LOG_ONLY_FIELDS: dict[str, tuple[str, ...]] = {"moveline_visible": ("moveline", "aiseq")}
+
+
 class WorldSpec(_Strict):
     preset: str = "default"
     calibration: Literal["realistic", "dense"] = Field(

@@ -111,3 +111,46 @@ def test_train_policy_writes_metrics_json(spec, small_source, tmp_path):
         assert {"auc", "gauc", "logloss"} <= set(scenario)
     assert stored["auc"] == pytest.approx(metrics["auc"])
     load_checkpoint(tmp_path, name="deepfm", params=TINY, feature_spec=spec)
+
+
+def test_a_log_only_field_leaves_the_key_of_a_policy_that_does_not_read_what_it_changes():
+    """``LOG_ONLY_FIELDS`` (``moveline_visible``: what the moveline / AISeq show): a policy
+    reading neither (DIN) has one key at every value, one reading them (AMEN) a key per value."""
+    from simab.policies.checkpoint import key_world
+
+    worlds = [{"preset": "moveline", "moveline_visible": v} for v in (0.0, 0.5)]
+    din = ("profile", "scenario", "target", "short_seq")
+    assert key_world(worlds[0], din) == key_world(worlds[1], din) == {"preset": "moveline"}
+    amen = din + ("aiseq", "moveline", "pairs")
+    assert key_world(worlds[0], amen) != key_world(worlds[1], amen)
+    assert key_world({"preset": "moveline"}, din) == {"preset": "moveline"}  # nothing to drop
+
+
+@pytest.mark.parametrize("field", sorted(__import__("simab.simulators.spec", fromlist=["x"]).LOG_ONLY_FIELDS))
+def test_each_log_only_declaration_holds_on_the_training_batches(field, tmp_path):
+    """The declaration behind the key rule: at two values of the field every feature group it
+    does not name gives the same training and validation batches (so a model reading only
+    those trains on the same data), and one it names does differ."""
+    from simab.policies.features import FEATURE_GROUPS
+    from simab.run.preperiod import pre_period, training_data
+    from simab.simulators.spec import LOG_ONLY_FIELDS, world_spec
+    from simab.simulators.world import World
+
+    data = {}
+    for v in (0.0, 1.0):
+        world = World.build(world_spec({"preset": "moveline", "n_users": 40, "pre_period_days": 1.0, field: v}), seed=0)
+        data[v] = training_data(world, pre_period(world, tmp_path / str(v)))
+    shown = set(LOG_ONLY_FIELDS[field])
+    # every other group (``tags``: this world has no topics, so none; ``oracle``: the true
+    # click probability, a policy input only for the oracle, which has no weights)
+    unread = tuple(g for g in FEATURE_GROUPS if g not in shown and g not in ("oracle", "tags"))
+    for part in (0, 1):
+        a, b = data[0.0][part], data[1.0][part]
+        assert a.n_rows == b.n_rows > 100
+        for x, y in zip(a.batches(64, groups=unread), b.batches(64, groups=unread), strict=True):
+            assert x.keys() == y.keys()
+            for k in x:
+                assert torch.equal(x[k], y[k]), (field, k)
+    x = next(data[0.0][0].batches(512, groups=tuple(shown)))
+    y = next(data[1.0][0].batches(512, groups=tuple(shown)))
+    assert any(not torch.equal(x[k], y[k]) for k in x if k in y)
