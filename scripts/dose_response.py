@@ -319,13 +319,14 @@ def main(argv: list[str]) -> int:
                      for (label, seed), policy in grid.policies.items() if hasattr(policy, "csa")}
         moveline = {f"{label} seed {seed}": oracle_amen.attention_probe(policy, data)
                     for (label, seed), policy in grid.policies.items() if hasattr(policy, "scene_tokens")}
-        edges, focus = {}, {}
+        edges, focus, gauc = {}, {}, {}
         for label in rows:
             for b in baselines:
                 if label == b or (label in baselines and baselines.index(label) < baselines.index(b)):
                     continue  # each pair of baselines once (the later minus the earlier)
                 edges[f"{label} - {b}"] = paired(rows, label, b, "auc")
                 focus[f"{label} - {b}"] = paired(rows, label, b, f"auc_{cfg['focus']}")
+                gauc[f"{label} - {b}"] = paired(rows, label, b, "gauc")
         for label, b in cfg.get("pairs", []):  # named pairs (a page without one baseline for all)
             edges[f"{label} - {b}"] = paired(rows, label, b, "auc")
             focus[f"{label} - {b}"] = paired(rows, label, b, f"auc_{cfg['focus']}")
@@ -334,6 +335,7 @@ def main(argv: list[str]) -> int:
             edges.setdefault(f"{model} - {base}", paired(rows, model, base, "auc"))
             focus.setdefault(f"{model} - {base}", paired(rows, model, base, f"auc_{cfg['focus']}"))
         results.append({"value": v, "world": world_info, "rows": rows, "edges": edges, "focus_edges": focus,
+                        "gauc_edges": gauc,
                         **({"selection": probes} if probes else {}),
                         **({"csa": attention} if attention else {}),
                         **({"moveline_attention": moveline} if moveline else {})})
@@ -603,6 +605,10 @@ def render(summary: dict) -> str:
     if any(r.get("focus_edges") for r in s["results"]):
         lines += ["", f"The same edges on the validation rows of the `{s['focus']}` scenario alone:", ""]
         lines += edge_table(s["results"], "focus_edges")
+    if any(r.get("gauc_edges") for r in s["results"]):  # pages since the TSP dial (issue #30, item 2)
+        lines += ["", "The same edges in validation GAUC (AUC within each user, averaged over users: what a "
+                  "per-user click propensity does not move):", ""]
+        lines += edge_table(s["results"], "gauc_edges")
     lines += ["", f"![edge over the dial]({page_stem(s)}.png)"]
     probe_rows = [[f"{r['value']:g}", who, f"{p['shared_frac']:.3f}",
                    "n/a" if p["shareable_among_shared"] is None else f"{p['shareable_among_shared']:.3f}",

@@ -57,6 +57,8 @@ def test_a_tiny_sweep_writes_the_page_json_figure_and_campaign(tmp_path, monkeyp
         assert sorted(r["edges"]) == ["DIN - DNN"]
         edge = [a["auc"] - b["auc"] for a, b in zip(r["rows"]["DIN"], r["rows"]["DNN"], strict=True)]
         assert r["edges"]["DIN - DNN"] == pytest.approx(edge)  # the same subtraction, serialised through JSON
+        gauc = [a["gauc"] - b["gauc"] for a, b in zip(r["rows"]["DIN"], r["rows"]["DNN"], strict=True)]
+        assert r["gauc_edges"]["DIN - DNN"] == pytest.approx(gauc)
     c = summary["campaign"]
     assert c["value"] == 2.0 and c["control"] == "DNN" and c["treatment"] == "DIN"
     assert sum(c["users"].values()) > 0 and set(c["metrics"]) == {"ctr", "ctcvr"}
