@@ -353,9 +353,13 @@ def main(argv: list[str]) -> int:
                "models": [m.label for m in models], "results": results, "campaign": online}
     if "headline" in cfg:  # the seed pages of issue #30 (a smoke config may have no headline)
         summary["summary"] = page_summary(summary, cfg)
-    if "headline" in cfg and (args.users < PAGE_USERS or len(seeds) < PAGE_SEEDS):  # below item 6's size
+    full_dial = len(values) >= PAGE_VALUES and 0.0 in values
+    if "headline" in cfg and (args.users < PAGE_USERS or len(seeds) < PAGE_SEEDS or not full_dial):  # below item 6's size
         summary["reduced"] = {"users": args.users, "seeds": len(seeds),
                               "asked": {"users": PAGE_USERS, "seeds": PAGE_SEEDS}, "why": args.reduced_why or "not given"}
+        if not full_dial:  # only where the dial is short: the pages of full dials keep the record's form
+            summary["reduced"].update(values=values)
+            summary["reduced"]["asked"]["values"] = f">= {PAGE_VALUES} including 0"
     out, stem = Path(args.out), page_stem(summary)
     plot(summary, out / f"{stem}.png")
     page = out / f"{stem}.md"
@@ -363,9 +367,6 @@ def main(argv: list[str]) -> int:
     print(render(summary))
     return 0
 
-
-#: the page size issue #30 (item 6) asks for: the preset's users, model seeds
-PAGE_USERS, PAGE_SEEDS = 5000, 3
 
 
 # --------------------------------------------------------------------------- the gate
@@ -383,8 +384,8 @@ def gate_row(cfg: dict, data: kit.WorldData, value: float) -> dict:
             **({"oracle": oracle(data)} if oracle else {})}
 
 
-#: The page size issue #30 asks for (item 6): preset size and model seeds.
-PAGE_USERS, PAGE_SEEDS = 5000, 3
+#: The page size issue #30 asks for (item 6): preset size, model seeds and dial values (with 0).
+PAGE_USERS, PAGE_SEEDS, PAGE_VALUES = 5000, 3, 4
 #: How far the base CTR may move across a dial (relative to its value at dial 0): issue #30.
 BASE_CTR_BAND = 0.20
 
@@ -594,8 +595,10 @@ def render(summary: dict) -> str:
              "seeds); edge = model AUC - baseline AUC per seed; 'beyond spread' when |mean edge| > 2 sd of the edge.", ""]
     if s.get("reduced"):
         r = s["reduced"]
-        lines[-1:-1] = ["", f"**Reduced:** {r['users']:,} users and {r['seeds']} model seed(s), where issue #30 asks for "
-                        f"{r['asked']['users']:,} users and at least {r['asked']['seeds']} seeds: {r['why']}"]
+        dial = (f", dial values {', '.join(f'{v:g}' for v in r['values'])}" if "values" in r else "")
+        asked = (f" and {r['asked']['values']} dial values" if "values" in r["asked"] else "")
+        lines[-1:-1] = ["", f"**Reduced:** {r['users']:,} users and {r['seeds']} model seed(s){dial}, where issue #30 "
+                        f"asks for {r['asked']['users']:,} users and at least {r['asked']['seeds']} seeds{asked}: {r['why']}"]
     lines += kit.md_table(["dial", *s["models"]], [[f"{r['value']:g}", *[kit.mean_std([x["auc"] for x in r["rows"][m]])
                                                                        for m in s["models"]]] for r in s["results"]])
     lines.append("")

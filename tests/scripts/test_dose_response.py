@@ -100,7 +100,9 @@ def test_the_issue_pages_carry_the_summary_in_its_fixed_form(seed, headline):
     page = json.loads((ROOT / "docs" / "results" / f"dose_{seed}.json").read_text())
     assert dose.check_summary(page.get("summary")) == []
     assert page["summary"]["headline_edge"] == headline
-    if page["users"] < dose.PAGE_USERS or len(page["seeds"]) < dose.PAGE_SEEDS:
+    values = page["summary"]["values"]
+    short = len(values) < dose.PAGE_VALUES or 0.0 not in values
+    if page["users"] < dose.PAGE_USERS or len(page["seeds"]) < dose.PAGE_SEEDS or short:
         r = page["reduced"]
         assert (r["users"], r["seeds"]) == (page["users"], len(page["seeds"]))
         assert r["why"] not in ("", "not given")
@@ -183,3 +185,10 @@ def test_a_tiny_sweep_writes_a_summary_of_the_issue_form(tmp_path, monkeypatch):
     assert all(row["stopped_by"] in ("patience", "epochs") for row in rows)
     assert s["converged"] == all(row["stopped_by"] == "patience" for row in rows)
     assert "Headline edge: AMEN - DIN" in (out / "dose_amen.md").read_text()
+    # a short dial (here two values without 0; cached trainings) is reduced too, and says so
+    assert dose.main(["amen", "--users", "240", "--seeds", "2", "--epochs", "3", "--batch-size", "256", "--values", "2,3",
+                      "--cache", str(tmp_path / "cache"), "--out", str(out), "--reduced", "the top values only"]) == 0
+    short = json.loads((out / "dose_amen.json").read_text())
+    assert short["reduced"]["values"] == [2.0, 3.0] and short["reduced"]["asked"]["values"] == ">= 4 including 0"
+    assert dose.check_summary(short["summary"]) != []  # not a page of the issue's form
+    assert "dial values 2, 3, where issue #30 asks for" in (out / "dose_amen.md").read_text()
