@@ -77,8 +77,10 @@ def test_a_tiny_sweep_writes_the_page_json_figure_and_campaign(tmp_path, monkeyp
     assert "a kept note" in (out / "dose_amen.md").read_text()
 
 
-@pytest.mark.parametrize("stem", sorted(p.stem for p in (ROOT / "docs" / "results").glob("dose_*.json")))
+@pytest.mark.parametrize("stem", sorted(str(p.relative_to(ROOT / "docs" / "results").with_suffix(""))
+                                         for p in (ROOT / "docs" / "results").rglob("dose_*.json")))
 def test_recorded_page_is_the_render_of_its_json(stem):
+    """Every dose page, in docs/results and its subfolders (preset/: the preset-size runs)."""
     summary = json.loads((ROOT / "docs" / "results" / f"{stem}.json").read_text())
     page = (ROOT / "docs" / "results" / f"{stem}.md").read_text()
     text = dose.render(summary)

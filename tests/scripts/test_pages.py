@@ -28,7 +28,7 @@ CHECKED = {"dose_": "tests/scripts/test_dose_response.py", "gate_": "this file",
 
 
 def test_every_recorded_page_has_its_json_and_a_render_check():
-    pages = sorted(p for p in RESULTS.glob("*.md") if p.name != "README.md")
+    pages = sorted(p for p in RESULTS.rglob("*.md") if p.name != "README.md")  # subfolders too (preset/)
     assert pages
     for page in pages:
         assert page.with_suffix(".json").exists(), f"{page.name} has no JSON beside it"
@@ -36,7 +36,7 @@ def test_every_recorded_page_has_its_json_and_a_render_check():
             f"{page.name}: no test checks that it is its script's render"
 
 
-@pytest.mark.parametrize("stem", sorted(p.stem for p in RESULTS.glob("gate_*.json")))
+@pytest.mark.parametrize("stem", sorted(str(p.relative_to(RESULTS).with_suffix("")) for p in RESULTS.rglob("gate_*.json")))
 def test_recorded_gate_page_is_the_render_of_its_json(stem):
     report = json.loads((RESULTS / f"{stem}.json").read_text())
     page = (RESULTS / f"{stem}.md").read_text()
