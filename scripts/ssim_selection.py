@@ -24,14 +24,24 @@ import oracle_ssim
 import pyarrow.parquet as pq
 
 
-def checkpoints(cache: Path) -> dict[tuple[str, int], Path]:
-    """(training rows' fingerprint, seed) -> checkpoint folder, for every cached learned SSIM."""
-    out = {}
+def checkpoints(cache: Path, params: dict) -> dict[tuple[str, int], Path]:
+    """(training rows' fingerprint, seed) -> checkpoint folder, for every cached learned SSIM
+    trained with ``params`` (the page's SSIM row: a cache also holds SSIMs of other settings,
+    e.g. an earlier ratio grid, trained on the same rows with the same seed)."""
+    out: dict[tuple[str, int], list[Path]] = {}
     for f in cache.glob("*/shared_instances.parquet"):
         meta = pq.read_schema(f).metadata or {}
-        if meta.get(b"selection") == b"learned" and b"seed" in meta:
-            out[(meta[b"fingerprint"].decode(), int(meta[b"seed"]))] = f.parent
-    return out
+        if meta.get(b"selection") != b"learned" or b"seed" not in meta:
+            continue
+        key_file = f.parent / "cache_key.json"
+        trained = json.loads(key_file.read_text()).get("params", {}) if key_file.exists() else {}
+        if all(trained.get(k) == v for k, v in params.items()):
+            out.setdefault((meta[b"fingerprint"].decode(), int(meta[b"seed"])), []).append(f.parent)
+    many = {k: v for k, v in out.items() if len(v) > 1}
+    if many:
+        sys.exit(f"error: {cache}: several cached SSIM checkpoints match one page row: "
+                 f"{', '.join(str(p) for v in many.values() for p in v)}")
+    return {k: v[0] for k, v in out.items()}
 
 
 def probe(page: dict, cache: Path) -> list[dict]:
@@ -40,7 +50,9 @@ def probe(page: dict, cache: Path) -> list[dict]:
     from simab.policies.ssim import source_fingerprint
 
     cfg = dose.SEEDS[page["seed_model"]]
-    found = checkpoints(cache)
+    ssim = next(m for m in cfg["models"] if m.label == "SSIM")
+    # the page's SSIM row (its selections_dir is a path under the cache it was trained with)
+    found = checkpoints(cache, {k: v for k, v in ssim.params.items() if k != "selections_dir"})
     rows = []
     for r in page["results"]:
         data = kit.load_world(dose.world_table(cfg, page["users"], r["value"]), 7, cache)
