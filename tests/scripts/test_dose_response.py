@@ -19,11 +19,6 @@ import experiment_kit as kit  # noqa: E402
 TINY_BASE = {"pre_period_days": 0.5, "n_shop_items": 600, "n_content_items": 400, "n_shops": 40}
 
 
-@pytest.fixture(autouse=True)
-def _quiet(monkeypatch):
-    monkeypatch.setenv("SIMAB_QUIET", "1")
-
-
 def test_edge_verdict_is_beyond_the_spread_only_past_two_sd():
     assert dose.edge_verdict([0.010, 0.012, 0.011])[2] == "yes"  # mean 0.011, sd 0.001
     assert dose.edge_verdict([0.010, -0.002, 0.004])[2] == "no"  # mean 0.004, sd 0.006

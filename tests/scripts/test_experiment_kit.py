@@ -21,11 +21,6 @@ TINY = {"preset": "default", "n_users": 240, "pre_period_days": 0.5, "n_shop_ite
         "n_shops": 40}
 
 
-@pytest.fixture(autouse=True)
-def _quiet(monkeypatch):
-    monkeypatch.setenv("SIMAB_QUIET", "1")
-
-
 def _args(tmp_path: Path, *argv: str) -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     kit.add_common_args(ap, users=240, campaign_days=0.5)

@@ -20,11 +20,6 @@ import oracle_ssim  # noqa: E402
 USERS = 500
 
 
-@pytest.fixture(autouse=True)
-def _quiet(monkeypatch):
-    monkeypatch.setenv("SIMAB_QUIET", "1")
-
-
 def _world(value: float, cache: Path) -> kit.WorldData:
     return kit.load_world(dose.world_table(dose.SEEDS["ssim"], USERS, value), 7, cache)
 

@@ -5,24 +5,12 @@ that a pair of one user's rows cancels."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
+import dose_response as dose
+import experiment_kit as kit
+import oracle_amen
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import dose_response as dose  # noqa: E402
-import experiment_kit as kit  # noqa: E402
-import oracle_amen  # noqa: E402
-
 USERS = 400
-
-
-@pytest.fixture(autouse=True)
-def _quiet(monkeypatch):
-    monkeypatch.setenv("SIMAB_QUIET", "1")
 
 
 def test_tsp_oracle_is_zero_without_the_propensity_and_rises_with_it(tmp_path):
