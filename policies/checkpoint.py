@@ -192,6 +192,9 @@ def key_world(world_spec: Mapping[str, Any], groups: Any) -> Mapping[str, Any]:
     of those groups, so one training serves every value of such a field."""
     from simab.simulators.spec import LOG_ONLY_FIELDS
 
+    inner = world_spec.get("world")
+    if isinstance(inner, Mapping):  # World.spec_dict(): {"world": spec, "seed": ..., "version": ...}
+        return {**world_spec, "world": key_world(inner, groups)}
     read = set(groups or ())
     drop = {f for f, shown in LOG_ONLY_FIELDS.items() if f in world_spec and not read & set(shown)}
     return {k: v for k, v in world_spec.items() if k not in drop} if drop else world_spec

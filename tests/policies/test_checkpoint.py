@@ -118,12 +118,20 @@ def test_a_log_only_field_leaves_the_key_of_a_policy_that_does_not_read_what_it_
     reading neither (DIN) has one key at every value, one reading them (AMEN) a key per value."""
     from simab.policies.checkpoint import key_world
 
-    worlds = [{"preset": "moveline", "moveline_visible": v} for v in (0.0, 0.5)]
+    from simab.simulators.spec import world_spec
+    from simab.simulators.world import World
+
+    # what load_or_train is given: World.spec_dict() (the spec nested under "world")
+    worlds = [World.build(world_spec({"preset": "moveline", "n_users": 50, "moveline_visible": v}), 0).spec_dict()
+              for v in (0.0, 0.5, 1.0)]
     din = ("profile", "scenario", "target", "short_seq")
-    assert key_world(worlds[0], din) == key_world(worlds[1], din) == {"preset": "moveline"}
+    keys = [cache_key(key_world(w, din), "din", {}, 0) for w in worlds]
+    assert keys[0] == keys[1] == keys[2]  # 1.0 is the default, which the spec dump leaves out
+    assert "moveline_visible" not in key_world(worlds[0], din)["world"]
     amen = din + ("aiseq", "moveline", "pairs")
-    assert key_world(worlds[0], amen) != key_world(worlds[1], amen)
-    assert key_world({"preset": "moveline"}, din) == {"preset": "moveline"}  # nothing to drop
+    assert len({cache_key(key_world(w, amen), "amen", {}, 0) for w in worlds}) == 3
+    flat = {"preset": "moveline", "moveline_visible": 0.5}  # a plain world table works the same way
+    assert key_world(flat, din) == {"preset": "moveline"} and key_world(flat, amen) == flat
 
 
 @pytest.mark.parametrize("field", sorted(__import__("simab.simulators.spec", fromlist=["x"]).LOG_ONLY_FIELDS))
