@@ -58,6 +58,14 @@ def match_features(ds, rows: np.ndarray, half_life_s: float, n_scenarios: int) -
     return base.astype(np.float64), extra.astype(np.float64)
 
 
+def oracle_rows(ds, is_train: bool) -> np.ndarray:
+    """The rows of ``ds`` an oracle fit reads: every validation row, an evenly spaced subset
+    of at most ``MAX_TRAIN_ROWS`` training rows."""
+    if is_train and ds.n_rows > MAX_TRAIN_ROWS:
+        return np.linspace(0, ds.n_rows - 1, MAX_TRAIN_ROWS).astype(np.int64)
+    return np.arange(ds.n_rows)
+
+
 def features(data: kit.WorldData) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(base, extra, labels, train_mask, scenario) over an evenly spaced subset of the
     training rows and every validation row."""
@@ -66,9 +74,7 @@ def features(data: kit.WorldData) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     S = len(spec.scenario_names)
     parts = []
     for ds, is_train in ((data.train, True), (data.val, False)):
-        rows = np.arange(ds.n_rows)
-        if is_train and ds.n_rows > MAX_TRAIN_ROWS:
-            rows = np.linspace(0, ds.n_rows - 1, MAX_TRAIN_ROWS).astype(np.int64)
+        rows = oracle_rows(ds, is_train)
         for s in range(0, len(rows), CHUNK):
             r = rows[s: s + CHUNK]
             b, e = match_features(ds, r, half_life, S)
@@ -160,16 +166,7 @@ def oracle_tsp(data: kit.WorldData) -> dict:
     rows).  A per-user constant does not rank one user's rows: what pairs gain shows in GAUC,
     which the page reports beside AUC."""
     base, extra, labels, train, _ = features(data)
-    users = np.concatenate([_rows_users(data.train, True), _rows_users(data.val, False)])
-    bias = data.world.population.users(np.unique(users)).click_bias
-    per_row = bias[np.searchsorted(np.unique(users), users)]
-    with_match = np.column_stack([base, extra])
-    return dict(kit.logistic_auc_gain(with_match, per_row[:, None], labels, train))
-
-
-def _rows_users(ds, is_train: bool) -> np.ndarray:
-    """The users of the rows :func:`features` reads, in its order."""
-    rows = np.arange(ds.n_rows)
-    if is_train and ds.n_rows > MAX_TRAIN_ROWS:
-        rows = np.linspace(0, ds.n_rows - 1, MAX_TRAIN_ROWS).astype(np.int64)
-    return ds.user[rows]
+    users = np.concatenate([ds.user[oracle_rows(ds, t)] for ds, t in ((data.train, True), (data.val, False))])
+    ids, row_user = np.unique(users, return_inverse=True)
+    per_row = data.world.population.users(ids).click_bias[row_user]
+    return dict(kit.logistic_auc_gain(np.column_stack([base, extra]), per_row[:, None], labels, train))

@@ -85,6 +85,17 @@ class LifelongSpec(_Strict):
                                  description="P(a history event about an interest is an item of the user's topic) (needs n_topics)")
 
 
+def _drop_at_default(model: BaseModel, data: Any, keys: tuple[str, ...]) -> Any:
+    """``data`` (a model's dump) without the ``keys`` whose value is the field's default: a
+    field added later dumps as before it existed until it is set, so spec.json, fingerprints
+    and caches of worlds that do not use it stay the same."""
+    if isinstance(data, dict):
+        for key in keys:
+            if key in data and getattr(model, key) == type(model).model_fields[key].default:
+                data.pop(key)
+    return data
+
+
 class ResponseSpec(_Strict):
     beta: float = Field(2.5, ge=0.0, le=20.0, description="weight of affinity in the click logit")
     gamma: float = Field(0.3, ge=0.0, le=20.0, description="weight of item quality")
@@ -110,10 +121,7 @@ class ResponseSpec(_Strict):
     def _centred_only_when_on(self, handler):
         """Dumps as before ``user_click_bias_centered`` existed while it is off (issue #30's
         rule for its dials: the default world's spec.json, fingerprint and caches stay)."""
-        data = handler(self)
-        if isinstance(data, dict) and not self.user_click_bias_centered:
-            data.pop("user_click_bias_centered", None)
-        return data
+        return _drop_at_default(self, handler(self), ("user_click_bias_centered",))
 
 
 class ScenarioSpec(_Strict):
@@ -242,13 +250,9 @@ class WorldSpec(_Strict):
         data = handler(self)
         if not self.market.enabled and isinstance(data, dict):
             data.pop("market", None)
-        if isinstance(data, dict):
-            # likewise for the dials issue #30 added (each off by default): while every one of
-            # them is at its default the world dumps as before they existed
-            for key in _DIALS_SINCE_30:
-                if key in data and getattr(self, key) == type(self).model_fields[key].default:
-                    data.pop(key)
-        return data
+        # likewise for the dials issue #30 added (each off by default): while every one of
+        # them is at its default the world dumps as before they existed
+        return _drop_at_default(self, data, _DIALS_SINCE_30)
 
     @model_validator(mode="after")
     def _consistent(self) -> WorldSpec:
