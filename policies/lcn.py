@@ -33,6 +33,13 @@ to bottom as the architecture:
      inform the MLP as well when matching events score *low*: the auxiliary loss fixes
      the sign with SIM's prior (a clicked target's category marks its relevant history)
      as a soft target, leaving ``W`` free to weigh the item half of the key.
+     ``csa_prior="exact"`` (the default since issue #30) adds SIM's hard search to the
+     score as a soft prior: a learnable weight (initial ``csa_prior_init = 3``) times the
+     indicator that an event is of the candidate's category, and one more for its tag
+     where the world has tags, so CSA starts where SIM's search is and learns how far to
+     trust it against the learned similarity; ``"none"`` scores by similarity alone (the
+     model before; on issue #30's dose page it kept about a third fewer of the category's
+     events, ``docs/results/dose_lcn.md``).
    - **Median-scope attention (MSA)**, a target attention with side information over
      those ``k1`` events.  *Assumed*: keys are item ⊕ category ⊕ action ⊕ time-gap
      bucket embeddings; single-head bilinear score ``(W q)·k / sqrt(4d)`` (the query is
@@ -200,7 +207,7 @@ class CompleteScopeAttention(nn.Module):
     ``"random"`` at PyTorch's default uniform init."""
 
     def __init__(self, query_dim: int, key_dim: int, score: str = "cosine", init: str = "identity",
-                 scale: float = 5.0):
+                 scale: float = 5.0, n_prior: int = 0, prior_init: float = 3.0):
         super().__init__()
         self.query = nn.Linear(query_dim, key_dim, bias=False)
         if init == "identity":
@@ -210,8 +217,13 @@ class CompleteScopeAttention(nn.Module):
             self.log_scale = nn.Parameter(torch.tensor(math.log(scale)))
         else:
             self.scale = 1.0 / math.sqrt(key_dim)
+        # one learnable weight per exact-match indicator (``csa_prior="exact"``), added to the score
+        self.prior = nn.Parameter(torch.full((n_prior,), float(prior_init))) if n_prior else None
 
-    def forward(self, target: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, target: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor,
+                matches: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``matches``: one ``[B, C, N]`` indicator per prior weight (required when the
+        module has them): ``score += prior[i] · matches[i]``."""
         if self.cosine:
             # Detached: a cosine's gradient grows as 1/|embedding| (std 1e-2 here), enough
             # to take the shared tables over from the other consumers.  Centred: the tables
@@ -231,6 +243,11 @@ class CompleteScopeAttention(nn.Module):
                 * inv_norm.unsqueeze(1)
         else:
             scores = torch.einsum("bcd,bnd->bcn", self.query(target), keys) * self.scale
+        if self.prior is not None:
+            if matches is None or len(matches) != len(self.prior):
+                raise ValueError(f"CSA has {len(self.prior)} prior weight(s): pass as many match indicators")
+            for w, m in zip(self.prior, matches, strict=True):
+                scores = scores + w * m.to(scores.dtype)
         weights = masked_softmax(scores, mask.unsqueeze(1).expand_as(scores))
         return scores, torch.einsum("bcn,bnd->bcd", weights, keys)
 
@@ -283,6 +300,8 @@ class LCN(NeuralPolicy):
         "crp_positive": "recent_same_tag",
         "csa_match": "category_or_tag",
         "count_features": True,
+        "csa_prior": "exact",
+        "csa_prior_init": 3.0,
     }
     RULES = {
         **COMMON_RULES,
@@ -302,6 +321,8 @@ class LCN(NeuralPolicy):
         "csa_match_weight": in_range(0.0),
         "crp_positive": one_of(*CRP_POSITIVES),
         "csa_match": one_of("category", "tag", "category_or_tag"),
+        "csa_prior": one_of("exact", "none"),
+        "csa_prior_init": in_range(0.0),
     }
 
     def __init__(self, params: dict, feature_spec: FeatureSpec):
@@ -320,7 +341,9 @@ class LCN(NeuralPolicy):
             in_dim += 2 * d
         if p["pyramid"]:
             if p["use_csa"]:
-                self.csa = CompleteScopeAttention(kd, kd, p["csa_score"], p["csa_init"], p["csa_scale"])
+                n_prior = (2 if self.tags else 1) if p["csa_prior"] == "exact" else 0  # category (and tag) match
+                self.csa = CompleteScopeAttention(kd, kd, p["csa_score"], p["csa_init"], p["csa_scale"],
+                                                  n_prior, p["csa_prior_init"])
                 in_dim += kd + int(p["score_mass"])
             if p["use_msa"]:
                 self.msa = MedianScopeAttention(kd, kd + 2 * d)
@@ -366,6 +389,21 @@ class LCN(NeuralPolicy):
         return torch.cat([self.key(batch, "ll_item", "ll_cat", "ll_tag", idx), self.bank("action", take("ll_action")),
                           self.bank("gap", take("ll_gap"))], dim=-1)
 
+    def exact_matches(self, batch: Batch) -> list[torch.Tensor]:
+        """``[B, C, N]`` indicators of the lifelong events of each candidate's category and
+        (where the world has tags) of its tag: SIM's hard search, as CSA's prior."""
+        out = [batch["ll_cat"].unsqueeze(1) == batch["item_cat"].unsqueeze(-1)]
+        if self.tags:  # tag 0 is padding: never a match
+            out.append((batch["ll_tag"].unsqueeze(1) == batch["item_tag"].unsqueeze(-1))
+                       & (batch["item_tag"] > 0).unsqueeze(-1))
+        return out
+
+    def csa_scores(self, batch: Batch, target: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """CSA's ``scores [B, C, N]`` and pooled keys for ``target`` against the lifelong
+        ``keys``, with the exact-match prior where ``csa_prior="exact"``."""
+        matches = self.exact_matches(batch) if self.csa.prior is not None else None
+        return self.csa(target, keys, batch["ll_mask"], matches)
+
     def lifelong_interest(self, batch: Batch, target: torch.Tensor) -> list[torch.Tensor]:
         """The outputs of the active pyramid levels (or of full attention), each ``[B, C, *]``."""
         p, mask = self.params, batch["ll_mask"]
@@ -383,7 +421,7 @@ class LCN(NeuralPolicy):
         full: list[torch.Tensor] = []  # all N events' full embeddings, once computed
         idx = sel_mask = None  # the preceding active level's selection
         if p["use_csa"]:
-            scores, pooled = self.csa(target, keys, mask)
+            scores, pooled = self.csa_scores(batch, target, keys)
             if self.training and p["csa_match_weight"] > 0:
                 self._csa_scores = scores
             outputs.append(pooled)

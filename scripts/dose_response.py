@@ -192,7 +192,7 @@ def csa_probe(policy: Any, data: kit.WorldData, rows: int = 2048) -> dict:
         b = policy.to_device(batch)
         target = policy.key(b, "item", "item_cat", "item_tag")  # [B, 1, kd]
         keys = policy.key(b, "ll_item", "ll_cat", "ll_tag")
-        scores, _ = policy.csa(target, keys, b["ll_mask"])
+        scores, _ = policy.csa_scores(b, target, keys)
     from simab.policies.lcn import top_k_positions
 
     idx, sel = top_k_positions(scores, b["ll_mask"], policy.params["k1"])
@@ -203,6 +203,10 @@ def csa_probe(policy: Any, data: kit.WorldData, rows: int = 2048) -> dict:
     n_real = b["ll_mask"].sum(1)
     long = n_real > k1  # rows where CSA selects (a shorter history is kept whole)
     out: dict = {"k1": k1, "rows_selecting": int(long.sum())}
+    if policy.csa.prior is not None:  # what the exact-match prior learned (category, then tag)
+        out["prior_weights"] = [round(float(w), 4) for w in policy.csa.prior]
+    if getattr(policy.csa, "cosine", False):  # the cosine part of the score lies within ± this
+        out["cosine_scale"] = round(float(policy.csa.log_scale.exp()), 4)
     for name, hit in groups.items():
         picked = hit.gather(1, idx[:, 0]) & sel[:, 0]
         out[f"{name}_in_top_k"] = float(picked.sum() / sel[:, 0].sum().clamp(min=1))
@@ -620,11 +624,14 @@ def render(summary: dict) -> str:
     tagged = any("same_tag_other_category_in_top_k" in p for r in s["results"] for p in r.get("csa", {}).values())
     fmt = lambda p, k: f"{p[k]:.3f}" if k in p else "n/a"  # noqa: E731
     recall = any("same_category_recall" in p for r in s["results"] for p in r.get("csa", {}).values())
+    prior = any("prior_weights" in p for r in s["results"] for p in r.get("csa", {}).values())
     csa_rows = [[f"{r['value']:g}", who, str(p["k1"]), fmt(p, "same_category_in_top_k"), fmt(p, "same_category_in_history"),
                  *([fmt(p, "same_tag_other_category_in_top_k"), fmt(p, "same_tag_other_category_in_history")] if tagged else []),
                  *([fmt(p, "same_category_recall"), fmt(p, "same_category_recall_random")] if recall else []),
                  *([fmt(p, "same_tag_other_category_recall"), fmt(p, "same_tag_other_category_recall_random")]
-                   if recall and tagged else [])]
+                   if recall and tagged else []),
+                 *([(" / ".join(f"{w:.2f}" for w in p.get("prior_weights", [])) or "n/a")
+                    + (f" (scale {p['cosine_scale']:.2f})" if "cosine_scale" in p else "")] if prior else [])]
                 for r in s["results"] for who, p in r.get("csa", {}).items()]
     if csa_rows:
         lines += ["", "What LCN's complete-scope attention selects on 2,048 validation rows: the share of lifelong "
@@ -633,10 +640,15 @@ def render(summary: dict) -> str:
         if recall:
             lines += ["Recall: over the rows whose history is longer than k1 (where CSA selects at all), the share of "
                       "those events that its top-k1 keeps, beside a random selection's (k1 / history length).", ""]
+        if prior:
+            lines += ["Prior weights: what CSA's exact-match prior learned, added to its score for an event of the "
+                      "target's category / tag (initial 3), beside the learned scale of the cosine part (initial 5), "
+                      "which lies within ± that scale.", ""]
         lines += kit.md_table(["dial", "model", "k1", "target's category in top-k1", "in the whole history",
                                *(["target's tag, other category, in top-k1", "in the whole history"] if tagged else []),
                                *(["category recall", "random"] if recall else []),
-                               *(["tag (other category) recall", "random"] if recall and tagged else [])],
+                               *(["tag (other category) recall", "random"] if recall and tagged else []),
+                               *(["prior weights"] if prior else [])],
                               csa_rows)
     lines += oracle_amen.attention_lines(s["results"])
     if probe_rows:

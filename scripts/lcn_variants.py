@@ -3,15 +3,16 @@ trains under the page's rule (early stopping on validation logloss, patience 2, 
 cached like the page's trainings, and prints its validation AUC / GAUC and what its
 complete-scope attention selected (``dose_response.csa_probe``).
 
-    SIMAB_CACHE=... USERS=1000 .venv/bin/python scripts/lcn_variants.py nocrp:0.0:7 prior:1.0:8
+    SIMAB_CACHE=... USERS=1000 .venv/bin/python scripts/lcn_variants.py nocrp:0.0:7 noprior:1.0:8
 
 Each argument is ``variant:dial value:model seed``.  Variants: ``base`` (the page's LCN),
-``nocrp`` (``crp_weight = 0``), ``nomatch`` (``csa_match_weight = 0``), ``prior`` (CSA's score
-plus learnable weights on exact category and tag matches, initialised at 3: SIM's hard search
-as a soft prior inside the learned score), ``tagcount`` (the tag's count features beside SIM's
+``nocrp`` (``crp_weight = 0``), ``nomatch`` (``csa_match_weight = 0``), ``noprior`` (``csa_prior =
+"none"``: CSA scored by its learned similarity alone, the page's LCN before the exact-match prior
+became the default; that prior was the variant ``prior`` here, measured on the 1,000-user page),
+``tagcount`` (the tag's count features beside SIM's
 category counts: what the oracle of scripts/oracle_lcn.py reads), ``notags`` (LCN built as on a
-world without tag ids).  The variants are registered here only (policies ``lcn_prior``,
-``lcn_tagcount``, ``lcn_notags``): experiments, not policies of the package.
+world without tag ids).  The variants are registered here only (policies ``lcn_tagcount``,
+``lcn_notags``): experiments, not policies of the package.
 """
 
 import json
@@ -24,55 +25,8 @@ import torch
 from torch import nn
 
 from simab.policies.base import register_policy
-from simab.policies.layers import MLP, masked_softmax
+from simab.policies.layers import MLP
 from simab.policies.lcn import LCN
-
-
-class PriorCSA(nn.Module):
-    def __init__(self, base, init=3.0):
-        super().__init__()
-        self.base = base
-        self.match_w = nn.Parameter(torch.tensor([init, init]))
-        self.batch = None
-
-    @property
-    def log_scale(self):
-        return self.base.log_scale
-
-    @property
-    def query(self):
-        return self.base.query
-
-    def forward(self, target, keys, mask):
-        scores, _ = self.base(target, keys, mask)
-        b = self.batch
-        cat = (b["ll_cat"].unsqueeze(1) == b["item_cat"].unsqueeze(-1)).to(scores.dtype)
-        scores = scores + self.match_w[0] * cat
-        if "ll_tag" in b and "item_tag" in b:
-            tag = ((b["ll_tag"].unsqueeze(1) == b["item_tag"].unsqueeze(-1)) & (b["item_tag"] > 0).unsqueeze(-1)).to(scores.dtype)
-            scores = scores + self.match_w[1] * tag
-        weights = masked_softmax(scores, mask.unsqueeze(1).expand_as(scores))
-        return scores, torch.einsum("bcn,bnd->bcd", weights, keys)
-
-
-class LCNPrior(LCN):
-    name = "lcn_prior"
-
-    def __init__(self, params, feature_spec):
-        super().__init__(params, feature_spec)
-        self.csa = PriorCSA(self.csa)
-
-    def lifelong_interest(self, batch, target):
-        self.csa.batch = batch
-        return super().lifelong_interest(batch, target)
-
-    def to_device(self, batch, device=None):
-        out = super().to_device(batch, device)
-        self.csa.batch = out
-        return out
-
-
-register_policy("lcn_prior", LCNPrior, LCNPrior.load)
 
 
 class LCNTagCounts(LCN):
@@ -114,7 +68,7 @@ register_policy("lcn_notags", LCNNoTags, LCNNoTags.load)
 
 
 VARIANTS = {"base": ("lcn", {}), "nocrp": ("lcn", {"crp_weight": 0.0}), "nomatch": ("lcn", {"csa_match_weight": 0.0}),
-            "prior": ("lcn_prior", {}), "tagcount": ("lcn_tagcount", {}), "notags": ("lcn_notags", {})}
+            "noprior": ("lcn", {"csa_prior": "none"}), "tagcount": ("lcn_tagcount", {}), "notags": ("lcn_notags", {})}
 
 
 class PageRule:

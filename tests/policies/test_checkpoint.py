@@ -117,7 +117,6 @@ def test_a_log_only_field_leaves_the_key_of_a_policy_that_does_not_read_what_it_
     """``LOG_ONLY_FIELDS`` (``moveline_visible``: what the moveline / AISeq show): a policy
     reading neither (DIN) has one key at every value, one reading them (AMEN) a key per value."""
     from simab.policies.checkpoint import key_world
-
     from simab.simulators.spec import world_spec
     from simab.simulators.world import World
 

@@ -49,7 +49,7 @@ def lcn(fs: FeatureSpec, **params) -> LCN:
 
 
 ABLATIONS = [{}, {"score_mass": False}, {"use_csa": False}, {"use_msa": False}, {"use_fsa": False}, {"pyramid": False},
-             {"use_csa": False, "use_msa": False}, {"short_seq": "none", "crp_features": "item_cat"}]
+             {"use_csa": False, "use_msa": False}, {"short_seq": "none", "crp_features": "item_cat"}, {"csa_prior": "none"}]
 
 
 @pytest.mark.parametrize("real", [N, 4, 1, 0])
@@ -123,9 +123,29 @@ def test_csa_keeps_events_it_scores_highest(fspec):
     batch["ll_cat"][:, -3:] = 2
     batch["ll_cat"][:, :-3] = 1
     target = policy.bank.item_key(batch["item"], batch["item_cat"])
-    scores, _ = policy.csa(target, policy.bank.item_key(batch["ll_item"], batch["ll_cat"]), batch["ll_mask"])
+    scores, _ = policy.csa_scores(batch, target, policy.bank.item_key(batch["ll_item"], batch["ll_cat"]))
     idx, _ = top_k_positions(scores, batch["ll_mask"], 3)
     assert set(idx[0, 0].tolist()) == {N - 3, N - 2, N - 1}
+
+
+def test_csa_prior_adds_its_weight_on_exact_matches(fspec):
+    """``csa_prior="exact"`` adds its learnable weight to CSA's score on the events of the
+    candidate's category and nothing elsewhere; ``"none"`` has no prior (the score alone).
+    Same seed, so the two models' other weights are equal; tolerance: float32 rounding."""
+    batch = make_batch(fspec, b=3, c=2)
+    with_prior, without = lcn(fspec), lcn(fspec, csa_prior="none")
+    assert without.csa.prior is None and with_prior.csa.prior.tolist() == [3.0]
+    with torch.no_grad():
+        with_prior.csa.prior.fill_(1.7)
+        target = with_prior.key(batch, "item", "item_cat", "item_tag")
+        keys = with_prior.key(batch, "ll_item", "ll_cat", "ll_tag")
+        a, _ = with_prior.csa_scores(batch, target, keys)
+        b, _ = without.csa_scores(batch, target, keys)
+    match = (batch["ll_cat"].unsqueeze(1) == batch["item_cat"].unsqueeze(-1)).float()
+    assert 0 < match.mean() < 1  # both kinds of event are there
+    torch.testing.assert_close(a - b, 1.7 * match, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="prior weight"):
+        with_prior.csa(target, keys, batch["ll_mask"])
 
 
 def test_gradients_reach_complete_scope_level(fspec):

@@ -92,7 +92,7 @@ def csa_probe(policy: LCN, fs: FeatureSpec) -> dict[str, float]:
     with torch.no_grad():
         target = policy.bank.item_key(batch["item"], batch["item_cat"])
         keys = policy.bank.item_key(batch["ll_item"], batch["ll_cat"])
-        scores, _ = policy.csa(target, keys, batch["ll_mask"])
+        scores, _ = policy.csa_scores(batch, target, keys)
     same = batch["ll_cat"] == batch["item_cat"]  # [B, N] (one candidate)
     idx, _ = top_k_positions(scores, batch["ll_mask"], K1)
     n_same = same.sum(1).float()
@@ -110,9 +110,18 @@ def lcn(fs: FeatureSpec, **params) -> LCN:
     return make_policy("lcn", {**PARAMS, **params}, fs)
 
 
-@pytest.mark.parametrize("params", [{}, {"csa_init": "random"}], ids=["default", "random_init"])
+@pytest.mark.parametrize("params", [{"csa_prior": "none"}, {"csa_prior": "none", "csa_init": "random"},
+                                    {"csa_init": "random", "csa_prior_init": 0.0}],
+                         ids=["similarity", "similarity_random_init", "prior_from_0"])
 def test_csa_learns_the_category_match_in_one_epoch(fspec, params):
     """After one epoch the CSA score ranks same-category events first.
+
+    By the learned similarity alone (``csa_prior="none"``), and with the exact-match prior
+    started at 0 (``prior_from_0``; the default starts it at 3, where this world's answer
+    already is): the prior's weight must then have risen at at least half of Adam's top
+    speed.  Adam moves a parameter by about ``lr`` per step when its gradient keeps one
+    sign, so 80 steps at lr 2e-3 take it at most ~0.16; above 0.08 means its gradient
+    pointed "trust the category match more" on most steps (measured: 0.145).
 
     Score margin: a gap of 2 between the mean same-category and other-category score
     gives a same-category event e^2 ≈ 7.4 times the softmax weight of another; with 1 in
@@ -134,6 +143,8 @@ def test_csa_learns_the_category_match_in_one_epoch(fspec, params):
         assert before["top_k_share"] < bar
     assert after["diagonal"] - after["off_diagonal"] > 2.0, after
     assert after["top_k_share"] > bar, after
+    if "csa_prior_init" in params:
+        assert float(policy.csa.prior.detach()[0]) > 0.5 * STEPS * 2e-3, policy.csa.prior
 
 
 def test_crp_anchors_are_the_clicked_candidates(fspec):
