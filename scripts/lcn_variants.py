@@ -9,7 +9,9 @@ Each argument is ``variant:dial value:model seed``.  Variants: ``base`` (the pag
 ``nocrp`` (``crp_weight = 0``), ``nomatch`` (``csa_match_weight = 0``), ``noprior`` (``csa_prior =
 "none"``: CSA scored by its learned similarity alone, the page's LCN before the exact-match prior
 became the default; that prior was the variant ``prior`` here, measured on the 1,000-user page),
-``tagcount`` (the tag's count features beside SIM's
+``simlike`` (MSA off, FSA over CSA's top 50: SIM's search then one multi-head attention over 50
+events, as SIM is built), ``csaonly`` (MSA and FSA off), ``nomsa`` (MSA off), ``noaux`` (neither
+CRP nor the CSA match loss), ``tagcount`` (the tag's count features beside SIM's
 category counts: what the oracle of scripts/oracle_lcn.py reads), ``notags`` (LCN built as on a
 world without tag ids).  The variants are registered here only (policies ``lcn_tagcount``,
 ``lcn_notags``): experiments, not policies of the package.
@@ -68,7 +70,10 @@ register_policy("lcn_notags", LCNNoTags, LCNNoTags.load)
 
 
 VARIANTS = {"base": ("lcn", {}), "nocrp": ("lcn", {"crp_weight": 0.0}), "nomatch": ("lcn", {"csa_match_weight": 0.0}),
-            "noprior": ("lcn", {"csa_prior": "none"}), "tagcount": ("lcn_tagcount", {}), "notags": ("lcn_notags", {})}
+            "noprior": ("lcn", {"csa_prior": "none"}), "simlike": ("lcn", {"use_msa": False, "k2": 50}),
+            "csaonly": ("lcn", {"use_msa": False, "use_fsa": False}),
+            "nomsa": ("lcn", {"use_msa": False}), "noaux": ("lcn", {"crp_weight": 0.0, "csa_match_weight": 0.0}),
+            "tagcount": ("lcn_tagcount", {}), "notags": ("lcn_notags", {})}
 
 
 class PageRule:
