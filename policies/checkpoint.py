@@ -136,20 +136,24 @@ def load_checkpoint(
     if name is not None and spec["policy"] != name:
         raise SimabError(f"checkpoint holds policy {spec['policy']!r}, not {name!r}", source=spec_path, key="policy")
     stored_spec = FeatureSpec.from_dict(spec["feature_spec"])
-    if feature_spec is not None:
-        # compared through the current FeatureSpec, so a field added since the checkpoint was
-        # written reads as its default (a world without tags has n_tags = 1 either way)
-        stored = stored_spec.to_dict()
-        diff = _first_difference(stored, feature_spec.to_dict())
-        if diff is not None:
-            raise SimabError(
-                f"checkpoint was trained on a world with {diff}={stored.get(diff)!r}, "
-                f"this world has {feature_spec.to_dict().get(diff)!r}",
-                source=spec_path, key=f"feature_spec.{diff}")
     with torch.random.fork_rng(devices=[]):
         policy = make_policy(spec["policy"], spec["params"], stored_spec, key="policy")
     if not has_weights(policy):
         raise SimabError(f"policy {spec['policy']!r} is not a neural policy", source=spec_path, key="policy")
+    if feature_spec is not None:
+        # compared through the current FeatureSpec, so a field added since the checkpoint was
+        # written reads as its default (a world without tags has n_tags = 1 either way); of
+        # the groups a world provides only those the policy reads count, so a group added
+        # since (or one a world provides and this policy ignores) changes nothing
+        reads = set(policy.feature_groups)
+        stored, asked = (dict(fs.to_dict(), provides=[g for g in fs.provides if g in reads])
+                         for fs in (stored_spec, feature_spec))
+        diff = _first_difference(stored, asked)
+        if diff is not None:
+            raise SimabError(
+                f"checkpoint was trained on a world with {diff}={stored.get(diff)!r}, "
+                f"this world has {asked.get(diff)!r}",
+                source=spec_path, key=f"feature_spec.{diff}")
     if params is not None:
         asked = check_params(policy.name, params, type(policy).DEFAULTS, rules=type(policy).RULES)
         diff = _first_difference(policy.params, asked)

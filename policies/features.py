@@ -24,6 +24,10 @@ Feature groups (a policy declares which it needs in ``Policy.feature_groups``):
 ``lifelong``  ``ll_item`` / ``ll_cat`` / ``ll_action`` / ``ll_gap`` [B, N] long, ``ll_mask``
 ``tags``      ``item_tag`` [B, C] long, ``ll_tag`` [B, N] long (aligned with ``ll_item``): the
               item's topic tag, the id both domains share (0 on a world without topics)
+``target_lifelong`` ``tl_item`` / ``tl_cat`` / ``tl_action`` / ``tl_gap`` [B, T] long, ``tl_mask``:
+              the lifelong *target-domain* (shop) history before the period, up to the world's
+              ``lifelong.target_length`` events, oldest first (the short sequence is its newest
+              ``L`` events and what the user does since); with ``tags`` also ``tl_tag`` [B, T]
 ``pairs``     ``pair_item`` / ``pair_cat`` / ``pair_shop`` / ``pair_price`` [B] long,
               ``pair_label`` [B] float, ``pair_mask`` [B] bool (TSP diff items; training only)
 ``oracle``    ``p_click`` [B, C] float: the world's true click probability (only the
@@ -46,6 +50,7 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
     "moveline": ("ml_scene", "ml_cat", "ml_shop", "ml_gap", "ml_mask"),
     "lifelong": ("ll_item", "ll_cat", "ll_action", "ll_gap", "ll_mask"),
     "tags": ("item_tag", "ll_tag"),
+    "target_lifelong": ("tl_item", "tl_cat", "tl_action", "tl_gap", "tl_mask"),
     "pairs": ("pair_item", "pair_cat", "pair_shop", "pair_price", "pair_label", "pair_mask"),
     "oracle": ("p_click",),
 }

@@ -59,6 +59,11 @@ to bottom as the architecture:
    popularity prior, and SIM's count features (``count_features``: ``log(1 + n)`` and the
    share of the lifelong events of the candidate's category), into an MLP.
 
+   ``target_lifelong=True`` (default False) runs a second pyramid (``t_csa``, ``t_msa``,
+   ``t_fsa``: the same levels and settings) over the *target-domain* lifelong history
+   ``tl_*`` (the feature group ``target_lifelong``), as the seed models both domains', with
+   its own count features; the auxiliary match loss and CRP stay on the source history.
+
    Switching a level off (``use_csa``/``use_msa``/``use_fsa``) removes both its output
    and its selection: the next active level reads the top-k of the preceding *active*
    level, or the most recent ``k`` events when no earlier level is active (*assumed*).
@@ -189,6 +194,10 @@ def recent_same_tag(batch: Batch, rows: torch.Tensor, tags: torch.Tensor) -> tor
     return F.one_hot(last, n) * match.any(-1, keepdim=True)
 
 
+#: History (``ll``: source-domain, ``tl``: target-domain) -> the prefix of its pyramid's
+#: attributes (``csa``, ``msa``, ``fsa``; ``t_csa``, ...).
+LEVEL_PREFIX = {"ll": "", "tl": "t_"}
+
 #: ``crp_positive`` -> (``f(batch, rows [R], groups [R]) -> weights [R, N]`` over the
 #: lifelong events of the anchors' users, the group the positive shares with its anchor:
 #: ``"cat"`` or ``"tag"``).  Negatives are the other anchors' positives of another group.
@@ -302,6 +311,7 @@ class LCN(NeuralPolicy):
         "count_features": True,
         "csa_prior": "exact",
         "csa_prior_init": 3.0,
+        "target_lifelong": False,
     }
     RULES = {
         **COMMON_RULES,
@@ -328,29 +338,33 @@ class LCN(NeuralPolicy):
     def __init__(self, params: dict, feature_spec: FeatureSpec):
         # the shared tag ids, where the world provides them: an item's key is item ⊕ category ⊕ tag
         self.tags = "tags" in feature_spec.provides and feature_spec.n_tags > 1
-        self.feature_groups = LCN.feature_groups + (("tags",) if self.tags else ())
+        self.feature_groups = LCN.feature_groups + (("tags",) if self.tags else ()) \
+            + (("target_lifelong",) if (params or {}).get("target_lifelong") else ())
         super().__init__(params, feature_spec)
         p, d = self.params, self.params["embedding_dim"]
         check_heads(self.name, p["fsa_dim"], "fsa_dim", p["n_heads"])
         self.bank = EmbeddingBank(feature_spec, d, ["item", "cat", "shop", "price", "scenario", "profile",
                                                     "action", "gap", *(["tag"] if self.tags else [])])
         kd = (3 if self.tags else 2) * d  # an item's key: item ⊕ category (⊕ tag)
-        in_dim = feature_spec.input_width(d) + 2 * int(p["count_features"])
+        self.sequences = ("ll", "tl") if p["target_lifelong"] else ("ll",)  # source (and target-domain) histories
+        in_dim = feature_spec.input_width(d) + 2 * int(p["count_features"]) * len(self.sequences)
         if p["short_seq"] == "din":
             self.short_attention = ActivationUnitAttention(2 * d, p["attention_units"], activation=p["activation"])
             in_dim += 2 * d
-        if p["pyramid"]:
-            if p["use_csa"]:
-                n_prior = (2 if self.tags else 1) if p["csa_prior"] == "exact" else 0  # category (and tag) match
-                self.csa = CompleteScopeAttention(kd, kd, p["csa_score"], p["csa_init"], p["csa_scale"],
-                                                  n_prior, p["csa_prior_init"])
-                in_dim += kd + int(p["score_mass"])
-            if p["use_msa"]:
-                self.msa = MedianScopeAttention(kd, kd + 2 * d)
-                in_dim += kd + 2 * d + int(p["score_mass"])
-        if p["use_fsa"] or not p["pyramid"]:
-            self.fsa = MultiHeadTargetAttention(kd, kd + 2 * d, p["fsa_dim"], n_heads=p["n_heads"])
-            in_dim += p["fsa_dim"]
+        for seq in self.sequences:  # one pyramid per history: csa / msa / fsa, the target's t_csa / t_msa / t_fsa
+            pre = LEVEL_PREFIX[seq]
+            if p["pyramid"]:
+                if p["use_csa"]:
+                    n_prior = (2 if self.tags else 1) if p["csa_prior"] == "exact" else 0  # category (and tag) match
+                    setattr(self, pre + "csa", CompleteScopeAttention(kd, kd, p["csa_score"], p["csa_init"],
+                                                                      p["csa_scale"], n_prior, p["csa_prior_init"]))
+                    in_dim += kd + int(p["score_mass"])
+                if p["use_msa"]:
+                    setattr(self, pre + "msa", MedianScopeAttention(kd, kd + 2 * d))
+                    in_dim += kd + 2 * d + int(p["score_mass"])
+            if p["use_fsa"] or not p["pyramid"]:
+                setattr(self, pre + "fsa", MultiHeadTargetAttention(kd, kd + 2 * d, p["fsa_dim"], n_heads=p["n_heads"]))
+                in_dim += p["fsa_dim"]
         self.mlp = MLP(in_dim, p["mlp_units"], out_dim=1, activation=p["activation"], dropout=p["dropout"])
         if p["crp_projection"] == "mlp":
             crp_dim = d if p["crp_features"] == "item" else kd
@@ -368,61 +382,69 @@ class LCN(NeuralPolicy):
         return torch.cat([self.bank("item", take(items)), self.bank("cat", take(cats)), self.bank("tag", take(tags))],
                          dim=-1)  # one concatenation (item_key's and another would copy the N events twice)
 
-    def _events(self, batch: Batch, keys: torch.Tensor, idx: torch.Tensor, full: list) -> torch.Tensor:
+    def _events(self, batch: Batch, keys: torch.Tensor, idx: torch.Tensor, full: list, seq: str = "ll") -> torch.Tensor:
         """item ⊕ category ⊕ action ⊕ gap embeddings of the events at per-candidate positions
         ``idx [B, C, k]`` -> ``[B, C, k, 4d]``; ``keys`` are the item ⊕ category embeddings
         of all N events.  Serving (C candidates x k positions above N) embeds the N events
         once and gathers rows (``full`` keeps them for the next level); training (C = 1)
         looks up only the gathered positions (whose backward goes straight to the tables;
         a gather's backward would write zeros over all N events).  The same values either way."""
-        n = batch["ll_item"].shape[1]
+        n = batch[f"{seq}_item"].shape[1]
         if idx.shape[1] * idx.shape[2] >= n:
             if not full:
                 if torch.is_grad_enabled() and not keys.requires_grad:  # CSA's fixed keys: these events train
-                    keys = self.key(batch, "ll_item", "ll_cat", "ll_tag")
-                full.append(torch.cat([keys, self.bank("action", batch["ll_action"]),
-                                       self.bank("gap", batch["ll_gap"])], dim=-1))
+                    keys = self.key(batch, f"{seq}_item", f"{seq}_cat", f"{seq}_tag")
+                full.append(torch.cat([keys, self.bank("action", batch[f"{seq}_action"]),
+                                       self.bank("gap", batch[f"{seq}_gap"])], dim=-1))
             return gather_events(full[0], idx)
         def take(name: str) -> torch.Tensor:
-            return gather_events(batch[name], idx)
+            return gather_events(batch[f"{seq}_{name}"], idx)
 
-        return torch.cat([self.key(batch, "ll_item", "ll_cat", "ll_tag", idx), self.bank("action", take("ll_action")),
-                          self.bank("gap", take("ll_gap"))], dim=-1)
+        return torch.cat([self.key(batch, f"{seq}_item", f"{seq}_cat", f"{seq}_tag", idx), self.bank("action", take("action")),
+                          self.bank("gap", take("gap"))], dim=-1)
 
-    def exact_matches(self, batch: Batch) -> list[torch.Tensor]:
-        """``[B, C, N]`` indicators of the lifelong events of each candidate's category and
-        (where the world has tags) of its tag: SIM's hard search, as CSA's prior."""
-        out = [batch["ll_cat"].unsqueeze(1) == batch["item_cat"].unsqueeze(-1)]
+    def level(self, name: str, seq: str = "ll") -> nn.Module:
+        """The pyramid level ``name`` (``csa``, ``msa``, ``fsa``) over history ``seq``
+        (``ll``: source-domain, ``tl``: target-domain)."""
+        return getattr(self, LEVEL_PREFIX[seq] + name)
+
+    def exact_matches(self, batch: Batch, seq: str = "ll") -> list[torch.Tensor]:
+        """``[B, C, N]`` indicators of the events of history ``seq`` of each candidate's
+        category and (where the world has tags) of its tag: SIM's hard search, as CSA's prior."""
+        out = [batch[f"{seq}_cat"].unsqueeze(1) == batch["item_cat"].unsqueeze(-1)]
         if self.tags:  # tag 0 is padding: never a match
-            out.append((batch["ll_tag"].unsqueeze(1) == batch["item_tag"].unsqueeze(-1))
+            out.append((batch[f"{seq}_tag"].unsqueeze(1) == batch["item_tag"].unsqueeze(-1))
                        & (batch["item_tag"] > 0).unsqueeze(-1))
         return out
 
-    def csa_scores(self, batch: Batch, target: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """CSA's ``scores [B, C, N]`` and pooled keys for ``target`` against the lifelong
-        ``keys``, with the exact-match prior where ``csa_prior="exact"``."""
-        matches = self.exact_matches(batch) if self.csa.prior is not None else None
-        return self.csa(target, keys, batch["ll_mask"], matches)
+    def csa_scores(self, batch: Batch, target: torch.Tensor, keys: torch.Tensor,
+                   seq: str = "ll") -> tuple[torch.Tensor, torch.Tensor]:
+        """CSA's ``scores [B, C, N]`` and pooled keys for ``target`` against the ``keys`` of
+        history ``seq``, with the exact-match prior where ``csa_prior="exact"``."""
+        csa = self.level("csa", seq)
+        matches = self.exact_matches(batch, seq) if csa.prior is not None else None
+        return csa(target, keys, batch[f"{seq}_mask"], matches)
 
-    def lifelong_interest(self, batch: Batch, target: torch.Tensor) -> list[torch.Tensor]:
-        """The outputs of the active pyramid levels (or of full attention), each ``[B, C, *]``."""
-        p, mask = self.params, batch["ll_mask"]
+    def lifelong_interest(self, batch: Batch, target: torch.Tensor, seq: str = "ll") -> list[torch.Tensor]:
+        """The outputs of the active pyramid levels (or of full attention) over history
+        ``seq``, each ``[B, C, *]``."""
+        p, mask = self.params, batch[f"{seq}_mask"]
         # the cosine CSA reads the N events' embeddings as fixed (its score always did, its
         # pooled output too since issue #30): no gradient over all N events, whose embedding
         # backward was a quarter of a training step; MSA and FSA train the events they read
         fixed = p["pyramid"] and p["use_csa"] and p["csa_score"] == "cosine"
         with torch.set_grad_enabled(torch.is_grad_enabled() and not fixed):
-            keys = self.key(batch, "ll_item", "ll_cat", "ll_tag")  # [B, N, kd]
+            keys = self.key(batch, f"{seq}_item", f"{seq}_cat", f"{seq}_tag")  # [B, N, kd]
         if not p["pyramid"]:
-            return [self.fsa(target, torch.cat([keys, self.bank("action", batch["ll_action"]),
-                                                self.bank("gap", batch["ll_gap"])], dim=-1), mask)]
+            return [self.level("fsa", seq)(target, torch.cat([keys, self.bank("action", batch[f"{seq}_action"]),
+                                                              self.bank("gap", batch[f"{seq}_gap"])], dim=-1), mask)]
         n_cand = target.shape[1]
         outputs: list[torch.Tensor] = []
         full: list[torch.Tensor] = []  # all N events' full embeddings, once computed
         idx = sel_mask = None  # the preceding active level's selection
         if p["use_csa"]:
-            scores, pooled = self.csa_scores(batch, target, keys)
-            if self.training and p["csa_match_weight"] > 0:
+            scores, pooled = self.csa_scores(batch, target, keys, seq)
+            if self.training and p["csa_match_weight"] > 0 and seq == "ll":  # the match loss: source CSA only
                 self._csa_scores = scores
             outputs.append(pooled)
             if p["score_mass"]:
@@ -431,7 +453,7 @@ class LCN(NeuralPolicy):
         if p["use_msa"]:
             if idx is None:
                 idx, sel_mask = most_recent_positions(mask, n_cand, p["k1"])
-            scores, pooled = self.msa(target, self._events(batch, keys, idx, full), sel_mask)  # [B, C, k1, 4d]
+            scores, pooled = self.level("msa", seq)(target, self._events(batch, keys, idx, full, seq), sel_mask)
             outputs.append(pooled)
             if p["score_mass"]:
                 outputs.append(score_mass(scores, sel_mask))
@@ -442,23 +464,25 @@ class LCN(NeuralPolicy):
                 idx, sel_mask = most_recent_positions(mask, n_cand, p["k2"])
             elif idx.shape[-1] > p["k2"]:  # MSA off: keep CSA's k2 best for FSA
                 idx, sel_mask = idx[..., : p["k2"]], sel_mask[..., : p["k2"]]
-            outputs.append(self.fsa(target, self._events(batch, keys, idx, full), sel_mask))
+            outputs.append(self.level("fsa", seq)(target, self._events(batch, keys, idx, full, seq), sel_mask))
         return outputs
 
     def forward(self, batch: Batch) -> torch.Tensor:
         fields = candidate_fields(self.bank, batch)  # [B, C, F, d]
         target = self.key(batch, "item", "item_cat", "item_tag")  # [B, C, kd]
         parts = [fields.flatten(-2)]
-        if self.params["count_features"]:  # SIM's: how many lifelong events share the candidate's category
-            n_match = ((batch["ll_cat"].unsqueeze(1) == batch["item_cat"].unsqueeze(-1))
-                       & batch["ll_mask"].unsqueeze(1)).sum(-1)  # [B, C]
-            n_events = batch["ll_mask"].sum(-1, keepdim=True).clamp_min(1)
+        for seq in self.sequences if self.params["count_features"] else ():
+            # SIM's: how many events of the history share the candidate's category
+            n_match = ((batch[f"{seq}_cat"].unsqueeze(1) == batch["item_cat"].unsqueeze(-1))
+                       & batch[f"{seq}_mask"].unsqueeze(1)).sum(-1)  # [B, C]
+            n_events = batch[f"{seq}_mask"].sum(-1, keepdim=True).clamp_min(1)
             parts.append(torch.stack([torch.log1p(n_match.float()), n_match / n_events], dim=-1))
         if self.params["short_seq"] == "din":
             short = self.bank.item_key(batch["seq_item"], batch["seq_cat"])
             parts.append(self.short_attention(target[..., : 2 * self.bank.dim], short, batch["seq_mask"]))
         self._csa_scores = None
-        parts += self.lifelong_interest(batch, target)
+        for seq in self.sequences:
+            parts += self.lifelong_interest(batch, target, seq)
         parts.append(batch["item_pop"].unsqueeze(-1))
         use_crp = self.training and self.params["crp_weight"] > 0 and "label" in batch
         self._crp = self.crp_pairs(batch) if use_crp else None

@@ -118,6 +118,13 @@ class LogDataset:
                 self._people(), max_len=self.builder.fs.lifelong_len or None)
         return self._shared["histories"]
 
+    def _target_histories(self) -> StoredHistories:
+        """Every user's lifelong target-domain history, generated once."""
+        if "target_histories" not in self._shared:
+            self._shared["target_histories"] = self.world.histories.store_target(
+                self._people(), max_len=self.builder.target_lifelong_len)
+        return self._shared["target_histories"]
+
     def _user_pos(self, rows: np.ndarray) -> np.ndarray:
         return np.searchsorted(self._shared["users"], self.user[rows])
 
@@ -140,9 +147,11 @@ class LogDataset:
         """The feature batch of ``rows`` (labels included), each sequence cut to the
         longest real history among them (:func:`~simab.policies.packing.trim`)."""
         groups = tuple(groups or FEATURE_GROUPS)
-        hist = self._histories().take(self._user_pos(rows)) if "lifelong" in groups else None
+        pos = self._user_pos(rows)
+        hist = self._histories().take(pos) if "lifelong" in groups else None
+        target = self._target_histories().take(pos) if "target_lifelong" in groups else None
         b = self.builder.build(self._snapshot(rows), self.item[rows][:, None], tuple(g for g in groups if g != "pairs"),
-                               histories=hist)
+                               histories=hist, target_histories=target)
         b["label"] = torch.from_numpy(self.label[rows][:, None])
         b["conv"] = torch.from_numpy(self.conv[rows][:, None])
         b["position"] = torch.from_numpy(self.position[rows][:, None])

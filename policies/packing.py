@@ -29,6 +29,7 @@ SEQUENCES: dict[str, tuple[str, ...]] = {
     "ais_mask": ("ais_item", "ais_cat", "ais_scene"),
     "ml_mask": ("ml_scene", "ml_cat", "ml_shop", "ml_gap"),
     "ll_mask": ("ll_item", "ll_cat", "ll_action", "ll_gap", "ll_tag"),
+    "tl_mask": ("tl_item", "tl_cat", "tl_action", "tl_gap", "tl_tag"),
 }
 #: Prefixes of keys that hold another row's sequences (AMEN's ``pair_ctx_*``): cut with
 #: their own masks.

@@ -110,6 +110,9 @@ class FeatureBuilder:
         self.world = world
         self.cat = world.catalog
         self.fs = feature_spec_of(world.spec)
+        lf = world.spec.lifelong
+        #: events of the ``target_lifelong`` group: the target history's cap (none without lifelong)
+        self.target_lifelong_len = lf.target_length if lf.enabled else 0
 
     def build(
         self,
@@ -119,16 +122,17 @@ class FeatureBuilder:
         *,
         p_click: np.ndarray | None = None,
         histories: Histories | None = None,
+        target_histories: Histories | None = None,
     ) -> dict[str, torch.Tensor]:
         """Assemble a batch for requests ``snap`` with candidates ``items`` [B, C];
-        ``histories``: the requests' lifelong source histories when the caller holds them
-        (else generated here)."""
+        ``histories`` / ``target_histories``: the requests' lifelong source / target-domain
+        histories when the caller holds them (else generated here)."""
         groups = tuple(groups or FEATURE_GROUPS)
         c = self.cat
         items = np.asarray(items, np.int64)
         out: dict[str, np.ndarray] = {}
         users = None
-        if "profile" in groups or "lifelong" in groups:
+        if "profile" in groups or "lifelong" in groups or "target_lifelong" in groups:
             users = snap.people if snap.people is not None else self.world.population.users(snap.users)
         if "profile" in groups:
             out["user"] = snap.users + 1
@@ -170,6 +174,16 @@ class FeatureBuilder:
             out["ll_mask"] = h.mask
             if "tags" in groups:
                 out["ll_tag"] = np.where(h.mask, c.tag[h.item] + 1, 0) if c.tag is not None else np.zeros_like(h.item)
+        if "target_lifelong" in groups:
+            h = target_histories if target_histories is not None else \
+                self.world.histories.target(users, max_len=self.target_lifelong_len)
+            out["tl_item"] = _shift(h.item, h.mask)
+            out["tl_cat"] = _shift(h.category, h.mask)
+            out["tl_action"] = np.where(h.mask, h.action, 0)
+            out["tl_gap"] = np.where(h.mask, gap_bucket(snap.ts[:, None] - h.ts), 0)
+            out["tl_mask"] = h.mask
+            if "tags" in groups:
+                out["tl_tag"] = np.where(h.mask, c.tag[h.item] + 1, 0) if c.tag is not None else np.zeros_like(h.item)
         if "oracle" in groups and p_click is not None:
             out["p_click"] = p_click.astype(np.float32)
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}

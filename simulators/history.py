@@ -178,6 +178,11 @@ class HistoryGenerator:
         """Target-domain (shop) history: recent behaviour shows active interests only."""
         return self._batch(users, Stream.HISTORY_TARGET, self.spec.lifelong.target_length, self.catalog.target_by_category, False, max_len)
 
+    def store_target(self, users: Users, max_len: int | None = None, chunk: int = 4096) -> StoredHistories:
+        """:meth:`target` of ``users`` generated once (as :meth:`store_source`)."""
+        return StoredHistories.of(self.target(users.take(np.arange(lo, min(lo + chunk, len(users)))), max_len)
+                                  for lo in range(0, len(users), chunk))
+
 
 @dataclass(frozen=True)
 class StoredHistories:

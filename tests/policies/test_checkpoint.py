@@ -59,6 +59,20 @@ def test_other_world_is_refused(checkpoint, spec):
     assert err.value.key == "feature_spec.n_items"
 
 
+def test_groups_the_policy_does_not_read_do_not_count(checkpoint, spec):
+    """A world that provides a group more (one added since the checkpoint was written: the
+    stored spec lacks it) or less, where the policy (DIN) reads neither, loads the checkpoint;
+    a world that lacks a group the policy reads does not."""
+    stored = json.loads((checkpoint / "spec.json").read_text())
+    stored["feature_spec"]["provides"] = [g for g in spec.provides if g != "lifelong"]  # DIN does not read it
+    (checkpoint / "spec.json").write_text(json.dumps(stored))
+    load_checkpoint(checkpoint, feature_spec=spec)
+    load_checkpoint(checkpoint, feature_spec=dataclasses.replace(spec, provides=spec.provides + ("target_lifelong",)))
+    lacking = dataclasses.replace(spec, provides=tuple(g for g in spec.provides if g != "short_seq"))
+    with pytest.raises(SimabError, match="provides"):
+        load_checkpoint(checkpoint, feature_spec=lacking)
+
+
 @pytest.mark.parametrize(("field", "value"), [("format", 2), ("simab_version", "0.0.0-other")])
 def test_other_format_or_version_is_refused(checkpoint, field, value):
     path = checkpoint / "spec.json"

@@ -40,6 +40,10 @@ def make_batch(fs: FeatureSpec, b: int = 4, c: int = 3, real: int = N, seed: int
     out["ll_item"] = (20 + ids(fs.n_items - 20, b, N)) * mask
     for key, n in (("ll_cat", fs.n_categories), ("ll_action", fs.n_actions), ("ll_gap", fs.n_gap_buckets)):
         out[key] = ids(n, b, N) * mask
+    # the target-domain lifelong history (target_lifelong): target items 1..19, as long as the source's
+    out["tl_mask"], out["tl_item"] = mask, ids(20, b, N) * mask
+    for key, n in (("tl_cat", fs.n_categories), ("tl_action", fs.n_actions), ("tl_gap", fs.n_gap_buckets)):
+        out[key] = ids(n, b, N) * mask
     return out
 
 
@@ -49,7 +53,9 @@ def lcn(fs: FeatureSpec, **params) -> LCN:
 
 
 ABLATIONS = [{}, {"score_mass": False}, {"use_csa": False}, {"use_msa": False}, {"use_fsa": False}, {"pyramid": False},
-             {"use_csa": False, "use_msa": False}, {"short_seq": "none", "crp_features": "item_cat"}, {"csa_prior": "none"}]
+             {"use_csa": False, "use_msa": False}, {"short_seq": "none", "crp_features": "item_cat"}, {"csa_prior": "none"},
+             {"target_lifelong": True}, {"target_lifelong": True, "pyramid": False},
+             {"target_lifelong": True, "use_msa": False, "count_features": False}]
 
 
 @pytest.mark.parametrize("real", [N, 4, 1, 0])
@@ -62,18 +68,22 @@ def test_scores_finite_and_padding_ignored(fspec, real, ablation):
     scores = policy.score(batch)
     assert scores.shape == (4, 3)
     assert torch.isfinite(scores).all()
+    histories = ("ll", "tl") if ablation.get("target_lifelong") else ("ll",)
+    assert ("target_lifelong" in policy.feature_groups) == (histories == ("ll", "tl"))
     noisy = dict(batch)
-    for key in ("ll_item", "ll_cat", "ll_action", "ll_gap"):
-        junk = torch.randint(1, 3, batch[key].shape)  # valid in every vocabulary
-        noisy[key] = torch.where(batch["ll_mask"], batch[key], junk)
+    for seq in ("ll", "tl"):  # padding ids, and a target-domain history the model does not read, change nothing
+        for key in (f"{seq}_item", f"{seq}_cat", f"{seq}_action", f"{seq}_gap"):
+            junk = torch.randint(1, 3, batch[key].shape)  # valid in every vocabulary
+            noisy[key] = torch.where(batch[f"{seq}_mask"] & (seq in histories), batch[key], junk)
     torch.testing.assert_close(policy.score(noisy), scores)
-    if real:  # a real event does matter
-        changed = dict(batch)
-        changed["ll_cat"] = batch["ll_cat"].clone()
-        changed["ll_cat"][:, -1] = batch["ll_cat"][:, -1] % (fspec.n_categories - 1) + 1
-        changed["ll_item"] = batch["ll_item"].clone()
-        changed["ll_item"][:, -1] = 20 + (batch["ll_item"][:, -1] - 19) % 20
-        assert not torch.allclose(policy.score(changed), scores)
+    for seq, first in ((s, 20 if s == "ll" else 1) for s in histories):
+        if real:  # a real event of each history it reads does matter
+            changed = dict(batch)
+            changed[f"{seq}_cat"] = batch[f"{seq}_cat"].clone()
+            changed[f"{seq}_cat"][:, -1] = batch[f"{seq}_cat"][:, -1] % (fspec.n_categories - 1) + 1
+            changed[f"{seq}_item"] = batch[f"{seq}_item"].clone()
+            changed[f"{seq}_item"][:, -1] = first + (batch[f"{seq}_item"][:, -1] - first + 1) % 19
+            assert not torch.allclose(policy.score(changed), scores), seq
 
 
 def test_top_k_keeps_highest_scoring_real_positions():

@@ -196,3 +196,40 @@ def test_crp_loss_decreases_in_training(fspec):
     last = sum(h["crp"] for h in history[-10:]) / 10
     assert first > math.log(40), first
     assert last < math.log(40), last
+
+
+def target_history_world_batch(fs: FeatureSpec, b: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+    """The category world with the histories swapped: the user's interests show only in the
+    *target-domain* lifelong history (``tl_*``, target items), the source history is uniform."""
+    out = category_world_batch(fs, b, g)
+    out.update({"tl_" + k[3:]: v for k, v in out.items() if k.startswith("ll_")})
+    out["tl_item"] = item_of(out["tl_cat"], 0, g)  # target-domain items
+    uniform = torch.randint(1, K + 1, (b, N), generator=g)
+    out.update(ll_cat=uniform, ll_item=item_of(uniform, N_TARGET - 1, g))
+    return out
+
+
+def test_lcn_reads_the_target_domain_lifelong_history(fspec):
+    """``target_lifelong``: a second pyramid over the target-domain lifelong history (the
+    seed models both domains'), on a world where only that history shows the interests.
+    With it LCN's validation AUC after two epochs clears 0.75; without it (the same world,
+    source history only) it stays below 0.6.  The best possible AUC here: a click comes from
+    an interest with probability 0.2 / 0.275 = 0.727, a non-click with 0.05 / 0.725 = 0.069,
+    so a score that knows the interest has 0.727 (1 - 0.069) + (0.727 0.069 + 0.273 0.931) / 2
+    = 0.829; without it 0.5 (4,096 fresh rows: AUC sd about 0.01, far inside both bars).
+    Measured: 0.826 and 0.489."""
+    from simab.policies.metrics import auc
+
+    def val_auc(policy: LCN) -> float:
+        batch = target_history_world_batch(fspec, 4096, torch.Generator().manual_seed(99))
+        policy.eval()
+        with torch.no_grad():
+            return auc(batch["label"][:, 0].numpy(), policy(batch)[:, 0].numpy())
+
+    both = lcn(fspec, target_lifelong=True, crp_weight=0.0)
+    adam_steps(both, target_history_world_batch, fspec, 2 * STEPS, BATCH)
+    source_only = lcn(fspec, crp_weight=0.0)
+    adam_steps(source_only, target_history_world_batch, fspec, 2 * STEPS, BATCH)
+    got, base = val_auc(both), val_auc(source_only)
+    assert got > 0.75, (got, base)
+    assert base < 0.6, (got, base)

@@ -16,8 +16,8 @@ from simab.policies.features import FEATURE_GROUPS
 from simab.policies.packing import SEQUENCES, bucketed_batches, length_order, packed_batches, trim
 from simab.policies.synthetic import random_request_batch, synthetic_spec
 
-#: Sequence lengths of the test spec: short, AISeq, moveline, lifelong.
-LENGTHS = {"seq": 10, "ais": 12, "ml": 16, "ll": 64}
+#: Sequence lengths of the test spec: short, AISeq, moveline, lifelong, target-domain lifelong.
+LENGTHS = {"seq": 10, "ais": 12, "ml": 16, "ll": 64, "tl": 20}
 
 
 @pytest.fixture(scope="module")
