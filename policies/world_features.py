@@ -114,6 +114,16 @@ class FeatureBuilder:
         #: events of the ``target_lifelong`` group: the target history's cap (none without lifelong)
         self.target_lifelong_len = lf.target_length if lf.enabled else 0
 
+    def _history(self, prefix: str, h: Histories, snap: Snapshot, tags: bool) -> dict[str, np.ndarray]:
+        """A lifelong history's keys ``<prefix>_item`` etc. (with ``<prefix>_tag`` when ``tags``)."""
+        out = {f"{prefix}_item": _shift(h.item, h.mask), f"{prefix}_cat": _shift(h.category, h.mask),
+               f"{prefix}_action": np.where(h.mask, h.action, 0),
+               f"{prefix}_gap": np.where(h.mask, gap_bucket(snap.ts[:, None] - h.ts), 0), f"{prefix}_mask": h.mask}
+        if tags:
+            c = self.cat
+            out[f"{prefix}_tag"] = np.where(h.mask, c.tag[h.item] + 1, 0) if c.tag is not None else np.zeros_like(h.item)
+        return out
+
     def build(
         self,
         snap: Snapshot,
@@ -167,23 +177,11 @@ class FeatureBuilder:
         if "lifelong" in groups:
             h = histories if histories is not None else \
                 self.world.histories.source(users, max_len=self.fs.lifelong_len or None)
-            out["ll_item"] = _shift(h.item, h.mask)
-            out["ll_cat"] = _shift(h.category, h.mask)
-            out["ll_action"] = np.where(h.mask, h.action, 0)
-            out["ll_gap"] = np.where(h.mask, gap_bucket(snap.ts[:, None] - h.ts), 0)
-            out["ll_mask"] = h.mask
-            if "tags" in groups:
-                out["ll_tag"] = np.where(h.mask, c.tag[h.item] + 1, 0) if c.tag is not None else np.zeros_like(h.item)
+            out.update(self._history("ll", h, snap, "tags" in groups))
         if "target_lifelong" in groups:
             h = target_histories if target_histories is not None else \
                 self.world.histories.target(users, max_len=self.target_lifelong_len)
-            out["tl_item"] = _shift(h.item, h.mask)
-            out["tl_cat"] = _shift(h.category, h.mask)
-            out["tl_action"] = np.where(h.mask, h.action, 0)
-            out["tl_gap"] = np.where(h.mask, gap_bucket(snap.ts[:, None] - h.ts), 0)
-            out["tl_mask"] = h.mask
-            if "tags" in groups:
-                out["tl_tag"] = np.where(h.mask, c.tag[h.item] + 1, 0) if c.tag is not None else np.zeros_like(h.item)
+            out.update(self._history("tl", h, snap, "tags" in groups))
         if "oracle" in groups and p_click is not None:
             out["p_click"] = p_click.astype(np.float32)
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}

@@ -13,8 +13,9 @@ became the default; that prior was the variant ``prior`` here, measured on the 1
 events, as SIM is built), ``csaonly`` (MSA and FSA off), ``nomsa`` (MSA off), ``noaux`` (neither
 CRP nor the CSA match loss), ``tagcount`` (the tag's count features beside SIM's
 category counts: what the oracle of scripts/oracle_lcn.py reads), ``notags`` (LCN built as on a
-world without tag ids).  The variants are registered here only (policies ``lcn_tagcount``,
-``lcn_notags``): experiments, not policies of the package.
+world without tag ids), ``simtag`` (SIM itself plus those tag counts: is the oracle's tag
+information learnable over what SIM learns at all).  The variants are registered here only
+(policies ``lcn_tagcount``, ``lcn_notags``, ``sim_tagcount``): experiments, not policies of the package.
 """
 
 import json
@@ -29,6 +30,18 @@ from torch import nn
 from simab.policies.base import register_policy
 from simab.policies.layers import MLP
 from simab.policies.lcn import LCN
+from simab.policies.sim import SIM
+
+
+def tag_counts(batch) -> torch.Tensor:
+    """``[B, C, 4]``: log(1 + n) and the share of the lifelong events with the candidate's tag,
+    all and in other categories than the candidate's (what scripts/oracle_lcn.py reads)."""
+    mask = batch["ll_mask"].unsqueeze(1)
+    tag = (batch["ll_tag"].unsqueeze(1) == batch["item_tag"].unsqueeze(-1)) & mask & (batch["item_tag"] > 0).unsqueeze(-1)
+    other = tag & (batch["ll_cat"].unsqueeze(1) != batch["item_cat"].unsqueeze(-1))
+    n = batch["ll_mask"].sum(-1, keepdim=True).clamp_min(1)
+    nt, no = tag.sum(-1).float(), other.sum(-1).float()
+    return torch.stack([torch.log1p(nt), nt / n, torch.log1p(no), no / n], dim=-1)
 
 
 class LCNTagCounts(LCN):
@@ -42,18 +55,46 @@ class LCNTagCounts(LCN):
         p = self.params
         self.mlp = MLP(first.in_features + 4, p["mlp_units"], out_dim=1, activation=p["activation"], dropout=p["dropout"])
 
-    def lifelong_interest(self, batch, target):
-        out = super().lifelong_interest(batch, target)
-        mask = batch["ll_mask"].unsqueeze(1)
-        tag = (batch["ll_tag"].unsqueeze(1) == batch["item_tag"].unsqueeze(-1)) & mask & (batch["item_tag"] > 0).unsqueeze(-1)
-        other = tag & (batch["ll_cat"].unsqueeze(1) != batch["item_cat"].unsqueeze(-1))
-        n = batch["ll_mask"].sum(-1, keepdim=True).clamp_min(1)
-        nt, no = tag.sum(-1).float(), other.sum(-1).float()
-        out.append(torch.stack([torch.log1p(nt), nt / n, torch.log1p(no), no / n], dim=-1))
+    def lifelong_interest(self, batch, target, seq="ll"):
+        out = super().lifelong_interest(batch, target, seq)
+        if seq == "ll":
+            out.append(tag_counts(batch))
         return out
 
 
 register_policy("lcn_tagcount", LCNTagCounts, LCNTagCounts.load)
+
+
+class _WithExtra(nn.Module):
+    """An MLP that reads its input with ``extra`` (set before each forward) appended."""
+
+    def __init__(self, mlp):
+        super().__init__()
+        self.mlp, self.extra = mlp, None
+
+    def forward(self, x):
+        return self.mlp(torch.cat([x, self.extra], dim=-1))
+
+
+class SIMTagCounts(SIM):
+    """SIM plus the tag's count features (:func:`tag_counts`): whether the oracle's tag
+    information is learnable on top of what SIM learns, at all."""
+    name = "sim_tagcount"
+    feature_groups = SIM.feature_groups + ("tags",)
+
+    def __init__(self, params, feature_spec):
+        super().__init__(params, feature_spec)
+        first = next(m for m in self.mlp.modules() if isinstance(m, nn.Linear))
+        p = self.params
+        self.mlp = _WithExtra(MLP(first.in_features + 4, p["mlp_units"], out_dim=1, activation=p["activation"],
+                                  dropout=p["dropout"]))
+
+    def forward(self, batch):
+        self.mlp.extra = tag_counts(batch)
+        return super().forward(batch)
+
+
+register_policy("sim_tagcount", SIMTagCounts, SIMTagCounts.load)
 
 
 class LCNNoTags(LCN):
@@ -73,7 +114,7 @@ VARIANTS = {"base": ("lcn", {}), "nocrp": ("lcn", {"crp_weight": 0.0}), "nomatch
             "noprior": ("lcn", {"csa_prior": "none"}), "simlike": ("lcn", {"use_msa": False, "k2": 50}),
             "csaonly": ("lcn", {"use_msa": False, "use_fsa": False}),
             "nomsa": ("lcn", {"use_msa": False}), "noaux": ("lcn", {"crp_weight": 0.0, "csa_match_weight": 0.0}),
-            "tagcount": ("lcn_tagcount", {}), "notags": ("lcn_notags", {})}
+            "simtag": ("sim_tagcount", {}), "tagcount": ("lcn_tagcount", {}), "notags": ("lcn_notags", {})}
 
 
 class PageRule:
@@ -94,7 +135,8 @@ def main(argv: list[str]) -> int:
                                                           kit.trainer_config(PageRule, int(seed)))
         print(json.dumps({"variant": name, "value": float(value), "seed": int(seed), "auc": met["auc"], "gauc": met["gauc"],
                           "logloss": met["logloss"], "epochs": met["train"]["epochs_run"],
-                          "best_epoch": met["train"]["best_epoch"], "csa": dr.csa_probe(pol, data)}), flush=True)
+                          "best_epoch": met["train"]["best_epoch"],
+                          "csa": dr.csa_probe(pol, data) if hasattr(pol, "csa") else None}), flush=True)
     return 0
 
 

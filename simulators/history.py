@@ -170,9 +170,12 @@ class HistoryGenerator:
     def store_source(self, users: Users, max_len: int | None = None, chunk: int = 4096) -> StoredHistories:
         """:meth:`source` of ``users`` generated once, kept as :class:`StoredHistories`
         (row ``i`` of the store is ``users`` row ``i``), in chunks of ``chunk`` users."""
-        parts = (self.source(users.take(np.arange(lo, min(lo + chunk, len(users)))), max_len)
-                 for lo in range(0, len(users), chunk))
-        return StoredHistories.of(parts)
+        return self._store(self.source, users, max_len, chunk)
+
+    @staticmethod
+    def _store(generate, users: Users, max_len: int | None, chunk: int) -> StoredHistories:
+        return StoredHistories.of(generate(users.take(np.arange(lo, min(lo + chunk, len(users)))), max_len)
+                                  for lo in range(0, len(users), chunk))
 
     def target(self, users: Users, max_len: int | None = None) -> Histories:
         """Target-domain (shop) history: recent behaviour shows active interests only."""
@@ -180,8 +183,7 @@ class HistoryGenerator:
 
     def store_target(self, users: Users, max_len: int | None = None, chunk: int = 4096) -> StoredHistories:
         """:meth:`target` of ``users`` generated once (as :meth:`store_source`)."""
-        return StoredHistories.of(self.target(users.take(np.arange(lo, min(lo + chunk, len(users)))), max_len)
-                                  for lo in range(0, len(users), chunk))
+        return self._store(self.target, users, max_len, chunk)
 
 
 @dataclass(frozen=True)
