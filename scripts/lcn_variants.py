@@ -5,7 +5,8 @@ complete-scope attention selected (``dose_response.csa_probe``).
 
     SIMAB_CACHE=... USERS=1000 .venv/bin/python scripts/lcn_variants.py nocrp:0.0:7 noprior:1.0:8
 
-Each argument is ``variant:dial value:model seed``.  Variants: ``base`` (the page's LCN),
+Each argument is ``variant:dial value:model seed``; ``residual:V:S`` prints instead what the
+oracle's tag features add to the page's SIM of seed S (``oracle_lcn.residual``).  Variants: ``base`` (the page's LCN),
 ``nocrp`` (``crp_weight = 0``), ``nomatch`` (``csa_match_weight = 0``), ``noprior`` (``csa_prior =
 "none"``: CSA scored by its learned similarity alone, the page's LCN before the exact-match prior
 became the default; that prior was the variant ``prior`` here, measured on the 1,000-user page),
@@ -24,6 +25,8 @@ import sys
 
 import dose_response as dr
 import experiment_kit as kit
+import numpy as np
+import oracle_lcn
 import torch
 from torch import nn
 
@@ -129,6 +132,15 @@ def main(argv: list[str]) -> int:
     for spec in argv:
         name, value, seed = spec.split(":")
         data = kit.load_world(dr.world_table(cfg, users, float(value)), 7, cache)
+        if name == "residual":  # the tag features over the page's SIM (scripts/oracle_lcn.py residual)
+            sim = kit.Model("SIM", "sim")
+            pol, met, _ = kit.checkpoint_trainer(data, cache)(sim, {"embedding_dim": 8}, int(seed),
+                                                              kit.trainer_config(PageRule, int(seed)))
+            logits = np.concatenate([pol.score(b)[:, 0].numpy()
+                                     for b in data.val.batches(4096, groups=pol.feature_groups)])
+            print(json.dumps({"variant": name, "value": float(value), "seed": int(seed), "sim_auc": met["auc"],
+                              **oracle_lcn.residual(data, logits)}), flush=True)
+            continue
         policy, params = VARIANTS[name]
         model = kit.Model(f"LCN {name}", policy, params)
         pol, met, _ = kit.checkpoint_trainer(data, cache)(model, {"embedding_dim": 8, **params}, int(seed),
