@@ -204,9 +204,9 @@ def csa_probe(policy: Any, data: kit.WorldData, rows: int = 2048) -> dict:
     long = n_real > k1  # rows where CSA selects (a shorter history is kept whole)
     out: dict = {"k1": k1, "rows_selecting": int(long.sum())}
     if policy.csa.prior is not None:  # what the exact-match prior learned (category, then tag)
-        out["prior_weights"] = [round(float(w), 4) for w in policy.csa.prior]
+        out["prior_weights"] = [round(float(w), 4) for w in policy.csa.prior.detach()]
     if getattr(policy.csa, "cosine", False):  # the cosine part of the score lies within ± this
-        out["cosine_scale"] = round(float(policy.csa.log_scale.exp()), 4)
+        out["cosine_scale"] = round(float(policy.csa.log_scale.detach().exp()), 4)
     for name, hit in groups.items():
         picked = hit.gather(1, idx[:, 0]) & sel[:, 0]
         out[f"{name}_in_top_k"] = float(picked.sum() / sel[:, 0].sum().clamp(min=1))
