@@ -204,6 +204,15 @@ def key_world(world_spec: Mapping[str, Any], groups: Any) -> Mapping[str, Any]:
     return {k: v for k, v in world_spec.items() if k not in drop} if drop else world_spec
 
 
+def key_params(policy: Any) -> dict:
+    """The parameters a checkpoint key holds: the policy's (defaults merged) less those of its
+    ``KEY_NEUTRAL`` at their neutral value, parameters added after checkpoints of the policy
+    existed whose value there builds the model as it was before them.  Adding such a parameter
+    then leaves every existing key, and so the cache, as it was."""
+    neutral = getattr(type(policy), "KEY_NEUTRAL", {})
+    return {k: v for k, v in policy.params.items() if not (k in neutral and canonical_json(v) == canonical_json(neutral[k]))}
+
+
 def load_or_train(
     cache_dir: str | Path,
     world_spec: Mapping[str, Any],
@@ -224,7 +233,7 @@ def load_or_train(
     if not has_weights(policy):
         return policy, policy.fit(train_source, val_source) or {}, False
     world_spec = key_world(world_spec, getattr(policy, "feature_groups", ()))
-    key = cache_key(world_spec, name, policy.params, seed, config.result_relevant())
+    key = cache_key(world_spec, name, key_params(policy), seed, config.result_relevant())
     cache_dir = Path(cache_dir)
     entry = cache_dir / key
     if (entry / SPEC_FILE).exists():
@@ -237,7 +246,7 @@ def load_or_train(
     tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", dir=cache_dir))
     try:
         save_checkpoint(policy, tmp, metrics)
-        _write_json(tmp / "cache_key.json", {"world": world_spec, "policy": name, "params": policy.params,
+        _write_json(tmp / "cache_key.json", {"world": world_spec, "policy": name, "params": key_params(policy),
                                              "seed": seed, "trainer": config.result_relevant()})
         os.rename(tmp, entry)
     except OSError:

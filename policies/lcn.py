@@ -313,6 +313,9 @@ class LCN(NeuralPolicy):
         "csa_prior_init": 3.0,
         "target_lifelong": False,
     }
+    #: parameters added after LCN checkpoints existed, at the value that builds LCN as before
+    #: them: left out of the checkpoint key there (:func:`simab.policies.checkpoint.key_params`)
+    KEY_NEUTRAL: dict[str, Any] = {"target_lifelong": False}
     RULES = {
         **COMMON_RULES,
         "k1": in_range(1),

@@ -175,3 +175,20 @@ def test_each_log_only_declaration_holds_on_the_training_batches(field, tmp_path
     x = next(data[0.0][0].batches(512, groups=tuple(shown)))
     y = next(data[1.0][0].batches(512, groups=tuple(shown)))
     assert any(not torch.equal(x[k], y[k]) for k in x if k in y)
+
+
+def test_a_parameter_at_its_neutral_value_stays_out_of_the_key():
+    """``KEY_NEUTRAL`` (LCN's ``target_lifelong``, added after LCN checkpoints existed): at
+    False the key holds the parameters as they were before it, so the cache still finds those
+    checkpoints; at True it is in the key."""
+    from simab.policies.checkpoint import key_params
+    from simab.policies.synthetic import synthetic_spec
+
+    spec = synthetic_spec()
+    off = build_policy("lcn", {"embedding_dim": 4}, spec, seed=0)
+    on = build_policy("lcn", {"embedding_dim": 4, "target_lifelong": True}, dataclasses.replace(
+        spec, provides=spec.provides + ("target_lifelong",)), seed=0)
+    assert "target_lifelong" not in key_params(off)
+    assert {**key_params(off), "target_lifelong": False} == off.params
+    assert key_params(on)["target_lifelong"] is True
+    assert cache_key({}, "lcn", key_params(off), 0) != cache_key({}, "lcn", key_params(on), 0)
