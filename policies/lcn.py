@@ -237,10 +237,15 @@ class CompleteScopeAttention(nn.Module):
             # Detached: a cosine's gradient grows as 1/|embedding| (std 1e-2 here), enough
             # to take the shared tables over from the other consumers.  Centred: the tables
             # drift in a common direction, which would make every pair look alike.
-            k = keys.detach()
-            w = mask.to(k.dtype)
+            # In float64, rounded once at the end: in float32 the products' rounding depends on
+            # the batch (how many padding columns, which kernel), so two copies of one item
+            # in a history could score an ulp apart, and which of them CSA kept then depended
+            # on the batch rather than on recency (the reference and wave engines disagreed)
+            k = keys.detach().double()
+            w = mask.double()
             centre = (torch.einsum("bn,bnd->bd", w, k) / w.sum(1, keepdim=True).clamp_min(1.0)).unsqueeze(1)  # [B, 1, dk]
-            query = F.normalize(self.query(target.detach() - centre), dim=-1) * self.log_scale.exp()
+            query = F.normalize(self.query(target.detach() - centre.to(target.dtype)).double(), dim=-1) \
+                * self.log_scale.exp().double()
             # cos(q, k - m) without the [B, N, dk] difference: q·k - q·m over |k - m|, with
             # |k - m|² = |k|² - 2 k·m + |m|² (F.normalize's max(|x|, 1e-12), on the squares)
             kk = torch.einsum("bnd,bnd->bn", k, k)
@@ -248,8 +253,8 @@ class CompleteScopeAttention(nn.Module):
             # an event at the centre (a one-event history) scores 0, as F.normalize's zero vector did:
             # below 1e-6 |k|² the difference is float32 rounding of the expansion
             inv_norm = torch.where(norm2 > 1e-6 * kk, norm2.clamp_min(1e-24).rsqrt(), torch.zeros_like(norm2))  # [B, N]
-            scores = (torch.einsum("bcd,bnd->bcn", query, k) - (query * centre).sum(-1, keepdim=True)) \
-                * inv_norm.unsqueeze(1)
+            scores = ((torch.einsum("bcd,bnd->bcn", query, k) - (query * centre).sum(-1, keepdim=True))
+                      * inv_norm.unsqueeze(1)).to(keys.dtype)
         else:
             scores = torch.einsum("bcd,bnd->bcn", self.query(target), keys) * self.scale
         if self.prior is not None:
