@@ -105,25 +105,25 @@ class LogDataset:
         new._pairs = None
         return new
 
+    def _once(self, key: str, make):
+        """``self._shared[key]``, made by ``make()`` the first time (shared with subsets and views)."""
+        if key not in self._shared:
+            self._shared[key] = make()
+        return self._shared[key]
+
     def _people(self) -> Users:
         """Every user of the log (sorted ids), generated once."""
-        if "people" not in self._shared:
-            self._shared["people"] = self.world.population.users(self._shared["users"])
-        return self._shared["people"]
+        return self._once("people", lambda: self.world.population.users(self._shared["users"]))
 
     def _histories(self) -> StoredHistories:
         """Every user's lifelong source history, generated once (epochs read them again)."""
-        if "histories" not in self._shared:
-            self._shared["histories"] = self.world.histories.store_source(
-                self._people(), max_len=self.builder.fs.lifelong_len or None)
-        return self._shared["histories"]
+        return self._once("histories", lambda: self.world.histories.store_source(
+            self._people(), max_len=self.builder.fs.lifelong_len or None))
 
     def _target_histories(self) -> StoredHistories:
         """Every user's lifelong target-domain history, generated once."""
-        if "target_histories" not in self._shared:
-            self._shared["target_histories"] = self.world.histories.store_target(
-                self._people(), max_len=self.builder.target_lifelong_len)
-        return self._shared["target_histories"]
+        return self._once("target_histories", lambda: self.world.histories.store_target(
+            self._people(), max_len=self.builder.target_lifelong_len))
 
     def _user_pos(self, rows: np.ndarray) -> np.ndarray:
         return np.searchsorted(self._shared["users"], self.user[rows])
