@@ -189,3 +189,19 @@ def test_a_tiny_sweep_writes_a_summary_of_the_issue_form(tmp_path, monkeypatch):
     assert short["reduced"]["values"] == [2.0, 3.0] and short["reduced"]["asked"]["values"] == 4
     assert dose.check_summary(short["summary"]) != []  # not a page of the issue's form
     assert "dial values 2, 3, where issue #30 asks for" in (out / "dose_amen.md").read_text()
+
+
+def test_the_starved_sharing_world_differs_from_the_preset_only_in_s3s_traffic():
+    # issue #30, item 4: s3 at 1-4% of the traffic; the preset's world has 4%, the starved one 1%
+    from simab.simulators.spec import world_spec
+
+    shares = {}
+    for name in ("ssim", "ssim-starved"):
+        spec = world_spec(dose.world_table(dose.SEEDS[name], 1000, 0.8))
+        total = sum(s.traffic for s in spec.scenarios.values())
+        shares[name] = {k: s.traffic / total for k, s in spec.scenarios.items()}
+    assert shares["ssim"]["s3"] == pytest.approx(0.04)
+    assert shares["ssim-starved"]["s3"] == pytest.approx(0.01)
+    starved = {k: v for k, v in dose.SEEDS["ssim-starved"].items() if k != "base"}
+    assert starved == {k: v for k, v in dose.SEEDS["ssim"].items() if k != "base"}
+    assert dose.SEEDS["ssim-backbones"]["base"] == dose.SEEDS["ssim-starved"]["base"]
