@@ -49,6 +49,10 @@ SSIM_WORLD = {"specific_share": 1.0, "specific_features": True, "specific_featur
 SSIM_STARVED = {**SSIM_WORLD, "scenarios": {"s1": {"base_logit": -4.6, "traffic": 0.62},
                                             "s2": {"base_logit": -4.7, "traffic": 0.37},
                                             "s3": {"base_logit": -4.6, "traffic": 0.01}}}
+#: The study's training rule (issue #30, item 5): to convergence, the same rule and patience
+#: for every model
+RULE_DEFAULTS = {"monitor": "logloss", "epochs": 12}
+
 #: SSIM as the study trains it: the ratio tuned on validation over a grid (the seed's "optimal
 #: selection ratio"; 0 = share nothing, so where every sharing hurts validation keeps the multi-task
 #: backbone and the headline edge is 0 by construction; then the two ends), the selection saved
@@ -286,7 +290,7 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("seed_model", choices=sorted(SEEDS))
     kit.add_common_args(ap, users=5000, campaign_days=0.0)
-    ap.set_defaults(monitor="logloss", epochs=12)  # to convergence: the same rule and patience for every model
+    ap.set_defaults(**RULE_DEFAULTS)
     ap.add_argument("--gate-only", action="store_true",
                     help="only measure each dial value's base CTR and oracle information (no training): OUT/gate_<seed>.*")
     ap.add_argument("--values", help="dial values, comma-separated (default: the seed's four)")
@@ -359,8 +363,8 @@ def main(argv: list[str]) -> int:
                "focus": cfg["focus"],
                "command": "scripts/dose_response.py " + " ".join(argv),
                "users": args.users, "epochs": args.epochs, "max_steps": args.max_steps,
-               "batch_size": args.batch_size, "monitor": args.monitor, "patience": args.patience,
-               "seeds": seeds, "position_tower": args.position_tower,
+               "batch_size": args.batch_size, "lr": args.lr, "embedding_dim": args.embedding_dim,
+               "monitor": args.monitor, "patience": args.patience, "seeds": seeds, "position_tower": args.position_tower,
                "summary_rows": cfg.get("summary_rows", "all"),
                "models": [m.label for m in models], "results": results, "campaign": online}
     if "headline" in cfg:  # the seed pages of issue #30 (a smoke config may have no headline)
