@@ -151,6 +151,19 @@ SEEDS: dict[str, dict] = {
 SEEDS["ssim-starved"] = {**SEEDS["ssim"], "base": SSIM_STARVED}
 
 
+def add_study_args(ap: argparse.ArgumentParser) -> None:
+    """The common flags at the study's defaults (the preset's users, its training rule)."""
+    kit.add_common_args(ap, users=5000, campaign_days=0.0)
+    ap.set_defaults(**RULE_DEFAULTS)
+
+
+def study_defaults() -> dict:
+    """The study's flag defaults (a page written before it recorded a setting ran at these)."""
+    ap = argparse.ArgumentParser()
+    add_study_args(ap)
+    return vars(ap.parse_args([]))
+
+
 def world_table(cfg: dict, users: int, value: float) -> dict:
     """The ``[world]`` table of a seed's preset at one dial value (the dial merged into the
     seed's base keys: a dial inside a table the base also sets, e.g. ``response``, keeps both)."""
@@ -289,8 +302,7 @@ def campaign_lines(cmp: dict, dial: str, page_users: int | None = None) -> list[
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("seed_model", choices=sorted(SEEDS))
-    kit.add_common_args(ap, users=5000, campaign_days=0.0)
-    ap.set_defaults(**RULE_DEFAULTS)
+    add_study_args(ap)
     ap.add_argument("--gate-only", action="store_true",
                     help="only measure each dial value's base CTR and oracle information (no training): OUT/gate_<seed>.*")
     ap.add_argument("--values", help="dial values, comma-separated (default: the seed's four)")

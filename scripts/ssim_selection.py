@@ -47,12 +47,15 @@ def checkpoints(cache: Path, params: dict) -> dict[tuple[str, int], Path]:
 def probe(page: dict, cache: Path) -> list[dict]:
     """One row per (dial value, SSIM model seed)."""
     from simab.policies.metrics import auc
-    from simab.policies.ssim import source_fingerprint
+    from simab.policies.ssim import SSIM, source_fingerprint
 
     cfg = dose.SEEDS[page["seed_model"]]
     ssim = next(m for m in cfg["models"] if m.label == "SSIM")
-    # the page's SSIM row (its selections_dir is a path under the cache it was trained with)
-    found = checkpoints(cache, {k: v for k, v in ssim.params.items() if k != "selections_dir"})
+    # the page's SSIM row, every parameter with the policy's defaults merged (a parameter the row
+    # leaves at its default, e.g. the backbone, must match too: the cache may hold SSIMs of the
+    # other backbones on the same rows); its selections_dir is a path under the cache it was trained in
+    params = {**SSIM.DEFAULTS, "embedding_dim": page.get("embedding_dim", dose.study_defaults()["embedding_dim"]), **ssim.params}
+    found = checkpoints(cache, {k: v for k, v in params.items() if k != "selections_dir"})
     rows = []
     for r in page["results"]:
         data = kit.load_world(dose.world_table(cfg, page["users"], r["value"]), 7, cache)

@@ -23,14 +23,6 @@ import experiment_kit as kit
 import numpy as np
 
 
-def dose_defaults() -> dict:
-    """The dose-response study's flag defaults (``scripts/dose_response.py``)."""
-    ap = argparse.ArgumentParser()
-    kit.add_common_args(ap, users=5000, campaign_days=0.0)
-    ap.set_defaults(**dose.RULE_DEFAULTS)
-    return vars(ap.parse_args([]))
-
-
 def probe(page: dict, cache: Path, threads: int) -> list[dict]:
     """One row per (dial value, model seed): ST's and MT's AUC on the focus scenario."""
     from simab.policies.ssim import RowSource
@@ -40,9 +32,9 @@ def probe(page: dict, cache: Path, threads: int) -> list[dict]:
     cfg = dose.SEEDS[page["seed_model"]]
     focus = page["focus"]
     backbone = next(m for m in cfg["models"] if m.label == "MT-Backbone")
-    # the page's training rule (pages written before the page recorded lr and embedding_dim ran
-    # at the study's defaults)
-    defaults = dose_defaults()
+    # the page's training rule (pages written before pages recorded lr and embedding_dim ran at
+    # the study's defaults)
+    defaults = dose.study_defaults()
     rule = argparse.Namespace(**{k: page.get(k, defaults[k]) for k in
                                  ("epochs", "batch_size", "lr", "max_steps", "monitor", "patience", "embedding_dim")},
                               threads=threads)

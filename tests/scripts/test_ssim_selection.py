@@ -36,3 +36,14 @@ def test_only_the_pages_settings_are_found(tmp_path):
     _entry(tmp_path, "d", {"ratio_grid": [0.0, 0.1, 0.8], "kl_weight": 0.003, "embedding_dim": 16})
     with pytest.raises(SystemExit, match="several cached SSIM checkpoints"):
         ssim_selection.checkpoints(tmp_path, want)
+
+
+def test_a_parameter_the_page_leaves_at_its_default_must_match_too(tmp_path):
+    # the cache of the ssim-backbones study holds SSIMs of other backbones on the same rows with
+    # the page row's explicit parameters; only the one at the default backbone is the page's
+    from simab.policies.ssim import SSIM
+
+    base = {**SSIM.DEFAULTS, "ratio_grid": [0.0, 0.1, 0.8], "kl_weight": 0.003, "embedding_dim": 8}
+    dnn = _entry(tmp_path, "a", dict(base))
+    _entry(tmp_path, "b", {**base, "backbone": "dcn"})
+    assert ssim_selection.checkpoints(tmp_path, base) == {("fp", 7): dnn}

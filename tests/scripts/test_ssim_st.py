@@ -31,6 +31,6 @@ def test_the_st_backbone_sees_only_the_focus_scenarios_rows(tmp_path, monkeypatc
     s3 = ["s1", "s2", "s3"].index("s3")
     assert [list(x) for x in seen[:2]] == [[s3], [s3]]  # training and validation rows: s3's only
     config = seen[2]
-    assert (config.max_steps, config.batch_size, config.lr) == (2, 256, ssim_st.dose_defaults()["lr"])
+    assert (config.max_steps, config.batch_size, config.lr) == (2, 256, ssim_st.dose.study_defaults()["lr"])
     assert r["focus_train_rows"] > 0 and 0.0 <= r["st_auc"] <= 1.0
     assert r["mt_auc"] == 0.75 and r["mt_minus_st"] == pytest.approx(0.75 - r["st_auc"])
