@@ -9,13 +9,14 @@ multi-task backbone already feeds it the other scenarios' rows through its share
     .venv/bin/python scripts/ssim_st.py docs/results/dose_ssim-starved.json [--json OUT]
 
 The worlds and pre-periods come from the cache (``SIMAB_CACHE``); the ST models are trained
-here (seconds each: the focus scenario's rows only) and not cached.
+here (the focus scenario's rows only: about a minute each at 5,000 users) and not cached.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import dose_response as dose
@@ -65,7 +66,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None, help="write the rows here")
     args = ap.parse_args(argv)
-    page = json.loads(Path(args.page).read_text())
+    try:
+        page = json.loads(Path(args.page).read_text())
+    except (OSError, ValueError) as e:
+        print(f"error: {args.page}: cannot read the page's JSON ({e})", file=sys.stderr)
+        return 2
+    cfg = dose.SEEDS.get(page.get("seed_model")) if isinstance(page, dict) else None
+    if cfg is None or not any(m.label == "MT-Backbone" for m in cfg["models"]) or "focus" not in page:
+        allowed = ", ".join(k for k, v in dose.SEEDS.items() if any(m.label == "MT-Backbone" for m in v["models"]))
+        print(f"error: {args.page}: seed_model: not an SSIM dose-response page with an MT-Backbone row "
+              f"(allowed: {allowed})", file=sys.stderr)
+        return 2
     rows = probe(page, Path(args.cache or kit.cache_root()), args.threads)
     if args.json:
         Path(args.json).write_text(json.dumps({"page": args.page, "rows": rows}, indent=1) + "\n")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 import ssim_st
 
 
@@ -34,3 +33,12 @@ def test_the_st_backbone_sees_only_the_focus_scenarios_rows(tmp_path, monkeypatc
     assert (config.max_steps, config.batch_size, config.lr) == (2, 256, ssim_st.dose.study_defaults()["lr"])
     assert r["focus_train_rows"] > 0 and 0.0 <= r["st_auc"] <= 1.0
     assert r["mt_auc"] == 0.75 and r["mt_minus_st"] == pytest.approx(0.75 - r["st_auc"])
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"seed_model": "lcn", "focus": "channel_feed"}'])
+def test_a_page_that_is_not_an_ssim_page_is_one_line_and_status_2(tmp_path, capsys, text):
+    page = tmp_path / "page.json"
+    page.write_text(text)
+    assert ssim_st.main([str(page)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {page}: ") and err.count("\n") == 1
