@@ -172,6 +172,12 @@ def world_table(cfg: dict, users: int, value: float) -> dict:
     return deep_merge({"preset": cfg["preset"], "n_users": users, **cfg["base"]}, kit.nest(cfg["dial"], value))
 
 
+def page_world(page: dict, value: float, cache: str | Path) -> kit.WorldData:
+    """The world and pre-period of a recorded page at one dial value (the world seed is the
+    page's first model seed, ``--seed``), from the cache the page was made with."""
+    return kit.load_world(world_table(SEEDS[page["seed_model"]], page["users"], value), page["seeds"][0], cache)
+
+
 def paired(rows: dict, label: str, base: str, key: str) -> list[float]:
     """``rows[label][key] - rows[base][key]`` per model seed (NaN where a row lacks the key)."""
     return [r.get(key, np.nan) - q.get(key, np.nan) for r, q in zip(rows[label], rows[base], strict=True)]

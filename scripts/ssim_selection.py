@@ -58,7 +58,7 @@ def probe(page: dict, cache: Path) -> list[dict]:
     found = checkpoints(cache, {k: v for k, v in params.items() if k != "selections_dir"})
     rows = []
     for r in page["results"]:
-        data = kit.load_world(dose.world_table(cfg, page["users"], r["value"]), 7, cache)
+        data = dose.page_world(page, r["value"], cache)
         fp = source_fingerprint(data.train)
         shareable = oracle_ssim.shareable_rows(data.world, data.train)
         scen = data.train.scenario

@@ -41,7 +41,7 @@ def probe(page: dict, cache: Path, threads: int) -> list[dict]:
                               threads=threads)
     rows = []
     for r in page["results"]:
-        data = kit.load_world(dose.world_table(cfg, page["users"], r["value"]), 7, cache)
+        data = dose.page_world(page, r["value"], cache)
         index = list(data.world.spec.scenarios).index(focus)
         train = RowSource(data.train, np.flatnonzero(data.train.scenario == index))
         val = RowSource(data.val, np.flatnonzero(data.val.scenario == index))
@@ -71,11 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         print(f"error: {args.page}: cannot read the page's JSON ({e})", file=sys.stderr)
         return 2
-    cfg = dose.SEEDS.get(page.get("seed_model")) if isinstance(page, dict) else None
-    if cfg is None or not any(m.label == "MT-Backbone" for m in cfg["models"]) or "focus" not in page:
-        allowed = ", ".join(k for k, v in dose.SEEDS.items() if any(m.label == "MT-Backbone" for m in v["models"]))
+    allowed = [k for k, v in dose.SEEDS.items() if any(m.label == "MT-Backbone" for m in v["models"])]
+    if not isinstance(page, dict) or page.get("seed_model") not in allowed or "focus" not in page:
         print(f"error: {args.page}: seed_model: not an SSIM dose-response page with an MT-Backbone row "
-              f"(allowed: {allowed})", file=sys.stderr)
+              f"(allowed: {', '.join(allowed)})", file=sys.stderr)
         return 2
     rows = probe(page, Path(args.cache or kit.cache_root()), args.threads)
     if args.json:

@@ -9,7 +9,9 @@ import ssim_st
 
 
 def test_the_st_backbone_sees_only_the_focus_scenarios_rows(tmp_path, monkeypatch):
-    from simab.policies import trainer
+    # neural binds trainer.fit at its import: import it first, so the spy below is only what
+    # ssim_st calls and monkeypatch's undo leaves no module holding it
+    from simab.policies import neural, trainer  # noqa: F401
 
     seen = []
     real_fit = trainer.fit
@@ -21,7 +23,7 @@ def test_the_st_backbone_sees_only_the_focus_scenarios_rows(tmp_path, monkeypatc
         return real_fit(policy, train, val, config)
 
     monkeypatch.setattr(trainer, "fit", spy)
-    page = {"seed_model": "ssim-starved", "focus": "s3", "users": 300, "epochs": 1, "max_steps": 2,
+    page = {"seed_model": "ssim-starved", "focus": "s3", "users": 300, "seeds": [7], "epochs": 1, "max_steps": 2,
             "batch_size": 256, "monitor": "logloss", "patience": 2,  # no lr / embedding_dim: an older page
             "results": [{"value": 0.8, "rows": {"MT-Backbone": [{"seed": 7, "auc_s3": 0.75}]}}]}
     rows = ssim_st.probe(page, tmp_path, threads=1)
