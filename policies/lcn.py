@@ -56,8 +56,11 @@ to bottom as the architecture:
    The outputs of all active levels are concatenated with profile, scenario and target
    embeddings, a DIN unit over the short target-domain click sequence (*assumed*, so
    that LCN = DIN + lifelong modelling; ``short_seq="none"`` drops it) and the
-   popularity prior, and SIM's count features (``count_features``: ``log(1 + n)`` and the
-   share of the lifelong events of the candidate's category), into an MLP.
+   popularity prior, SIM's count features (``count_features``: ``log(1 + n)`` and the
+   share of the lifelong events of the candidate's category) and, where the world has tags,
+   the same for the candidate's tag (``tag_counts``, issue #30: over all events and over
+   those of other categories; a softmax-pooled level says which events match, not how
+   many), into an MLP.
 
    ``target_lifelong=True`` (default False) runs a second pyramid (``t_csa``, ``t_msa``,
    ``t_fsa``: the same levels and settings) over the *target-domain* lifelong history
@@ -182,6 +185,28 @@ def category_mean(batch: Batch, rows: torch.Tensor, cats: torch.Tensor) -> torch
     whose category is ``cats`` (a category-level positive; all zero when there is none)."""
     match = ((batch["ll_cat"][rows] == cats.unsqueeze(1)) & batch["ll_mask"][rows]).float()
     return match / match.sum(-1, keepdim=True).clamp_min(1.0)
+
+
+def category_counts(batch: Batch, seq: str = "ll") -> torch.Tensor:
+    """``[B, C, 2]``: SIM's count features, ``log(1 + n)`` and the share ``n / N`` of the
+    history's ``N`` real events that are of the candidate's category."""
+    mask = batch[f"{seq}_mask"]
+    n_match = ((batch[f"{seq}_cat"].unsqueeze(1) == batch["item_cat"].unsqueeze(-1)) & mask.unsqueeze(1)).sum(-1)
+    n_events = mask.sum(-1, keepdim=True).clamp_min(1)
+    return torch.stack([torch.log1p(n_match.float()), n_match / n_events], dim=-1)
+
+
+def tag_counts(batch: Batch, seq: str = "ll") -> torch.Tensor:
+    """``[B, C, 4]``: the same counts for the candidate's tag (the id both domains share; tag 0
+    is padding, never a match), over all the history's events and over those of other
+    categories than the candidate's (what exact-category search cannot reach)."""
+    mask = batch[f"{seq}_mask"].unsqueeze(1)
+    tag = ((batch[f"{seq}_tag"].unsqueeze(1) == batch["item_tag"].unsqueeze(-1)) & mask
+           & (batch["item_tag"] > 0).unsqueeze(-1))  # [B, C, N]
+    other = tag & (batch[f"{seq}_cat"].unsqueeze(1) != batch["item_cat"].unsqueeze(-1))
+    n_events = batch[f"{seq}_mask"].sum(-1, keepdim=True).clamp_min(1)
+    n_tag, n_other = tag.sum(-1).float(), other.sum(-1).float()
+    return torch.stack([torch.log1p(n_tag), n_tag / n_events, torch.log1p(n_other), n_other / n_events], dim=-1)
 
 
 def recent_same_tag(batch: Batch, rows: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
@@ -314,13 +339,14 @@ class LCN(NeuralPolicy):
         "crp_positive": "recent_same_tag",
         "csa_match": "category_or_tag",
         "count_features": True,
+        "tag_counts": True,
         "csa_prior": "exact",
         "csa_prior_init": 3.0,
         "target_lifelong": False,
     }
     #: parameters added after LCN checkpoints existed, at the value that builds LCN as before
     #: them: left out of the checkpoint key there (:func:`simab.policies.checkpoint.key_params`)
-    KEY_NEUTRAL: dict[str, Any] = {"target_lifelong": False}
+    KEY_NEUTRAL: dict[str, Any] = {"target_lifelong": False, "tag_counts": False}
     RULES = {
         **COMMON_RULES,
         "k1": in_range(1),
@@ -355,7 +381,8 @@ class LCN(NeuralPolicy):
                                                     "action", "gap", *(["tag"] if self.tags else [])])
         kd = (3 if self.tags else 2) * d  # an item's key: item ⊕ category (⊕ tag)
         self.sequences = ("ll", "tl") if p["target_lifelong"] else ("ll",)  # source (and target-domain) histories
-        in_dim = feature_spec.input_width(d) + 2 * int(p["count_features"]) * len(self.sequences)
+        n_counts = 2 * int(p["count_features"]) + 4 * int(p["tag_counts"] and self.tags)  # per history
+        in_dim = feature_spec.input_width(d) + n_counts * len(self.sequences)
         if p["short_seq"] == "din":
             self.short_attention = ActivationUnitAttention(2 * d, p["attention_units"], activation=p["activation"])
             in_dim += 2 * d
@@ -479,12 +506,11 @@ class LCN(NeuralPolicy):
         fields = candidate_fields(self.bank, batch)  # [B, C, F, d]
         target = self.key(batch, "item", "item_cat", "item_tag")  # [B, C, kd]
         parts = [fields.flatten(-2)]
-        for seq in self.sequences if self.params["count_features"] else ():
-            # SIM's: how many events of the history share the candidate's category
-            n_match = ((batch[f"{seq}_cat"].unsqueeze(1) == batch["item_cat"].unsqueeze(-1))
-                       & batch[f"{seq}_mask"].unsqueeze(1)).sum(-1)  # [B, C]
-            n_events = batch[f"{seq}_mask"].sum(-1, keepdim=True).clamp_min(1)
-            parts.append(torch.stack([torch.log1p(n_match.float()), n_match / n_events], dim=-1))
+        for seq in self.sequences:
+            if self.params["count_features"]:  # SIM's: how many events of the history share the candidate's category
+                parts.append(category_counts(batch, seq))
+            if self.params["tag_counts"] and self.tags:  # the same for the tag both domains share
+                parts.append(tag_counts(batch, seq))
         if self.params["short_seq"] == "din":
             short = self.bank.item_key(batch["seq_item"], batch["seq_cat"])
             parts.append(self.short_attention(target[..., : 2 * self.bank.dim], short, batch["seq_mask"]))

@@ -12,11 +12,12 @@ oracle's tag features add to the page's SIM of seed S (``oracle_lcn.residual``).
 became the default; that prior was the variant ``prior`` here, measured on the 1,000-user page),
 ``simlike`` (MSA off, FSA over CSA's top 50: SIM's search then one multi-head attention over 50
 events, as SIM is built), ``csaonly`` (MSA and FSA off), ``nomsa`` (MSA off), ``noaux`` (neither
-CRP nor the CSA match loss), ``tagcount`` (the tag's count features beside SIM's
-category counts: what the oracle of scripts/oracle_lcn.py reads), ``notags`` (LCN built as on a
+CRP nor the CSA match loss), ``notagcount`` (``tag_counts = false``: without the tag's count
+features beside SIM's category counts, the page's LCN before they became the default; they were
+the variant ``tagcount`` here), ``notags`` (LCN built as on a
 world without tag ids), ``simtag`` (SIM itself plus those tag counts: is the oracle's tag
 information learnable over what SIM learns at all).  The variants are registered here only
-(policies ``lcn_tagcount``, ``lcn_notags``, ``sim_tagcount``): experiments, not policies of the package.
+(policies ``lcn_notags``, ``sim_tagcount``): experiments, not policies of the package.
 """
 
 import json
@@ -32,40 +33,8 @@ from torch import nn
 
 from simab.policies.base import register_policy
 from simab.policies.layers import MLP
-from simab.policies.lcn import LCN
+from simab.policies.lcn import LCN, tag_counts
 from simab.policies.sim import SIM
-
-
-def tag_counts(batch) -> torch.Tensor:
-    """``[B, C, 4]``: log(1 + n) and the share of the lifelong events with the candidate's tag,
-    all and in other categories than the candidate's (what scripts/oracle_lcn.py reads)."""
-    mask = batch["ll_mask"].unsqueeze(1)
-    tag = (batch["ll_tag"].unsqueeze(1) == batch["item_tag"].unsqueeze(-1)) & mask & (batch["item_tag"] > 0).unsqueeze(-1)
-    other = tag & (batch["ll_cat"].unsqueeze(1) != batch["item_cat"].unsqueeze(-1))
-    n = batch["ll_mask"].sum(-1, keepdim=True).clamp_min(1)
-    nt, no = tag.sum(-1).float(), other.sum(-1).float()
-    return torch.stack([torch.log1p(nt), nt / n, torch.log1p(no), no / n], dim=-1)
-
-
-class LCNTagCounts(LCN):
-    """LCN plus the tag's count features (as SIM's category counts): log(1 + n) and the share
-    of the lifelong events with the candidate's tag, all and in other categories."""
-    name = "lcn_tagcount"
-
-    def __init__(self, params, feature_spec):
-        super().__init__(params, feature_spec)
-        first = next(m for m in self.mlp.modules() if isinstance(m, nn.Linear))
-        p = self.params
-        self.mlp = MLP(first.in_features + 4, p["mlp_units"], out_dim=1, activation=p["activation"], dropout=p["dropout"])
-
-    def lifelong_interest(self, batch, target, seq="ll"):
-        out = super().lifelong_interest(batch, target, seq)
-        if seq == "ll":
-            out.append(tag_counts(batch))
-        return out
-
-
-register_policy("lcn_tagcount", LCNTagCounts, LCNTagCounts.load)
 
 
 class _WithExtra(nn.Module):
@@ -80,7 +49,7 @@ class _WithExtra(nn.Module):
 
 
 class SIMTagCounts(SIM):
-    """SIM plus the tag's count features (:func:`tag_counts`): whether the oracle's tag
+    """SIM plus LCN's tag count features (``simab.policies.lcn.tag_counts``): whether the oracle's tag
     information is learnable on top of what SIM learns, at all."""
     name = "sim_tagcount"
     feature_groups = SIM.feature_groups + ("tags",)
@@ -117,7 +86,7 @@ VARIANTS = {"base": ("lcn", {}), "nocrp": ("lcn", {"crp_weight": 0.0}), "nomatch
             "noprior": ("lcn", {"csa_prior": "none"}), "simlike": ("lcn", {"use_msa": False, "k2": 50}),
             "csaonly": ("lcn", {"use_msa": False, "use_fsa": False}),
             "nomsa": ("lcn", {"use_msa": False}), "noaux": ("lcn", {"crp_weight": 0.0, "csa_match_weight": 0.0}),
-            "simtag": ("sim_tagcount", {}), "tagcount": ("lcn_tagcount", {}), "notags": ("lcn_notags", {})}
+            "simtag": ("sim_tagcount", {}), "notagcount": ("lcn", {"tag_counts": False}), "notags": ("lcn_notags", {})}
 
 
 class PageRule:
