@@ -116,6 +116,7 @@ from simab.policies.layers import (
     masked_softmax,
 )
 from simab.policies.neural import COMMON_DEFAULTS, COMMON_RULES, NeuralPolicy, check_heads
+from simab.policies.sim import count_features
 
 
 def top_k_positions(scores: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,25 +189,22 @@ def category_mean(batch: Batch, rows: torch.Tensor, cats: torch.Tensor) -> torch
 
 
 def category_counts(batch: Batch, seq: str = "ll") -> torch.Tensor:
-    """``[B, C, 2]``: SIM's count features, ``log(1 + n)`` and the share ``n / N`` of the
-    history's ``N`` real events that are of the candidate's category."""
+    """``[B, C, 2]``: SIM's count features (``sim.count_features``) of the history's events
+    of the candidate's category."""
     mask = batch[f"{seq}_mask"]
     n_match = ((batch[f"{seq}_cat"].unsqueeze(1) == batch["item_cat"].unsqueeze(-1)) & mask.unsqueeze(1)).sum(-1)
-    n_events = mask.sum(-1, keepdim=True).clamp_min(1)
-    return torch.stack([torch.log1p(n_match.float()), n_match / n_events], dim=-1)
+    return count_features(n_match, mask)
 
 
 def tag_counts(batch: Batch, seq: str = "ll") -> torch.Tensor:
     """``[B, C, 4]``: the same counts for the candidate's tag (the id both domains share; tag 0
     is padding, never a match), over all the history's events and over those of other
     categories than the candidate's (what exact-category search cannot reach)."""
-    mask = batch[f"{seq}_mask"].unsqueeze(1)
-    tag = ((batch[f"{seq}_tag"].unsqueeze(1) == batch["item_tag"].unsqueeze(-1)) & mask
+    mask = batch[f"{seq}_mask"]
+    tag = ((batch[f"{seq}_tag"].unsqueeze(1) == batch["item_tag"].unsqueeze(-1)) & mask.unsqueeze(1)
            & (batch["item_tag"] > 0).unsqueeze(-1))  # [B, C, N]
     other = tag & (batch[f"{seq}_cat"].unsqueeze(1) != batch["item_cat"].unsqueeze(-1))
-    n_events = batch[f"{seq}_mask"].sum(-1, keepdim=True).clamp_min(1)
-    n_tag, n_other = tag.sum(-1).float(), other.sum(-1).float()
-    return torch.stack([torch.log1p(n_tag), n_tag / n_events, torch.log1p(n_other), n_other / n_events], dim=-1)
+    return torch.cat([count_features(tag.sum(-1), mask), count_features(other.sum(-1), mask)], dim=-1)
 
 
 def recent_same_tag(batch: Batch, rows: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,14 @@ from simab.policies.layers import (
 from simab.policies.neural import COMMON_DEFAULTS, COMMON_RULES, NeuralPolicy, check_heads
 
 
+def count_features(n_match: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[..., 2]``: SIM's count features of ``n_match [B, C]`` matching events in a history
+    of ``mask [B, N]``: ``log(1 + n)`` and the share ``n / N`` of its ``N`` real events
+    (LCN gives the same two for categories and tags: ``policies/lcn.py``)."""
+    n_events = mask.sum(-1, keepdim=True).clamp_min(1)
+    return torch.stack([torch.log1p(n_match.float()), n_match / n_events], dim=-1)
+
+
 def hard_search(batch: Batch, top_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Positions ``[B, C, K]`` of the ``top_k`` most recent lifelong events whose
     category equals each candidate's, their mask (``False`` where fewer matched) and the
@@ -67,8 +75,7 @@ class SIM(NeuralPolicy):
         short = self.bank.item_key(batch["seq_item"], batch["seq_cat"])
         short_interest = self.short_attention(target, short, batch["seq_mask"])
         idx, found, n_match = hard_search(batch, self.params["top_k"])  # [B, C, K], [B, C]
-        n_events = batch["ll_mask"].sum(-1, keepdim=True).clamp_min(1)
-        match_stats = torch.stack([torch.log1p(n_match.float()), n_match / n_events], dim=-1)
+        match_stats = count_features(n_match, batch["ll_mask"])
         b, c, k = idx.shape
         flat = idx.reshape(b, c * k)
 

@@ -337,6 +337,15 @@ def main(argv: list[str]) -> int:
     if args.gate_only:
         return gate(args, cfg, values, argv)
     seeds = kit.model_seeds(args)
+    full_dial = len(values) >= PAGE_VALUES and 0.0 in values
+    reduced = "headline" in cfg and (args.users < PAGE_USERS or len(seeds) < PAGE_SEEDS or not full_dial)
+    if reduced and not args.reduced_why:
+        if not args.quick:  # before any training: a reduced page must say why it is reduced
+            print(f"dose_response.py: --reduced: the page would be below issue #30's size ({args.users:,} users, "
+                  f"{len(seeds)} seed(s), values {', '.join(f'{v:g}' for v in values)}; asked: {PAGE_USERS:,} users, "
+                  f"{PAGE_SEEDS} seeds, {PAGE_VALUES} values including 0): say why with --reduced \"...\"", file=sys.stderr)
+            return 2
+        args.reduced_why = "a smoke run (--quick)"
     results = []
     for v in values:
         data = kit.load_world(world_table(cfg, args.users, v), args.seed, args.cache)
@@ -387,10 +396,9 @@ def main(argv: list[str]) -> int:
                "models": [m.label for m in models], "results": results, "campaign": online}
     if "headline" in cfg:  # the seed pages of issue #30 (a smoke config may have no headline)
         summary["summary"] = page_summary(summary, cfg)
-    full_dial = len(values) >= PAGE_VALUES and 0.0 in values
-    if "headline" in cfg and (args.users < PAGE_USERS or len(seeds) < PAGE_SEEDS or not full_dial):  # below item 6's size
+    if reduced:  # below item 6's size
         summary["reduced"] = {"users": args.users, "seeds": len(seeds),
-                              "asked": {"users": PAGE_USERS, "seeds": PAGE_SEEDS}, "why": args.reduced_why or "not given"}
+                              "asked": {"users": PAGE_USERS, "seeds": PAGE_SEEDS}, "why": args.reduced_why}
         if not full_dial:  # only where the dial is short: the pages of full dials keep the record's form
             summary["reduced"].update(values=values)
             summary["reduced"]["asked"]["values"] = PAGE_VALUES  # at least, including 0

@@ -205,3 +205,18 @@ def test_the_starved_sharing_world_differs_from_the_preset_only_in_s3s_traffic()
     starved = {k: v for k, v in dose.SEEDS["ssim-starved"].items() if k != "base"}
     assert starved == {k: v for k, v in dose.SEEDS["ssim"].items() if k != "base"}
     assert dose.SEEDS["ssim-backbones"]["base"] == dose.SEEDS["ssim-starved"]["base"]
+
+
+def test_a_reduced_page_without_a_reason_is_refused_before_any_training(tmp_path, monkeypatch, capsys):
+    """A page below item 6's size must say why (``--reduced``): without it the script exits 2
+    with one line naming the flag and the asked size, before a world is built or a model trained."""
+    def no_world(*a, **k):
+        raise AssertionError("a world was built")
+
+    monkeypatch.setattr(kit, "load_world", no_world)
+    out = tmp_path / "out"
+    rc = dose.main(["lcn", "--users", "240", "--seeds", "3", "--cache", str(tmp_path / "cache"), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert "--reduced" in err[0] and "240 users" in err[0] and "5,000 users" in err[0]
+    assert not out.exists()
