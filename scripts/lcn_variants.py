@@ -20,6 +20,7 @@ information learnable over what SIM learns at all).  The variants are registered
 (policies ``lcn_notags``, ``sim_tagcount``): experiments, not policies of the package.
 """
 
+import argparse
 import json
 import os
 import sys
@@ -89,14 +90,9 @@ VARIANTS = {"base": ("lcn", {}), "nocrp": ("lcn", {"crp_weight": 0.0}), "nomatch
             "simtag": ("sim_tagcount", {}), "notagcount": ("lcn", {"tag_counts": False}), "notags": ("lcn_notags", {})}
 
 
-class PageRule:
-    """The dose page's trainer flags (scripts/dose_response.py's defaults)."""
-
-    epochs, batch_size, lr, max_steps, monitor, patience, threads = 12, 512, 2e-3, None, "logloss", 2, 1
-
-
 def main(argv: list[str]) -> int:
     cfg, users = dr.SEEDS["lcn"], int(os.environ.get("USERS", "1000"))
+    rule = argparse.Namespace(**dr.study_defaults())  # the dose page's trainer flags, one thread
     cache = os.environ.get("SIMAB_CACHE") or str(kit.cache_root())
     for spec in argv:
         name, value, seed = spec.split(":")
@@ -104,7 +100,7 @@ def main(argv: list[str]) -> int:
         if name == "residual":  # the tag features over the page's SIM (scripts/oracle_lcn.py residual)
             sim = kit.Model("SIM", "sim")
             pol, met, _ = kit.checkpoint_trainer(data, cache)(sim, {"embedding_dim": 8}, int(seed),
-                                                              kit.trainer_config(PageRule, int(seed)))
+                                                              kit.trainer_config(rule, int(seed)))
             logits = np.concatenate([pol.score(b)[:, 0].numpy()
                                      for b in data.val.batches(4096, groups=pol.feature_groups)])
             print(json.dumps({"variant": name, "value": float(value), "seed": int(seed), "sim_auc": met["auc"],
@@ -113,7 +109,7 @@ def main(argv: list[str]) -> int:
         policy, params = VARIANTS[name]
         model = kit.Model(f"LCN {name}", policy, params)
         pol, met, _ = kit.checkpoint_trainer(data, cache)(model, {"embedding_dim": 8, **params}, int(seed),
-                                                          kit.trainer_config(PageRule, int(seed)))
+                                                          kit.trainer_config(rule, int(seed)))
         print(json.dumps({"variant": name, "value": float(value), "seed": int(seed), "auc": met["auc"], "gauc": met["gauc"],
                           "logloss": met["logloss"], "epochs": met["train"]["epochs_run"],
                           "best_epoch": met["train"]["best_epoch"],
