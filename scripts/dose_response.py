@@ -30,6 +30,7 @@ The page JSON carries a ``summary`` in the fixed form :func:`check_summary` vali
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -327,8 +328,23 @@ def main(argv: list[str]) -> int:
                          "where the page's world is smaller")
     ap.add_argument("--campaign-at", type=float, default=None,
                     help="dial value of the online campaign (default: the largest; --campaign-days > 0 runs it)")
+    ap.add_argument("--base-extra", default=None,
+                    help="with --gate-only: JSON of world keys merged into the seed's base, to screen a variant "
+                         "of its world before any training (e.g. '{\"topic_spread\": 2.0}')")
     args = kit.apply_quick(ap.parse_args(argv), {"seeds": 2})
     cfg = SEEDS[args.seed_model]
+    if args.base_extra is not None:
+        from simab.simulators.spec import deep_merge
+
+        try:
+            extra = json.loads(args.base_extra)
+        except json.JSONDecodeError as e:
+            extra = e
+        if not args.gate_only or not isinstance(extra, dict):
+            print("dose_response.py: --base-extra: " + ("only with --gate-only (a page's world is its seed's base)"
+                  if not args.gate_only else "a JSON object of world keys is allowed"), file=sys.stderr)
+            return 2
+        cfg = {**cfg, "base": deep_merge(cfg["base"], extra)}
     values = [float(v) for v in kit.split_list(args.values)] if args.values else cfg["values"]
     if args.quick:
         values = values[:: max(1, len(values) - 1)]  # the two ends

@@ -220,3 +220,26 @@ def test_a_reduced_page_without_a_reason_is_refused_before_any_training(tmp_path
     assert rc == 2 and len(err) == 1
     assert "--reduced" in err[0] and "240 users" in err[0] and "5,000 users" in err[0]
     assert not out.exists()
+
+
+def test_base_extra_screens_a_world_variant_in_the_gate_only(tmp_path, monkeypatch, capsys):
+    """``--base-extra`` merges world keys into the seed's base for the gate (a variant screened
+    before any training); with a page, or as anything but a JSON object, it exits 2."""
+    tables = []
+
+    def record(table, seed, cache):
+        tables.append(table)
+        raise RuntimeError("stop after the world table")
+
+    monkeypatch.setattr(kit, "load_world", record)
+    common = ["lcn", "--users", "240", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]
+    with pytest.raises(RuntimeError):
+        dose.main([*common, "--gate-only", "--base-extra", '{"topic_spread": 2.0, "interest": {"dormant_weight": 0.7}}'])
+    base = dose.SEEDS["lcn"]["base"]
+    assert tables[0]["topic_spread"] == 2.0 and tables[0]["interest"] == {**base["interest"], "dormant_weight": 0.7}
+    assert base["topic_spread"] != 2.0  # the seed's own base is untouched
+    for bad in (["--base-extra", '{"topic_spread": 2.0}'], ["--gate-only", "--base-extra", "[1]"],
+                ["--gate-only", "--base-extra", "{topic"]):
+        assert dose.main([*common, *bad]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert len(tables) == 1
